@@ -1,0 +1,3 @@
+"""myopia: myopic training of transformer language models."""
+
+__version__ = "0.1.0"

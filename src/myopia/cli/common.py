@@ -1,0 +1,82 @@
+"""Argument groups shared by several subcommands (model size, gradient setting, optimisation)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..model import GRADIENTS, GPTConfig
+from ..train import TrainConfig
+
+
+def add_model_args(p: argparse.ArgumentParser, *, d_model=128, n_layer=4, n_head=4, seq_len=128) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--d-model", type=int, default=d_model, help="residual width (default %(default)s)")
+    g.add_argument("--n-layer", type=int, default=n_layer, help="transformer blocks (default %(default)s)")
+    g.add_argument("--n-head", type=int, default=n_head, help="attention heads (default %(default)s)")
+    g.add_argument("--seq-len", type=int, default=seq_len, help="context length in tokens (default %(default)s)")
+    g.add_argument("--mlp-ratio", type=int, default=4, help="MLP width / d_model (default %(default)s)")
+    g.add_argument("--dropout", type=float, default=0.0)
+    g.add_argument("--attention-impl", choices=["auto", "fused", "eager"], default="auto")
+
+
+def add_gradient_args(p: argparse.ArgumentParser, *, default="vanilla", single=True) -> None:
+    g = p.add_argument_group("gradient")
+    if single:
+        g.add_argument("--gradient", choices=GRADIENTS, default=default, help="gradient setting (default %(default)s)")
+    g.add_argument("--beta", type=float, default=0.0, help="weight of the off-band past gradient (0 = myopic)")
+    g.add_argument("--horizon", type=int, default=0, help="earlier positions that get the full gradient")
+
+
+def add_train_args(p: argparse.ArgumentParser, *, steps=1000, batch_size=32, lr=1e-3) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="global batch, sequences (default %(default)s)")
+    g.add_argument("--micro-batch-size", type=int, default=0, help="per-process micro-batch (0 = whole share)")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
+    g.add_argument("--min-lr-ratio", type=float, default=0.1)
+    g.add_argument("--warmup-steps", type=int, default=-1, help="-1: 1%% of the steps")
+    g.add_argument("--weight-decay", type=float, default=0.1)
+    g.add_argument("--grad-clip", type=float, default=1.0)
+    g.add_argument("--eval-every", type=int, default=250)
+    g.add_argument("--ckpt-every", type=int, default=500)
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def model_config(args, vocab_size: int = 256, gradient: str | None = None) -> GPTConfig:
+    return GPTConfig(
+        vocab_size=vocab_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_model=args.d_model,
+        seq_len=args.seq_len,
+        gradient=gradient or args.gradient,
+        beta=args.beta,
+        horizon=args.horizon,
+        mlp_ratio=args.mlp_ratio,
+        dropout=args.dropout,
+        attention_impl=args.attention_impl,
+    )
+
+
+def train_config(args) -> TrainConfig:
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size,
+        lr=args.lr,
+        min_lr_ratio=args.min_lr_ratio,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        progress=not args.no_progress,
+    )

@@ -1,0 +1,7 @@
+"""Corpora, tokenizers and the deterministic batch order of language-model training."""
+
+from .corpus import TokenCorpus, load_corpus
+from .lm import LMTask
+from .tokenizer import ByteTokenizer
+
+__all__ = ["TokenCorpus", "load_corpus", "LMTask", "ByteTokenizer"]

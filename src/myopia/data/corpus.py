@@ -1,0 +1,140 @@
+"""A tokenized corpus: documents concatenated (each ends with the end-of-document token), split by document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MyopiaError
+from .text import read_text_documents
+from .tokenizer import ByteTokenizer
+
+SPLITS = ("train", "val", "test")
+TOKEN_FILE_BLOCK = 4096  # a raw token file has no documents: it is split in blocks of this many tokens
+
+
+@dataclass
+class TokenCorpus:
+    """``tokens`` (N,) int array; document d is ``tokens[doc_offsets[d]:doc_offsets[d+1]]``.
+
+    ``doc_split[d]`` is 0 (train), 1 (val) or 2 (test); ``doc_slices[d]`` a label such as a genre.
+    """
+
+    tokens: np.ndarray
+    doc_offsets: np.ndarray
+    doc_slices: list[str]
+    doc_split: np.ndarray
+    vocab_size: int
+    tokenizer: Any = None
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_offsets) - 1
+
+    def split_docs(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise MyopiaError(f"split must be one of {SPLITS}, got {split!r}")
+        return np.flatnonzero(self.doc_split == SPLITS.index(split))
+
+    def stream(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The split's documents back to back: tokens (M,) and the document id of each token (M,)."""
+        docs = self.split_docs(split)
+        if len(docs) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        pieces = [self.tokens[self.doc_offsets[d] : self.doc_offsets[d + 1]] for d in docs]
+        ids = [np.full(self.doc_offsets[d + 1] - self.doc_offsets[d], d, dtype=np.int64) for d in docs]
+        return np.concatenate(pieces).astype(np.int64), np.concatenate(ids)
+
+    def describe(self) -> dict:
+        counts = {s: int((self.doc_split == i).sum()) for i, s in enumerate(SPLITS)}
+        tokens = {
+            s: int(sum(self.doc_offsets[d + 1] - self.doc_offsets[d] for d in self.split_docs(s))) for s in SPLITS
+        }
+        out = {"source": self.source, "vocab_size": self.vocab_size, "documents": counts, "tokens": tokens}
+        if self.tokenizer is not None and hasattr(self.tokenizer, "describe"):
+            out["tokenizer"] = self.tokenizer.describe()
+        out.update(self.info)
+        return out
+
+
+def assign_splits(n_docs: int, val_frac: float, test_frac: float, seed: int) -> np.ndarray:
+    """Document-level split: a seeded permutation; at least one validation and test document when n >= 3."""
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise MyopiaError(f"val/test fractions must be in [0, 1) and sum below 1, got {val_frac}, {test_frac}")
+    n_val = int(round(val_frac * n_docs))
+    n_test = int(round(test_frac * n_docs))
+    if n_docs >= 3:
+        n_val = max(n_val, 1 if val_frac > 0 else 0)
+        n_test = max(n_test, 1 if test_frac > 0 else 0)
+    if n_val + n_test >= n_docs:
+        raise MyopiaError(f"corpus has only {n_docs} documents: too few to hold out validation and test documents")
+    order = np.random.default_rng(seed).permutation(n_docs)
+    split = np.zeros(n_docs, dtype=np.int8)
+    split[order[:n_val]] = 1
+    split[order[n_val : n_val + n_test]] = 2
+    return split
+
+
+def corpus_from_documents(docs, tokenizer, *, val_frac=0.05, test_frac=0.05, split_seed=0, source="") -> TokenCorpus:
+    """Tokenize ``docs`` (objects with ``.text`` and ``.slice``) and split them by document."""
+    encoded = [tokenizer.encode(d.text) + [tokenizer.eos_id] for d in docs]
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    dtype = np.uint16 if tokenizer.vocab_size <= 65535 else np.uint32
+    tokens = np.fromiter((t for e in encoded for t in e), dtype=dtype, count=int(offsets[-1]))
+    return TokenCorpus(
+        tokens=tokens,
+        doc_offsets=offsets,
+        doc_slices=[d.slice for d in docs],
+        doc_split=assign_splits(len(docs), val_frac, test_frac, split_seed),
+        vocab_size=tokenizer.vocab_size,
+        tokenizer=tokenizer,
+        source=source,
+    )
+
+
+def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_seed=0) -> TokenCorpus:
+    """A ``.npy`` array of token ids; with no document boundaries, blocks of TOKEN_FILE_BLOCK act as documents."""
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise MyopiaError(f"cannot read token file {path}: {exc}") from None
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise MyopiaError(f"token file {path} must hold a 1-D integer array, got {tokens.dtype} {tokens.shape}")
+    if len(tokens) == 0:
+        raise MyopiaError(f"token file {path} is empty")
+    if tokens.min() < 0:
+        raise MyopiaError(f"token file {path} holds negative token ids")
+    offsets = np.unique(np.concatenate([np.arange(0, len(tokens), TOKEN_FILE_BLOCK), [len(tokens)]]))
+    n = len(offsets) - 1
+    return TokenCorpus(
+        tokens=np.asarray(tokens),
+        doc_offsets=offsets,
+        doc_slices=[""] * n,
+        doc_split=assign_splits(n, val_frac, test_frac, split_seed),
+        vocab_size=int(tokens.max()) + 1,
+        source=str(path),
+        info={"documents_are_blocks_of": TOKEN_FILE_BLOCK},
+    )
+
+
+def load_corpus(
+    path: str | Path, tokenizer=None, *, val_frac: float = 0.05, test_frac: float = 0.05, split_seed: int = 0
+) -> TokenCorpus:
+    """A corpus from a text file, a folder of text files, or a ``.npy`` token file.
+
+    Text is tokenized with ``tokenizer`` (default: bytes).
+    """
+    path = Path(path)
+    if path.suffix == ".npy" and path.is_file():
+        return corpus_from_token_file(path, val_frac=val_frac, test_frac=test_frac, split_seed=split_seed)
+    docs = read_text_documents(path)
+    return corpus_from_documents(
+        docs, tokenizer or ByteTokenizer(), val_frac=val_frac, test_frac=test_frac, split_seed=split_seed,
+        source=str(path),
+    )

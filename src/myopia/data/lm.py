@@ -1,0 +1,113 @@
+"""Next-token prediction as a training task: fixed-length windows of the training split in a seeded order.
+
+Example g of the run (g = step * global_batch + b) is window ``perm_e[g mod n]`` of epoch ``e = g div n``,
+where ``perm_e`` is a permutation seeded by (seed, e). The order therefore depends only on the data seed and
+the example index: runs that differ only in their gradient setting, world size or micro-batching see the same
+tokens in the same order, and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import MyopiaError
+from .corpus import TokenCorpus
+
+
+class LMTask:
+    """Windows of ``seq_len + 1`` tokens at stride ``seq_len``; inputs are the first ``seq_len``, targets shifted."""
+
+    def __init__(
+        self,
+        corpus: TokenCorpus,
+        seq_len: int,
+        *,
+        seed: int = 0,
+        eval_split: str = "val",
+        eval_tokens: int = 65536,
+        eval_batch_size: int = 32,
+    ):
+        self.corpus, self.seq_len, self.seed = corpus, int(seq_len), int(seed)
+        self.train_tokens, _ = corpus.stream("train")
+        self.n_windows = (len(self.train_tokens) - 1) // self.seq_len
+        if self.n_windows < 1:
+            raise MyopiaError(
+                f"the training split has {len(self.train_tokens)} tokens, fewer than seq_len + 1 = {self.seq_len + 1}"
+            )
+        self.eval_split = eval_split
+        self.eval_tokens, self.eval_doc_ids = corpus.stream(eval_split)
+        n_eval = (len(self.eval_tokens) - 1) // self.seq_len
+        if n_eval < 1:
+            raise MyopiaError(
+                f"the {eval_split} split has {len(self.eval_tokens)} tokens, fewer than seq_len + 1 = "
+                f"{self.seq_len + 1}; use a shorter --seq-len or a larger corpus"
+            )
+        self.n_eval_windows = min(n_eval, max(1, math.ceil(eval_tokens / self.seq_len)))
+        self.eval_batch_size = eval_batch_size
+        self._perm_epoch, self._perm = -1, None
+        self.tokens_per_example = self.seq_len
+
+    # ---- training --------------------------------------------------------------------------------------------
+    def _window_starts(self, indices: np.ndarray) -> np.ndarray:
+        epochs, pos = np.divmod(np.asarray(indices, dtype=np.int64), self.n_windows)
+        starts = np.empty(len(pos), dtype=np.int64)
+        for e in np.unique(epochs):
+            if e != self._perm_epoch:
+                self._perm = np.random.default_rng([self.seed, int(e)]).permutation(self.n_windows)
+                self._perm_epoch = int(e)
+            sel = epochs == e
+            starts[sel] = self._perm[pos[sel]] * self.seq_len
+        return starts
+
+    def _windows(self, tokens: np.ndarray, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.stack([tokens[s : s + self.seq_len + 1] for s in starts]).astype(np.int64)
+        t = torch.from_numpy(rows)
+        return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+    def examples(self, indices, device="cpu") -> dict:
+        """The training examples with global indices ``indices``: {"x": (n, T), "y": (n, T)} int64."""
+        x, y = self._windows(self.train_tokens, self._window_starts(indices))
+        return {"x": x.to(device), "y": y.to(device)}
+
+    @staticmethod
+    def count(batch: dict) -> int:
+        return batch["y"].numel()
+
+    @staticmethod
+    def loss(model, batch: dict) -> torch.Tensor:
+        """Sum of next-token cross-entropies (nats) over the batch."""
+        logits = model(batch["x"])
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), reduction="sum")
+
+    # ---- evaluation ------------------------------------------------------------------------------------------
+    def eval_windows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed held-out windows: inputs, targets (n_eval_windows, T)."""
+        starts = np.arange(self.n_eval_windows, dtype=np.int64) * self.seq_len
+        return self._windows(self.eval_tokens, starts)
+
+    @torch.no_grad()
+    def evaluate(self, model, device="cpu") -> dict:
+        """Mean next-token loss (nats/token) on the held-out windows, never training tokens."""
+        x, y = self.eval_windows()
+        total, n = 0.0, 0
+        for i in range(0, len(x), self.eval_batch_size):
+            xb, yb = x[i : i + self.eval_batch_size].to(device), y[i : i + self.eval_batch_size].to(device)
+            logits = model(xb)
+            total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item()
+            n += yb.numel()
+        return {"loss": total / n, "tokens": n}
+
+    def describe(self) -> dict:
+        return {
+            "kind": "lm",
+            "seq_len": self.seq_len,
+            "data_seed": self.seed,
+            "train_windows": self.n_windows,
+            "eval_split": self.eval_split,
+            "eval_windows": self.n_eval_windows,
+            "corpus": self.corpus.describe(),
+        }

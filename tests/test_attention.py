@@ -1,0 +1,205 @@
+"""Myopic attention against a position-by-position brute force (float64, random shapes)."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from myopia.attention import (
+    bigram_attention,
+    myopic_attention,
+    myopic_attention_split,
+    split_linear,
+)
+from myopia.errors import MyopiaError
+
+SHAPES = [(1, 1, 1, 4), (2, 3, 7, 5), (1, 2, 13, 3), (3, 1, 9, 8), (2, 2, 16, 7)]
+
+
+def _weight(i: int, j: int, horizon: int, beta: float) -> float:
+    return 1.0 if j >= i - horizon else beta
+
+
+def brute_force(q, k, v, g, horizon, beta, scale):
+    """sum_i <g_i, o_i>, where o_i is computed on its own with keys/values whose gradient is scaled by w_ij.
+
+    Each query builds its own copy of the past: k_j^(i) = stop(k_j) + w_ij (k_j - stop(k_j)).
+    """
+    T = q.shape[-2]
+    total = 0.0
+    for i in range(T):
+        ks, vs = [], []
+        for j in range(i + 1):
+            w = _weight(i, j, horizon, beta)
+            kd, vd = k[..., j, :].detach(), v[..., j, :].detach()
+            ks.append(kd + w * (k[..., j, :] - kd))
+            vs.append(vd + w * (v[..., j, :] - vd))
+        K, V = torch.stack(ks, -2), torch.stack(vs, -2)
+        p = torch.softmax(scale * (K @ q[..., i, :].unsqueeze(-1)).squeeze(-1), dim=-1)
+        o_i = (p.unsqueeze(-1) * V).sum(-2)
+        total = total + (g[..., i, :] * o_i).sum()
+    return total
+
+
+def brute_force_past(q, k, v, pk, pv, g, scale):
+    """Query i attends to constant past keys/values j < i and its own live k_i, v_i."""
+    T = q.shape[-2]
+    total = 0.0
+    for i in range(T):
+        K = torch.cat([pk[..., :i, :].detach(), k[..., i : i + 1, :]], -2)
+        V = torch.cat([pv[..., :i, :].detach(), v[..., i : i + 1, :]], -2)
+        p = torch.softmax(scale * (K @ q[..., i, :].unsqueeze(-1)).squeeze(-1), dim=-1)
+        total = total + (g[..., i, :] * (p.unsqueeze(-1) * V).sum(-2)).sum()
+    return total
+
+
+def _inputs(shape, seed, n=3):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(n)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (1, 0.0), (3, 0.0), (0, 0.3), (1, 0.3), (3, 0.3), (0, 1.0), (2, 1.0)])
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+def test_gradient_matches_brute_force(shape, horizon, beta, impl):
+    q, k, v = _inputs(shape, seed=hash((shape, horizon, beta)) % 1000)
+    g = torch.randn(shape, dtype=torch.float64)
+    scale = 0.7 / shape[-1] ** 0.5
+    out = myopic_attention(q, k, v, horizon=horizon, beta=beta, scale=scale, impl=impl)
+    ref_out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad((out * g).sum(), (q, k, v))
+    want = torch.autograd.grad(brute_force(q, k, v, g, horizon, beta, scale), (q, k, v))
+    for name, a, b in zip("qkv", got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name} differs")
+
+
+def test_myopic_gradient_differs_from_vanilla():
+    """Guard against a test that cannot fail: strict myopic dk/dv really differ from vanilla's, dq does not."""
+    q, k, v = _inputs((2, 2, 8, 4), seed=0)
+    g = torch.randn(2, 2, 8, 4, dtype=torch.float64)
+    my = torch.autograd.grad((myopic_attention(q, k, v) * g).sum(), (q, k, v))
+    va = torch.autograd.grad((myopic_attention(q, k, v, beta=1.0) * g).sum(), (q, k, v))
+    torch.testing.assert_close(my[0], va[0])
+    assert (my[1] - va[1]).abs().max() > 1e-3
+    assert (my[2] - va[2]).abs().max() > 1e-3
+
+
+def test_default_scale_and_horizon_beyond_sequence():
+    q, k, v = _inputs((1, 2, 6, 4), seed=1)
+    g = torch.randn(1, 2, 6, 4, dtype=torch.float64)
+    out = myopic_attention(q, k, v, horizon=100)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, ref)
+    a = torch.autograd.grad((out * g).sum(), (q, k, v))
+    b = torch.autograd.grad((ref * g).sum(), (q, k, v))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+def test_past_keys_values(shape, impl):
+    q, k, v, pk, pv = _inputs(shape, seed=7, n=5)
+    g = torch.randn(shape, dtype=torch.float64)
+    scale = shape[-1] ** -0.5
+    out = myopic_attention(q, k, v, past_k=pk, past_v=pv, impl=impl)
+    ref = brute_force_past(q, k, v, pk, pv, g, scale)
+    torch.testing.assert_close((out * g).sum(), ref, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad((out * g).sum(), (q, k, v, pk, pv), allow_unused=True)
+    want = torch.autograd.grad(ref, (q, k, v), allow_unused=True)
+    for name, a, b in zip("qkv", got[:3], want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name} differs")
+    for a in got[3:]:  # the past is a constant
+        assert a is None or torch.count_nonzero(a) == 0
+
+
+def test_past_equal_to_live_is_vanilla_forward():
+    q, k, v = _inputs((2, 2, 9, 4), seed=3)
+    out = myopic_attention(q, k, v, past_k=k, past_v=v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (2, 0.0), (0, 0.5), (1, 1.0)])
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+def test_split_variant(shape, horizon, beta, impl):
+    """k_w/v_w get the vanilla gradient, k_x/v_x the myopic one, q the ordinary one."""
+    q, k, v = _inputs(shape, seed=11)
+    g = torch.randn(shape, dtype=torch.float64)
+    k_w, k_x = k.detach().clone().requires_grad_(), k.detach().clone().requires_grad_()
+    v_w, v_x = v.detach().clone().requires_grad_(), v.detach().clone().requires_grad_()
+    out = myopic_attention_split(q, k_w, v_w, k_x, v_x, horizon=horizon, beta=beta, impl=impl)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad((out * g).sum(), (q, k_w, v_w, k_x, v_x))
+    scale = shape[-1] ** -0.5
+    vanilla = torch.autograd.grad(brute_force(q, k, v, g, shape[-2], 1.0, scale), (q, k, v))
+    myopic = torch.autograd.grad(brute_force(q, k, v, g, horizon, beta, scale), (k, v))
+    for a, b in zip(got, [vanilla[0], vanilla[1], vanilla[2], myopic[0], myopic[1]]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_split_linear():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
+    gw, gx = torch.randn(3, 5, 6, dtype=torch.float64), torch.randn(3, 5, 6, dtype=torch.float64)
+    y_w, y_x = split_linear(x, w, b)
+    torch.testing.assert_close(y_w, F.linear(x, w, b), rtol=0, atol=0)
+    torch.testing.assert_close(y_x, y_w, rtol=0, atol=0)
+    dx, dw, db = torch.autograd.grad((y_w * gw).sum() + (y_x * gx).sum(), (x, w, b))
+    ex = torch.autograd.grad((F.linear(x, w, b) * gx).sum(), x)[0]
+    ew, eb = torch.autograd.grad((F.linear(x, w, b) * gw).sum(), (w, b))
+    torch.testing.assert_close(dx, ex)
+    torch.testing.assert_close(dw, ew)
+    torch.testing.assert_close(db, eb)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bigram_is_attention_to_zero_past(shape):
+    q, k, v = _inputs(shape, seed=5)
+    zeros = torch.zeros(shape, dtype=torch.float64)
+    out = bigram_attention(q, k, v)
+    ref = myopic_attention(q, k, v, past_k=zeros, past_v=zeros, impl="eager")
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn(shape, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((out * g).sum(), (q, k, v)), torch.autograd.grad((ref * g).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_float32_fused_matches_eager():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 16, generator=gen, requires_grad=True) for _ in range(3))
+    g = torch.randn(2, 4, 64, 16, generator=gen)
+    for horizon, beta in itertools.product([0, 4], [0.0, 0.25]):
+        a = torch.autograd.grad((myopic_attention(q, k, v, horizon=horizon, beta=beta) * g).sum(), (q, k, v))
+        b = torch.autograd.grad(
+            (myopic_attention(q, k, v, horizon=horizon, beta=beta, impl="eager") * g).sum(), (q, k, v)
+        )
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(horizon=-1), "horizon"),
+        (dict(horizon=1.5), "horizon"),
+        (dict(beta=1.5), "beta"),
+        (dict(impl="cuda-magic"), "impl"),
+        (dict(past_k=torch.zeros(1, 1, 3, 2)), "together"),
+        (dict(past_k=torch.zeros(1, 1, 3, 2), past_v=torch.zeros(1, 1, 3, 2), horizon=1), "horizon"),
+        (dict(past_k=torch.zeros(1, 1, 4, 2), past_v=torch.zeros(1, 1, 4, 2)), "shapes"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(kwargs, match):
+    q = torch.zeros(1, 1, 3, 2)
+    with pytest.raises(MyopiaError, match=match):
+        myopic_attention(q, q, q, **kwargs)
+
+
+def test_bad_shapes():
+    with pytest.raises(MyopiaError, match="batch, heads, seq, head_dim"):
+        myopic_attention(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, 2))

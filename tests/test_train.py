@@ -1,0 +1,206 @@
+"""Trainer: determinism, paired runs on identical data, exact resume, NaN detection, corpus splits."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from myopia.checkpoint import load_model_state
+from myopia.data import LMTask, load_corpus
+from myopia.errors import MyopiaError
+from myopia.experiments.train_lm import build_model, train_lm
+from myopia.io import read_jsonl
+from myopia.model import GPTConfig
+from myopia.train import TrainConfig, lr_at, train
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(120)]
+    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+def small_model(gradient="vanilla"):
+    return GPTConfig(vocab_size=257, n_layer=2, n_head=2, d_model=32, seq_len=32, gradient=gradient)
+
+
+def small_train(**kw):
+    base = dict(steps=12, batch_size=8, lr=3e-3, eval_every=6, ckpt_every=4, log_every=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Recording(LMTask):
+    """LMTask that remembers every training batch it served."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.seen = []
+
+    def examples(self, indices, device="cpu"):
+        batch = super().examples(indices, device)
+        self.seen.append(batch["x"].clone())
+        return batch
+
+
+def test_paired_runs_share_initialisation_and_data_order(corpus_file, tmp_path):
+    corpus = load_corpus(corpus_file)
+    seen, inits = {}, {}
+    for gradient in ("vanilla", "myopic"):
+        cfg = small_model(gradient)
+        model = build_model(cfg, seed=3)
+        inits[gradient] = {k: v.clone() for k, v in model.state_dict().items()}
+        task = Recording(corpus, 32, seed=3)
+        train(model, task, small_train(seed=3), tmp_path / gradient, run_config={})
+        seen[gradient] = task.seen
+    assert all(torch.equal(inits["vanilla"][k], inits["myopic"][k]) for k in inits["vanilla"])
+    assert len(seen["vanilla"]) == 12
+    assert all(torch.equal(a, b) for a, b in zip(seen["vanilla"], seen["myopic"]))
+    # ... and the two runs really trained differently
+    a = load_model_state(tmp_path / "vanilla" / "model.safetensors")[0]
+    b = load_model_state(tmp_path / "myopic" / "model.safetensors")[0]
+    assert not torch.equal(a["blocks.0.attn.qkv.weight"], b["blocks.0.attn.qkv.weight"])
+
+
+def test_same_seed_reproduces_bitwise(corpus_file, tmp_path):
+    r1 = train_lm(corpus_file, tmp_path / "a", small_model("myopic"), small_train())
+    r2 = train_lm(corpus_file, tmp_path / "b", small_model("myopic"), small_train())
+    assert r1["eval_loss"] == r2["eval_loss"]
+    a = load_model_state(tmp_path / "a" / "model.safetensors")[0]
+    b = load_model_state(tmp_path / "b" / "model.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rs]
+    assert strip(read_jsonl(tmp_path / "a" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "b" / "metrics.jsonl"))
+
+
+def test_result_records_provenance(corpus_file, tmp_path):
+    result = train_lm(corpus_file, tmp_path / "r", small_model(), small_train(steps=3))
+    saved = json.loads((tmp_path / "r" / "result.json").read_text())
+    for key in ("config", "seed", "versions", "git", "tokens_seen", "flops", "eval_loss", "machine"):
+        assert key in saved, key
+    assert saved["tokens_seen"] == 3 * 8 * 32
+    assert saved["flops"] > 0 and saved["eval_loss"] == result["eval_loss"]
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingTask(LMTask):
+    def __init__(self, *a, crash_at_step, batch_size, **kw):
+        super().__init__(*a, **kw)
+        self.crash_index = crash_at_step * batch_size
+
+    def examples(self, indices, device="cpu"):
+        if self.crash_index is not None and indices[0] >= self.crash_index:
+            raise Crash()
+        return super().examples(indices, device)
+
+
+def test_resume_after_interruption_is_exact(corpus_file, tmp_path):
+    corpus = load_corpus(corpus_file)
+    cfg = small_train(ckpt_every=4)
+    train(build_model(small_model("myopic"), 0), LMTask(corpus, 32), cfg, tmp_path / "full", run_config={})
+
+    task = CrashingTask(corpus, 32, crash_at_step=10, batch_size=8)
+    with pytest.raises(Crash):
+        train(build_model(small_model("myopic"), 0), task, cfg, tmp_path / "cut", run_config={})
+    assert not (tmp_path / "cut" / "result.json").exists()
+    train(build_model(small_model("myopic"), 0), LMTask(corpus, 32), cfg, tmp_path / "cut", run_config={},
+          resume=True)
+    a = load_model_state(tmp_path / "full" / "model.safetensors")[0]
+    b = load_model_state(tmp_path / "cut" / "model.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rs]
+    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "cut" / "metrics.jsonl"))
+
+
+def test_resume_refuses_a_different_config(corpus_file, tmp_path):
+    train_lm(corpus_file, tmp_path / "r", small_model(), small_train(steps=4))
+    with pytest.raises(MyopiaError, match="config differs"):
+        train_lm(corpus_file, tmp_path / "r", small_model("myopic"), small_train(steps=4), resume=True)
+
+
+def test_existing_run_is_not_overwritten(corpus_file, tmp_path):
+    train_lm(corpus_file, tmp_path / "r", small_model(), small_train(steps=2))
+    with pytest.raises(MyopiaError, match="already holds a run"):
+        train_lm(corpus_file, tmp_path / "r", small_model(), small_train(steps=2))
+
+
+class NaNTask(LMTask):
+    def loss(self, model, batch):
+        loss = super().loss(model, batch)
+        return loss * float("nan") if self._step >= 6 else loss
+
+    def examples(self, indices, device="cpu"):
+        self._step = int(indices[0]) // 8
+        return super().examples(indices, device)
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(corpus_file, tmp_path):
+    corpus = load_corpus(corpus_file)
+    with pytest.raises(MyopiaError, match=r"non-finite loss at step 7.*checkpoint"):
+        train(build_model(small_model(), 0), NaNTask(corpus, 32), small_train(), tmp_path / "n", run_config={})
+    assert (tmp_path / "n" / "checkpoint.safetensors").exists()
+    assert not (tmp_path / "n" / "result.json").exists()
+
+
+def test_micro_batches_match_one_batch(corpus_file, tmp_path):
+    r1 = train_lm(corpus_file, tmp_path / "one", small_model(), small_train(steps=4))
+    r2 = train_lm(corpus_file, tmp_path / "micro", small_model(), small_train(steps=4, micro_batch_size=3))
+    assert abs(r1["eval_loss"] - r2["eval_loss"]) < 1e-4
+
+
+def test_training_learns(corpus_file, tmp_path):
+    tokens, _ = load_corpus(corpus_file).stream("train")
+    freq = np.bincount(tokens) / len(tokens)
+    unigram = -(freq[freq > 0] * np.log(freq[freq > 0])).sum()  # ~2.42 nats here
+    cfg = small_train(steps=80, lr=1e-2, eval_every=0)
+    result = train_lm(corpus_file, tmp_path / "l", small_model("myopic"), cfg)
+    assert result["eval_loss"] < unigram - 0.25
+
+
+def test_schedule():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(cfg, 0) == pytest.approx(0.1)
+    assert lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 99) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_corpus_split_is_by_document(corpus_file):
+    corpus = load_corpus(corpus_file)
+    splits = [set(corpus.split_docs(s).tolist()) for s in ("train", "val", "test")]
+    assert not (splits[0] & splits[1]) and not (splits[0] & splits[2]) and not (splits[1] & splits[2])
+    assert sum(map(len, splits)) == corpus.n_docs and len(splits[1]) >= 1 and len(splits[2]) >= 1
+    # the held-out stream consists of whole documents that never appear in training
+    tokens, doc_ids = corpus.stream("val")
+    assert set(np.unique(doc_ids).tolist()) == splits[1]
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [(dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(batch_size=0), "batch-size"),
+     (dict(precision="fp8"), "precision")],
+)
+def test_train_config_validation(kw, match):
+    with pytest.raises(MyopiaError, match=match):
+        TrainConfig(**kw)
+
+
+def test_empty_and_missing_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n  \n")
+    with pytest.raises(MyopiaError, match="empty"):
+        load_corpus(tmp_path / "empty.txt")
+    with pytest.raises(MyopiaError, match="does not exist"):
+        load_corpus(tmp_path / "nope.txt")
+
+
+def test_sequence_longer_than_corpus(corpus_file, tmp_path):
+    with pytest.raises(MyopiaError, match="fewer than seq_len"):
+        LMTask(load_corpus(corpus_file), 10**6)
