@@ -203,3 +203,29 @@ def test_bad_arguments_give_clear_errors(kwargs, match):
 def test_bad_shapes():
     with pytest.raises(MyopiaError, match="batch, heads, seq, head_dim"):
         myopic_attention(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+def test_math_fallback_matches_fused_kernel():
+    """The O(T^2) fallback used on devices without a fused kernel returns the same output and log-sum-exp."""
+    from myopia.attention import _math_attention_lse, causal_attention_lse
+
+    q, k, v = _inputs((2, 3, 7, 5), seed=9)
+    out, lse = causal_attention_lse(q, k, v, 0.4)
+    out2, lse2 = _math_attention_lse(q, k, v, 0.4)
+    torch.testing.assert_close(out, out2)
+    torch.testing.assert_close(lse.double(), lse2.double())
+
+
+def test_bfloat16_gradients_track_float32():
+    """Low precision takes the out-of-place path with fp32 softmax statistics; it must agree with fp32."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 2, 32, 16, generator=gen) for _ in range(3))
+    g = torch.randn(1, 2, 32, 16, generator=gen)
+    for horizon, beta in [(0, 0.0), (2, 0.5)]:
+        ref = [t.clone().requires_grad_() for t in (q, k, v)]
+        low = [t.to(torch.bfloat16).requires_grad_() for t in (q, k, v)]
+        a = torch.autograd.grad((myopic_attention(*ref, horizon=horizon, beta=beta) * g).sum(), ref)
+        b = torch.autograd.grad((myopic_attention(*low, horizon=horizon, beta=beta) * g.bfloat16()).sum(), low)
+        for x, y in zip(a, b):
+            assert y.dtype == torch.bfloat16
+            torch.testing.assert_close(y.float(), x, rtol=0.05, atol=0.05)

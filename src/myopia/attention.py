@@ -76,7 +76,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 def _math_attention_lse(q, k, v, scale):
     """Fallback with O(T^2) memory for devices without a fused kernel that returns the log-sum-exp."""
     T, S = q.shape[-2], k.shape[-2]
-    scores = (q @ k.transpose(-1, -2)).float() * scale
+    scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) * scale
     mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
     scores = scores.masked_fill(~mask, float("-inf"))
     lse = scores.logsumexp(-1)
@@ -116,55 +116,94 @@ def causal_attention_lse(
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _BandGradient(torch.autograd.Function):
-    """Identity on ``o``; backward adds ``weight`` x the in-band (i-h <= j <= i) attention gradient into k, v."""
+class _Stash:
+    """Carries the attention output, its log-sum-exp and the gradient arriving at the output back to
+    :class:`_MyopicKV`, whose backward runs after the attention kernel's."""
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    grad: torch.Tensor
+
+
+class _CaptureOutput(torch.autograd.Function):
+    """Identity on the attention output ``o``; remembers ``o`` and, in backward, g = dL/do."""
 
     @staticmethod
-    def forward(ctx, o, k, v, q, lse, horizon: int, scale: float, weight: float):
-        ctx.save_for_backward(o, k, v, q, lse)
-        ctx.horizon, ctx.scale, ctx.weight = horizon, scale, weight
+    def forward(ctx, o, stash):
+        stash.out = o.detach()
+        ctx.stash = stash
         return o.view_as(o)
 
     @staticmethod
     def backward(ctx, grad):
-        o, k, v, q, lse = ctx.saved_tensors
-        need_k, need_v = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        dk = dv = None
-        if need_k or need_v:
-            work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
-            qw, kw, vw, ow, gw = (t.to(work) for t in (q, k, v, o, grad))
-            lw = lse.to(work)
-            T = q.shape[-2]
-            dkw, dvw = torch.zeros_like(kw), torch.zeros_like(vw)
-            for d in range(min(ctx.horizon, T - 1) + 1):
-                qi, gi, oi, li = qw[..., d:, :], gw[..., d:, :], ow[..., d:, :], lw[..., d:]
-                kj, vj = kw[..., : T - d, :], vw[..., : T - d, :]
-                p = torch.exp(ctx.scale * (qi * kj).sum(-1) - li)  # p_{i, i-d}
-                dvw[..., : T - d, :] += p.unsqueeze(-1) * gi
-                dp = (gi * (vj - oi)).sum(-1)
-                dkw[..., : T - d, :] += (ctx.scale * p * dp).unsqueeze(-1) * qi
-            if ctx.weight != 1.0:
-                dkw.mul_(ctx.weight)
-                dvw.mul_(ctx.weight)
-            dk = dkw.to(k.dtype) if need_k else None
-            dv = dvw.to(v.dtype) if need_v else None
-        return grad, dk, dv, None, None, None, None, None
+        ctx.stash.grad = grad
+        return grad, None
 
 
-def _scaled_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Value ``x``, gradient ``factor`` x the incoming one (``factor`` 0 detaches)."""
-    if factor == 1.0:
-        return x
-    xd = x.detach()
-    return xd if factor == 0.0 else xd + factor * (x - xd)
+class _MyopicKV(torch.autograd.Function):
+    """Identity on (k, v). Backward receives the vanilla dk, dv from the attention kernel and turns them into
+    the myopic ones: beta x vanilla + (1 - beta) x in-band terms. With ``inplace`` it rewrites the kernel's
+    gradient buffers, so myopic attention allocates no more than vanilla attention."""
+
+    @staticmethod
+    def forward(ctx, k, v, q, stash, horizon: int, beta: float, scale: float, inplace: bool):
+        ctx.save_for_backward(q, k, v)
+        ctx.stash, ctx.horizon, ctx.beta, ctx.scale, ctx.inplace = stash, horizon, beta, scale, inplace
+        return k.view_as(k), v.view_as(v)
+
+    @staticmethod
+    def backward(ctx, dk, dv):
+        q, k, v = ctx.saved_tensors
+        st, beta = ctx.stash, ctx.beta
+        work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
+        if ctx.inplace and dk.dtype == work and dv.dtype == work:
+            dk, dv = (dk.zero_(), dv.zero_()) if beta == 0.0 else (dk.mul_(beta), dv.mul_(beta))
+            _add_band_grads(dk, dv, q, k, v, st.out, st.lse, st.grad, ctx.horizon, ctx.scale, 1.0 - beta)
+        else:
+            band_k, band_v = torch.zeros(k.shape, dtype=work, device=k.device), torch.zeros(
+                v.shape, dtype=work, device=v.device)
+            cast = (t.to(work) for t in (q, k, v, st.out, st.grad))
+            qw, kw, vw, ow, gw = cast
+            _add_band_grads(band_k, band_v, qw, kw, vw, ow, st.lse.to(work), gw, ctx.horizon, ctx.scale, 1.0 - beta)
+            dk = (beta * dk + band_k.to(dk.dtype)) if beta else band_k.to(dk.dtype)
+            dv = (beta * dv + band_v.to(dv.dtype)) if beta else band_v.to(dv.dtype)
+        st.grad = None  # out and lse stay for a retained graph
+        return dk, dv, None, None, None, None, None, None
 
 
-def _fused_myopic(q, k_live, v_live, k_band, v_band, horizon, beta, scale):
-    """out = attention(q, k_live, v_live) with an extra (1-beta) band gradient into k_band, v_band."""
-    o, lse = causal_attention_lse(q, k_live, v_live, scale)
-    if beta < 1.0 and (k_band.requires_grad or v_band.requires_grad):
-        o = _BandGradient.apply(o, k_band, v_band, q.detach(), lse, horizon, scale, 1.0 - beta)
-    return o
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a_i, b_i> over the last dimension: (..., D) x (..., D) -> (...), without a (..., D) temporary."""
+    return torch.einsum("...d,...d->...", a, b)
+
+
+def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weight: float) -> None:
+    """dk += weight s sum_{d<=h} p_{i,i-d} <g_i, v_{i-d} - o_i> q_i and dv += weight sum_{d<=h} p_{i,i-d} g_i,
+    written into row i-d, in place. Recomputes p_{i,i-d} = exp(s <q_i, k_{i-d}> - L_i) one diagonal at a time."""
+    T = q.shape[-2]
+    for d in range(min(horizon, T - 1) + 1):
+        qi, gi, oi, li = q[..., d:, :], g[..., d:, :], o[..., d:, :], lse[..., d:]
+        kj, vj = k[..., : T - d, :], v[..., : T - d, :]
+        p = torch.exp(_rowdot(qi, kj).mul_(scale).sub_(li))  # p_{i, i-d}
+        dp = _rowdot(gi, vj).sub_(_rowdot(gi, oi))  # <g_i, v_{i-d} - o_i>
+        dv[..., : T - d, :].addcmul_(gi, (p * weight).unsqueeze(-1))
+        dk[..., : T - d, :].addcmul_(qi, p.mul_(dp).mul_(scale * weight).unsqueeze(-1))
+
+
+def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
+    """Fused attention whose k/v gradient is myopic (weights w_ij); with ``k_full``/``v_full`` (same values as
+    k/v) those receive the full vanilla gradient instead of nothing (hidden-state myopia)."""
+    if not (k.requires_grad or v.requires_grad):
+        if k_full is None:
+            return causal_attention_lse(q, k, v, scale)[0]
+        k, v = k_full, v_full
+        return causal_attention_lse(q, k, v, scale)[0]
+    stash = _Stash()
+    km, vm = _MyopicKV.apply(k, v, q.detach(), stash, horizon, beta, scale, k_full is None)
+    if k_full is not None:  # value k_full exactly; gradient 1 into k_full and into the myopic conversion
+        km, vm = k_full + (km - km.detach()), v_full + (vm - vm.detach())
+    o, lse = causal_attention_lse(q, km, vm, scale)
+    stash.lse = lse
+    return _CaptureOutput.apply(o, stash)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,7 +329,7 @@ def myopic_attention(
         return causal_attention(q, k, v, scale)
     if impl == "eager":
         return _eager_myopic(q, k, v, horizon, beta, scale)
-    return _fused_myopic(q, _scaled_grad(k, beta), _scaled_grad(v, beta), k, v, horizon, beta, scale)
+    return _fused_myopic(q, k, v, horizon, beta, scale)
 
 
 def myopic_attention_split(
@@ -318,16 +357,13 @@ def myopic_attention_split(
     if beta == 1.0 or horizon >= T - 1:
         k, v = k_w + (k_x - k_x.detach()), v_w + (v_x - v_x.detach())
         return myopic_attention(q, k, v, beta=1.0, scale=scale, impl=impl)
-    # Value k_w exactly (x - stop(x) is an exact zero); gradient 1 into k_w, beta into k_x.
-    k_live = k_w + beta * (k_x - k_x.detach())
-    v_live = v_w + beta * (v_x - v_x.detach())
     if impl == "eager":
         # Weighted eager reference on k_x/v_x, plus full gradient into k_w/v_w through a zero-valued term.
         o = _eager_myopic(q, k_x, v_x, horizon, beta, scale)
         kd, vd = k_x.detach(), v_x.detach()
         extra = _eager_myopic(q.detach(), kd + (k_w - k_w.detach()), vd + (v_w - v_w.detach()), T, 1.0, scale)
         return o + (extra - extra.detach())
-    return _fused_myopic(q, k_live, v_live, k_x, v_x, horizon, beta, scale)
+    return _fused_myopic(q, k_x, v_x, horizon, beta, scale, k_full=k_w, v_full=v_w)
 
 
 def bigram_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:

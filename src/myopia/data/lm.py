@@ -101,9 +101,19 @@ class LMTask:
             n += yb.numel()
         return {"loss": total / n, "tokens": n}
 
+    def unigram_loss(self) -> float:
+        """Cross-entropy (nats/token) of the held-out windows' targets under the training unigram distribution
+        (add-one smoothed): the baseline a model that ignores context would reach."""
+        vocab = int(max(self.corpus.vocab_size, self.train_tokens.max() + 1, self.eval_tokens.max() + 1))
+        counts = np.bincount(self.train_tokens, minlength=vocab).astype(np.float64) + 1.0
+        logp = np.log(counts / counts.sum())
+        _, y = self.eval_windows()
+        return float(-logp[y.numpy().ravel()].mean())
+
     def describe(self) -> dict:
         return {
             "kind": "lm",
+            "unigram_eval_loss": self.unigram_loss(),
             "seq_len": self.seq_len,
             "data_seed": self.seed,
             "train_windows": self.n_windows,

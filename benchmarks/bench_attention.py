@@ -1,0 +1,285 @@
+"""Myopic vs vanilla cost: attention forward+backward and a whole GPT training step, in one run.
+
+Variants
+  vanilla   PyTorch's fused causal attention (the flash kernel) with ordinary gradients
+  myopic    our fused myopic attention (flash kernel + band-gradient backward), strict myopia
+  hidden    hidden-state myopia (split projections + fused myopic attention); training step only
+  eager     an eager myopic implementation that materialises the T x T matrix, as the paper's code does
+
+Each measurement runs in a fresh subprocess: peak memory is the rise of the process's peak resident set
+(ru_maxrss; on CUDA, torch.cuda.max_memory_allocated) during the first forward+backward, after the inputs exist;
+time is the median of several further forward+backward passes. Rounds alternate the variants so that drift of
+the machine affects all alike. Ratios, not absolute times, are the result.
+
+    python benchmarks/bench_attention.py                 # attention at T = 256, 1024, 2048, 4096, then GPT step
+    python benchmarks/bench_attention.py --quick         # a smoke run in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Child: one measurement
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _attention_fn(variant):
+    from myopia.attention import causal_attention, myopic_attention
+
+    if variant == "vanilla":
+        return lambda q, k, v: causal_attention(q, k, v)
+    if variant == "myopic":
+        return lambda q, k, v: myopic_attention(q, k, v)
+    if variant == "eager":
+        return lambda q, k, v: myopic_attention(q, k, v, impl="eager")
+    raise ValueError(variant)
+
+
+def child_attention(variant, T, B, H, D, iters, device):
+    import torch
+
+    fn = _attention_fn(variant)
+    _initialise_libraries(lambda: fn(*(torch.randn(1, 1, 16, D, device=device, requires_grad=True)
+                                       for _ in range(3))).sum().backward())
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, D, device=device, requires_grad=True) for _ in range(3))
+    g = torch.randn(B, H, T, D, device=device)
+
+    def step():
+        out = fn(q, k, v)
+        out.backward(g)
+        q.grad = k.grad = v.grad = None
+
+    return _measure(step, iters, device)
+
+
+def child_gpt(variant, T, B, iters, device, d_model, n_layer, n_head):
+    import torch
+
+    from myopia.model import GPT, GPTConfig, flops_per_token
+
+    gradient = {"vanilla": "vanilla", "myopic": "myopic", "hidden": "myopic-hidden", "eager": "myopic"}[variant]
+    cfg = GPTConfig(vocab_size=8192, n_layer=n_layer, n_head=n_head, d_model=d_model, seq_len=T, gradient=gradient,
+                    attention_impl="eager" if variant == "eager" else "auto")
+    tiny = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=n_head, d_model=d_model, seq_len=16, gradient=gradient,
+                         attention_impl=cfg.attention_impl)).to(device)
+    _initialise_libraries(lambda: tiny(torch.zeros(1, 16, dtype=torch.long, device=device)).sum().backward())
+    del tiny
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, cfg.vocab_size, (B, T), device=device)
+
+    def step():
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    out = _measure(step, iters, device)
+    out["tokens_per_s"] = B * T / out["time_s"]
+    out["flops_per_token"] = flops_per_token(cfg)
+    out["non_embedding_params"] = model.num_params(non_embedding=True)
+    return out
+
+
+def _initialise_libraries(fn):
+    """Run a tiny instance first so that one-time library set-up does not count as the variant's memory."""
+    fn()
+    fn()
+
+
+def _sync(device):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _measure(step, iters, device):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        _sync(device)
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = _peak_bytes()
+        step()
+        peak = _peak_bytes() - base
+    step()  # warm
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return {"time_s": statistics.median(times), "peak_bytes": peak}
+
+
+def child_matmul_peak(device, n=2048, iters=10):
+    """Measured fp32 matmul throughput (FLOP/s): the ceiling for model FLOP utilisation."""
+    import torch
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    _sync(device)
+    return {"flops_per_s": 2 * n**3 * iters / (time.perf_counter() - t)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Parent: rounds of subprocesses
+# ------------------------------------------------------------------------------------------------------------
+
+
+def run_child(kind: str, **kw) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps({"kind": kind, **kw})]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _fmt_mb(b):
+    return f"{b / 2**20:8.1f}"
+
+
+def bench_attention(lengths, rounds, iters, device, B, H, D, eager_max):
+    rows = []
+    for T in lengths:
+        variants = ["vanilla", "myopic"] + (["eager"] if T <= eager_max else [])
+        samples = {v: [] for v in variants}
+        for r in range(rounds):
+            order = variants if r % 2 == 0 else variants[::-1]
+            for v in order:
+                samples[v].append(run_child("attention", variant=v, T=T, B=B, H=H, D=D, iters=iters, device=device))
+        row = {"T": T}
+        for v in variants:
+            ok = [s for s in samples[v] if "error" not in s]
+            if not ok:
+                row[v] = {"error": samples[v][0]["error"]}
+                continue
+            row[v] = {"time_s": min(s["time_s"] for s in ok), "peak_bytes": min(s["peak_bytes"] for s in ok)}
+        rows.append(row)
+        _print_attention_row(row)
+    return rows
+
+
+def _print_attention_row(row):
+    van, my = row["vanilla"], row["myopic"]
+    line = (f"T={row['T']:5d}  vanilla {van['time_s'] * 1e3:8.1f} ms {_fmt_mb(van['peak_bytes'])} MB | "
+            f"myopic {my['time_s'] * 1e3:8.1f} ms {_fmt_mb(my['peak_bytes'])} MB | "
+            f"time x{my['time_s'] / van['time_s']:.3f}  mem x{my['peak_bytes'] / max(van['peak_bytes'], 1):.3f}")
+    if "eager" in row and "time_s" in row["eager"]:
+        ea = row["eager"]
+        line += (f" | eager T×T {ea['time_s'] * 1e3:8.1f} ms {_fmt_mb(ea['peak_bytes'])} MB "
+                 f"(fused myopic {ea['time_s'] / my['time_s']:.1f}x faster, {ea['peak_bytes'] / max(my['peak_bytes'], 1):.1f}x less memory)")
+    print(line, flush=True)
+
+
+def bench_gpt(rounds, iters, device, T, B, d_model, n_layer, n_head, peak):
+    variants = ["vanilla", "myopic", "hidden", "eager"]
+    samples = {v: [] for v in variants}
+    for r in range(rounds):
+        for v in (variants if r % 2 == 0 else variants[::-1]):
+            samples[v].append(run_child("gpt", variant=v, T=T, B=B, iters=iters, device=device, d_model=d_model,
+                                        n_layer=n_layer, n_head=n_head))
+    out = {}
+    for v in variants:
+        ok = [s for s in samples[v] if "error" not in s]
+        if not ok:
+            out[v] = {"error": samples[v][0]["error"]}
+            print(f"  {v:8s} failed: {out[v]['error']}")
+            continue
+        best = min(ok, key=lambda s: s["time_s"])
+        best["peak_bytes"] = min(s["peak_bytes"] for s in ok)
+        best["mfu"] = best["flops_per_token"] * best["tokens_per_s"] / peak
+        out[v] = best
+    base = out["vanilla"]
+    print(f"GPT step: d_model={d_model} n_layer={n_layer} n_head={n_head} T={T} batch={B} "
+          f"({base['non_embedding_params'] / 1e6:.1f}M non-embedding parameters)")
+    for v in variants:
+        s = out[v]
+        if "error" in s:
+            continue
+        print(f"  {v:8s} {s['time_s'] * 1e3:8.1f} ms/step {s['tokens_per_s']:9.0f} tok/s  MFU {100 * s['mfu']:5.1f}%  "
+              f"peak {_fmt_mb(s['peak_bytes'])} MB   time x{s['time_s'] / base['time_s']:.3f}  "
+              f"mem x{s['peak_bytes'] / max(base['peak_bytes'], 1):.3f}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ap.add_argument("--lengths", default="256,1024,2048,4096")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--eager-max", type=int, default=4096, help="longest T for the eager T×T variant")
+    ap.add_argument("--gpt", default="384,6,6,256,8", help="d_model,n_layer,n_head,seq_len,batch of the GPT step")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
+    ap.add_argument("--json", help="also write all numbers to this file")
+    args = ap.parse_args()
+    if args.child:
+        spec = json.loads(args.child)
+        kind = spec.pop("kind")
+        fn = {"attention": child_attention, "gpt": child_gpt, "matmul": child_matmul_peak}[kind]
+        print(json.dumps(fn(**spec)))
+        return
+    if args.quick:
+        args.lengths, args.rounds, args.iters, args.gpt = "64,128", 1, 2, "64,2,2,64,2"
+    import torch
+
+    lengths = [int(x) for x in args.lengths.split(",")]
+    d_model, n_layer, n_head, T, B = (int(x) for x in args.gpt.split(","))
+    print(f"machine: {platform.platform()} | {os.cpu_count()} CPUs | torch {torch.__version__} "
+          f"threads {torch.get_num_threads()} | device {args.device} | {time.strftime('%Y-%m-%d %H:%M')}")
+    peak = max(run_child("matmul", device=args.device)["flops_per_s"] for _ in range(2))
+    print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"attention forward+backward, batch {args.batch} x {args.heads} heads x head_dim {args.head_dim}, fp32:")
+    att = bench_attention(lengths, args.rounds, args.iters, args.device, args.batch, args.heads, args.head_dim,
+                          args.eager_max)
+    gpt = bench_gpt(args.rounds, max(2, args.iters // 2), args.device, T, B, d_model, n_layer, n_head, peak)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"matmul_peak_flops": peak, "attention": att, "gpt": gpt, "args": vars(args)}, f, indent=2)
+
+
+def _cuda():
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
