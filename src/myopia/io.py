@@ -32,10 +32,11 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, backup: str | Path | None = None) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename.
 
-    A crash or a full disk leaves either the old file or the new one, never a partial file.
+    A crash or a full disk leaves either the old file or the new one, never a partial file. With ``backup``,
+    the file being replaced is kept under that name (hard link, else rename), so two complete versions exist.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if backup is not None and path.exists():
+            _keep_backup(path, Path(backup))
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -57,6 +61,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise MyopiaError(f"could not write {path}: {exc.strerror or exc}") from exc
         raise
+
+
+def _keep_backup(path: Path, backup: Path) -> None:
+    """Make ``backup`` a complete copy of ``path`` without ever leaving ``path`` missing (when links work)."""
+    staged = backup.with_name(f".{backup.name}.link")
+    try:
+        if staged.exists():
+            staged.unlink()
+        os.link(path, staged)
+        os.replace(staged, backup)
+    except OSError:  # no hard links here: a rename leaves a short window where only the backup exists
+        os.replace(path, backup)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -82,9 +112,12 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
-            f.flush()
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(_jsonable(record)) + "\n")
+                f.flush()
+        except OSError as exc:
+            raise MyopiaError(f"could not write {self.path}: {exc.strerror or exc}") from exc
 
     def truncate_after(self, step: int) -> None:
         """Drop records with ``step`` greater than ``step`` (after resuming from that checkpoint)."""
@@ -138,10 +171,12 @@ def versions() -> dict:
 
     out = {"myopia": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": numpy.__version__}
-    for name in ("transformers", "tokenizers", "datasets"):
+    from importlib import metadata
+
+    for name in ("transformers", "tokenizers", "datasets"):  # installed versions, without importing them (slow)
         try:
-            out[name] = __import__(name).__version__
-        except ImportError:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             pass
     return out
 

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 
 from ..errors import MyopiaError
 
@@ -19,8 +20,19 @@ COMMANDS = [
 ]
 
 
+class UsageError(Exception):
+    """A command line that does not parse (unknown option, bad value): one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line instead of usage + message + SystemExit."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="myopia",
         description="Myopic training of transformer language models: measure how much activations are "
         "optimised for tokens beyond the next one.",
@@ -29,13 +41,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for command in sub.choices.values():  # `myopia train ... --debug` works as well as `myopia --debug train`
+        if "--debug" not in command._option_string_actions:
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="show the full traceback on errors")
     return parser
 
 
+def _launch_rank() -> tuple[int, int]:
+    """(rank, world size) as set by torchrun, known even before the process group exists."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        return 0, 1
+
+
+def _report(message: str, exc: BaseException | None = None) -> None:
+    """Print ``error: message`` as one line on stderr; under torchrun, errors every rank shares only on rank 0."""
+    rank, world = _launch_rank()
+    if world > 1 and rank != 0:
+        if exc is not None and getattr(exc, "all_ranks", False):
+            time.sleep(0.5)  # let rank 0 print before the launcher stops the group
+            return
+        message = f"[rank {rank}] {message}"
+    print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run one command; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        _report(str(exc))
+        return 2
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -46,16 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     except MyopiaError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        _report(str(exc), exc)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if debug:
+            raise
+        _report("interrupted (a training run continues from its last checkpoint with --resume)")
         return 130
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if debug:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        _report(f"{type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)", exc)
         return 1
+    finally:
+        from ..train import shutdown_distributed
+
+        shutdown_distributed()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 if __name__ == "__main__":

@@ -41,9 +41,13 @@ def add_train_args(p: argparse.ArgumentParser, *, steps=1000, batch_size=32, lr=
     g.add_argument("--ckpt-every", type=int, default=500)
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (auto: cuda:LOCAL_RANK if a GPU)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU (default %(default)s)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start; CUDA mostly)")
+    g.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default %(default)s)")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
 
 
 def model_config(args, vocab_size: int = 256, gradient: str | None = None) -> GPTConfig:
@@ -79,4 +83,7 @@ def train_config(args) -> TrainConfig:
         device=args.device,
         precision=args.precision,
         progress=not args.no_progress,
+        compile=getattr(args, "compile", False),
+        compile_backend=getattr(args, "compile_backend", "inductor"),
+        tensorboard=getattr(args, "tensorboard", False),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import MyopiaError
 from .common import add_gradient_args, add_model_args, add_train_args, model_config, train_config
 
 
@@ -22,12 +23,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..experiments.train_lm import train_lm
-    from ..train import init_distributed
+    from ..train import init_distributed, is_main_process
 
-    init_distributed()
+    if args.eval_tokens < 1:
+        raise MyopiaError(f"eval-tokens must be a positive integer, got {args.eval_tokens}")
+    init_distributed(args.device)
     result = train_lm(args.data, args.out, model_config(args), train_config(args), resume=args.resume,
                       eval_tokens=args.eval_tokens)
-    if result:
+    if result and is_main_process():
         print(f"{args.gradient}: eval loss {result['eval_loss']:.4f} nats/token after {result['tokens_seen']:,} "
               f"tokens ({result['train_time_s']:.0f} s) -> {args.out}")
     return 0

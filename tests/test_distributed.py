@@ -1,0 +1,283 @@
+"""Scale-out and resume: 2-process DDP equals one process, SIGKILL + --resume is bitwise exact, checkpoints.
+
+Runs go through the real command line (``myopia.cli.main`` in-process, ``python -m myopia`` and ``torchrun``
+as subprocesses) on a tiny model, single-threaded so that in-process and subprocess runs compute alike.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from myopia.checkpoint import load_model_state, load_tensors
+from myopia.cli import main
+from myopia.data import LMTask, load_corpus
+from myopia.errors import MyopiaError
+from myopia.experiments.train_lm import build_model
+from myopia.io import read_jsonl
+from myopia.model import GPTConfig
+from myopia.train import TIMING_KEYS, TrainConfig, _rank_slices, train
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded torch: bitwise comparable with the OMP_NUM_THREADS=1 subprocesses, and fast on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(120)]
+    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+def tiny_args(data, out, *, steps=8, **extra):
+    """CLI arguments of a tiny run (1 layer, width 16, context 16, global batch 6)."""
+    args = ["train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch-size", "6",
+            "--seq-len", "16", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-every", "4",
+            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3", "--no-progress"]
+    for k, v in extra.items():
+        args += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return args
+
+
+def env_one_thread():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC))
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
+    return env
+
+
+def weights(run):
+    return load_model_state(Path(run) / "model.safetensors")[0]
+
+
+def metrics(run):
+    """metrics.jsonl without the timing fields."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(Path(run) / "metrics.jsonl")]
+
+
+def assert_bitwise_same_run(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert metrics(a) == metrics(b)
+    ra, rb = (json.loads((Path(r) / "result.json").read_text()) for r in (a, b))
+    assert ra["final_eval"] == rb["final_eval"]
+
+
+# ---- data parallel ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch,world,micro", [(6, 2, 2), (7, 3, 0), (5, 2, 0), (8, 4, 3)])
+def test_rank_slices_partition_the_global_batch(batch, world, micro):
+    slices = [s for r in range(world) for s in _rank_slices(batch, world, r, micro)]
+    covered = [i for a, b in slices for i in range(a, b)]
+    assert covered == list(range(batch))  # contiguous, disjoint, in order, nothing lost
+    if micro:
+        assert all(b - a <= micro for a, b in slices)
+
+
+def test_two_process_ddp_matches_one_process(corpus_file, tmp_path):
+    """torchrun --nproc_per_node=2 with gradient accumulation (uneven micro-batches 2+1 per rank) equals one
+    process on the whole global batch: loss curve and final weights within float tolerance."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert main(tiny_args(corpus_file, single, gradient="myopic-hidden")) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "myopia",
+           *tiny_args(corpus_file, ddp, gradient="myopic-hidden", micro_batch_size=2)]
+    proc = subprocess.run(cmd, env=env_one_thread(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("eval loss") == 1  # rank 0 alone reports
+
+    result = json.loads((ddp / "result.json").read_text())
+    assert result["world_size"] == 2 and result["config"]["train"]["micro_batch_size"] == 2
+    m1, m2 = read_jsonl(single / "metrics.jsonl"), read_jsonl(ddp / "metrics.jsonl")
+    assert [r["step"] for r in m1] == [r["step"] for r in m2]  # one writer: no duplicated lines
+    train1 = [r["train_loss"] for r in m1 if "train_loss" in r]
+    train2 = [r["train_loss"] for r in m2 if "train_loss" in r]
+    assert len(train1) == 8 and np.allclose(train1, train2, rtol=1e-6, atol=0)
+    eval1 = [r["eval_loss"] for r in m1 if "eval_loss" in r]
+    eval2 = [r["eval_loss"] for r in m2 if "eval_loss" in r]
+    assert np.allclose(eval1, eval2, rtol=1e-6)
+    w1, w2 = weights(single), weights(ddp)
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6), k
+    # and the runs moved away from the common initialisation: the comparison is not vacuous
+    init = build_model(GPTConfig(vocab_size=257, n_layer=1, n_head=2, d_model=16, seq_len=16), 0).state_dict()
+    assert (w1["blocks.0.attn.qkv.weight"] - init["blocks.0.attn.qkv.weight"]).abs().max() > 1e-3
+
+
+# ---- SIGKILL and exact resume -------------------------------------------------------------------------------
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    try:
+        return int(load_tensors(path)[1]["step"])
+    except (MyopiaError, KeyError, OSError):
+        return None
+
+
+def test_sigkill_mid_run_then_resume_is_bitwise_exact(corpus_file, tmp_path):
+    steps = 60
+    args = dict(steps=steps, ckpt_every=5, eval_every=10)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "myopia", *tiny_args(corpus_file, cut, **args)],
+                            env=env_one_thread(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, deadline = cut / "checkpoint.safetensors", time.time() + 180
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            step = _checkpoint_step(ckpt) if ckpt.exists() else None
+            logged = [r["step"] for r in read_jsonl(cut / "metrics.jsonl")] if step else []
+            # past a second checkpoint (so a previous one is kept too), with metrics logged beyond it
+            if step is not None and step >= 10 and logged and logged[-1] > step:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (cut / "result.json").exists() and not (cut / "model.safetensors").exists()
+    killed_at = _checkpoint_step(ckpt)
+    assert 10 <= killed_at < steps
+    assert read_jsonl(cut / "metrics.jsonl")[-1]["step"] > killed_at  # lines the resumed run must drop
+    assert (cut / "checkpoint.prev.safetensors").exists()
+
+    assert main(tiny_args(corpus_file, cut, resume=True, **args)) == 0
+    assert main(tiny_args(corpus_file, tmp_path / "full", **args)) == 0
+    assert json.loads((cut / "result.json").read_text())["resumed_from_step"] >= killed_at
+    assert_bitwise_same_run(cut, tmp_path / "full")
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_previous(corpus_file, tmp_path, capsys):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(tiny_args(corpus_file, full)) == 0
+    assert main(tiny_args(corpus_file, cut)) == 0
+    assert _checkpoint_step(cut / "checkpoint.prev.safetensors") == 6  # the last two checkpoints are kept
+    # simulate a run killed at its end with a damaged newest checkpoint
+    (cut / "result.json").unlink()
+    (cut / "model.safetensors").unlink()
+    ckpt = cut / "checkpoint.safetensors"
+    data = bytearray(ckpt.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the tensor data
+    ckpt.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(tiny_args(corpus_file, cut, resume=True)) == 0
+    err = capsys.readouterr().err
+    assert "failed its checksum" in err and "resuming from the previous checkpoint" in err
+    assert json.loads((cut / "result.json").read_text())["resumed_from_step"] == 6
+    assert_bitwise_same_run(cut, full)
+
+
+def test_every_checkpoint_corrupted_is_refused(corpus_file, tmp_path, capsys):
+    cut = tmp_path / "cut"
+    assert main(tiny_args(corpus_file, cut)) == 0
+    (cut / "result.json").unlink()
+    (cut / "checkpoint.safetensors").write_bytes(b"\x00" * 50)  # cut short
+    prev = cut / "checkpoint.prev.safetensors"
+    prev.write_bytes(prev.read_bytes()[:-10])
+    capsys.readouterr()
+    assert main(tiny_args(corpus_file, cut, resume=True)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: checkpoint") and "corrupted" in err[0]
+    assert "no usable checkpoint" in err[0]
+    assert not (cut / "result.json").exists()
+
+
+def test_checkpoint_from_another_run_is_refused(corpus_file, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(tiny_args(corpus_file, a, steps=4)) == 0
+    assert main(tiny_args(corpus_file, b, steps=4, seed=1)) == 0
+    (b / "result.json").unlink()
+    (b / "checkpoint.prev.safetensors").unlink()
+    (b / "checkpoint.safetensors").write_bytes((a / "checkpoint.safetensors").read_bytes())
+    capsys.readouterr()
+    assert main(tiny_args(corpus_file, b, steps=4, seed=1, resume=True)) == 2
+    err = capsys.readouterr().err
+    assert "written by a different run" in err and "seed" in err
+    assert not (b / "result.json").exists()
+
+
+def test_resume_with_a_different_config_or_vocabulary_is_refused(tmp_path, capsys):
+    tokens = np.random.default_rng(0).integers(0, 50, size=30_000)
+    data = tmp_path / "tokens.npy"
+    np.save(data, tokens)
+    run = tmp_path / "run"
+    assert main(tiny_args(data, run, steps=2)) == 0
+    capsys.readouterr()
+    assert main(tiny_args(data, run, steps=2, d_model=32, resume=True)) == 2
+    assert "config differs" in capsys.readouterr().err
+    np.save(data, np.concatenate([tokens, [70]]))  # the data now needs 71 token ids
+    assert main(tiny_args(data, run, steps=2, resume=True)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "vocabulary" in err and "vocab_size: 50 vs 71" in err
+
+
+def test_resume_before_the_first_checkpoint_restarts_cleanly(corpus_file, tmp_path, capsys):
+    """A run killed before its first checkpoint: --resume restarts at step 0 without duplicated metrics."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(tiny_args(corpus_file, full, steps=4, ckpt_every=0)) == 0
+
+    class Crash(Exception):
+        pass
+
+    class CrashingTask(LMTask):
+        def examples(self, indices, device="cpu"):
+            if indices[0] >= 3 * 6:
+                raise Crash()
+            return super().examples(indices, device)
+
+    corpus = load_corpus(corpus_file)
+    cfg = json.loads((full / "config.json").read_text())
+    model_cfg = GPTConfig(**cfg["run"]["model"])
+    with pytest.raises(Crash):
+        train(build_model(model_cfg, 0), CrashingTask(corpus, 16, eval_tokens=256), TrainConfig(**cfg["train"]),
+              cut, run_config=cfg["run"])
+    assert len(read_jsonl(cut / "metrics.jsonl")) == 3 and not (cut / "checkpoint.safetensors").exists()
+    capsys.readouterr()
+    assert main(tiny_args(corpus_file, cut, steps=4, ckpt_every=0)) == 2  # without --resume: refused
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(tiny_args(corpus_file, cut, steps=4, ckpt_every=0, resume=True)) == 0
+    assert "restarting at step 0" in capsys.readouterr().err
+    assert_bitwise_same_run(cut, full)
+
+
+def test_checkpoint_write_failure_keeps_the_previous_checkpoint(corpus_file, tmp_path, capsys, monkeypatch):
+    """Disk full while writing checkpoint 4: one-line error, checkpoint 2 intact, no temp file, no result."""
+    import myopia.io as mio
+
+    real = mio.os.fsync
+    checkpoint_writes = []
+
+    def fsync(fd):  # the second checkpoint write (step 4) finds the disk full
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".checkpoint.safetensors."):
+            checkpoint_writes.append(fd)
+            if len(checkpoint_writes) == 2:
+                raise OSError(28, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(mio.os, "fsync", fsync)
+    run = tmp_path / "run"
+    assert main(tiny_args(corpus_file, run)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "could not write" in err and "No space left on device" in err
+    assert _checkpoint_step(run / "checkpoint.safetensors") == 2
+    assert not (run / "result.json").exists()
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
