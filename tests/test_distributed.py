@@ -281,3 +281,28 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(corpus_file, tmp
     assert _checkpoint_step(run / "checkpoint.safetensors") == 2
     assert not (run / "result.json").exists()
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_restores_each_ranks_generator(tmp_path):
+    """Every rank's RNG state is saved; rank r gets its own back (falling back to rank 0's when absent)."""
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    states = {}
+    for r in range(2):
+        torch.manual_seed(100 + r)
+        states[r] = torch.get_rng_state()
+    path = tmp_path / "c.safetensors"
+    from myopia.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(path, model, opt, {"step": 1}, rng_states={"torch.r0": states[0], "torch.r1": states[1]})
+    for r in (0, 1, 5):
+        torch.manual_seed(0)
+        load_checkpoint(path, model, opt, rank=r)
+        expected = states[1] if r == 1 else None
+        if r == 0:
+            expected = states[0]
+        if r == 5:  # no state saved for rank 5: the process's own CPU state at save time ("rng.torch")
+            expected = load_tensors(path)[0]["rng.torch"]
+        assert torch.equal(torch.get_rng_state(), expected)

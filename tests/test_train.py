@@ -16,6 +16,15 @@ from myopia.model import GPTConfig
 from myopia.train import TrainConfig, lr_at, train
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster (two OpenMP threads thrash on a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
     rng = random.Random(0)

@@ -101,8 +101,11 @@ class TrainConfig:
             ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(v)
             ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
             if not ok:
-                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-                raise MyopiaError(f"{flag(name)} must be a number in {lb}{lo}, {hi}{rb}, got {v!r}")
+                if hi == math.inf:
+                    what = f"> {lo}" if lo_open else f">= {lo}"
+                else:
+                    what = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+                raise MyopiaError(f"{flag(name)} must be a finite number {what}, got {v!r}")
 
         for name in ("steps", "batch_size"):
             integer(name, 1)
