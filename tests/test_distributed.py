@@ -48,11 +48,13 @@ def corpus_file(tmp_path_factory):
     return path
 
 
-def tiny_args(data, out, *, steps=8, **extra):
+def tiny_args(data, out, *, steps=8, progress=False, **extra):
     """CLI arguments of a tiny run (1 layer, width 16, context 16, global batch 6)."""
     args = ["train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch-size", "6",
             "--seq-len", "16", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-every", "4",
-            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3", "--no-progress"]
+            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3"]
+    if not progress:
+        args.append("--no-progress")
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return args
@@ -100,10 +102,12 @@ def test_two_process_ddp_matches_one_process(corpus_file, tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(tiny_args(corpus_file, single, gradient="myopic-hidden")) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "myopia",
-           *tiny_args(corpus_file, ddp, gradient="myopic-hidden", micro_batch_size=2)]
+           *tiny_args(corpus_file, ddp, gradient="myopic-hidden", micro_batch_size=2, progress=True)]
     proc = subprocess.run(cmd, env=env_one_thread(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("eval loss") == 1  # rank 0 alone reports
+    assert proc.stdout.count("eval loss") == 1  # rank 0 alone reports ...
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in progress] == ["4/8", "8/8"]  # ... and prints progress (plain lines)
 
     result = json.loads((ddp / "result.json").read_text())
     assert result["world_size"] == 2 and result["config"]["train"]["micro_batch_size"] == 2
@@ -296,13 +300,12 @@ def test_checkpoint_restores_each_ranks_generator(tmp_path):
     path = tmp_path / "c.safetensors"
     from myopia.checkpoint import load_checkpoint, save_checkpoint
 
+    torch.manual_seed(7)  # this process's own state, distinct from both ranks'
     save_checkpoint(path, model, opt, {"step": 1}, rng_states={"torch.r0": states[0], "torch.r1": states[1]})
-    for r in (0, 1, 5):
+    # rank 5 has no saved state: it gets the saving process's own CPU state ("rng.torch")
+    expected = {0: states[0], 1: states[1], 5: load_tensors(path)[0]["rng.torch"]}
+    assert not any(torch.equal(expected[a], expected[b]) for a, b in ((0, 1), (0, 5), (1, 5)))
+    for r, state in expected.items():
         torch.manual_seed(0)
         load_checkpoint(path, model, opt, rank=r)
-        expected = states[1] if r == 1 else None
-        if r == 0:
-            expected = states[0]
-        if r == 5:  # no state saved for rank 5: the process's own CPU state at save time ("rng.torch")
-            expected = load_tensors(path)[0]["rng.torch"]
-        assert torch.equal(torch.get_rng_state(), expected)
+        assert torch.equal(torch.get_rng_state(), state)
