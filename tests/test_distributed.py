@@ -52,7 +52,7 @@ def tiny_args(data, out, *, steps=8, progress=False, **extra):
     """CLI arguments of a tiny run (1 layer, width 16, context 16, global batch 6)."""
     args = ["train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch-size", "6",
             "--seq-len", "16", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-every", "4",
-            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3"]
+            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3", "--device", "cpu"]
     if not progress:
         args.append("--no-progress")
     for k, v in extra.items():
@@ -96,6 +96,7 @@ def test_rank_slices_partition_the_global_batch(batch, world, micro):
         assert all(b - a <= micro for a, b in slices)
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
 def test_two_process_ddp_matches_one_process(corpus_file, tmp_path):
     """torchrun --nproc_per_node=2 with gradient accumulation (uneven micro-batches 2+1 per rank) equals one
     process on the whole global batch: loss curve and final weights within float tolerance."""
@@ -137,6 +138,7 @@ def _checkpoint_step(path: Path) -> int | None:
         return None
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 def test_sigkill_mid_run_then_resume_is_bitwise_exact(corpus_file, tmp_path):
     steps = 60
     args = dict(steps=steps, ckpt_every=5, eval_every=10)
@@ -263,6 +265,7 @@ def test_resume_before_the_first_checkpoint_restarts_cleanly(corpus_file, tmp_pa
     assert_bitwise_same_run(cut, full)
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="recognises files through /proc/self/fd (Linux)")
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(corpus_file, tmp_path, capsys, monkeypatch):
     """Disk full while writing checkpoint 4: one-line error, checkpoint 2 intact, no temp file, no result."""
     import myopia.io as mio

@@ -545,12 +545,13 @@ class _Progress:
 
 
 class _Board:
-    """TensorBoard scalars under ``<out>/tensorboard`` (events after a resumed step are purged)."""
+    """TensorBoard scalars under ``<out>/tensorboard`` (events after a resumed checkpoint's step are purged)."""
 
     def __init__(self, out: Path, start_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start_step or None)
+        # purge_step hides earlier events with step >= it; those *at* the checkpoint's step stay valid
+        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
 
     def add(self, prefix: str, record: dict, step: int) -> None:
         for k, v in record.items():
