@@ -107,9 +107,10 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("bad,message", BAD_INPUTS, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize("bad,message", BAD_INPUTS, ids=["-".join(b) for b, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_before_any_work(corpus_file, tmp_path, capsys, bad, message):
     out = tmp_path / "run"
+    bad = dict(bad)  # (the parameter list is shared between runs)
     code, err = run_cli(capsys, tiny_args(corpus_file, out, steps=bad.pop("steps", 8), **bad))
     assert_one_line_error(code, err, message)
     assert not out.exists()  # checked before any work: no folder, no partial result
@@ -195,7 +196,8 @@ def test_nan_mid_run_stops_naming_the_step_and_keeps_the_checkpoint(corpus_file,
     assert main(tiny_args(corpus_file, tmp_path / "full")) == 0
     a, b = (load_model_state(r / "model.safetensors")[0] for r in (run, tmp_path / "full"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert strip_timing(read_jsonl(run / "metrics.jsonl")) == strip_timing(read_jsonl(tmp_path / "full" / "metrics.jsonl"))
+    full = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    assert strip_timing(read_jsonl(run / "metrics.jsonl")) == strip_timing(full)
 
 
 def test_non_finite_parameters_are_never_checkpointed(corpus_file, tmp_path, capsys, monkeypatch):

@@ -44,7 +44,9 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, *, keep_previous: bool = False) -> None:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, *, keep_previous: bool = False
+) -> None:
     """Write ``tensors`` and JSON-able ``meta`` to one safetensors file, atomically, with a checksum.
 
     With ``keep_previous`` the file it replaces stays complete at :func:`previous_path`.

@@ -273,7 +273,8 @@ def _on_all_ranks(fn, world: int, *, share: bool = False):
         return value
     rank = torch.distributed.get_rank()
     payload: list = [None] * world
-    torch.distributed.all_gather_object(payload, (None if error is None else str(error), value if share and rank == 0 else None))
+    mine = (None if error is None else str(error), value if share and rank == 0 else None)
+    torch.distributed.all_gather_object(payload, mine)
     failed = [(r, msg) for r, (msg, _) in enumerate(payload) if msg is not None]
     if failed:
         first, msg = failed[0]
@@ -411,7 +412,8 @@ def _check_compile(cfg: TrainConfig) -> None:
     except Exception as exc:  # pragma: no cover - depends on the platform
         raise MyopiaError(f"--compile is not available here ({type(exc).__name__}: {exc})") from None
     if cfg.compile_backend not in backends:
-        raise MyopiaError(f"unknown compile backend {cfg.compile_backend!r}; available: {', '.join(sorted(backends))}")
+        available = ", ".join(sorted(backends))
+        raise MyopiaError(f"unknown compile backend {cfg.compile_backend!r}; available: {available}")
 
 
 def _check_tensorboard(cfg: TrainConfig, is_main: bool) -> None:
@@ -467,7 +469,8 @@ def _plan_run(out: Path, full_config: dict, resume: bool) -> dict:
             raise MyopiaError(f"{out} already holds a run; use --resume to continue it or choose another --out")
         return {"checkpoint": None, "step": 0, "fresh": True, "notes": []}
     if not existing:
-        return {"checkpoint": None, "step": 0, "fresh": True, "notes": [f"nothing to resume in {out}: starting a new run"]}
+        note = f"nothing to resume in {out}: starting a new run"
+        return {"checkpoint": None, "step": 0, "fresh": True, "notes": [note]}
     if (out / "config.json").exists():
         mismatch = _config_mismatch(read_json(out / "config.json"), full_config)
         if mismatch:
@@ -491,8 +494,10 @@ def _plan_run(out: Path, full_config: dict, resume: bool) -> dict:
         notes = [f"{f}; resuming from the previous checkpoint {path.name} (step {step}) instead" for f in failures]
         return {"checkpoint": str(path), "step": step, "fresh": False, "notes": notes}
     if failures:
-        raise MyopiaError(f"{'; '.join(failures)}; no usable checkpoint is left in {out} (move it away and start again)")
-    return {"checkpoint": None, "step": 0, "fresh": False, "notes": [f"{out} holds no checkpoint yet: restarting at step 0"]}
+        failed = "; ".join(failures)
+        raise MyopiaError(f"{failed}; no usable checkpoint is left in {out} (move it away and start again)")
+    note = f"{out} holds no checkpoint yet: restarting at step 0"
+    return {"checkpoint": None, "step": 0, "fresh": False, "notes": [note]}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -528,8 +533,10 @@ class _Progress:
         now = time.perf_counter()
         if now - self.last >= PROGRESS_INTERVAL_S and train_loss is not None:
             self.last = now
+            elapsed = now - self.t0
+            eta = elapsed / max(done - self.start, 1) * (self.total - done)
             self.line(f"step {done}/{self.total}  train {train_loss:.4f}  {tokens_per_s:,.0f} tok/s  "
-                      f"elapsed {_duration(now - self.t0)}  eta {_duration((now - self.t0) / max(done - self.start, 1) * (self.total - done))}")
+                      f"elapsed {_duration(elapsed)}  eta {_duration(eta)}")
 
     def line(self, text: str) -> None:
         if not self.enabled:
@@ -551,7 +558,8 @@ class _Board:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step hides earlier events with step >= it; those *at* the checkpoint's step stay valid
-        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        purge = start_step + 1 if start_step else None
+        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=purge)
 
     def add(self, prefix: str, record: dict, step: int) -> None:
         for k, v in record.items():
@@ -593,7 +601,8 @@ def _compile_error(exc: BaseException) -> bool:
         from torch._dynamo.exc import TorchDynamoException
     except ImportError:  # pragma: no cover
         return False
-    return isinstance(exc, TorchDynamoException) or type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
+    from_compiler = type(exc).__module__.startswith(("torch._dynamo", "torch._inductor"))
+    return isinstance(exc, TorchDynamoException) or from_compiler
 
 
 def _first_line(exc: BaseException) -> str:
