@@ -350,15 +350,17 @@ class _SplitLinear(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         y = F.linear(x, weight, bias)
+        ctx.compute_dtype = y.dtype  # lower than x/weight under autocast (bf16): backward matmuls use it too
         return y, y.detach().clone()
 
     @staticmethod
     def backward(ctx, grad_w, grad_x):
         x, weight = ctx.saved_tensors
-        dx = grad_x @ weight if ctx.needs_input_grad[0] else None
-        g2 = grad_w.reshape(-1, grad_w.shape[-1])
-        dw = g2.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-        db = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        dt = ctx.compute_dtype
+        dx = (grad_x.to(dt) @ weight.to(dt)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        g2 = grad_w.to(dt).reshape(-1, grad_w.shape[-1])
+        dw = (g2.t() @ x.to(dt).reshape(-1, x.shape[-1])).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        db = g2.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
 

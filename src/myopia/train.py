@@ -180,11 +180,14 @@ def train(
     run_config: dict,
     resume: bool = False,
     flops_per_example: float | None = None,
+    on_checkpoint=None,
 ) -> dict:
     """Train ``model`` on ``task``; write config.json, metrics.jsonl, checkpoints and result.json to ``out_dir``.
 
     ``run_config`` is everything needed to rebuild the run (model config, task settings, CLI arguments); it is
-    stored in config.json and a resumed run must present the same one. Returns the result dict.
+    stored in config.json and a resumed run must present the same one. ``on_checkpoint(step, model)``, if
+    given, is called on the main process after each checkpoint is written (e.g. to keep weight snapshots).
+    Returns the result dict.
     """
     rank, world, _ = dist_info()
     device = resolve_device(cfg.device)
@@ -271,6 +274,8 @@ def train(
                           file=sys.stderr, flush=True)
         if is_main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps):
             save_checkpoint(ckpt_path, model, optimizer, {"step": done, "config": full_config})
+            if on_checkpoint is not None:
+                on_checkpoint(done, model)
         if world > 1:
             torch.distributed.barrier()
     if bar is not None:
