@@ -43,6 +43,7 @@ def plot_grad(summary: dict, path: str | Path) -> None:
     axes[2].set_title("future share <future, total> / |total|²")
     axes[3].set_title("future share per layer (last checkpoint)")
     axes[3].set_xlabel("layer")
+    axes[3].xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[:3]:
         ax.set_xlabel(xlabel)
     for ax in axes:

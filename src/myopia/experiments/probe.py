@@ -73,7 +73,8 @@ def probe_comparison(models: dict[str, str], data: str | Path, out: str | Path, 
         del model
     summary = {"data": str(data), "train_split": train_split, "eval_split": eval_split, "seq_len": seq_len,
                "windows": {"train": int(len(train_w)), "eval": int(len(test_w))}, "ks": list(ks),
-               "probe": {"classes": classes, "steps": steps, "lr": lr, "seed": seed},
+               "probe": {"classes": classes, "steps": steps, "lr": lr, "seed": seed,
+                         "weight_decay_selection": "best of 1e-4, 1e-3, 1e-2 on the last 20% of training pairs"},
                "models": results, **provenance()}
     out = Path(out)
     write_json(out / "probe.json", summary)
