@@ -30,10 +30,11 @@ _LAYER = re.compile(r"(?:^|\.)(?:h|layers|blocks|layer)\.(\d+)\.")
 
 
 def loss_gradient(model, x: torch.Tensor, y: torch.Tensor, gradient: str, *, beta: float = 0.0, horizon: int = 0,
-                  micro_batch: int = 16) -> dict[str, torch.Tensor]:
-    """Gradient of the mean next-token loss over (x, y) (both (N, T)) under ``gradient``; float64 on the CPU.
+                  micro_batch: int = 16, float64: bool = False) -> dict[str, torch.Tensor]:
+    """Gradient of the mean next-token loss over (x, y) (both (N, T)) under ``gradient``, on the CPU.
 
-    Returns ``{parameter name: gradient}`` for every trainable parameter (tied parameters once).
+    Returns ``{parameter name: gradient}`` for every trainable parameter (tied parameters once), in the
+    parameters' dtype, or float64 with ``float64=True``.
     """
     model.set_gradient(gradient, beta, horizon)
     model.zero_grad(set_to_none=True)
@@ -51,7 +52,7 @@ def loss_gradient(model, x: torch.Tensor, y: torch.Tensor, gradient: str, *, bet
     for name, p in model.named_parameters():
         if p.requires_grad:
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            out[name] = g.detach().to("cpu", torch.float64).clone()
+            out[name] = g.detach().to("cpu", torch.float64 if float64 else g.dtype).clone()
     model.zero_grad(set_to_none=True)
     return out
 
@@ -63,11 +64,11 @@ def decompose(model, x, y, parts=PARTS, *, micro_batch: int = 16) -> dict:
     """
     saved = (model.cfg.gradient, model.cfg.beta, model.cfg.horizon)
     try:
-        total = loss_gradient(model, x, y, "vanilla", micro_batch=micro_batch)
+        total = loss_gradient(model, x, y, "vanilla", micro_batch=micro_batch, float64=True)
         out: dict = {"total": total}
         for part in parts:
             try:
-                mine = loss_gradient(model, x, y, part, micro_batch=micro_batch)
+                mine = loss_gradient(model, x, y, part, micro_batch=micro_batch, float64=True)
             except MyopiaError as exc:
                 out[part] = {"error": str(exc)}
                 continue
@@ -108,6 +109,7 @@ def parameter_kind(name: str) -> str:
 
 
 def _dots(a: torch.Tensor, b: torch.Tensor) -> float:
+    """<a, b> in float64."""
     return float((a.reshape(-1) * b.reshape(-1)).sum())
 
 
@@ -119,7 +121,7 @@ def split_stats(total: dict, myopic: dict, groups: dict[str, list[str]]) -> dict
     """Norms, cosines and shares of ``myopic``, ``future = total - myopic`` and ``total`` for each group."""
     per: dict[str, tuple] = {}
     for name, t in total.items():
-        m = myopic[name]
+        t, m = t.double(), myopic[name].double()  # float32 gradients: t - m is exact in float64
         f = t - m
         per[name] = (_dots(t, t), _dots(m, m), _dots(f, f), _dots(m, f), _dots(m, t), _dots(f, t), t.numel())
     out = {}
@@ -140,13 +142,23 @@ def split_stats(total: dict, myopic: dict, groups: dict[str, list[str]]) -> dict
 
 
 def decomposition_stats(model, x, y, parts=PARTS, *, micro_batch: int = 16) -> dict:
-    """:func:`decompose` reduced to :func:`split_stats` per part and group (the grads themselves dropped)."""
-    d = decompose(model, x, y, parts, micro_batch=micro_batch)
-    groups = parameter_groups(list(d["total"]))
-    out = {}
-    for part in parts:
-        if "error" in d[part]:
-            out[part] = {"error": d[part]["error"]}
-        else:
-            out[part] = split_stats(d["total"], d[part]["myopic"], groups)
+    """``{part: {group: split_stats}}`` (or ``{part: {"error": ...}}``) without keeping float64 copies.
+
+    Memory: two gradients in the parameters' dtype at a time. The model's gradient setting is restored.
+    """
+    saved = (model.cfg.gradient, model.cfg.beta, model.cfg.horizon)
+    try:
+        total = loss_gradient(model, x, y, "vanilla", micro_batch=micro_batch)
+        groups = parameter_groups(list(total))
+        out: dict = {}
+        for part in parts:
+            try:
+                mine = loss_gradient(model, x, y, part, micro_batch=micro_batch)
+            except MyopiaError as exc:
+                out[part] = {"error": str(exc)}
+                continue
+            out[part] = split_stats(total, mine, groups)
+            del mine
+    finally:
+        model.set_gradient(*saved)
     return out
