@@ -198,3 +198,22 @@ def test_bf16_autocast_runs_fused_path():
         g = grads(loss, params)
         assert all(torch.isfinite(t).all() for t in g)
         assert sum((a.float() - b).norm() for a, b in zip(g, g32)) > 0  # really myopic (differs from vanilla)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_models_loaded_with_eager_attention(arch):
+    """Without a gradient the myopia function runs ordinary attention on its (sdpa) masks: same logits as the
+    model's eager attention (Llama's eager softmax runs in float32, hence its tolerance); vanilla restores eager."""
+    model = tiny(arch)
+    model.set_attn_implementation("eager")
+    x = _ids()
+    ref = model(x[:, :-1], use_cache=False).logits
+    g_ref = grads(model_loss(model, x), list(model.parameters()))
+    mhf.apply(model, "myopic-hidden")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x[:, :-1], use_cache=False).logits, ref, **tolerance(arch))
+    torch.testing.assert_close(model(x[:, :-1], use_cache=False).logits, ref, **tolerance(arch))
+    mhf.apply(model, "vanilla")
+    assert model.config._attn_implementation == "eager"
+    for a, b in zip(grads(model_loss(model, x), list(model.parameters())), g_ref):
+        assert torch.equal(a, b)

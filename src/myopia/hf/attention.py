@@ -22,13 +22,12 @@ Gradient settings (the forward value equals the model's ordinary one except for 
 
 Training with a myopic setting needs unpadded causal batches: no padding, no packed-sequence or sliding-window
 masks, no key/value cache longer than the query, no attention dropout. Those raise :class:`MyopiaError` when a
-gradient is required; without one (evaluation, ``generate``) the layer falls back to the original attention,
+gradient is required; without one (evaluation, ``generate``) the layer falls back to ordinary (sdpa) attention,
 which gives the same values.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -119,7 +118,7 @@ def current_gradient(model) -> str:
 
 def install(model, settings: MyopiaSettings) -> MyopiaSettings:
     """Route ``model``'s attention through the myopia function with ``settings`` (``vanilla`` allowed here:
-    it then delegates to the original implementation, which lets :class:`HFCausalLM` collect keys/values)."""
+    it then runs ordinary sdpa attention, which lets :class:`HFCausalLM` collect or replace keys/values)."""
     from transformers import PreTrainedModel
 
     if not isinstance(model, PreTrainedModel):
@@ -218,15 +217,11 @@ def _hidden_post_hook(module, args, kwargs_or_output, output=None):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _original_function(module, name: str):
-    from transformers import AttentionInterface
+def _ordinary_attention(module, query, key, value, attention_mask, **kwargs):
+    """Ordinary attention for the masks our mask builder makes (sdpa's: None = causal, else boolean)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if name == "eager":
-        fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-        if fn is None:
-            raise MyopiaError(f"{type(module).__name__}: no eager attention function to fall back to")
-        return fn
-    return AttentionInterface().get_interface(name, None)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
 def _repeat_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -310,9 +305,9 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
         return out.transpose(1, 2).contiguous(), None
 
     live = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if gradient == "vanilla" or not live:
-        fn = _original_function(module, settings.original)
-        return fn(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if gradient == "vanilla" or not live:  # same values: the ordinary (sdpa) attention on sdpa's masks
+        return _ordinary_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                   **kwargs)
 
     _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
     query, key, value = _same_dtype(query, key, value)
