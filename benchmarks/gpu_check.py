@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/gpu_check.py --out "$OUT"            # on a GPU machine
     PYTHONPATH=src python benchmarks/gpu_check.py --dry-run --out /tmp/gc  # tiny sizes on the CPU (plumbing)
+    PYTHONPATH=src python benchmarks/gpu_check.py --dry-run --size small --sections speed --out /tmp/gc  # CPU timing
 
 Sections (each one is timed, and a failure is recorded without stopping the others):
 
@@ -39,14 +40,17 @@ from myopia.io import provenance, write_json  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sizes(dry: bool) -> dict:
-    if dry:
-        return {"gpt2": dict(n_embd=64, n_layer=2, n_head=4, vocab=512, seq=128, batch=4),
-                "pythia": dict(n_embd=64, n_layer=2, n_head=4, vocab=512, seq=128, batch=4),
-                "steps": 3, "warmup": 1, "ft_steps": 2, "ft_batch": 4}
-    return {"gpt2": dict(n_embd=768, n_layer=12, n_head=12, vocab=50257, seq=1024, batch=8),
-            "pythia": dict(n_embd=768, n_layer=12, n_head=12, vocab=50304, seq=1024, batch=8),
-            "steps": 10, "warmup": 3, "ft_steps": 10, "ft_batch": 32}
+SIZES = {
+    "tiny": {"gpt2": dict(n_embd=64, n_layer=2, n_head=4, vocab=512, seq=128, batch=4),
+             "pythia": dict(n_embd=64, n_layer=2, n_head=4, vocab=512, seq=128, batch=4),
+             "steps": 3, "warmup": 1, "ft_steps": 2, "ft_batch": 4},
+    "small": {"gpt2": dict(n_embd=256, n_layer=4, n_head=4, vocab=4096, seq=256, batch=8),
+              "pythia": dict(n_embd=256, n_layer=4, n_head=4, vocab=4096, seq=256, batch=8),
+              "steps": 5, "warmup": 1, "ft_steps": 5, "ft_batch": 16},
+    "full": {"gpt2": dict(n_embd=768, n_layer=12, n_head=12, vocab=50257, seq=1024, batch=8),
+             "pythia": dict(n_embd=768, n_layer=12, n_head=12, vocab=50304, seq=1024, batch=8),
+             "steps": 10, "warmup": 3, "ft_steps": 10, "ft_batch": 32},
+}
 
 
 def build(arch: str, s: dict):
@@ -253,6 +257,8 @@ def main() -> int:
     p.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"), help="output directory")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (checks the plumbing)")
     p.add_argument("--sections", default="exactness,speed,finetune")
+    p.add_argument("--size", choices=["auto", *SIZES], default="auto",
+                   help="model sizes: auto = full on a GPU, tiny on the CPU; small = a CPU timing size")
     args = p.parse_args()
     import transformers
 
@@ -260,10 +266,11 @@ def main() -> int:
     transformers.utils.logging.disable_progress_bar()
     device = torch.device("cpu" if args.dry_run or not torch.cuda.is_available() else "cuda")
     precision = "bf16" if device.type == "cuda" else "fp32"
-    s = sizes(args.dry_run or device.type == "cpu")
+    size = args.size if args.size != "auto" else ("tiny" if device.type == "cpu" else "full")
+    s = SIZES[size]
     out = Path(args.out)
     report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "precision": precision,
-              "dry_run": args.dry_run or device.type == "cpu", "sizes": s, **provenance()}
+              "dry_run": args.dry_run or device.type == "cpu", "size": size, "sizes": s, **provenance()}
     with tempfile.TemporaryDirectory() as tmp:
         for section in args.sections.split(","):
             t0 = time.perf_counter()
