@@ -193,11 +193,16 @@ def load_run_model(run_dir: str | Path, weights: str | Path | None = None, devic
     weights file of the run (a snapshot, ``checkpoint.safetensors``); default: the final ``model.safetensors``.
     The gradient setting is the run's own (it only affects training).
     """
+    return _load_run(run_dir, weights, device)[0]
+
+
+def _load_run(run_dir, weights, device) -> tuple[nn.Module, dict]:
+    """(model, weights-file metadata) of a run directory; see :func:`load_run_model`."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise MyopiaError(f"{run_dir} is not a run directory (no config.json)")
     run = read_json(run_dir / "config.json").get("run", {})
-    tensors, _ = load_tensors(_weights_file(run_dir, weights))
+    tensors, meta = load_tensors(_weights_file(run_dir, weights))
     if any(k.startswith("optim.") for k in tensors):  # a full training checkpoint
         tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     if run.get("model_kind") == "hf":
@@ -216,7 +221,7 @@ def load_run_model(run_dir: str | Path, weights: str | Path | None = None, devic
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise MyopiaError(f"weights in {run_dir} do not match its model ({first})") from None
-    return model.to(device).eval()
+    return model.to(device).eval(), meta
 
 
 def run_tokenizer(run_dir: str | Path):
@@ -244,13 +249,11 @@ def load_model(spec: str | Path, device="cpu"):
     path = Path(spec)
     if path.is_file() and path.suffix == ".safetensors":
         run_dir = path.parent if (path.parent / "config.json").exists() else path.parent.parent
-        model = load_run_model(run_dir, weights=path, device=device)
-        _, meta = load_tensors(path)
+        model, meta = _load_run(run_dir, path, device)
         return model, run_tokenizer(run_dir), {"kind": run_kind(run_dir), "path": str(path),
                                                "step": meta.get("step")}
     if path.is_dir() and (path / "config.json").exists() and "run" in read_json(path / "config.json"):
-        model = load_run_model(path, device=device)
-        _, meta = load_tensors(_weights_file(path, None))
+        model, meta = _load_run(path, None, device)
         return model, run_tokenizer(path), {"kind": run_kind(path), "path": str(path), "step": meta.get("step")}
     from .tokenizer import load_hf_tokenizer
 
