@@ -36,6 +36,11 @@ def tiny(arch: str, *, n_layer: int = 2, seed: int = 0, dtype=torch.float64):
                              num_key_value_heads=1, intermediate_size=64, max_position_embeddings=32,
                              tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
         model = tr.Qwen2ForCausalLM(cfg)
+    elif arch == "mistral":  # Llama's path plus a sliding window (longer than these sequences)
+        cfg = tr.MistralConfig(vocab_size=V, hidden_size=32, num_hidden_layers=n_layer, num_attention_heads=4,
+                               num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32,
+                               sliding_window=16, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        model = tr.MistralForCausalLM(cfg)
     else:
         raise ValueError(arch)
     model = model.to(dtype).eval()
@@ -147,7 +152,7 @@ def hidden_brute_force_loss(model, x):
 def tolerance(arch: str) -> dict:
     """Llama-family RMSNorm computes in float32 even in a float64 model, so results that take different but
     equivalent routes (a prefix run vs the full sequence) agree to float32 rounding there, exactly elsewhere."""
-    return dict(rtol=1e-5, atol=1e-8) if arch in ("llama", "qwen2") else dict(rtol=1e-9, atol=1e-11)
+    return dict(rtol=1e-5, atol=1e-8) if arch in ("llama", "qwen2", "mistral") else dict(rtol=1e-9, atol=1e-11)
 
 
 def grads(loss, params):

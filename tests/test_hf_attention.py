@@ -27,7 +27,7 @@ from _hf_tiny import (  # noqa: E402
 import myopia.hf as mhf  # noqa: E402
 from myopia.errors import MyopiaError  # noqa: E402
 
-ARCHS = ["gpt2", "pythia", "llama", "qwen2"]
+ARCHS = ["gpt2", "pythia", "llama", "qwen2", "mistral"]
 
 
 def _ids(B=2, T=6, seed=1):
@@ -161,6 +161,14 @@ def test_generation_with_cache_still_works_and_training_with_cache_is_refused():
         cache = model(x[:, :2], use_cache=True).past_key_values
     with pytest.raises(MyopiaError, match="use_cache=False"):
         model(x[:, 2:], cache=cache, use_cache=True)
+
+
+def test_sequences_longer_than_a_sliding_window_are_refused():
+    model = tiny("mistral")  # window 16
+    mhf.apply(model, "myopic")
+    x = torch.randint(0, V, (1, 20))
+    with pytest.raises(MyopiaError, match="sliding window|padding"):
+        model(x, use_cache=False)
 
 
 def test_attention_dropout_is_refused_in_training():
