@@ -111,7 +111,7 @@ def test_grad_cli_over_snapshots(tmp_path):
     assert main(["grad", str(out / "vanilla"), "--snapshots", "--data", str(data), "--out", str(tmp_path / "g"),
                  "--windows", "3"]) == 0
     summary = read_json(tmp_path / "g" / "grad.json")
-    assert [r["step"] for r in summary["results"]] == [2, 4, 4]
+    assert [r["step"] for r in summary["results"]] == [2, 4]  # the last snapshot is the final model
     assert summary["sample"]["seq_len"] == 16 and summary["sample"]["tokens"] == 48
     for r in summary["results"]:
         for part in ("myopic", "myopic-hidden"):
@@ -173,5 +173,6 @@ def test_probe_cli_on_a_pair(tmp_path):
     res = summary["models"]["myopic"]
     assert res["trained_gradient"] == "myopic" and set(res["layers"]) == {"0", "2"}
     assert set(res["layers"]["2"]) == {"1", "2"} and 0 <= res["layers"]["2"]["1"]["accuracy"] <= 1
+    assert res["layers"]["2"]["2"]["ce_se"] > 0 and res["layers"]["2"]["2"]["test_pairs"] == 8 * 31
     assert (tmp_path / "p" / "probe.png").stat().st_size > 1000
     assert main(["probe", "--data", str(data), "--out", str(tmp_path / "q")]) == 2

@@ -75,14 +75,15 @@ def _train_linear(x, y, n_classes, prior, *, steps, lr, weight_decay, seed, devi
 
 
 def fit_probe(x_train, y_train, x_test, y_test, *, classes: int = 1024, steps: int = 300, lr: float = 0.05,
-              weight_decays=(1e-4, 1e-3, 1e-2), seed: int = 0, device="cpu") -> dict:
+              weight_decays=(1e-4, 1e-3, 1e-2), seed: int = 0, device="cpu", test_group: int | None = None) -> dict:
     """Train a linear softmax probe on (x_train, y_train) and score it on (x_test, y_test).
 
     Features are standardised with the training mean/std. The L2 weight is chosen among ``weight_decays`` by
     the cross-entropy on the last 20% of the training pairs (later windows) after fitting on the first 80%;
     the probe is then refit on all training pairs. Returns accuracy and cross-entropy on the test set (and the
     training set), the unigram baseline on the test set and the chosen weight decay. Test pairs are never
-    used for fitting or selection.
+    used for fitting or selection. With ``test_group`` (consecutive test pairs that share a window), the
+    standard errors ``accuracy_se``/``ce_se`` are computed from per-window means.
     """
     if len(x_train) < 5 or len(x_test) == 0:
         raise MyopiaError("too few probe training pairs or an empty test set")
@@ -101,6 +102,8 @@ def fit_probe(x_train, y_train, x_test, y_test, *, classes: int = 1024, steps: i
     best = min(selection, key=selection.get)
     w, b = _train_linear(xt, yt, n_classes, prior, weight_decay=best, **fit)
     lt, le = xt @ w + b, xe @ w + b
+    correct = (le.argmax(1) == ye).double()
+    ce_each = F.cross_entropy(le, ye, reduction="none").double()
     result = {
         "accuracy": float((le.argmax(1) == ye).float().mean()),
         "ce": float(F.cross_entropy(le, ye)),
@@ -114,6 +117,11 @@ def fit_probe(x_train, y_train, x_test, y_test, *, classes: int = 1024, steps: i
         "train_pairs": len(yt),
         "test_pairs": len(ye),
     }
+    if test_group and len(ye) % test_group == 0 and len(ye) // test_group > 1:
+        n = len(ye) // test_group
+        for key, values in (("accuracy_se", correct), ("ce_se", ce_each)):
+            per_window = values.view(n, test_group).mean(1)
+            result[key] = float(per_window.std() / math.sqrt(n))
     if not all(math.isfinite(v) for v in result.values() if isinstance(v, float)):
         raise MyopiaError("probe training diverged (non-finite loss); try a lower probe learning rate")
     return result
@@ -130,5 +138,5 @@ def probe_model(model, train_windows: torch.Tensor, test_windows: torch.Tensor, 
         for k in ks:
             xt, yt = future_pairs(h_train[layer], train_windows, k)
             xe, ye = future_pairs(h_test[layer], test_windows, k)
-            out[layer][k] = fit_probe(xt, yt, xe, ye, device=device, **fit)
+            out[layer][k] = fit_probe(xt, yt, xe, ye, device=device, test_group=test_windows.shape[1] - k, **fit)
     return out

@@ -27,7 +27,11 @@ def expand_series(specs: list[str], snapshots: bool) -> list[str]:
         path = Path(spec)
         snap_dir = path / "snapshots"
         if snapshots and path.is_dir() and snap_dir.is_dir():
-            out.extend(str(p) for p in sorted(snap_dir.glob("step_*.safetensors")))
+            snaps = sorted(snap_dir.glob("step_*.safetensors"))
+            out.extend(str(p) for p in snaps)
+            final_steps = read_json(path / "result.json").get("steps") if (path / "result.json").exists() else None
+            if snaps and final_steps is not None and int(snaps[-1].stem.split("_")[1]) == int(final_steps):
+                continue  # the last snapshot is the final model
         out.append(str(spec))
     return out
 

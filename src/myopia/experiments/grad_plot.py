@@ -15,8 +15,9 @@ def plot_grad(summary: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     results = summary["results"]
-    steps = [r["step"] if r.get("step") is not None else i for i, r in enumerate(results)]
-    xlabel = "training step" if all(r.get("step") is not None for r in results) else "checkpoint"
+    have_steps = all(r.get("step") is not None for r in results)
+    steps = [r["step"] for r in results] if have_steps else list(range(len(results)))
+    xlabel = "training step" if have_steps else "checkpoint (in the order given)"
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for part in summary["parts"]:
         ok = [(s, r[part]["all"]) for s, r in zip(steps, results) if "error" not in r[part]]
