@@ -2,7 +2,8 @@ r"""The gradient of a language model split into its myopic (diagonal) and future
 
 With one weight copy θ_i per position, the ordinary gradient of the loss is
 
-    total = Σ_j Σ_{i<=j} ∂ℓ_j/∂θ_i,     myopic = Σ_j ∂ℓ_j/∂θ_j  (diagonal terms),     future = total − myopic.
+    total = Σ_j Σ_{i<=j} ∂ℓ_j/∂θ_i,    myopic = Σ_j ∂ℓ_j/∂θ_j  (the diagonal terms),
+    future = total − myopic.
 
 ``myopic`` is computed exactly by the model's own ``gradient="myopic"`` setting (strict: earlier keys/values are
 constants), and ``myopic-hidden`` by ``gradient="myopic-hidden"`` (earlier attention *inputs* are constants; the

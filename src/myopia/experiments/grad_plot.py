@@ -29,7 +29,8 @@ def plot_grad(summary: dict, path: str | Path) -> None:
             axes[0].plot(xs, [g["norm_total"] for _, g in ok], "k" + ls, marker="o", label="total")
         axes[0].plot(xs, [g["norm_myopic"] for _, g in ok], "C0" + ls, marker="o", label=f"{part}: myopic")
         axes[0].plot(xs, [g["norm_future"] for _, g in ok], "C3" + ls, marker="o", label=f"{part}: future")
-        axes[1].plot(xs, [g["cos_myopic_future"] for _, g in ok], "C2" + ls, marker="o", label=f"{part}: myopic·future")
+        axes[1].plot(xs, [g["cos_myopic_future"] for _, g in ok], "C2" + ls, marker="o",
+                     label=f"{part}: myopic·future")
         axes[1].plot(xs, [g["cos_future_total"] for _, g in ok], "C3" + ls, marker="o", label=f"{part}: future·total")
         axes[2].plot(xs, [g["future_share"] for _, g in ok], "C3" + ls, marker="o", label=part)
         last = results[-1][part]
