@@ -108,10 +108,11 @@ def test_grad_cli_over_snapshots(tmp_path):
     assert main(["finetune", "--model", str(base), "--data", str(data), "--out", str(out), "--arms", "vanilla",
                  "--steps", "4", "--batch-size", "4", "--seq-len", "16", "--ckpt-every", "2", "--snapshot-every", "2",
                  "--eval-tokens", "128", "--no-progress"]) == 0
-    assert main(["grad", str(out / "vanilla"), "--snapshots", "--data", str(data), "--out", str(tmp_path / "g"),
-                 "--windows", "3"]) == 0
+    assert main(["grad", str(base), str(out / "vanilla"), "--snapshots", "--data", str(data),
+                 "--out", str(tmp_path / "g"), "--windows", "3", "--seq-len", "16"]) == 0
     summary = read_json(tmp_path / "g" / "grad.json")
-    assert [r["step"] for r in summary["results"]] == [2, 4]  # the last snapshot is the final model
+    # the pretrained HF directory, then the snapshots (the last snapshot is the final model)
+    assert [(r["kind"], r["step"]) for r in summary["results"]] == [("hf-pretrained", None), ("hf", 2), ("hf", 4)]
     assert summary["sample"]["seq_len"] == 16 and summary["sample"]["tokens"] == 48
     for r in summary["results"]:
         for part in ("myopic", "myopic-hidden"):
