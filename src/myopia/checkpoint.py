@@ -38,6 +38,31 @@ def _to_cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu").contiguous()
 
 
+def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop tensors that are the same view of the same memory as an earlier one (tied weights).
+
+    Returns the kept tensors and ``{dropped name: kept name}``. Tensors that only partly overlap are copied,
+    since safetensors refuses shared memory.
+    """
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, t in tensors.items():
+        if t.numel() == 0:
+            kept[name] = t
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        key = (ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t.device)
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        kept[name] = t.clone() if ptr in storages else t
+        storages.add(ptr)
+    return kept, aliases
+
+
 def previous_path(path: str | Path) -> Path:
     """Where the checkpoint replaced by the latest save is kept: ``checkpoint.prev.safetensors``."""
     path = Path(path)
@@ -49,10 +74,15 @@ def save_tensors(
 ) -> None:
     """Write ``tensors`` and JSON-able ``meta`` to one safetensors file, atomically, with a checksum.
 
-    With ``keep_previous`` the file it replaces stays complete at :func:`previous_path`.
+    Tied tensors (one tensor under several names, e.g. an embedding shared with the output head) are stored
+    once; :func:`load_tensors` restores every name. With ``keep_previous`` the file it replaces stays complete
+    at :func:`previous_path`.
     """
+    tensors, aliases = _dedupe({k: v.detach() for k, v in tensors.items()})
     tensors = {k: _to_cpu(v) for k, v in tensors.items()}
     header = {"format": FORMAT, "meta": json.dumps(meta), "sha256": _digest(tensors)}
+    if aliases:
+        header["aliases"] = json.dumps(aliases)
     atomic_write_bytes(path, st_save(tensors, metadata=header), backup=previous_path(path) if keep_previous else None)
 
 
@@ -89,6 +119,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if header.get("sha256") != _digest(tensors):
         raise MyopiaError(f"checkpoint {path} failed its checksum: the file is corrupted")
     try:
+        for name, target in json.loads(header.get("aliases", "{}")).items():
+            tensors[name] = tensors[target]
         meta = json.loads(header.get("meta", "{}"))
     except json.JSONDecodeError:
         raise MyopiaError(f"checkpoint {path} has unreadable metadata") from None

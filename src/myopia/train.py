@@ -619,12 +619,15 @@ def train(
     run_config: dict,
     resume: bool = False,
     flops_per_example: float | None = None,
+    on_checkpoint=None,
 ) -> dict:
     """Train ``model`` on ``task``; write config.json, metrics.jsonl, checkpoints and result.json to ``out_dir``.
 
     ``run_config`` is everything needed to rebuild the run (model config, task settings, CLI arguments); it is
-    stored in config.json and a resumed run must present the same one. Returns the result dict (the same on
-    every rank). Under torchrun it joins the process group itself; only rank 0 writes.
+    stored in config.json and a resumed run must present the same one. ``on_checkpoint(step, model)``, if
+    given, is called on the main process after each checkpoint is written (e.g. to keep weight snapshots).
+    Returns the result dict (the same on every rank). Under torchrun it joins the process group itself; only
+    rank 0 writes.
     """
     cfg.validate()
     init_distributed(cfg.device)
@@ -740,6 +743,8 @@ def train(
                     meta = {"step": done, "examples_seen": done * cfg.batch_size, "world_size": world, "lr": lr,
                             "config": full_config}
                     save_checkpoint(out / CHECKPOINT, model, optimizer, meta, rng_states=rng, keep_previous=True)
+                    if on_checkpoint is not None:
+                        on_checkpoint(done, model)
     except torch.OutOfMemoryError:
         raise MyopiaError(f"out of memory at step {step + 1} on {device}: lower --micro-batch-size "
                           "(gradient accumulation keeps the global batch)") from None

@@ -16,6 +16,10 @@ from ..errors import MyopiaError
 
 # One line per subcommand module (kept sorted), so that adding a command touches one line here.
 COMMANDS = [
+    "export",
+    "finetune",
+    "grad",
+    "probe",
     "train",
 ]
 

@@ -1,0 +1,141 @@
+"""``myopia finetune``: the paper's Pythia protocol for any Hugging Face causal LM.
+
+Each arm (vanilla, myopic, myopic-hidden) starts from the same pretrained weights and continues training on the
+same tokenized corpus in the same window order (:class:`myopia.data.LMTask`, one data seed) with the same
+optimiser settings; only the gradient differs. Each arm is an ordinary run directory written by
+:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors, result.json)
+plus ``tokenizer/`` and, at the end, ``hf/`` (the trained model as a transformers directory). ``finetune.json``
+compares the arms on held-out *test* windows: mean loss per arm and the gap to vanilla with a paired bootstrap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import save_model
+from ..data import LMTask, load_corpus
+from ..errors import MyopiaError
+from ..hf.model import HFCausalLM, load_hf_model
+from ..hf.tokenizer import load_hf_tokenizer
+from ..io import provenance, write_json
+from ..train import TrainConfig, dist_info, resolve_device, train
+
+ARMS = ("vanilla", "myopic", "myopic-hidden")
+
+
+@torch.no_grad()
+def window_losses(model, task: LMTask, device, precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
+    """Mean next-token loss (nats/token) of each of the task's held-out windows, shape (n_windows,)."""
+    x, y = task.eval_windows()
+    model.eval()
+    out = []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        with autocast:
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none").view_as(yb)
+        out.append(loss.mean(1).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def paired_gap(a: np.ndarray, b: np.ndarray, *, resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean of a - b over paired windows with a 95% percentile bootstrap interval (windows resampled)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)], "windows": int(len(d)), "resamples": resamples}
+
+
+def finetune(
+    model_name: str,
+    data: str | Path,
+    out: str | Path,
+    train_cfg: TrainConfig,
+    *,
+    seq_len: int = 64,
+    arms: tuple[str, ...] = ARMS,
+    beta: float = 0.0,
+    horizon: int = 0,
+    eval_tokens: int = 65536,
+    resume: bool = False,
+    snapshot_every: int = 0,
+) -> dict:
+    """Continue training ``model_name`` once per arm on ``data``; returns the summary written to finetune.json.
+
+    ``beta``/``horizon`` apply to the myopic arms. ``snapshot_every`` > 0 keeps the weights every that many
+    steps in ``<arm>/snapshots/step_XXXXXXX.safetensors`` (for ``myopia grad`` over training).
+    """
+    unknown = [a for a in arms if a not in ("vanilla", "myopic", "myopic-hidden", "bigram")]
+    if unknown or not arms:
+        raise MyopiaError(f"arms must be among vanilla, myopic, myopic-hidden, bigram; got {', '.join(arms)}")
+    if snapshot_every and (not train_cfg.ckpt_every or snapshot_every % train_cfg.ckpt_every):
+        raise MyopiaError("snapshot-every must be a multiple of ckpt-every (snapshots are taken at checkpoints)")
+    out = Path(out)
+    tokenizer = load_hf_tokenizer(model_name)
+    corpus = load_corpus(data, tokenizer)
+    device = resolve_device(train_cfg.device)
+    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens)
+    results, losses = {}, {}
+    for arm in arms:
+        hf = load_hf_model(model_name)
+        model = HFCausalLM(hf)
+        if tokenizer.vocab_size > model.cfg.vocab_size:
+            raise MyopiaError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                              f"{model.cfg.vocab_size} embeddings")
+        if seq_len > model.cfg.seq_len:
+            raise MyopiaError(f"seq-len {seq_len} exceeds the model's context {model.cfg.seq_len}")
+        myopic = arm != "vanilla"
+        model.set_gradient(arm, beta if myopic else 0.0, horizon if myopic else 0)
+        task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_tokens=eval_tokens)
+        run_dir = out / arm
+        run_config = {
+            "command": "finetune",
+            "model_kind": "hf",
+            "base_model": str(model_name),
+            "gradient": arm,
+            "beta": beta if myopic else 0.0,
+            "horizon": horizon if myopic else 0,
+            "seq_len": seq_len,
+            "data": str(data),
+            "eval_tokens": eval_tokens,
+            "attention_dropout": 0.0,
+            "hf_config": hf.config.to_dict(),
+        }
+        tokenizer.tokenizer.save_pretrained(run_dir / "tokenizer")
+
+        def snapshot(step, m, run_dir=run_dir):
+            if snapshot_every and step % snapshot_every == 0:
+                save_model(run_dir / "snapshots" / f"step_{step:07d}.safetensors", m,
+                           {"config": run_config, "step": step})
+
+        torch.manual_seed(train_cfg.seed)
+        results[arm] = train(model, task, train_cfg, run_dir, run_config=run_config, resume=resume,
+                             flops_per_example=model.flops_per_token(seq_len) * seq_len, on_checkpoint=snapshot)
+        if dist_info()[0] == 0:
+            model.hf.save_pretrained(run_dir / "hf")
+            tokenizer.tokenizer.save_pretrained(run_dir / "hf")
+            losses[arm] = window_losses(model.to(device), test_task, device, train_cfg.precision)
+        del model, hf
+    if dist_info()[0] != 0:
+        return {}
+    summary = {
+        "base_model": str(model_name),
+        "data": str(data),
+        "seq_len": seq_len,
+        "seed": train_cfg.seed,
+        "train": train_cfg.to_dict(),
+        "eval_split": "test",
+        "arms": {a: {"run_dir": str(out / a), "val_loss": results[a].get("eval_loss"),
+                     "test_loss": float(losses[a].mean()), "test_windows": int(len(losses[a]))} for a in arms},
+        "gap_vs_vanilla": ({a: paired_gap(losses[a], losses["vanilla"], seed=train_cfg.seed)
+                            for a in arms if a != "vanilla"} if "vanilla" in arms else {}),
+        **provenance(),
+    }
+    write_json(out / "finetune.json", summary)
+    return summary

@@ -1,0 +1,326 @@
+"""Myopic gradients for Hugging Face causal LMs, through transformers' public attention interface.
+
+``apply(model, gradient="myopic")`` registers one attention function under the name ``"myopia"`` with
+``transformers.AttentionInterface`` (and the matching mask builder with ``AttentionMaskInterface``) and switches
+the model to it with ``model.set_attn_implementation("myopia")``. Every architecture whose attention layers
+dispatch through ``ALL_ATTENTION_FUNCTIONS`` (GPT-2, GPT-NeoX/Pythia, Llama, Mistral, Qwen2, ...) is covered
+without touching model code. The function receives the layer's post-RoPE ``query`` (B, H, T, D) and
+``key``/``value`` (B, H_kv, T, D); grouped-query heads are repeated to H (their gradients sum back through the
+repeat) and the attention runs in :func:`myopia.attention.myopic_attention`'s fused, memory-linear path.
+
+Gradient settings (the forward value equals the model's ordinary one except for ``bigram``):
+
+- ``vanilla``: :func:`apply` restores the implementation the model had before (``sdpa``, ``eager``, ...).
+- ``myopic`` (with ``beta``/``horizon``): strict myopia; query i reads earlier keys/values as constants.
+- ``myopic-hidden``: the attention *input* (the normalised residual stream) of earlier positions is a
+  constant, the projections are live. A forward pre-hook on each attention layer first runs the layer with its
+  parameters detached (``torch.func.functional_call``) up to the attention function, which captures q, k, v
+  (gradient into the input only) and stops the pass; the real pass then runs on the detached input (gradient
+  into the parameters only). :func:`myopia.attention.myopic_attention_split` combines the two copies. Extra
+  cost: the q/k/v projections (and RoPE) run twice in the forward pass.
+- ``bigram``: earlier keys/values replaced by zeros (the transformer-bigram baseline; forward differs).
+
+Training with a myopic setting needs unpadded causal batches: no padding, no packed-sequence or sliding-window
+masks, no key/value cache longer than the query, no attention dropout. Those raise :class:`MyopiaError` when a
+gradient is required; without one (evaluation, ``generate``) the layer falls back to ordinary (sdpa) attention,
+which gives the same values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attention import bigram_attention, myopic_attention, myopic_attention_split
+from ..errors import MyopiaError
+
+ATTN_NAME = "myopia"
+GRADIENTS = ("vanilla", "myopic", "myopic-hidden", "bigram")
+
+__all__ = ["apply", "ATTN_NAME", "GRADIENTS", "MyopiaSettings", "attention_modules", "current_gradient"]
+
+
+@dataclass
+class MyopiaSettings:
+    """What the registered attention function does; one object shared by all attention layers of a model.
+
+    ``past_kv`` (one (k, v) per layer, each (B, H_kv, T, D)) makes query i read positions j < i from it
+    (the local-myopia-bonus trainee); ``kv_out`` collects each layer's (k, v). Both are set transiently by
+    :class:`myopia.hf.model.HFCausalLM`.
+    """
+
+    gradient: str = "myopic"
+    beta: float = 0.0
+    horizon: int = 0
+    original: str = "sdpa"
+    past_kv: list | None = None
+    kv_out: list | None = None
+
+
+class _Captured(Exception):
+    """Raised by the attention function to end the capture pass of ``myopic-hidden``."""
+
+    def __init__(self, tensors):
+        super().__init__("myopia capture pass")
+        self.tensors = tensors
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Registration and switching
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, myopia_attention_forward)
+    # Same masks as sdpa: None for an unpadded causal batch, a boolean (B, 1, T, S) mask otherwise.
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The self-attention layers of a transformers model (modules named ``*Attention`` with a ``layer_idx``)."""
+    return [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
+
+
+def _check_args(gradient, beta, horizon) -> None:
+    if gradient not in GRADIENTS:
+        raise MyopiaError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= float(beta) <= 1.0:
+        raise MyopiaError(f"beta must lie in [0, 1], got {beta!r}")
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
+        raise MyopiaError(f"horizon must be an integer >= 0, got {horizon!r}")
+
+
+def apply(model, gradient: str = "myopic", beta: float = 0.0, horizon: int = 0):
+    """Make a transformers causal LM train with the given gradient setting; returns ``model`` (changed in place).
+
+    ``gradient="vanilla"`` restores the model's original attention implementation exactly. Raises
+    :class:`MyopiaError` for models whose attention layers do not use transformers' attention interface.
+    """
+    _check_args(gradient, beta, horizon)
+    if gradient == "vanilla":
+        _uninstall(model)
+        return model
+    install(model, MyopiaSettings(gradient=gradient, beta=float(beta), horizon=int(horizon)))
+    return model
+
+
+def current_gradient(model) -> str:
+    """The gradient setting a transformers model currently trains with (``vanilla`` if never applied)."""
+    settings = getattr(model, "_myopia", None)
+    if settings is None or getattr(model.config, "_attn_implementation", None) != ATTN_NAME:
+        return "vanilla"
+    return settings.gradient
+
+
+def install(model, settings: MyopiaSettings) -> MyopiaSettings:
+    """Route ``model``'s attention through the myopia function with ``settings`` (``vanilla`` allowed here:
+    it then runs ordinary sdpa attention, which lets :class:`HFCausalLM` collect or replace keys/values)."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise MyopiaError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
+    _check_args(settings.gradient, settings.beta, settings.horizon)
+    layers = attention_modules(model)
+    if not layers:
+        raise MyopiaError(f"{type(model).__name__}: found no attention layers (modules named *Attention)")
+    for m in layers:
+        if getattr(m, "is_cross_attention", False) or getattr(m, "is_causal", True) is False:
+            raise MyopiaError(f"{type(model).__name__}: myopic attention supports causal self-attention only")
+    _register()
+    previous = getattr(model, "_myopia", None)
+    current = model.config._attn_implementation
+    settings.original = previous.original if previous is not None and current == ATTN_NAME else current
+    if current != ATTN_NAME:
+        model.set_attn_implementation(ATTN_NAME)
+        if model.config._attn_implementation != ATTN_NAME:
+            raise MyopiaError(
+                f"{type(model).__name__} does not dispatch attention through transformers' AttentionInterface; "
+                "myopic gradients are not available for it"
+            )
+    model._myopia = settings
+    for m in layers:
+        m._myopia = settings
+        m._myopia_phase = None
+        m._myopia_captured = None
+        if not hasattr(m, "_myopia_hooks"):
+            m._myopia_hooks = (
+                m.register_forward_pre_hook(_hidden_pre_hook, with_kwargs=True),
+                m.register_forward_hook(_hidden_post_hook, always_call=True),
+            )
+    return settings
+
+
+def _uninstall(model) -> None:
+    settings = getattr(model, "_myopia", None)
+    if settings is None:
+        return
+    if model.config._attn_implementation == ATTN_NAME:
+        model.set_attn_implementation(settings.original)
+    for m in attention_modules(model):
+        for h in getattr(m, "_myopia_hooks", ()):
+            h.remove()
+        for name in ("_myopia", "_myopia_hooks", "_myopia_phase", "_myopia_captured"):
+            m.__dict__.pop(name, None)
+    model.__dict__.pop("_myopia", None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hidden-state myopia: a capture pass with detached parameters, then the real pass on a detached input
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _hidden_pre_hook(module, args, kwargs):
+    settings = getattr(module, "_myopia", None)
+    if settings is None or settings.gradient != "myopic-hidden" or settings.past_kv is not None:
+        return None
+    if module._myopia_phase is not None or not torch.is_grad_enabled():
+        return None  # the capture pass itself (functional_call re-enters the hook), or evaluation
+    from transformers.cache_utils import Cache
+
+    in_kwargs = "hidden_states" in kwargs
+    x = kwargs["hidden_states"] if in_kwargs else (args[0] if args else None)
+    if not isinstance(x, torch.Tensor):
+        raise MyopiaError(f"{type(module).__name__}: cannot find the attention input (hidden_states) for myopic-hidden")
+    no_cache_args = tuple(None if isinstance(a, Cache) else a for a in args)
+    no_cache_kwargs = {k: (None if isinstance(v, Cache) else v) for k, v in kwargs.items()}
+    frozen = {name: t.detach() for name, t in module.named_parameters()}
+    module._myopia_phase = "capture"
+    try:
+        torch.func.functional_call(module, frozen, no_cache_args, no_cache_kwargs, strict=False)
+    except _Captured as captured:
+        module._myopia_captured = captured.tensors
+    except BaseException:
+        module._myopia_phase = None
+        raise
+    else:
+        module._myopia_phase = None
+        raise MyopiaError(f"{type(module).__name__}: its forward did not reach the attention function; "
+                          "myopic-hidden is not available for this architecture")
+    module._myopia_phase = "use"
+    if in_kwargs:
+        return args, {**kwargs, "hidden_states": x.detach()}
+    return (x.detach(), *args[1:]), kwargs
+
+
+def _hidden_post_hook(module, args, kwargs_or_output, output=None):
+    if getattr(module, "_myopia_phase", None) == "use":
+        module._myopia_phase = None
+        module._myopia_captured = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The registered attention function
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _ordinary_attention(module, query, key, value, attention_mask, **kwargs):
+    """Ordinary attention for the masks our mask builder makes (sdpa's: None = causal, else boolean)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _repeat_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, H_kv, T, D) -> (B, n_heads, T, D), each key/value head shared by n_heads / H_kv query heads."""
+    b, h_kv, T, d = t.shape
+    if h_kv == n_heads:
+        return t
+    if n_heads % h_kv:
+        raise MyopiaError(f"query heads ({n_heads}) are not a multiple of key/value heads ({h_kv})")
+    return t[:, :, None].expand(b, h_kv, n_heads // h_kv, T, d).reshape(b, n_heads, T, d)
+
+
+def _same_dtype(*tensors):
+    """One dtype for q, k, v: the autocast dtype inside autocast (what sdpa would run in; RoPE can promote q, k
+    to float32 while v stays bfloat16), else the query's."""
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    else:
+        dtype = tensors[0].dtype
+    return tuple(t.to(dtype) for t in tensors)
+
+
+def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, what: str) -> None:
+    name = type(module).__name__
+    T, S = query.shape[-2], key.shape[-2]
+    if S != T:
+        raise MyopiaError(f"{name}: {what} needs the whole sequence in one call (query length {T}, key length {S}); "
+                          "call the model with use_cache=False and no past key values")
+    if dropout and float(dropout) > 0:
+        raise MyopiaError(f"{name}: attention dropout p={dropout} is not supported by {what}; set the config's "
+                          "attention dropout (attn_pdrop / attention_dropout) to 0")
+    for key_name in ("softcap", "s_aux", "position_bias"):
+        if kwargs.get(key_name) is not None:
+            raise MyopiaError(f"{name}: attention with {key_name} is not supported by {what}")
+    window = kwargs.get("sliding_window")
+    if window is not None and T > int(window):
+        raise MyopiaError(f"{name}: sequence length {T} exceeds the sliding window {window}; {what} supports full "
+                          "causal attention only")
+    if kwargs.get("is_causal") is False:
+        raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
+    if attention_mask is not None:
+        allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
+        if allowed.shape[-2:] != (T, S) or not bool((allowed == causal).all()):
+            raise MyopiaError(f"{name}: {what} needs unpadded causal batches; this batch has padding or a "
+                              "packed-sequence mask (pack documents into full windows, or evaluate under no_grad)")
+
+
+def myopia_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """The function registered as ``"myopia"``: ``(B, H, T, D)`` inputs -> ``((B, T, H, D), None)``."""
+    settings = getattr(module, "_myopia", None)
+    if settings is None:
+        raise MyopiaError(f"{type(module).__name__} uses attn_implementation='myopia' without settings; "
+                          "call myopia.hf.apply(model, gradient=...) to switch it")
+    phase = getattr(module, "_myopia_phase", None)
+    if phase == "capture":
+        raise _Captured((query, key, value))
+    if settings.kv_out is not None:
+        settings.kv_out.append((key.detach(), value.detach()))
+    n_heads = query.shape[1]
+    gradient = settings.gradient
+
+    if settings.past_kv is not None:
+        past_k, past_v = settings.past_kv[module.layer_idx]
+        if past_k.shape != key.shape or past_v.shape != value.shape:
+            raise MyopiaError(f"past keys/values of layer {module.layer_idx} have shape {tuple(past_k.shape)}, "
+                              f"expected {tuple(key.shape)}")
+        _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, "attention to a given past")
+        query, key, value = _same_dtype(query, key, value)
+        past_k, past_v = past_k.to(query.dtype), past_v.to(query.dtype)
+        out = myopic_attention(query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads),
+                               past_k=_repeat_heads(past_k, n_heads), past_v=_repeat_heads(past_v, n_heads),
+                               scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+    if gradient == "bigram":
+        _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, "the bigram baseline")
+        query, key, value = _same_dtype(query, key, value)
+        out = bigram_attention(query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads), scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+    live = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if gradient == "vanilla" or not live:  # same values: the ordinary (sdpa) attention on sdpa's masks
+        return _ordinary_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                   **kwargs)
+
+    _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
+    query, key, value = _same_dtype(query, key, value)
+    k, v = _repeat_heads(key, n_heads), _repeat_heads(value, n_heads)
+    if gradient == "myopic-hidden":
+        if phase != "use" or module._myopia_captured is None:
+            raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
+                              "(was the attention layer called through its module?)")
+        q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
+        module._myopia_captured = None
+        q = query + (q_x - q_x.detach())  # value of the real pass; gradient into the input via q_x
+        out = myopic_attention_split(q, k, v, _repeat_heads(k_x, n_heads), _repeat_heads(v_x, n_heads),
+                                     horizon=settings.horizon, beta=settings.beta, scale=scaling)
+    else:
+        out = myopic_attention(query, k, v, horizon=settings.horizon, beta=settings.beta, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
