@@ -15,6 +15,11 @@ from ..errors import MyopiaError
 
 # One line per subcommand module (kept sorted), so that adding a command touches one line here.
 COMMANDS = [
+    "bonus",
+    "data",
+    "gap",
+    "pair",
+    "report",
     "train",
 ]
 
