@@ -247,11 +247,11 @@ def cache_info(folder: str | Path) -> dict:
         sel = np.array([s == name for s in corpus.doc_slices])
         slices[name] = {"documents": int(sel.sum()), "tokens": int(lengths[sel].sum())}
     return {
+        **corpus.describe(),
         "cache": str(folder),
         "source": meta["source"],
-        "tokenizer": {k: v for k, v in meta["tokenizer"].items()},
+        "tokenizer": dict(meta["tokenizer"]),
         "split": meta["split"],
-        **corpus.describe(),
         "slices": slices,
         "created": meta.get("created"),
     }

@@ -37,7 +37,8 @@ from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import flops_per_token
 from ..train import TrainConfig, train
-from .gap import load_run_model, save_arrays, trained_arms
+from .gap import ARRAYS as GAP_ARRAYS
+from .gap import load_arrays, load_run_model, save_arrays, trained_arms
 from .pair import read_manifest, resolve_cache, run_dir
 from .train_lm import build_model
 
@@ -161,14 +162,19 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
         raise MyopiaError(f"{pair_dir}: no finished local trainee for every seed; run myopia bonus first")
     names = arms + found
     losses = {n: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for n in names}
+    reused = _gap_losses(pair_dir, held, seeds, arms)
     for si, seed in enumerate(seeds):
         vanilla = load_run_model(run_dir(pair_dir, "vanilla", seed), corpus, device)
-        scorers = {a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), corpus, device)) for a in arms}
+        scorers = {} if reused else {a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), corpus, device))
+                                     for a in arms}
+        if reused:
+            for a in arms:
+                losses[a][si] = reused[a][si]
         for n in found:
             model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", corpus, device)
             scorers[n] = local_scorer(model, vanilla) if n.startswith("local") else model_scorer(model)
         res = evaluate_per_token(scorers, held, vocab_size=corpus.vocab_size, device=device)
-        for n in names:
+        for n in res:
             losses[n][si] = res[n]["loss"]
         if progress:
             print(f"[bonus] seed {seed}: " + ", ".join(f"{n} {losses[n][si].mean():.4f}" for n in names),
@@ -178,6 +184,7 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
               "definition": "bonus = loss(vanilla) - loss(local); bonus_vs_continued = loss(continued) - "
                             "loss(local); gap = (myopic - local) - (vanilla - local)",
               "config": {"pair_dir": str(pair_dir), "split": split, "max_docs": max_docs, "n_boot": n_boot,
+                         "pair_arm_losses": "reused from gap/per_token.npz" if reused else "evaluated here",
                          **(settings or {}), "model": manifest["model"], "pair_train": manifest["train"]},
               **provenance()}
     arrays = {"doc": held.doc, "position": held.position, "target": held.target, "seeds": np.asarray(seeds)}
@@ -185,6 +192,18 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
     save_arrays(pair_dir / ARRAYS, arrays)
     write_json(pair_dir / BONUS_JSON, result)
     return result
+
+
+def _gap_losses(pair_dir: Path, held, seeds: list[int], arms: list[str]) -> dict | None:
+    """The pair's per-token losses from ``myopia gap`` when it scored exactly these tokens with these seeds."""
+    path = pair_dir / GAP_ARRAYS
+    if not path.is_file():
+        return None
+    a = load_arrays(path)
+    same = (a["seeds"].tolist() == list(seeds) and len(a["doc"]) == held.n_tokens
+            and all(np.array_equal(a[k], getattr(held, k)) for k in ("doc", "position", "target"))
+            and all(f"loss.{arm}" in a for arm in arms))
+    return {arm: a[f"loss.{arm}"] for arm in arms} if same else None
 
 
 def analyse_bonus(losses: dict[str, np.ndarray], held, local_names: list[str], *, n_boot: int = 2000,

@@ -24,6 +24,11 @@ def fmt_ci(d: dict | None, digits: int = 3, signed: bool = False) -> str:
     return f"{f(d['mean'])} [{f(lo)}, {f(hi)}]"
 
 
+def visible(text: str) -> str:
+    """Whitespace made visible for a one-token cell: space ␣, line break ⏎, tab →."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "→")
+
+
 def _contrast_arms(arms: list[str]) -> list[str]:
     """The arms compared to vanilla, myopic and myopic-hidden first (always, even if untrained)."""
     rest = [a for a in arms if a not in SIDE_BY_SIDE and a != "vanilla"]
@@ -89,9 +94,8 @@ def gap_section(d: Path) -> list:
         gap = g["gap"].get(a)
         rel = (gap or {}).get("relative")
         kl = (gap or {}).get("kl_from_vanilla")
-        rows.append([a, fmt_ci(g["loss"].get(a)), fmt_ci(gap, signed=True),
-                     "not trained" if not gap else f"{100 * rel['mean']:+.1f}%" if rel and rel["mean"] is not None
-                     else "n/a", fmt_ci(kl) if kl else "-"])
+        rows.append([a, fmt_ci(g["loss"].get(a)), fmt_ci(gap, signed=True), _percent_ci(rel) if gap else
+                     "not trained", fmt_ci(kl, 4) if kl else "-"])
     if g.get("count_bigram"):
         rows.append(["count bigram (reference)", fmt_ci(g["count_bigram"]), "-", "-", "-"])
     blocks.append(Table(["model", "loss", "gap vs vanilla", "relative gap", "KL(vanilla ‖ arm)"], rows))
@@ -120,12 +124,23 @@ def gap_section(d: Path) -> list:
         blocks.append(Heading("Where vanilla beats the myopic models most", 3))
         for a in [x for x in arms if x in g["top_contexts"]]:
             for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
-                rows = [[r["slice"], r["position"], r["context"][-70:], r["target"], r["after"][:25],
+                rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
+                         r["after"][:25].replace("\n", "⏎"),
                          fmt(r["loss_diff"]), fmt(r["kl"])] for r in g["top_contexts"][a][key][:TOP_IN_REPORT]]
                 if rows:
                     blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "KL"], rows,
-                                        caption=f"**{a}**: top {len(rows)} tokens by {what} (⏎ = line break)"))
+                                        caption=f"**{a}**: top {len(rows)} tokens by {what} "
+                                                "(⏎ line break, ␣ space)"))
     return blocks
+
+
+def _percent_ci(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "n/a"
+    lo, hi = d.get("ci95") or [None, None]
+    if lo is None or hi is None:
+        return f"{100 * d['mean']:+.1f}%"
+    return f"{100 * d['mean']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) -> Table:
