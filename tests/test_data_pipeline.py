@@ -303,3 +303,15 @@ def test_cli_data_build_and_info(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: data path") and err.count("\n") == 1
     os.environ.pop("MYOPIA_DEBUG", None)
+
+
+def test_train_accepts_a_bpe_token_cache(folder, tmp_path):
+    from myopia.experiments.train_lm import train_lm
+    from myopia.model import GPTConfig
+    from myopia.train import TrainConfig
+
+    build_cache(folder, "bpe:300", tmp_path / "cache", val_frac=0.2, test_frac=0.2)
+    result = train_lm(tmp_path / "cache", tmp_path / "run", GPTConfig(n_layer=1, n_head=2, d_model=16, seq_len=8),
+                      TrainConfig(steps=2, batch_size=2, progress=False), eval_tokens=64)
+    assert result["config"]["run"]["model"]["vocab_size"] == 300
+    assert result["config"]["task"]["corpus"]["tokenizer"]["kind"] == "bpe"

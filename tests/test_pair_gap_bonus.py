@@ -219,6 +219,20 @@ def test_tokenizer_mismatch_with_checkpoint(pair_dir, corpus_dir, tmp_path):
     assert "tokenizer/vocabulary mismatch" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_gap_on_another_corpus(pair_dir, corpus_dir, tmp_path):
+    with pytest.raises(MyopiaError, match="training documents"):
+        run_gap(pair_dir, data=corpus_dir, split="all", progress=False)  # the pair's own corpus
+    other = tmp_path / "other.txt"
+    other.write_text("a red dog sat far away from the big cat\n\nthe hat ran home with a mat on it\n")
+    out = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(pair_dir, out, ignore=shutil.ignore_patterns("report*", "bonus*"))
+    g = run_gap(out, data=other, split="all", n_boot=50, top_k=0, progress=False)
+    assert g["n_docs"] == 2 and g["n_tokens"] == len(other.read_text().replace("\n\n", "")) - 1 + 2
+    assert g["gap"]["myopic"] is not None and g["count_bigram"] is not None
+
+
 def test_cli_gap_and_report(pair_dir, capsys):
     from myopia.cli import main
 

@@ -233,7 +233,7 @@ def open_cache(folder: str | Path, *, expect_tokenizer=None) -> TokenCorpus:
         vocab_size=int(meta["vocab_size"]),
         tokenizer=tok,
         source=meta["source"]["location"],
-        info={"cache": str(folder), "source_fingerprint": meta["source"]["fingerprint"]},
+        info={"cache": str(folder), "source_fingerprint": meta["source"]["fingerprint"], "split": meta["split"]},
     )
 
 

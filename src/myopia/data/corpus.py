@@ -127,6 +127,7 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
         vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer,
         source=source,
+        info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)}},
     )
 
 

@@ -20,6 +20,7 @@ from ..analysis.token_classes import CLASSES, classify_tokens
 from ..checkpoint import load_model_state
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
+from ..data.sources import DataSource
 from ..errors import MyopiaError
 from ..io import atomic_write_bytes, provenance, read_json, write_json
 from ..model import GPT, GPTConfig
@@ -71,16 +72,24 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def pair_corpus(pair_dir: Path, manifest: dict, data=None):
-    """(corpus to evaluate on, the pair's own corpus): ``data`` is tokenized with the pair's tokenizer."""
+    """(corpus to evaluate on, the pair's own corpus): ``data`` is tokenized with the pair's tokenizer.
+
+    Data with the source fingerprint, split settings (and tokenizer) of the pair's own corpus *is* the pair's
+    corpus.
+    """
     own = open_cache(resolve_cache(pair_dir, manifest))
     if data is None:
         return own, own
+    split = own.info.get("split") or {}
     if not str(data).startswith("hf:") and is_cache(data):
         other = open_cache(data)
+        same = (other.info.get("source_fingerprint") == own.info.get("source_fingerprint")
+                and other.tokenizer.fingerprint() == own.tokenizer.fingerprint())
     else:
-        split = manifest["data"]["corpus"].get("split") or {}
-        other = load_corpus(data, own.tokenizer, **{k: split[k] for k in ("val_frac", "test_frac", "split_seed")
-                                                    if k in split})
+        same = DataSource.from_spec(data).fingerprint() == own.info.get("source_fingerprint")
+        other = None if same else load_corpus(data, own.tokenizer, **split)
+    if same and (other is None or other.info.get("split") == split):
+        return own, own
     return other, own
 
 
