@@ -242,3 +242,19 @@ def test_cli_gap_and_report(pair_dir, capsys):
     assert main(["report", str(pair_dir)]) == 0
     assert main(["gap", str(pair_dir / "nope")]) == 2
     assert "not a pair directory" in capsys.readouterr().err
+
+
+def test_cli_pair_wires_variants_seeds_and_data_flags(corpus_dir, tmp_path, capsys):
+    from myopia.cli import main
+
+    out = tmp_path / "p"
+    assert main(["pair", "--data", str(corpus_dir), "--out", str(out), "--steps", "1", "--batch-size", "2",
+                 "--seq-len", "8", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-tokens", "64",
+                 "--variants", "myopic-hidden-horizon2", "--seeds", "3", "--val-frac", "0.2", "--test-frac", "0.2",
+                 "--no-progress"]) == 0
+    m = read_json(out / "pair.json")
+    assert [a["name"] for a in m["arms"]] == ["vanilla", "myopic-hidden-horizon2"] and m["seeds"] == [3]
+    cfg = read_json(run_dir(out, "myopic-hidden-horizon2", 3) / "config.json")
+    assert cfg["run"]["model"]["gradient"] == "myopic-hidden" and cfg["run"]["model"]["horizon"] == 2
+    assert cfg["train"]["seed"] == 3 and cfg["task"]["corpus"]["documents"]["test"] == 6
+    assert "myopic-hidden-horizon2" in capsys.readouterr().out
