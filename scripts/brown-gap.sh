@@ -9,7 +9,7 @@ PY=${PYTHON:-python}
 t0=$(date +%s)
 stamp() { echo "[$(date +%H:%M:%S)] $1 (+$(( $(date +%s) - t0 )) s)"; }
 stamp "pair"
-$PY -m myopia pair --data "$DATA" --out "$OUT" --test-frac 0.1 --no-progress \
+$PY -m myopia pair --data "$DATA" --out "$OUT" --test-frac 0.2 --no-progress \
     --n-layer 4 --d-model 128 --n-head 4 --seq-len 128 --batch-size 32 --lr 2e-3 --steps 1200 --eval-every 200
 stamp "gap"
 $PY -m myopia gap "$OUT" --no-progress

@@ -10,6 +10,7 @@ from .blocks import Figure, Heading, Paragraph, Table
 
 SIDE_BY_SIDE = ("myopic", "myopic-hidden")
 TOP_IN_REPORT = 10
+FEW_DOCS = 5
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -147,9 +148,10 @@ def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) 
     header = [label, "docs", "tokens"] + (["token share"] if shares else []) + ["vanilla loss"]
     for a in arms:
         header += [f"{a} gap [95% CI]"] + ([f"{a} share of gap"] if shares else [])
-    out = []
+    out, few = [], False
     for name, r in rows.items():
-        row = [name, r["docs"], f"{r['tokens']:,}"] + ([f"{100 * r['token_share']:.1f}%"] if shares else [])
+        few |= r["docs"] < FEW_DOCS
+        row = [name, f"{r['docs']}{'*' if r['docs'] < FEW_DOCS else ''}", f"{r['tokens']:,}"] + ([f"{100 * r['token_share']:.1f}%"] if shares else [])
         row.append(fmt(r["vanilla"]["mean"]))
         for a in arms:
             row.append(fmt_ci(r.get(a), signed=True))
@@ -157,7 +159,9 @@ def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) 
                 share = (r.get(a) or {}).get("gap_share")
                 row.append("-" if share is None else f"{100 * share:.1f}%")
         out.append(row)
-    return Table(header, out)
+    note = (f"* fewer than {FEW_DOCS} documents: the bootstrap interval understates the uncertainty." if few
+            else "")
+    return Table(header, out, caption=note)
 
 
 # ------------------------------------------------------------------------------------------------------------
