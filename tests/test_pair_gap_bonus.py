@@ -174,6 +174,18 @@ def test_bonus_trains_and_decomposes_the_gap(pair_dir):
     assert cfg["task"]["example_offset"] == 4 * 4
     assert sha(pair_dir / "bonus" / "local" / "seed0" / "model.safetensors") != before
     assert (pair_dir / "bonus.json").is_file() and (pair_dir / "bonus" / "per_token.npz").is_file()
+    # rerunning reuses the finished trainees, also from a copied pair directory; other settings are refused
+    stamp = sha(pair_dir / "bonus" / "local" / "seed0" / "model.safetensors")
+    import shutil
+
+    copy = pair_dir.parent / "copied"
+    shutil.copytree(pair_dir, copy)
+    again = run_bonus(copy, steps=3, n_boot=50, progress=False)
+    assert again["trainees"]["local"]["bonus"]["mean"] == pytest.approx(t["bonus"]["mean"], abs=1e-9)
+    assert sha(copy / "bonus" / "local" / "seed0" / "model.safetensors") == stamp
+    with pytest.raises(MyopiaError, match="different settings"):
+        run_bonus(copy, steps=5, n_boot=50, progress=False)
+    shutil.rmtree(copy)
 
 
 def test_bonus_from_scratch_learns(pair_dir):

@@ -87,7 +87,10 @@ def local_scorer(trainee, frozen):
 def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: dict, progress: bool) -> dict:
     if (out / "result.json").is_file():
         saved = read_json(out / "config.json")
-        if saved["run"] != run_config or saved["train"]["steps"] != cfg.steps or saved["train"]["lr"] != cfg.lr:
+        where = ("pair_dir", "vanilla_run")  # paths may change when a pair directory is moved or copied
+        same_run = {k: v for k, v in saved["run"].items() if k not in where} == {
+            k: v for k, v in run_config.items() if k not in where}
+        if not same_run or saved["train"]["steps"] != cfg.steps or saved["train"]["lr"] != cfg.lr:
             raise MyopiaError(f"{out} holds a {name} run with different settings; delete it or use other settings")
         if progress:
             print(f"[bonus] {name}: already trained", file=sys.stderr)
