@@ -176,12 +176,12 @@ def test_unexpected_failure_is_one_line_status_1(corpus_file, tmp_path, capsys, 
 def test_nan_mid_run_stops_naming_the_step_and_keeps_the_checkpoint(corpus_file, tmp_path, capsys, monkeypatch):
     real_loss, calls = LMTask.loss, []
 
-    def poisoned(model, batch):
+    def poisoned(self, model, batch):
         calls.append(1)
-        loss = real_loss(model, batch)
+        loss = real_loss(self, model, batch)
         return loss * float("nan") if len(calls) == 5 else loss  # step 5 (one micro-batch per step)
 
-    monkeypatch.setattr(LMTask, "loss", staticmethod(poisoned))
+    monkeypatch.setattr(LMTask, "loss", poisoned)
     run = tmp_path / "run"
     code, err = run_cli(capsys, tiny_args(corpus_file, run, tensorboard=HAS_TENSORBOARD))
     assert_one_line_error(code, err, "non-finite loss at step 5", "checkpoint.safetensors is kept", "--resume")
@@ -189,7 +189,7 @@ def test_nan_mid_run_stops_naming_the_step_and_keeps_the_checkpoint(corpus_file,
     assert int(load_tensors(run / "checkpoint.safetensors")[1]["step"]) == 4
     assert max(r["step"] for r in read_jsonl(run / "metrics.jsonl")) == 4
     # the kept checkpoint is good: resuming (the NaN gone) ends exactly where an unbroken run ends
-    monkeypatch.setattr(LMTask, "loss", staticmethod(real_loss))
+    monkeypatch.setattr(LMTask, "loss", real_loss)
     assert main(tiny_args(corpus_file, run, resume=True, tensorboard=HAS_TENSORBOARD)) == 0
     if HAS_TENSORBOARD:  # events after the checkpoint purged, none lost: each step exactly once
         assert [s for s, _ in tensorboard_scalars(run, "train/train_loss")] == list(range(1, 9))

@@ -16,10 +16,15 @@ from ..errors import MyopiaError
 
 # One line per subcommand module (kept sorted), so that adding a command touches one line here.
 COMMANDS = [
+    "bonus",
+    "data",
     "export",
     "finetune",
+    "gap",
     "grad",
+    "pair",
     "probe",
+    "report",
     "train",
 ]
 

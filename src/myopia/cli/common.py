@@ -87,3 +87,27 @@ def train_config(args) -> TrainConfig:
         compile_backend=getattr(args, "compile_backend", "inductor"),
         tensorboard=getattr(args, "tensorboard", False),
     )
+
+
+def add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """--data and how to read and tokenize it (see myopia.data.sources / myopia.data.tokenizer)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=required,
+                   help="text file, folder (file stem = slice), .jsonl/.parquet, a datasets save_to_disk folder, "
+                   "hf:NAME, or a token cache folder")
+    g.add_argument("--tokenizer", default=None,
+                   help="bytes (default), bpe:N (train a byte-level BPE), a tokenizer.json, hf:NAME or a folder")
+    g.add_argument("--text-field", default="text", help="text field of JSON/Parquet/datasets records")
+    g.add_argument("--label-field", default=None, help="record field used as the slice label")
+    g.add_argument("--hf-config", default=None, help="Hugging Face dataset configuration")
+    g.add_argument("--hf-split", default=None, help="Hugging Face dataset split(s) to read (default: all)")
+    g.add_argument("--val-frac", type=float, default=0.05, help="fraction of documents held out for validation")
+    g.add_argument("--test-frac", type=float, default=0.05, help="fraction of documents held out for testing")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the document-level split")
+
+
+def data_options(args) -> dict:
+    """Keyword arguments of myopia.data.load_corpus from add_data_args' flags (tokenizer and cache excluded)."""
+    return {"text_field": args.text_field, "label_field": args.label_field, "hf_config": args.hf_config,
+            "hf_split": args.hf_split, "val_frac": args.val_frac, "test_frac": args.test_frac,
+            "split_seed": args.split_seed}

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import MyopiaError
-from .text import read_text_documents
-from .tokenizer import ByteTokenizer
+from .sources import DataSource
+from .text import Document
+from .tokenizer import ByteTokenizer, make_tokenizer
 
 SPLITS = ("train", "val", "test")
 TOKEN_FILE_BLOCK = 4096  # a raw token file has no documents: it is split in blocks of this many tokens
@@ -41,6 +42,24 @@ class TokenCorpus:
             raise MyopiaError(f"split must be one of {SPLITS}, got {split!r}")
         return np.flatnonzero(self.doc_split == SPLITS.index(split))
 
+    @property
+    def doc_lengths(self) -> np.ndarray:
+        """Tokens per document (each includes its end-of-document token), (n_docs,) int64."""
+        return np.diff(np.asarray(self.doc_offsets, dtype=np.int64))
+
+    def split_tokens(self, split: str) -> np.ndarray:
+        """The split's documents back to back, in the stored dtype (a view when they are contiguous)."""
+        docs = self.split_docs(split)
+        if len(docs) == 0:
+            return np.zeros(0, dtype=self.tokens.dtype)
+        if np.all(np.diff(docs) == 1):
+            return self.tokens[self.doc_offsets[docs[0]] : self.doc_offsets[docs[-1] + 1]]
+        return np.concatenate([self.tokens[self.doc_offsets[d] : self.doc_offsets[d + 1]] for d in docs])
+
+    def slice_names(self) -> list[str]:
+        """Distinct slice labels in order of first appearance."""
+        return list(dict.fromkeys(self.doc_slices))
+
     def stream(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The split's documents back to back: tokens (M,) and the document id of each token (M,)."""
         docs = self.split_docs(split)
@@ -52,9 +71,8 @@ class TokenCorpus:
 
     def describe(self) -> dict:
         counts = {s: int((self.doc_split == i).sum()) for i, s in enumerate(SPLITS)}
-        tokens = {
-            s: int(sum(self.doc_offsets[d + 1] - self.doc_offsets[d] for d in self.split_docs(s))) for s in SPLITS
-        }
+        per_split = np.bincount(np.asarray(self.doc_split, dtype=np.int64), weights=self.doc_lengths, minlength=3)
+        tokens = {s: int(per_split[i]) for i, s in enumerate(SPLITS)}
         out = {"source": self.source, "vocab_size": self.vocab_size, "documents": counts, "tokens": tokens}
         if self.tokenizer is not None and hasattr(self.tokenizer, "describe"):
             out["tokenizer"] = self.tokenizer.describe()
@@ -80,22 +98,41 @@ def assign_splits(n_docs: int, val_frac: float, test_frac: float, seed: int) -> 
     return split
 
 
-def corpus_from_documents(docs, tokenizer, *, val_frac=0.05, test_frac=0.05, split_seed=0, source="") -> TokenCorpus:
-    """Tokenize ``docs`` (objects with ``.text`` and ``.slice``) and split them by document."""
-    encoded = [tokenizer.encode(d.text) + [tokenizer.eos_id] for d in docs]
+def _train_texts(docs, split: np.ndarray):
+    """A callable yielding the training documents' texts (what a BPE tokenizer is trained on)."""
+    return lambda: (d.text for d, part in zip(docs, split) if part == 0)
+
+
+def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05, split_seed=0,
+                          source="") -> TokenCorpus:
+    """Tokenize ``docs`` (objects with ``.text`` and ``.slice``) and split them by document.
+
+    ``tokenizer`` is a tokenizer object or spec (default bytes); ``bpe:N`` is trained on the training documents.
+    """
+    docs = list(docs)
+    if not docs:
+        raise MyopiaError(f"corpus {source or '(documents)'} is empty: no non-blank documents")
+    split = assign_splits(len(docs), val_frac, test_frac, split_seed)
+    tokenizer = make_tokenizer(tokenizer or "bytes", _train_texts(docs, split))
+    encoded = [e + [tokenizer.eos_id] for e in tokenizer.encode_batch([d.text for d in docs])]
     lengths = np.array([len(e) for e in encoded], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    dtype = np.uint16 if tokenizer.vocab_size <= 65535 else np.uint32
-    tokens = np.fromiter((t for e in encoded for t in e), dtype=dtype, count=int(offsets[-1]))
+    tokens = np.fromiter((t for e in encoded for t in e), dtype=token_dtype(tokenizer.vocab_size),
+                         count=int(offsets[-1]))
     return TokenCorpus(
         tokens=tokens,
         doc_offsets=offsets,
         doc_slices=[d.slice for d in docs],
-        doc_split=assign_splits(len(docs), val_frac, test_frac, split_seed),
+        doc_split=split,
         vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer,
         source=source,
+        info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)}},
     )
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= 65536 else np.uint32
 
 
 def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_seed=0) -> TokenCorpus:
@@ -124,17 +161,41 @@ def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_s
 
 
 def load_corpus(
-    path: str | Path, tokenizer=None, *, val_frac: float = 0.05, test_frac: float = 0.05, split_seed: int = 0
+    path: str | Path,
+    tokenizer=None,
+    *,
+    val_frac: float = 0.05,
+    test_frac: float = 0.05,
+    split_seed: int = 0,
+    text_field: str = "text",
+    label_field: str | None = None,
+    hf_config: str | None = None,
+    hf_split: str | None = None,
+    cache: str | Path | None = None,
+    progress: bool = False,
 ) -> TokenCorpus:
-    """A corpus from a text file, a folder of text files, or a ``.npy`` token file.
+    """A corpus from any data source (see :mod:`myopia.data.sources`), a token cache folder, or ``.npy`` tokens.
 
-    Text is tokenized with ``tokenizer`` (default: bytes).
+    Text is tokenized with ``tokenizer`` (an object or a spec such as ``bytes``, ``bpe:4096``, ``hf:gpt2``;
+    default bytes). With ``cache`` (a folder) the tokens are built into an on-disk memory-mapped cache there,
+    or reused from it when it matches the source, tokenizer and split settings. A cache folder given as ``path``
+    is opened as it is (``tokenizer``, if given, must match the one it was built with).
     """
-    path = Path(path)
-    if path.suffix == ".npy" and path.is_file():
-        return corpus_from_token_file(path, val_frac=val_frac, test_frac=test_frac, split_seed=split_seed)
-    docs = read_text_documents(path)
-    return corpus_from_documents(
-        docs, tokenizer or ByteTokenizer(), val_frac=val_frac, test_frac=test_frac, split_seed=split_seed,
-        source=str(path),
-    )
+    from .cache import build_cache, is_cache, open_cache
+
+    if not str(path).startswith("hf:"):
+        p = Path(path)
+        if p.suffix == ".npy" and p.is_file():
+            return corpus_from_token_file(p, val_frac=val_frac, test_frac=test_frac, split_seed=split_seed)
+        if is_cache(p):
+            return open_cache(p, expect_tokenizer=tokenizer)
+    source = DataSource.from_spec(path, text_field=text_field, label_field=label_field, hf_config=hf_config,
+                                  hf_split=hf_split)
+    if cache is not None:
+        return build_cache(source, tokenizer or "bytes", cache, val_frac=val_frac, test_frac=test_frac,
+                           split_seed=split_seed, progress=progress)
+    return corpus_from_documents(source.documents(), tokenizer or ByteTokenizer(), val_frac=val_frac,
+                                 test_frac=test_frac, split_seed=split_seed, source=str(path))
+
+
+__all__ = ["TokenCorpus", "Document", "assign_splits", "corpus_from_documents", "load_corpus", "SPLITS"]

@@ -30,9 +30,13 @@ class LMTask:
         eval_split: str = "val",
         eval_tokens: int = 65536,
         eval_batch_size: int = 32,
+        example_offset: int = 0,
     ):
+        """``example_offset`` shifts the example stream: example g serves window g + offset (a continuation of
+        an earlier run that consumed ``offset`` examples)."""
         self.corpus, self.seq_len, self.seed = corpus, int(seq_len), int(seed)
-        self.train_tokens, _ = corpus.stream("train")
+        self.example_offset = int(example_offset)
+        self.train_tokens = corpus.split_tokens("train")
         self.n_windows = (len(self.train_tokens) - 1) // self.seq_len
         if self.n_windows < 1:
             raise MyopiaError(
@@ -70,6 +74,7 @@ class LMTask:
 
     def examples(self, indices, device="cpu") -> dict:
         """The training examples with global indices ``indices``: {"x": (n, T), "y": (n, T)} int64."""
+        indices = np.asarray(indices, dtype=np.int64) + self.example_offset
         x, y = self._windows(self.train_tokens, self._window_starts(indices))
         return {"x": x.to(device), "y": y.to(device)}
 
@@ -77,10 +82,13 @@ class LMTask:
     def count(batch: dict) -> int:
         return batch["y"].numel()
 
-    @staticmethod
-    def loss(model, batch: dict) -> torch.Tensor:
+    def logits(self, model, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits (B, T, vocab) for inputs x (B, T); subclasses may route the forward pass."""
+        return model(x)
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
         """Sum of next-token cross-entropies (nats) over the batch."""
-        logits = model(batch["x"])
+        logits = self.logits(model, batch["x"])
         return F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), reduction="sum")
 
     # ---- evaluation ------------------------------------------------------------------------------------------
@@ -96,7 +104,7 @@ class LMTask:
         total, n = 0.0, 0
         for i in range(0, len(x), self.eval_batch_size):
             xb, yb = x[i : i + self.eval_batch_size].to(device), y[i : i + self.eval_batch_size].to(device)
-            logits = model(xb)
+            logits = self.logits(model, xb)
             total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item()
             n += yb.numel()
         return {"loss": total / n, "tokens": n}
@@ -116,6 +124,7 @@ class LMTask:
             "unigram_eval_loss": self.unigram_loss(),
             "seq_len": self.seq_len,
             "data_seed": self.seed,
+            **({"example_offset": self.example_offset} if self.example_offset else {}),
             "train_windows": self.n_windows,
             "eval_split": self.eval_split,
             "eval_windows": self.n_eval_windows,

@@ -1,19 +1,19 @@
-"""Reading plain-text corpora into documents.
+"""Reading plain-text corpora into documents, streaming (one document in memory at a time).
 
-A text file holds documents separated by one or more blank lines. A folder holds text files; each file's
-stem becomes the *slice* label of its documents (e.g. a Brown genre).
+A text file holds documents separated by blank lines (lines holding only whitespace). A document's text is its
+lines joined by ``\\n``. A folder holds files; each file's stem becomes the *slice* label of its documents
+(e.g. a Brown genre).
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MyopiaError
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
-_BLANK_LINES = re.compile(r"\n[ \t]*\n+")
 
 
 @dataclass(frozen=True)
@@ -22,35 +22,57 @@ class Document:
     slice: str = ""
 
 
+def _documents_of_lines(lines) -> Iterator[str]:
+    """Maximal runs of non-blank lines, each joined with newlines."""
+    current: list[str] = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.strip():
+            current.append(line)
+        elif current:
+            yield "\n".join(current)
+            current = []
+    if current:
+        yield "\n".join(current)
+
+
 def split_documents(text: str) -> list[str]:
-    """Documents of a text: paragraphs separated by blank lines, stripped, empty ones dropped."""
-    text = text.replace("\r\n", "\n")
-    return [d.strip("\n") for d in _BLANK_LINES.split(text) if d.strip()]
+    """Documents of a text: runs of non-blank lines separated by blank lines."""
+    return list(_documents_of_lines(text.replace("\r\n", "\n").split("\n")))
+
+
+def iter_text_file(path: Path, slice_name: str | None = None) -> Iterator[Document]:
+    """Stream the documents of one UTF-8 text file (universal newlines)."""
+    label = path.stem if slice_name is None else slice_name
+    line_no = 0
+    try:
+        with open(path, encoding="utf-8", newline=None) as f:
+
+            def numbered():
+                nonlocal line_no
+                for line in f:
+                    line_no += 1
+                    yield line
+
+            for doc in _documents_of_lines(numbered()):
+                yield Document(doc, label)
+    except UnicodeDecodeError:
+        raise MyopiaError(f"{path} is not UTF-8 text (near line {line_no + 1})") from None
+    except IsADirectoryError:
+        raise MyopiaError(f"cannot read {path}: it is a directory, not a text file") from None
+    except OSError as exc:
+        raise MyopiaError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def read_text_file(path: Path, slice_name: str | None = None) -> list[Document]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise MyopiaError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise MyopiaError(f"cannot read {path}: {exc.strerror or exc}") from None
-    label = path.stem if slice_name is None else slice_name
-    return [Document(d, label) for d in split_documents(text)]
+    return list(iter_text_file(Path(path), slice_name))
 
 
 def read_text_documents(path: str | Path) -> list[Document]:
     """Documents of a text file or of every text file in a folder (sorted by name, slice = file stem)."""
-    path = Path(path)
-    if not path.exists():
-        raise MyopiaError(f"data path {path} does not exist")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-        if not files:
-            raise MyopiaError(f"folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)})")
-        docs = [d for f in files for d in read_text_file(f)]
-    else:
-        docs = read_text_file(path)
+    from .sources import DataSource  # the general readers (jsonl, parquet, datasets) live there
+
+    docs = list(DataSource.from_spec(path).documents())
     if not docs:
         raise MyopiaError(f"corpus {path} is empty (no non-blank text)")
     return docs

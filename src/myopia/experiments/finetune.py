@@ -107,7 +107,7 @@ def finetune(
             "attention_dropout": 0.0,
             "hf_config": hf.config.to_dict(),
         }
-        tokenizer.tokenizer.save_pretrained(run_dir / "tokenizer")
+        tokenizer.tok.save_pretrained(run_dir / "tokenizer")
 
         def snapshot(step, m, run_dir=run_dir):
             if snapshot_every and step % snapshot_every == 0:
@@ -119,7 +119,7 @@ def finetune(
                              flops_per_example=model.flops_per_token(seq_len) * seq_len, on_checkpoint=snapshot)
         if dist_info()[0] == 0:
             model.hf.save_pretrained(run_dir / "hf")
-            tokenizer.tokenizer.save_pretrained(run_dir / "hf")
+            tokenizer.tok.save_pretrained(run_dir / "hf")
             losses[arm] = window_losses(model.to(device), test_task, device, train_cfg.precision)
         del model, hf
     if dist_info()[0] != 0:

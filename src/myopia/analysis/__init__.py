@@ -1,0 +1,1 @@
+"""Analyses of trained models: per-token held-out evaluation, bootstrap intervals, token classes, the gap."""

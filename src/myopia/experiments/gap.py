@@ -1,0 +1,171 @@
+"""``myopia gap DIR``: evaluate a pair's models on held-out documents and locate the myopia gap.
+
+Writes ``DIR/gap.json`` (the summary: gaps with 95% bootstrap intervals overall, by position, slice and token
+class, top contexts, config and provenance) and ``DIR/gap/per_token.npz`` (per-token arrays: ``loss.<arm>``
+and ``kl.<arm>`` of shape (seeds, N), and ``target``, ``prev``, ``doc``, ``position``, ``window``,
+``token_class``, ``count_bigram``, ``seeds``).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.gap import analyse_gap
+from ..analysis.heldout import HeldOut, count_bigram_losses, document_windows, evaluate_per_token, model_scorer
+from ..analysis.token_classes import CLASSES, classify_tokens
+from ..checkpoint import load_model_state
+from ..data import load_corpus
+from ..data.cache import is_cache, open_cache
+from ..data.sources import DataSource
+from ..errors import MyopiaError
+from ..io import atomic_write_bytes, provenance, read_json, write_json
+from ..model import GPT, GPTConfig
+from .pair import read_manifest, resolve_cache, run_dir
+
+GAP_JSON = "gap.json"
+ARRAYS = Path("gap") / "per_token.npz"
+
+
+def check_tokenizer(config: dict, model_cfg: GPTConfig, corpus, where) -> None:
+    """Refuse data tokenized differently from what the model in ``where`` was trained on."""
+    trained = config.get("task", {}).get("corpus", {}).get("tokenizer") or {}
+    fp = trained.get("fingerprint")
+    have = corpus.tokenizer.fingerprint() if corpus.tokenizer is not None else None
+    if model_cfg.vocab_size != corpus.vocab_size or (fp and have and fp != have):
+        kind = corpus.tokenizer.kind if corpus.tokenizer is not None else "raw ids"
+        raise MyopiaError(
+            f"tokenizer/vocabulary mismatch: {where} was trained on {trained.get('kind', '?')} tokens "
+            f"(vocab {model_cfg.vocab_size}, fingerprint {fp}) but the data is {kind} tokens "
+            f"(vocab {corpus.vocab_size}, fingerprint {have})")
+
+
+def load_run_model(rd: Path, corpus=None, device="cpu") -> GPT:
+    """The trained model of a run folder (config.json + model.safetensors), checked against ``corpus``."""
+    rd = Path(rd)
+    if not (rd / "model.safetensors").is_file():
+        raise MyopiaError(f"{rd} holds no finished run (no model.safetensors)")
+    config = read_json(rd / "config.json")
+    model_cfg = GPTConfig.from_dict(config["run"]["model"])
+    if corpus is not None:
+        check_tokenizer(config, model_cfg, corpus, rd)
+    model = GPT(model_cfg)
+    state, _ = load_model_state(rd / "model.safetensors")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not Path(path).is_file():
+        raise MyopiaError(f"{path} does not exist; run myopia gap first")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def pair_corpus(pair_dir: Path, manifest: dict, data=None):
+    """(corpus to evaluate on, the pair's own corpus): ``data`` is tokenized with the pair's tokenizer.
+
+    Data with the source fingerprint, split settings (and tokenizer) of the pair's own corpus *is* the pair's
+    corpus.
+    """
+    own = open_cache(resolve_cache(pair_dir, manifest))
+    if data is None:
+        return own, own
+    split = own.info.get("split") or {}
+    if not str(data).startswith("hf:") and is_cache(data):
+        other = open_cache(data)
+        same = (other.info.get("source_fingerprint") == own.info.get("source_fingerprint")
+                and other.tokenizer.fingerprint() == own.tokenizer.fingerprint())
+    else:
+        same = DataSource.from_spec(data).fingerprint() == own.info.get("source_fingerprint")
+        other = None if same else load_corpus(data, own.tokenizer, **split)
+    if same and (other is None or other.info.get("split") == split):
+        return own, own
+    return other, own
+
+
+def trained_arms(manifest: dict, pair_dir: Path) -> tuple[list[str], list[int], list[str]]:
+    """(arms finished for every seed that has vanilla, those seeds, arms skipped)."""
+    names = [a["name"] for a in manifest["arms"]]
+    seeds = [s for s in manifest["seeds"] if (run_dir(pair_dir, "vanilla", s) / "model.safetensors").is_file()]
+    if not seeds:
+        raise MyopiaError(f"{pair_dir}: no finished vanilla run; train the pair first (myopia pair)")
+    arms = [a for a in names if all((run_dir(pair_dir, a, s) / "model.safetensors").is_file() for s in seeds)]
+    return arms, seeds, [a for a in names if a not in arms]
+
+
+def held_out(corpus, split: str, seq_len: int, own_corpus: bool, max_docs=None) -> HeldOut:
+    if split == "all":
+        if own_corpus:
+            raise MyopiaError("--split all would evaluate on training documents; use it only with --data OTHER")
+        corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)  # every document of a foreign corpus
+        split = "test"
+    if split == "train":
+        raise MyopiaError("the gap is measured on held-out documents: use --split test or val")
+    return document_windows(corpus, split, seq_len, max_docs=max_docs)
+
+
+def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = None, n_boot: int = 2000,
+            top_k: int = 20, device: str = "cpu", progress: bool = True) -> dict:
+    """Evaluate every arm of the pair on held-out documents; write gap.json and per-token arrays."""
+    pair_dir = Path(pair_dir)
+    manifest = read_manifest(pair_dir)
+    corpus, own_corpus = pair_corpus(pair_dir, manifest, data)
+    own = corpus is own_corpus
+    arms, seeds, skipped = trained_arms(manifest, pair_dir)
+    seq_len = int(manifest["model"]["seq_len"])
+    held = held_out(corpus, split, seq_len, own, max_docs)
+    if progress:
+        print(f"[gap] {len(arms)} arms x {len(seeds)} seeds on {held.n_tokens:,} {split} tokens "
+              f"({len(np.unique(held.doc))} documents)", file=sys.stderr, flush=True)
+    losses = {a: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for a in arms}
+    kls = {a: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for a in arms if a != "vanilla"}
+    for si, seed in enumerate(seeds):
+        models = {a: load_run_model(run_dir(pair_dir, a, seed), corpus, device) for a in arms}
+        res = evaluate_per_token({a: model_scorer(m) for a, m in models.items()}, held, reference="vanilla",
+                                 vocab_size=corpus.vocab_size, device=device)
+        for a in arms:
+            losses[a][si] = res[a]["loss"]
+            if a in kls:
+                kls[a][si] = res[a]["kl"]
+        if progress:
+            print(f"[gap] seed {seed}: " + ", ".join(f"{a} {losses[a][si].mean():.4f}" for a in arms),
+                  file=sys.stderr, flush=True)
+    token_class = classify_tokens(held.target, held.prev, corpus.tokenizer, corpus.vocab_size)
+    bigram = count_bigram_losses(own_corpus, held)
+    summary = analyse_gap(losses, kls, held, doc_slices=corpus.doc_slices, token_class=token_class,
+                          tokenizer=corpus.tokenizer, count_bigram=bigram, n_boot=n_boot, top_k=top_k)
+    result = {
+        "kind": "myopia-gap",
+        **summary,
+        "units": "nats/token",
+        "definition": "gap = loss(arm) - loss(vanilla) on the same held-out tokens, same seed; mean over tokens "
+                      "and seeds; relative = gap / loss(vanilla)",
+        "token_classes": list(CLASSES),
+        "arms": arms,
+        "seeds": seeds,
+        "skipped_arms": skipped,
+        "config": {"pair_dir": str(pair_dir), "split": split, "data": str(data) if data else "pair corpus",
+                   "max_docs": max_docs, "n_boot": n_boot, "top_k": top_k, "model": manifest["model"],
+                   "train": manifest["train"], "corpus": corpus.describe(),
+                   "runs": {a: {str(s): str(run_dir(pair_dir, a, s).relative_to(pair_dir)) for s in seeds}
+                            for a in arms}},
+        **provenance(),
+    }
+    arrays = {"target": held.target, "prev": held.prev, "doc": held.doc, "position": held.position,
+              "window": held.window, "token_class": token_class, "seeds": np.asarray(seeds)}
+    arrays["count_bigram"] = bigram
+    arrays.update({f"loss.{a}": v for a, v in losses.items()})
+    arrays.update({f"kl.{a}": v for a, v in kls.items()})
+    save_arrays(pair_dir / ARRAYS, arrays)
+    write_json(pair_dir / GAP_JSON, result)
+    return result

@@ -1,0 +1,206 @@
+"""``myopia pair``: vanilla and myopic arms trained with identical initialisation, data order and budget.
+
+A pair directory holds
+
+    pair.json                      what was trained: arms, seeds, model/train config, data, run folders
+    corpus/                        the token cache every arm trained on (unless --data was a cache elsewhere)
+    runs/<arm>/seed<s>/            one trainer run per arm and seed (config.json, metrics.jsonl, model ...)
+
+Arms are ``vanilla``, ``myopic``, ``myopic-hidden``, ``bigram`` and β/horizon variants written
+``myopic-beta0.5``, ``myopic-horizon8``, ``myopic-hidden-horizon8``. Within a seed every arm starts from the
+same initial weights (``build_model(cfg, seed)`` does not depend on the gradient setting) and reads the same
+examples in the same order (:class:`~myopia.data.LMTask` order depends only on the data seed). Rerunning the
+command skips finished runs and resumes interrupted ones, so arms and seeds can be added later.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..data import load_corpus
+from ..data.cache import is_cache, open_cache
+from ..errors import MyopiaError
+from ..io import provenance, read_json, write_json
+from ..model import GPTConfig
+from ..train import TrainConfig
+from .train_lm import train_lm
+
+DEFAULT_ARMS = ("vanilla", "myopic", "myopic-hidden")
+MANIFEST = "pair.json"
+_ARM = re.compile(r"^(myopic-hidden|myopic)(?:-(beta|horizon)(\d+(?:\.\d+)?))?$")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    gradient: str
+    beta: float = 0.0
+    horizon: int = 0
+
+    def model_config(self, base: GPTConfig) -> GPTConfig:
+        return replace(base, gradient=self.gradient, beta=self.beta, horizon=self.horizon)
+
+
+def parse_arm(name: str) -> Arm:
+    name = name.strip()
+    if name in ("vanilla", "bigram"):
+        return Arm(name, name)
+    m = _ARM.match(name)
+    if not m:
+        raise MyopiaError(f"unknown arm {name!r}: use vanilla, myopic, myopic-hidden, bigram, myopic-beta0.5, "
+                          "myopic-horizon8 or myopic-hidden-horizon8")
+    gradient, knob, value = m.groups()
+    if knob == "beta":
+        beta = float(value)
+        if not 0 <= beta <= 1:
+            raise MyopiaError(f"arm {name}: beta must lie in [0, 1]")
+        return Arm(name, gradient, beta=beta)
+    if knob == "horizon":
+        if "." in value:
+            raise MyopiaError(f"arm {name}: the horizon must be an integer")
+        return Arm(name, gradient, horizon=int(value))
+    return Arm(name, gradient)
+
+
+def parse_arms(spec: str | list[str] | None) -> list[Arm]:
+    """Vanilla first, then the requested arms in order (duplicates dropped)."""
+    names = list(DEFAULT_ARMS[1:]) if spec is None else (spec.split(",") if isinstance(spec, str) else list(spec))
+    names = ["vanilla"] + [n.strip() for n in names if n.strip() and n.strip() != "vanilla"]
+    return [parse_arm(n) for n in dict.fromkeys(names)]
+
+
+def parse_seeds(spec: str | list[int] | None, default: int = 0) -> list[int]:
+    if spec is None or spec == "":
+        return [default]
+    if isinstance(spec, str):
+        try:
+            seeds = [int(s) for s in spec.split(",") if s.strip()]
+        except ValueError:
+            raise MyopiaError(f"--seeds must be comma-separated integers, got {spec!r}") from None
+    else:
+        seeds = [int(s) for s in spec]
+    if not seeds or any(s < 0 for s in seeds):
+        raise MyopiaError(f"--seeds must be non-negative integers, got {spec!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def run_dir(out: Path, arm: str, seed: int) -> Path:
+    return Path(out) / "runs" / arm / f"seed{seed}"
+
+
+def check_seq_len(corpus, seq_len: int) -> None:
+    """A context longer than every document would only ever be filled by unrelated neighbouring documents."""
+    longest = int(corpus.doc_lengths.max())
+    if seq_len + 1 > longest:
+        raise MyopiaError(f"seq-len {seq_len} is longer than every document (the longest has {longest} tokens); "
+                          f"use --seq-len {max(1, longest - 1)} or less")
+
+
+def prepare_corpus(data, out: Path, *, tokenizer=None, cache=None, progress=True, **data_opts):
+    """The pair's corpus: ``data`` itself when it is a token cache, else a cache built in ``cache``/``out/corpus``.
+
+    ``tokenizer`` None means bytes for raw data and "whatever the cache was built with" for a cache.
+    """
+    if not str(data).startswith("hf:") and is_cache(data):
+        return open_cache(data, expect_tokenizer=tokenizer), Path(data)
+    cache = Path(cache) if cache is not None else Path(out) / "corpus"
+    corpus = load_corpus(data, tokenizer or "bytes", cache=cache, progress=progress, **data_opts)
+    return corpus, cache
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def resolve_cache(pair_dir: Path, manifest: dict) -> Path:
+    p = Path(manifest["data"]["cache"])
+    return p if p.is_absolute() else Path(pair_dir) / p
+
+
+def read_manifest(pair_dir: str | Path) -> dict:
+    path = Path(pair_dir) / MANIFEST
+    if not path.is_file():
+        raise MyopiaError(f"{pair_dir} is not a pair directory (no {MANIFEST}); create one with myopia pair")
+    return read_json(path)
+
+
+def run_pair(
+    data,
+    out: str | Path,
+    model_cfg: GPTConfig,
+    train_cfg: TrainConfig,
+    *,
+    arms=None,
+    seeds=None,
+    tokenizer=None,
+    cache=None,
+    eval_tokens: int = 65536,
+    data_opts: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train every arm for every seed into ``out``; returns the manifest (also written to out/pair.json)."""
+    out = Path(out)
+    arm_list = parse_arms(arms)
+    seed_list = parse_seeds(seeds, train_cfg.seed)
+    corpus, cache_dir = prepare_corpus(data, out, tokenizer=tokenizer, cache=cache, progress=progress,
+                                       **(data_opts or {}))
+    check_seq_len(corpus, model_cfg.seq_len)
+    base = replace(model_cfg, vocab_size=corpus.vocab_size, gradient="vanilla", beta=0.0, horizon=0)
+    train_base = replace(train_cfg, seed=0)
+    manifest = {
+        "kind": "myopia-pair",
+        "data": {"spec": str(data), "cache": _relative(cache_dir, out), "corpus": corpus.describe()},
+        "model": base.to_dict(),
+        "train": {k: v for k, v in train_base.to_dict().items() if k not in ("seed", "progress", "device")},
+        "eval_tokens": eval_tokens,
+        "arms": [],
+        "seeds": [],
+        "runs": {},
+    }
+    if (out / MANIFEST).is_file():
+        old = read_json(out / MANIFEST)
+        for key in ("model", "train", "eval_tokens"):
+            if old.get(key) != manifest[key]:
+                raise MyopiaError(f"{out} holds a pair with a different {key} configuration; use another --out")
+        if old["data"]["corpus"].get("tokenizer") != manifest["data"]["corpus"].get("tokenizer"):
+            raise MyopiaError(f"{out} holds a pair trained with a different tokenizer; use another --out")
+        manifest["arms"], manifest["seeds"], manifest["runs"] = old["arms"], old["seeds"], old["runs"]
+    for arm in arm_list:
+        if arm.name not in [a["name"] for a in manifest["arms"]]:
+            manifest["arms"].append({"name": arm.name, "gradient": arm.gradient, "beta": arm.beta,
+                                     "horizon": arm.horizon})
+    manifest["seeds"] = sorted(set(manifest["seeds"]) | set(seed_list))
+    manifest.update(provenance())
+    write_json(out / MANIFEST, manifest)
+
+    for seed in seed_list:
+        for arm in arm_list:
+            rd = run_dir(out, arm.name, seed)
+            cfg = arm.model_config(base)
+            tcfg = replace(train_cfg, seed=seed)
+            if (rd / "result.json").is_file():
+                saved = read_json(rd / "config.json")["run"]["model"]
+                if saved != cfg.to_dict():
+                    raise MyopiaError(f"{rd} holds a run with a different model config; use another --out")
+                result = read_json(rd / "result.json")
+                if progress:
+                    print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
+                          file=sys.stderr)
+            else:
+                resume = (rd / "checkpoint.safetensors").is_file()
+                if progress:
+                    print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
+                          file=sys.stderr, flush=True)
+                result = train_lm(cache_dir, rd, cfg, tcfg, resume=resume, eval_tokens=eval_tokens, corpus=corpus)
+            manifest["runs"].setdefault(arm.name, {})[str(seed)] = {
+                "dir": _relative(rd, out), "eval_loss": result["eval_loss"],
+                "train_time_s": result.get("train_time_s"), "tokens_seen": result.get("tokens_seen"),
+            }
+            write_json(out / MANIFEST, manifest)
+    return manifest

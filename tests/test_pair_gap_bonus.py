@@ -1,0 +1,272 @@
+"""Paired runs, the gap, the local myopia bonus and the report, end to end on a tiny model."""
+
+import hashlib
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from myopia.data.cache import build_cache
+from myopia.errors import MyopiaError
+from myopia.experiments.bonus import LocalTask, local_scorer, run_bonus
+from myopia.experiments.gap import load_arrays, load_run_model, run_gap
+from myopia.experiments.pair import parse_arms, run_dir, run_pair
+from myopia.io import read_json, read_jsonl
+from myopia.model import GPTConfig
+from myopia.train import TrainConfig
+
+WORDS = "the cat sat on a mat and dog ran far away home with big red hat".split()
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "genres"
+    d.mkdir()
+    rng = random.Random(0)
+    for genre in ("news", "fiction"):
+        docs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 40))) for _ in range(15)]
+        (d / f"{genre}.txt").write_text("\n\n".join(docs) + "\n")
+    return d
+
+
+MODEL = GPTConfig(vocab_size=257, n_layer=1, n_head=2, d_model=16, seq_len=16)
+DATA = {"val_frac": 0.2, "test_frac": 0.2}
+
+
+def tiny_train(steps=4, seed=0):
+    return TrainConfig(steps=steps, batch_size=4, lr=1e-2, eval_every=2, ckpt_every=2, log_every=1, seed=seed,
+                       progress=False)
+
+
+def pair(corpus_dir, out, seeds="0", arms=None):
+    return run_pair(corpus_dir, out, MODEL, tiny_train(), arms=arms, seeds=seeds, eval_tokens=256,
+                    data_opts=DATA, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pair_dir(corpus_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pair") / "p"
+    pair(corpus_dir, out)
+    run_gap(out, n_boot=200, top_k=5, progress=False)
+    return out
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_arm_names():
+    assert [a.name for a in parse_arms(None)] == ["vanilla", "myopic", "myopic-hidden"]
+    arms = parse_arms("bigram,myopic-beta0.5,myopic-hidden-horizon8,vanilla")
+    assert [(a.gradient, a.beta, a.horizon) for a in arms] == [
+        ("vanilla", 0.0, 0), ("bigram", 0.0, 0), ("myopic", 0.5, 0), ("myopic-hidden", 0.0, 8)]
+    with pytest.raises(MyopiaError, match="unknown arm"):
+        parse_arms("myopic-gamma2")
+
+
+def test_pair_arms_share_initialisation_data_and_budget(pair_dir):
+    manifest = read_json(pair_dir / "pair.json")
+    assert [a["name"] for a in manifest["arms"]] == ["vanilla", "myopic", "myopic-hidden"]
+    first, later = {}, {}
+    for arm in ("vanilla", "myopic", "myopic-hidden"):
+        rd = run_dir(pair_dir, arm, 0)
+        cfg = read_json(rd / "config.json")
+        assert cfg["run"]["model"]["gradient"] == arm and cfg["train"]["steps"] == 4
+        assert cfg["task"]["data_seed"] == 0
+        recs = [r for r in read_jsonl(rd / "metrics.jsonl") if "train_loss" in r]
+        first[arm], later[arm] = recs[0]["train_loss"], recs[-1]["train_loss"]
+    # same initial weights on the same first batch: identical step-1 loss (the forward pass does not depend
+    # on the gradient setting); the gradients differ, so later losses do
+    assert first["vanilla"] == first["myopic"] == first["myopic-hidden"]
+    assert later["vanilla"] != later["myopic"]
+
+
+def test_rerunning_a_pair_skips_finished_runs(pair_dir, corpus_dir):
+    stamp = sha(run_dir(pair_dir, "myopic", 0) / "model.safetensors")
+    pair(corpus_dir, pair_dir)
+    assert sha(run_dir(pair_dir, "myopic", 0) / "model.safetensors") == stamp
+    with pytest.raises(MyopiaError, match="different model"):
+        run_pair(corpus_dir, pair_dir, GPTConfig(vocab_size=257, n_layer=1, n_head=2, d_model=32, seq_len=16),
+                 tiny_train(), eval_tokens=256, data_opts=DATA, progress=False)
+
+
+def test_gap_outputs(pair_dir):
+    g = read_json(pair_dir / "gap.json")
+    arrays = load_arrays(pair_dir / "gap" / "per_token.npz")
+    n = g["n_tokens"]
+    assert arrays["loss.vanilla"].shape == (1, n) and arrays["kl.myopic"].shape == (1, n)
+    assert g["loss"]["vanilla"]["mean"] == pytest.approx(arrays["loss.vanilla"].mean(), rel=1e-5)
+    gap = (arrays["loss.myopic"] - arrays["loss.vanilla"]).mean()
+    assert g["gap"]["myopic"]["mean"] == pytest.approx(gap, rel=1e-4, abs=1e-7)
+    assert set(g["gap"]) >= {"myopic", "myopic-hidden"} and g["gap"]["myopic-hidden"] is not None
+    lo, hi = g["gap"]["myopic-hidden"]["ci95"]
+    assert lo <= g["gap"]["myopic-hidden"]["mean"] <= hi
+    assert set(g["by_slice"]) == {"news", "fiction"}
+    assert len(g["by_position"]["myopic"]["gap"]) == 16
+    assert len(g["top_contexts"]["myopic"]["by_loss_diff"]) == 5
+    assert g["top_contexts"]["myopic-hidden"]["by_kl"][0]["kl"] >= g["top_contexts"]["myopic-hidden"]["by_kl"][-1]["kl"]
+    assert g["count_bigram"]["mean"] > 0 and g["git"] and g["versions"]["torch"]
+    # every test token once: the test documents' lengths (+1 end-of-document token each) add up
+    corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
+    assert n == int(corpus.doc_lengths[corpus.split_docs("test")].sum())
+
+
+def corpus_dir_of(pair_dir):
+    return read_json(pair_dir / "pair.json")["data"]["spec"]
+
+
+def test_rerunning_a_pair_reproduces_per_token_losses_exactly(pair_dir, corpus_dir, tmp_path):
+    again = tmp_path / "again"
+    pair(corpus_dir, again, seeds="0,1")
+    run_gap(again, n_boot=100, top_k=0, progress=False)
+    a = load_arrays(pair_dir / "gap" / "per_token.npz")
+    b = load_arrays(again / "gap" / "per_token.npz")
+    for arm in ("vanilla", "myopic", "myopic-hidden"):
+        np.testing.assert_array_equal(a[f"loss.{arm}"][0], b[f"loss.{arm}"][0])  # seed 0, bit for bit
+        assert not np.array_equal(b[f"loss.{arm}"][0], b[f"loss.{arm}"][1])  # seed 1 is another run
+    g = read_json(again / "gap.json")
+    assert g["n_seeds"] == 2 and len(g["gap"]["myopic"]["per_seed"]) == 2 and "seed_sd" in g["gap"]["myopic"]
+    assert g["bootstrap"]["unit"] == "document and seed"
+
+
+def test_local_trainee_equals_vanilla_at_initialisation_and_freezes_the_past(pair_dir):
+    corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
+    vanilla = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus)
+    trainee = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus)
+    x = torch.from_numpy(np.asarray(corpus.tokens[:64], dtype=np.int64)).view(4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(local_scorer(trainee, vanilla)(x), vanilla(x), rtol=1e-4, atol=1e-5)
+    task = LocalTask(corpus, 16, vanilla, seed=0, eval_tokens=64)
+    trainee.train()
+    batch = task.examples(np.arange(4))
+    task.loss(trainee, batch).backward()
+    assert all(p.grad is None for p in vanilla.parameters())
+    assert all(p.grad is not None for p in trainee.parameters())
+    # only the trainee's present position learns: its loss depends on the frozen past, not its own
+    with torch.no_grad():
+        for p in trainee.blocks[0].attn.qkv.parameters():
+            p.add_(0.5)
+        moved = task.logits(trainee, batch["x"])
+        kv = task.past(batch["x"])
+    assert moved.shape == (4, 16, 257) and len(kv) == 1 and kv[0][0].shape == (4, 2, 16, 8)
+
+
+def test_bonus_trains_and_decomposes_the_gap(pair_dir):
+    vanilla_file = run_dir(pair_dir, "vanilla", 0) / "model.safetensors"
+    before = sha(vanilla_file)
+    b = run_bonus(pair_dir, steps=3, n_boot=200, progress=False)
+    assert sha(vanilla_file) == before  # the frozen model is untouched
+    t = b["trainees"]["local"]
+    for arm in ("myopic", "myopic-hidden"):
+        dec = t["decomposition"][arm]
+        assert dec["gap"]["mean"] == pytest.approx(
+            dec["myopic_minus_local"]["mean"] - dec["vanilla_minus_local"]["mean"], abs=1e-6)
+        assert dec["vanilla_minus_local"]["mean"] == pytest.approx(t["bonus"]["mean"])
+    assert t["bonus"]["mean"] == pytest.approx(b["loss"]["vanilla"]["mean"] - b["loss"]["local"]["mean"], abs=1e-6)
+    assert "bonus_vs_continued" in t and set(b["loss"]) >= {"vanilla", "local", "continued", "myopic"}
+    # the pair's per-token losses come from gap/per_token.npz (same tokens, same seeds): same gap as gap.json
+    g = read_json(pair_dir / "gap.json")
+    assert b["config"]["pair_arm_losses"].startswith("reused")
+    assert t["decomposition"]["myopic"]["gap"]["mean"] == pytest.approx(g["gap"]["myopic"]["mean"], abs=1e-9)
+    # the trainee continued vanilla's example stream and moved away from the vanilla weights
+    cfg = read_json(pair_dir / "bonus" / "local" / "seed0" / "config.json")
+    assert cfg["task"]["example_offset"] == 4 * 4
+    assert sha(pair_dir / "bonus" / "local" / "seed0" / "model.safetensors") != before
+    assert (pair_dir / "bonus.json").is_file() and (pair_dir / "bonus" / "per_token.npz").is_file()
+    # rerunning reuses the finished trainees, also from a copied pair directory; other settings are refused
+    stamp = sha(pair_dir / "bonus" / "local" / "seed0" / "model.safetensors")
+    import shutil
+
+    copy = pair_dir.parent / "copied"
+    shutil.copytree(pair_dir, copy)
+    again = run_bonus(copy, steps=3, n_boot=50, progress=False)
+    assert again["trainees"]["local"]["bonus"]["mean"] == pytest.approx(t["bonus"]["mean"], abs=1e-9)
+    assert sha(copy / "bonus" / "local" / "seed0" / "model.safetensors") == stamp
+    with pytest.raises(MyopiaError, match="different settings"):
+        run_bonus(copy, steps=5, n_boot=50, progress=False)
+    shutil.rmtree(copy)
+
+
+def test_bonus_from_scratch_learns(pair_dir):
+    b = run_bonus(pair_dir, init="scratch", steps=12, lr=3e-2, n_boot=100, progress=False)
+    assert set(b["trainees"]) == {"local", "local-scratch"}
+    assert b["loss"]["local-scratch"]["mean"] < np.log(257) - 1.0  # far below the uniform predictor
+
+
+def test_report_is_self_contained_and_extensible(pair_dir):
+    from myopia.report import _SECTIONS, build_report, register_section
+    from myopia.report.blocks import Paragraph
+
+    run_bonus(pair_dir, steps=3, n_boot=100, progress=False) if not (pair_dir / "bonus.json").exists() else None
+    (pair_dir / "scaling.json").write_text("{}")
+    register_section("scaling-test", order=40, applies=lambda d: (d / "scaling.json").is_file())(
+        lambda d: [Paragraph("SCALING SECTION")])
+    try:
+        r = build_report(pair_dir)
+    finally:
+        _SECTIONS.pop("scaling-test")
+        (pair_dir / "scaling.json").unlink()
+    assert r["sections"] == ["pair", "gap", "bonus", "scaling-test"]
+    md = (pair_dir / "report.md").read_text()
+    html = (pair_dir / "report.html").read_text()
+    for name in ("training_curves", "gap_by_position", "gap_by_slice", "gap_by_class", "bonus_losses"):
+        assert f"report_files/{name}.png" in md and (pair_dir / "report_files" / f"{name}.png").is_file()
+    assert "myopic-hidden" in md and "SCALING SECTION" in md
+    assert html.count("data:image/png;base64,") == 5 and "report_files/" not in html
+
+
+def test_seq_len_longer_than_every_document(corpus_dir, tmp_path):
+    long = GPTConfig(vocab_size=257, n_layer=1, n_head=2, d_model=16, seq_len=1024)
+    with pytest.raises(MyopiaError) as e:
+        run_pair(corpus_dir, tmp_path / "p", long, tiny_train(), data_opts=DATA, progress=False)
+    assert "longer than every document" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_tokenizer_mismatch_with_checkpoint(pair_dir, corpus_dir, tmp_path):
+    bpe = tmp_path / "bpe-cache"
+    build_cache(corpus_dir, "bpe:300", bpe, **DATA)
+    with pytest.raises(MyopiaError) as e:
+        run_gap(pair_dir, data=bpe, progress=False)
+    assert "tokenizer/vocabulary mismatch" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_gap_on_another_corpus(pair_dir, corpus_dir, tmp_path):
+    with pytest.raises(MyopiaError, match="training documents"):
+        run_gap(pair_dir, data=corpus_dir, split="all", progress=False)  # the pair's own corpus
+    other = tmp_path / "other.txt"
+    other.write_text("a red dog sat far away from the big cat\n\nthe hat ran home with a mat on it\n")
+    out = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(pair_dir, out, ignore=shutil.ignore_patterns("report*", "bonus*"))
+    g = run_gap(out, data=other, split="all", n_boot=50, top_k=0, progress=False)
+    assert g["n_docs"] == 2 and g["n_tokens"] == len(other.read_text().replace("\n\n", "")) - 1 + 2
+    assert g["gap"]["myopic"] is not None and g["count_bigram"] is not None
+
+
+def test_cli_gap_and_report(pair_dir, capsys):
+    from myopia.cli import main
+
+    assert main(["gap", str(pair_dir), "--bootstrap", "100", "--top", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "myopic-hidden" in out and "gap" in out
+    assert main(["report", str(pair_dir)]) == 0
+    assert main(["gap", str(pair_dir / "nope")]) == 2
+    assert "not a pair directory" in capsys.readouterr().err
+
+
+def test_cli_pair_wires_variants_seeds_and_data_flags(corpus_dir, tmp_path, capsys):
+    from myopia.cli import main
+
+    out = tmp_path / "p"
+    assert main(["pair", "--data", str(corpus_dir), "--out", str(out), "--steps", "1", "--batch-size", "2",
+                 "--seq-len", "8", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-tokens", "64",
+                 "--variants", "myopic-hidden-horizon2", "--seeds", "3", "--val-frac", "0.2", "--test-frac", "0.2",
+                 "--no-progress"]) == 0
+    m = read_json(out / "pair.json")
+    assert [a["name"] for a in m["arms"]] == ["vanilla", "myopic-hidden-horizon2"] and m["seeds"] == [3]
+    cfg = read_json(run_dir(out, "myopic-hidden-horizon2", 3) / "config.json")
+    assert cfg["run"]["model"]["gradient"] == "myopic-hidden" and cfg["run"]["model"]["horizon"] == 2
+    assert cfg["train"]["seed"] == 3 and cfg["task"]["corpus"]["documents"]["test"] == 6
+    assert "myopic-hidden-horizon2" in capsys.readouterr().out
