@@ -9,7 +9,6 @@ import io
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -32,22 +31,8 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
                                 reason="simulates a full disk by recognising files through /proc/self/fd (Linux)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = random.Random(1)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(120)]
-    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
-    path.write_text("\n\n".join(docs) + "\n")
-    return path
 
 
 def tiny_args(data, out, *, steps=8, progress=False, **extra):

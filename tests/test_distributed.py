@@ -6,7 +6,6 @@ as subprocesses) on a tiny model, single-threaded so that in-process and subproc
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -29,23 +28,8 @@ from myopia.train import TIMING_KEYS, TrainConfig, _rank_slices, train
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch: bitwise comparable with the OMP_NUM_THREADS=1 subprocesses, and fast on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = random.Random(0)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(120)]
-    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
-    path.write_text("\n\n".join(docs) + "\n")
-    return path
 
 
 def tiny_args(data, out, *, steps=8, progress=False, **extra):

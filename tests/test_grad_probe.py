@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from _hf_tiny import V, brute_force_loss, hidden_brute_force_loss, one_thread, tiny  # noqa: E402,F401
+from _hf_tiny import V, brute_force_loss, hidden_brute_force_loss, tiny  # noqa: E402
 from test_hf_runs import write_corpus  # noqa: E402
 
 from myopia.cli import main  # noqa: E402
@@ -138,7 +138,7 @@ def test_future_pairs_alignment_with_a_model_that_reads_ahead():
 
     gen = torch.Generator().manual_seed(0)
     windows = torch.randint(0, 10, (40, 9), generator=gen)
-    train, test = windows[:20], windows[20:]
+    train = windows[:20]
     res_train = probe_model(ReadsAhead(train), train, train, layers=[0], ks=[1, 2], steps=200)
     assert res_train[0][2]["accuracy"] == 1.0 and res_train[0][1]["accuracy"] < 0.4
     x, y = future_pairs(torch.zeros(20, 8, 3), train, 3)

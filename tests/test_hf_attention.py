@@ -17,7 +17,6 @@ from _hf_tiny import (  # noqa: E402
     grads,
     hidden_brute_force_loss,
     model_loss,
-    one_thread,
     tiny,
     tolerance,
     token_loss,

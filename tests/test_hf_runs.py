@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("transformers")
 
 from _hf_tiny import (  # noqa: E402,F401
-    V, assert_grads_close, grads, one_thread, position_logits_with_cache, tiny, token_loss)
+    V, assert_grads_close, grads, position_logits_with_cache, tiny, token_loss)
 
 from myopia.checkpoint import load_tensors, save_model  # noqa: E402
 from myopia.cli import main  # noqa: E402

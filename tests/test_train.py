@@ -1,7 +1,6 @@
 """Trainer: determinism, paired runs on identical data, exact resume, NaN detection, corpus splits."""
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -16,23 +15,8 @@ from myopia.model import GPTConfig
 from myopia.train import TrainConfig, lr_at, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster (two OpenMP threads thrash on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    rng = random.Random(0)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(120)]
-    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
-    path.write_text("\n\n".join(docs) + "\n")
-    return path
 
 
 def small_model(gradient="vanilla"):

@@ -22,7 +22,6 @@ Writes ``DIR/bonus.json`` and ``DIR/bonus/per_token.npz``.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
