@@ -174,7 +174,9 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
         assert lo <= e["gap"]["myopic-hidden"] <= hi
         assert e["flops"] > e["flops_6nd"] > 0
     for arm in ("vanilla", "myopic", "myopic-hidden"):
-        assert s["fits"][arm] is not None and s["fits"][arm]["n_points"] == 3
+        assert s["fits"]["384"][arm] is not None and s["fits"]["384"][arm]["n_points"] == 3
+    for arm in ("myopic", "myopic-hidden"):
+        assert len(s["k_curve"]["384"][arm]["k"]) == 60
     per_window = json.loads((out / target.name / "eval_windows.json").read_text())
     assert np.mean(per_window["loss_per_window"]) == pytest.approx(resumed["eval_loss"], rel=1e-6)
 

@@ -84,33 +84,37 @@ def render_scaling_section(run_dir, image_dir=None, heading_level: int = 2) -> s
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Gap intervals: paired bootstrap over held-out documents (evaluation noise; the seed spread is "
                   "reported in sweep.json when there are several seeds). k = C*/C, C* the compute at which the "
-                  "vanilla fit reaches the myopic loss; k < 1: myopia wastes compute; intervals: residual "
-                  "bootstrap of the vanilla fit.", ""]
-    lines += ["| arm | E [95% CI] | A | alpha [95% CI] | points |", "|---|---|---|---|---|"]
-    for arm, fd in s["fits"].items():
-        if fd is None:
-            lines.append(f"| {arm} | no fit (fewer than 3 compute-efficient points) | | | |")
-            continue
-        iv = fd.get("intervals", {})
-        lines.append(f"| {arm} | {_f(fd['E'])}{_ci(iv.get('E'))} | {fd['A']:.3g} | "
-                     f"{_f(fd['alpha'], '{:.3f}')}{_ci(iv.get('alpha'), '{:.3f}')} | {fd['n_points']} |")
+                  "vanilla curve of the same token budget reaches the myopic loss; k < 1: myopia wastes compute; "
+                  "intervals: residual bootstrap of the vanilla fit.", ""]
+    lines += ["L(C) = E + A·C^(−α) per token budget (over the sizes trained on that many tokens):", "",
+              "| budget | arm | E [95% CI] | A | alpha [95% CI] | points |", "|---|---|---|---|---|---|"]
+    for budget, by_arm in s["fits"].items():
+        for arm, fd in by_arm.items():
+            if fd is None:
+                lines.append(f"| {budget} | {arm} | no fit (fewer than 3 sizes) | | | |")
+                continue
+            iv = fd.get("intervals", {})
+            lines.append(f"| {budget} | {arm} | {_f(fd['E'])}{_ci(iv.get('E'))} | {fd['A']:.3g} | "
+                         f"{_f(fd['alpha'], '{:.3f}')}{_ci(iv.get('alpha'), '{:.3f}')} | {fd['n_points']} |")
     k_lines = []
-    for arm in MYOPIC_ARMS:
-        curve = (s.get("k_curve") or {}).get(arm)
-        if not curve:
-            continue
-        c = curve["compute"]
-        lo_c, hi_c = curve["measured_range"]
-        picks = [("smallest measured", lo_c), ("largest measured", hi_c), ("10x beyond", 10 * hi_c),
-                 ("100x beyond", 100 * hi_c)]
-        parts = []
-        for label, target in picks:
-            i = min(range(len(c)), key=lambda j: abs(math.log(c[j]) - math.log(target)))
-            parts.append(f"{label} ({_si(c[i])} FLOPs): k = {_f(curve['k'][i], '{:.2f}')} "
-                         f"[{_f(curve['lo'][i], '{:.2f}')}, {_f(curve['hi'][i], '{:.2f}')}]")
-        k_lines.append(f"- **{arm}**: " + "; ".join(parts))
+    for budget, by_arm in (s.get("k_curve") or {}).items():
+        for arm in MYOPIC_ARMS:
+            curve = by_arm.get(arm)
+            if not curve:
+                continue
+            c = curve["compute"]
+            lo_c, hi_c = curve["measured_range"]
+            picks = [("smallest measured", lo_c), ("largest measured", hi_c), ("10x beyond", 10 * hi_c),
+                     ("100x beyond", 100 * hi_c)]
+            parts = []
+            for label, target in picks:
+                i = min(range(len(c)), key=lambda j: abs(math.log(c[j]) - math.log(target)))
+                parts.append(f"{label} ({_si(c[i])} FLOPs): k = {_f(curve['k'][i], '{:.2f}')} "
+                             f"[{_f(curve['lo'][i], '{:.2f}')}, {_f(curve['hi'][i], '{:.2f}')}]")
+            k_lines.append(f"- **{arm}**, D = {budget}: " + "; ".join(parts))
     if k_lines:
-        lines += ["", "Fitted k(C) = C*_vanilla(L_arm(C)) / C from the two fitted curves (paired bootstrap band):", ""]
+        lines += ["", "Fitted k(C) = C*_vanilla(L_arm(C)) / C from the two fitted curves of a budget (paired "
+                      "bootstrap band):", ""]
         lines += k_lines
     ch = {a: v for a, v in (s.get("chinchilla") or {}).items() if v}
     if ch:

@@ -29,7 +29,6 @@ from ..scaling import (
     compute_multiplier,
     fit_chinchilla,
     fit_power_law,
-    frontier_mask,
     multiplier_curve,
     multiplier_interval,
 )
@@ -404,9 +403,11 @@ def _doc_bootstrap_means(evals: list[dict], n_boot: int, seed: int) -> np.ndarra
 
 def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, corpus=None,
               bootstrap: int = 200) -> dict:
-    """sweep.json: per-run rows, the per-(size, budget) table, power-law fits per arm and compute multipliers.
+    """sweep.json: per-run rows, the per-(size, budget) table, power-law fits and compute multipliers.
 
-    Table losses average over seeds. Gap intervals: paired document bootstrap of the held-out windows (the same
+    ``fits[budget][arm]`` is L(C) over the sizes trained with that token budget; a row's k compares its myopic
+    loss with the vanilla curve of the same budget, and ``k_curve[budget][arm]`` compares the two fitted curves
+    (over and beyond the measured range). Table losses average over seeds. Gap intervals: paired document bootstrap of the held-out windows (the same
     resample for both arms, gaps averaged over seeds). Fit and k intervals: residual bootstrap of the fits.
     """
     out = Path(out)
@@ -446,22 +447,25 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
         for g in MYOPIC_ARMS:
             entry["gap"][g], entry["gap_ci"][g], entry["gap_seed_sd"][g] = _gap(by_grad, g, evals, bootstrap)
         table.append(entry)
-    table.sort(key=lambda e: (e["flops"], e["params_non_embedding"]))
+    budget_order = {b.label: i for i, b in enumerate(settings.tokens)}
+    table.sort(key=lambda e: (budget_order.get(e["budget"], len(budget_order)), e["params_non_embedding"]))
 
-    fits, frontier = {}, {}
-    for g in _report_arms(arms):
-        pts = [(e["flops"], e["loss"][g]) for e in table if e["loss"].get(g) is not None]
-        fits[g], frontier[g] = None, []
-        if len(pts) >= 3:
-            c, l_ = np.array(pts).T
-            mask = frontier_mask(c, l_)
-            frontier[g] = [float(x) for x in c[mask]]
-            if mask.sum() >= 3 and len(np.unique(c[mask])) >= 2:
-                fits[g] = fit_power_law(c[mask], l_[mask], bootstrap=bootstrap, seed=0)
+    # One curve per token budget: L(C) over the sizes trained on the same D tokens (so compute varies through N
+    # alone, and k compares a myopic model with vanilla models given the same data).
+    budgets = list(dict.fromkeys(e["budget"] for e in table))  # in the order of settings.tokens
+    fits: dict[str, dict] = {}
+    for b in budgets:
+        fits[b] = {}
+        for g in _report_arms(arms):
+            pts = [(e["flops"], e["loss"][g]) for e in table if e["budget"] == b and e["loss"].get(g) is not None]
+            fits[b][g] = None
+            if len(pts) >= 3 and len({c for c, _ in pts}) >= 2:
+                c, l_ = np.array(pts).T
+                fits[b][g] = fit_power_law(c, l_, bootstrap=bootstrap, seed=0)
 
-    vfit = fits.get("vanilla")
     for e in table:
         e["k"], e["k_ci"] = {}, {}
+        vfit = fits[e["budget"]].get("vanilla")
         for g in MYOPIC_ARMS:
             e["k"][g], e["k_ci"][g] = None, None
             lm = e["loss"].get(g)
@@ -473,16 +477,19 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
                 e["k"][g] = compute_multiplier(vfit, e["flops"], lm)
             e["k_ci"][g] = multiplier_interval(vfit, e["flops"], lm)
 
-    k_curves = {}
-    cmin = min((e["flops"] for e in table), default=1.0)
-    cmax = max((e["flops"] for e in table), default=1.0)
-    grid = np.logspace(math.log10(cmin) - 0.5, math.log10(cmax) + 2.0, 60)
-    for g in MYOPIC_ARMS:
-        k_curves[g] = None
-        if vfit is not None and fits.get(g) is not None:
-            curve = multiplier_curve(vfit, fits[g], grid)
-            k_curves[g] = {k: [float(x) for x in v] for k, v in curve.items()}
-            k_curves[g]["measured_range"] = [cmin, cmax]
+    k_curves: dict[str, dict] = {}
+    for b in budgets:
+        k_curves[b] = {}
+        cs = [e["flops"] for e in table if e["budget"] == b]
+        cmin, cmax = min(cs), max(cs)
+        grid = np.logspace(math.log10(cmin) - 0.5, math.log10(cmax) + 2.0, 60)
+        vfit = fits[b].get("vanilla")
+        for g in MYOPIC_ARMS:
+            k_curves[b][g] = None
+            if vfit is not None and fits[b].get(g) is not None:
+                curve = multiplier_curve(vfit, fits[b][g], grid)
+                k_curves[b][g] = {k: [float(x) for x in v] for k, v in curve.items()}
+                k_curves[b][g]["measured_range"] = [cmin, cmax]
 
     chinchilla = {}
     for g in _report_arms(arms):
@@ -511,8 +518,7 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
                   "k": "compute multiplier C*/C: a myopic model at C matches a vanilla one at k*C"},
         "runs": rows,
         "table": table,
-        "fits": {g: (None if f is None else f.to_dict()) for g, f in fits.items()},
-        "fit_frontier_flops": frontier,
+        "fits": {b: {g: (None if f is None else f.to_dict()) for g, f in fb.items()} for b, fb in fits.items()},
         "k_curve": k_curves,
         "chinchilla": chinchilla,
         "total_train_wall_s": float(sum(timings)),
