@@ -220,3 +220,41 @@ def test_horizon_sweep(corpus_file, tmp_path):
     assert cfg["gradient"] == "myopic-hidden" and cfg["horizon"] == 4 and cfg["beta"] == 0.0
     md = render_horizon_section(tmp_path / "h")
     assert "| 4 |" in md and (tmp_path / "h" / "figures" / "horizon_sweep.png").exists()
+
+
+def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
+    """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one."""
+    from myopia.io import write_json
+
+    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48,3x64", 16), tokens=parse_tokens("1k,4k"))
+    runs = plan_runs(settings, 257)
+    k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
+    rng = np.random.default_rng(0)
+    docs = np.repeat(np.arange(8), 4)
+    for r in runs:
+        E, A, alpha = (2.0, 40.0, 0.2) if r.budget.label == "1k" else (1.8, 40.0, 0.2)
+        loss = E + A * (k_planted.get(r.gradient, 1.0) * r.flops) ** -alpha
+        per_window = loss + rng.normal(0, 0.01, len(docs))
+        per_window += loss - per_window.mean()  # exact mean
+        write_json(tmp_path / r.name / "result.json", {"eval_loss": loss, "final_eval": {"loss": loss, "tokens": 512},
+                                                        "train_time_s": 1.0})
+        write_json(tmp_path / r.name / "eval_windows.json",
+                   {"loss_per_window": per_window.tolist(), "doc_of_window": docs.tolist()})
+    s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=20)
+    assert s["complete"] and len(s["table"]) == 10
+    assert [e["budget"] for e in s["table"]] == ["1k"] * 5 + ["4k"] * 5
+    for e in s["table"]:
+        for arm, k in k_planted.items():
+            assert e["k"][arm] == pytest.approx(k, rel=1e-3)
+            lo, hi = e["k_ci"][arm]
+            assert lo <= e["k"][arm] * 1.001 and hi >= e["k"][arm] * 0.999
+            assert e["gap"][arm] > 0
+    for b, E in (("1k", 2.0), ("4k", 1.8)):
+        assert s["fits"][b]["vanilla"]["E"] == pytest.approx(E, rel=1e-3)
+        for arm, k in k_planted.items():
+            np.testing.assert_allclose(s["k_curve"][b][arm]["k"], k, rtol=1e-3)
+    for arm in ("vanilla", "myopic", "myopic-hidden"):
+        assert s["chinchilla"][arm] is not None and "E" in s["chinchilla"][arm]
+    write_json(tmp_path / "sweep.json", s)
+    md = render_scaling_section(tmp_path)
+    assert md.count("| 4k |") == 3 and "L(N, D)" in md

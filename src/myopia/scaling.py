@@ -59,7 +59,7 @@ def _percentile_interval(samples: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
-def _levenberg_marquardt(fun, p0, lower, upper, delta: float, max_iter: int = 500) -> tuple[np.ndarray, float]:
+def _levenberg_marquardt(fun, p0, lower, upper, delta: float, max_iter: int = 300) -> tuple[np.ndarray, float]:
     """Minimise sum(huber(r(p))) by Gauss-Newton with Huber (IRLS) weights and Levenberg-Marquardt damping.
 
     ``fun(p) -> (r (n,), J (n, p))``; parameters are clipped to [lower, upper]. Pure numpy on tiny systems (no
@@ -70,6 +70,7 @@ def _levenberg_marquardt(fun, p0, lower, upper, delta: float, max_iter: int = 50
     f = _huber(r, delta)[0]
     lam = 1e-3
     stall = 0
+    history = [f]
     for _ in range(max_iter):
         w = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), 1e-300))
         g = J.T @ (w * r)
@@ -91,10 +92,13 @@ def _levenberg_marquardt(fun, p0, lower, upper, delta: float, max_iter: int = 50
         if not accepted:
             break
         gain = f - f_q
+        moved = float(np.max(np.abs(q - p) / (1.0 + np.abs(p))))
         p, r, J, f = q, r_q, J_q, f_q
+        history.append(f)
         lam = max(lam / 3, 1e-12)
-        stall = stall + 1 if gain <= 1e-13 * max(f, 1e-300) + 1e-300 else 0
-        if stall >= 3 or f == 0.0:
+        stall = stall + 1 if (gain <= 1e-12 * f or moved < 1e-10) else 0
+        slow = len(history) > 10 and history[-11] - f <= 1e-5 * f  # creeping along a flat valley (L1 regime)
+        if stall >= 3 or slow or f < 1e-24:
             break
     return p, float(f)
 

@@ -35,18 +35,18 @@ class SweepPreset:
 
 
 PRESETS: dict[str, SweepPreset] = {
-    # 2-core CPU: 5 sizes, 1 layer x 32 (12.5k non-embedding parameters) to 4 layers x 128 (0.79M), 63x; two
-    # budgets (1M and 4M tokens) so that L(N, D) can be fitted too. 30 runs; about 1 h of a quiet 2-core machine.
+    # 2-core CPU: 5 sizes, 1 layer x 32 (12.5k non-embedding parameters) to 4 layers x 128 (0.79M), 63x; three
+    # budgets (0.5M, 1M, 4M tokens; three so that L(N, D) is identifiable). 45 runs; about 1 h of a quiet machine.
     "cpu": SweepPreset(
         name="cpu",
         description="2-core CPU: 1x32 .. 4x128 (12.5k-0.79M non-embedding params), context 128, batch 32, "
-        "1M and 4M tokens per run",
+        "0.5M, 1M and 4M tokens per run",
         widths=(32, 48, 64, 96, 128),
         aspect=32,
         head_dim=32,
         seq_len=128,
         batch_size=32,
-        tokens=("1M", "4M"),
+        tokens=("0.5M", "1M", "4M"),
         lr=2e-3,
     ),
     # The paper's 64-token setting; GPT-2 small (12 x 768, 85M non-embedding, 124M with a 50257 vocabulary) on top.
