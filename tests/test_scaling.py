@@ -146,8 +146,8 @@ def test_chinchilla_fit_recovers_planted_exponents():
     assert fit.b == pytest.approx(truth["b"], rel=0.06)
     assert fit.E == pytest.approx(truth["E"], rel=0.06)
     np.testing.assert_allclose(fit.predict(n, d), loss, rtol=0.01)
-    with pytest.raises(MyopiaError, match="2 model sizes and 2 token budgets"):
-        fit_chinchilla([1e5] * 6, np.logspace(7, 9, 6), np.linspace(3, 2, 6))
+    with pytest.raises(MyopiaError, match="3 model sizes and 3 token budgets"):
+        fit_chinchilla([1e5, 1e6] * 3, np.logspace(7, 9, 6), np.linspace(3, 2, 6))
 
 
 # ------------------------------------------------------------------------------------------------------------

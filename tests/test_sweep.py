@@ -226,13 +226,13 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
     """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one."""
     from myopia.io import write_json
 
-    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48,3x64", 16), tokens=parse_tokens("1k,4k"))
+    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"))
     runs = plan_runs(settings, 257)
     k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
     rng = np.random.default_rng(0)
     docs = np.repeat(np.arange(8), 4)
     for r in runs:
-        E, A, alpha = (2.0, 40.0, 0.2) if r.budget.label == "1k" else (1.8, 40.0, 0.2)
+        E, A, alpha = {"1k": 2.0, "2k": 1.9, "4k": 1.8}[r.budget.label], 40.0, 0.2
         loss = E + A * (k_planted.get(r.gradient, 1.0) * r.flops) ** -alpha
         per_window = loss + rng.normal(0, 0.01, len(docs))
         per_window += loss - per_window.mean()  # exact mean
@@ -240,16 +240,16 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
                                                         "train_time_s": 1.0})
         write_json(tmp_path / r.name / "eval_windows.json",
                    {"loss_per_window": per_window.tolist(), "doc_of_window": docs.tolist()})
-    s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=20)
-    assert s["complete"] and len(s["table"]) == 10
-    assert [e["budget"] for e in s["table"]] == ["1k"] * 5 + ["4k"] * 5
+    s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=10)
+    assert s["complete"] and len(s["table"]) == 12
+    assert [e["budget"] for e in s["table"]] == ["1k"] * 4 + ["2k"] * 4 + ["4k"] * 4
     for e in s["table"]:
         for arm, k in k_planted.items():
             assert e["k"][arm] == pytest.approx(k, rel=1e-3)
             lo, hi = e["k_ci"][arm]
             assert lo <= e["k"][arm] * 1.001 and hi >= e["k"][arm] * 0.999
             assert e["gap"][arm] > 0
-    for b, E in (("1k", 2.0), ("4k", 1.8)):
+    for b, E in (("1k", 2.0), ("2k", 1.9), ("4k", 1.8)):
         assert s["fits"][b]["vanilla"]["E"] == pytest.approx(E, rel=1e-3)
         for arm, k in k_planted.items():
             np.testing.assert_allclose(s["k_curve"][b][arm]["k"], k, rtol=1e-3)

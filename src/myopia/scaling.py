@@ -215,7 +215,7 @@ def _fit_power_law_log(x: np.ndarray, y: np.ndarray, delta: float, starts) -> tu
 def _power_law_starts(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float, float]]:
     loss = np.exp(y)
     starts = []
-    for frac, alpha in itertools.product((0.02, 0.3, 0.6, 0.8, 0.9, 0.97), (0.05, 0.1, 0.2, 0.35, 0.6, 1.0)):
+    for frac, alpha in itertools.product((0.02, 0.3, 0.6, 0.8, 0.9, 0.97), (0.05, 0.15, 0.35, 0.8)):
         E = frac * loss.min()
         a = float(np.mean(np.log(np.maximum(loss - E, 1e-12)) + alpha * x))
         starts.append((math.log(E), a, alpha))
@@ -232,7 +232,7 @@ def fit_power_law(
 ) -> PowerLawFit:
     """Fit L(C) = E + A·C^(-alpha) to (compute FLOPs, loss nats/token) points (at least 3; 4+ for intervals).
 
-    Robust: Huber loss in log space, 36 initialisations, the best optimum. ``bootstrap`` residual-bootstrap refits
+    Robust: Huber loss in log space, 24 initialisations, the best optimum. ``bootstrap`` residual-bootstrap refits
     give 95% intervals for E, A, alpha (and ``fit.samples`` for bands); 0 disables them.
     """
     c = _as_positive_array("compute", compute)
@@ -257,7 +257,7 @@ def fit_power_law(
         y_hat = np.logaddexp(p[0], p[1] - p[2] * x)
 
         def refit(y_b):
-            q, _ = _fit_power_law_log(x, y_b, huber_delta, [p, _power_law_starts(x, y_b)[20]])
+            q, _ = _fit_power_law_log(x, y_b, huber_delta, [p, _power_law_starts(x, y_b)[13]])
             return to_params(q)
 
         fit.samples = _residual_bootstrap(y, y_hat, 3, bootstrap, seed, refit)
@@ -390,7 +390,7 @@ def _chinchilla_residuals(xn, xd, y):
 def _chinchilla_starts(y: np.ndarray) -> list[tuple]:
     lmin = float(np.exp(y).min())
     starts = []
-    for frac, a, b in itertools.product((0.2, 0.6, 0.9), (0.1, 0.3, 0.6), (0.1, 0.3, 0.6)):
+    for frac, a, b in itertools.product((0.2, 0.6, 0.9), (0.1, 0.4), (0.1, 0.4)):
         rest = math.log(max(lmin * (1 - frac) / 2, 1e-6))
         starts.append((math.log(frac * lmin), rest, a, rest, b))
     return starts
@@ -399,14 +399,16 @@ def _chinchilla_starts(y: np.ndarray) -> list[tuple]:
 def fit_chinchilla(
     params, tokens, loss, *, bootstrap: int = 200, seed: int = 0, huber_delta: float = HUBER_DELTA
 ) -> ChinchillaFit:
-    """Fit L(N, D) = E + A/N^a + B/D^b; needs >= 6 points with >= 2 distinct N and >= 2 distinct D."""
+    """Fit L(N, D) = E + A/N^a + B/D^b; needs >= 6 points with >= 3 distinct N and >= 3 distinct D."""
     n = _as_positive_array("params", params)
     d = _as_positive_array("tokens", tokens)
     l_ = _as_positive_array("loss", loss)
     if not len(n) == len(d) == len(l_):
         raise MyopiaError("params, tokens and loss differ in length")
-    if len(np.unique(n)) < 2 or len(np.unique(d)) < 2 or len(n) < 6:
-        raise MyopiaError("an L(N, D) fit needs at least 6 runs covering at least 2 model sizes and 2 token budgets")
+    if len(np.unique(n)) < 3 or len(np.unique(d)) < 3 or len(n) < 6:
+        # with two values of D, E + B/D^b is two numbers for three parameters (and likewise for N)
+        raise MyopiaError("an L(N, D) fit needs at least 6 runs covering at least 3 model sizes and 3 token budgets "
+                          "(with two, E, B and b are not identifiable)")
     ln0, ld0 = float(np.mean(np.log(n))), float(np.mean(np.log(d)))
     xn, xd, y = np.log(n) - ln0, np.log(d) - ld0, np.log(l_)
     lower = np.array([-30.0, -60.0, 1e-4, -60.0, 1e-4])
@@ -425,7 +427,7 @@ def fit_chinchilla(
         terms = np.stack([np.full_like(y, p[0]), p[1] - p[2] * xn, p[3] - p[4] * xd])
         y_hat = np.logaddexp.reduce(terms, axis=0)
         fit.samples = _residual_bootstrap(y, y_hat, 5, bootstrap, seed,
-                                          lambda y_b: to_params(solve(y_b, [p, _chinchilla_starts(y_b)[13]])[0]))
+                                          lambda y_b: to_params(solve(y_b, [p, _chinchilla_starts(y_b)[5]])[0]))
         fit.intervals = {name: _percentile_interval(fit.samples[:, i])
                          for i, name in enumerate(("E", "A", "a", "B", "b"))}
     return fit

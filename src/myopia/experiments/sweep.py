@@ -497,7 +497,7 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
         n_sizes = len({r["size"] for r in done})
         n_budgets = len({r["tokens"] for r in done})
         chinchilla[g] = None
-        if n_sizes >= 2 and n_budgets >= 2 and len(done) >= 6:
+        if n_sizes >= 3 and n_budgets >= 3 and len(done) >= 6:
             try:
                 f = fit_chinchilla([r["params_non_embedding"] for r in done], [r["tokens"] for r in done],
                                    [r["eval_loss"] for r in done], bootstrap=bootstrap)
