@@ -1,7 +1,8 @@
 """The compute multiplier implied by the paper's Pythia fine-tuning table (PAPER.md result 4, approximate numbers).
 
 Vanilla losses are fitted against pretraining compute C = 6 N 300e9 (all Pythia models saw the same 300B tokens;
-the 10M x 64-token fine-tune adds < 0.3%); k = C*/C for each myopic fine-tune. Run: python examples/pythia_compute_multiplier.py
+the 10M x 64-token fine-tune adds < 0.3%); k = C*/C for each myopic fine-tune.
+Run: PYTHONPATH=src python examples/pythia_compute_multiplier.py
 """
 
 import numpy as np

@@ -116,7 +116,8 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
     assert sum(r["status"] == "done" for r in first["runs"]) == 4
 
     # a run killed mid-way (after its step-2 checkpoint) must be resumed, not restarted
-    target = next(r for r in plan_runs(settings, corpus.vocab_size) if r.name.startswith("2x32h2") and r.gradient == "myopic")
+    target = next(r for r in plan_runs(settings, corpus.vocab_size)
+                  if r.name.startswith("2x32h2") and r.gradient == "myopic")
     calls = {"n": 0}
     real_examples = LMTask.examples
 

@@ -161,7 +161,8 @@ def render_horizon_section(run_dir, image_dir=None, heading_level: int = 2) -> s
             p = by_h[a].get(hz, {})
             cells += [_f(p.get("loss")), _f(p.get("gap"), "{:+.3f}") + _ci(p.get("gap_ci"), "{:+.3f}")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| beta | myopic loss | myopic gap | myopic-hidden loss | myopic-hidden gap |", "|---|---|---|---|---|"]
+    lines += ["", "| beta | myopic loss | myopic gap | myopic-hidden loss | myopic-hidden gap |",
+              "|---|---|---|---|---|"]
     by_b = {a: {p["beta"]: p for p in s["beta"].get(a, [])} for a in MYOPIC_ARMS}
     for b in sorted(set().union(*[set(v) for v in by_b.values()])):
         cells = [f"{b:g}"]

@@ -82,10 +82,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import load_corpus
-    from ..experiments.sweep import plan_runs, run_sweep, run_status
-    from ..train import init_distributed
     from pathlib import Path
+
+    from ..data import load_corpus
+    from ..experiments.sweep import plan_runs, run_status, run_sweep
+    from ..train import init_distributed
 
     settings = settings_from_args(args)
     corpus = load_corpus(args.data)
@@ -118,7 +119,8 @@ def _print_table(s: dict) -> None:
           f"{'gap':>7} {'gap-h':>7} {'k':>6} {'k-h':>6}")
     for e in s["table"]:
         print(f"{e['size']:>12} {e['params_non_embedding']:>10,d} {e['flops']:>10.2e} "
-              f"{f(e['loss'].get('vanilla')):>8} {f(e['loss'].get('myopic')):>8} {f(e['loss'].get('myopic-hidden')):>8} "
+              f"{f(e['loss'].get('vanilla')):>8} {f(e['loss'].get('myopic')):>8} "
+              f"{f(e['loss'].get('myopic-hidden')):>8} "
               f"{f(e['gap']['myopic'], '{:+.3f}'):>7} {f(e['gap']['myopic-hidden'], '{:+.3f}'):>7} "
               f"{f(e['k']['myopic'], '{:.2f}'):>6} {f(e['k']['myopic-hidden'], '{:.2f}'):>6}")
     state = "complete" if s["complete"] else f"{len(s['pending'])} runs pending"

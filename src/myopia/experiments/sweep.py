@@ -407,8 +407,9 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
 
     ``fits[budget][arm]`` is L(C) over the sizes trained with that token budget; a row's k compares its myopic
     loss with the vanilla curve of the same budget, and ``k_curve[budget][arm]`` compares the two fitted curves
-    (over and beyond the measured range). Table losses average over seeds. Gap intervals: paired document bootstrap of the held-out windows (the same
-    resample for both arms, gaps averaged over seeds). Fit and k intervals: residual bootstrap of the fits.
+    (over and beyond the measured range). Table losses average over seeds. Gap intervals: paired document
+    bootstrap of the held-out windows (the same resample for both arms, gaps averaged over seeds). Fit and k
+    intervals: residual bootstrap of the fits.
     """
     out = Path(out)
     rows, evals = [], {}
