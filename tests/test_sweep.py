@@ -227,14 +227,15 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
     """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one."""
     from myopia.io import write_json
 
-    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"))
+    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"),
+                             seeds=[0, 1])
     runs = plan_runs(settings, 257)
     k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
     rng = np.random.default_rng(0)
     docs = np.repeat(np.arange(8), 4)
     for r in runs:
         E, A, alpha = {"1k": 2.0, "2k": 1.9, "4k": 1.8}[r.budget.label], 40.0, 0.2
-        loss = E + A * (k_planted.get(r.gradient, 1.0) * r.flops) ** -alpha
+        loss = E + A * (k_planted.get(r.gradient, 1.0) * r.flops) ** -alpha + 0.01 * r.seed  # seed: a shift
         per_window = loss + rng.normal(0, 0.01, len(docs))
         per_window += loss - per_window.mean()  # exact mean
         write_json(tmp_path / r.name / "result.json", {"eval_loss": loss, "final_eval": {"loss": loss, "tokens": 512},
@@ -250,8 +251,11 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
             lo, hi = e["k_ci"][arm]
             assert lo <= e["k"][arm] * 1.001 and hi >= e["k"][arm] * 0.999
             assert e["gap"][arm] > 0
+            assert e["gap_seed_sd"][arm] == pytest.approx(0.0, abs=1e-12)  # the seed shift cancels in the gap
+        assert e["loss_seed_sd"]["vanilla"] == pytest.approx(0.01 / 2 ** 0.5)
+        assert e["seeds_done"] == {"vanilla": 2, "myopic": 2, "myopic-hidden": 2}
     for b, E in (("1k", 2.0), ("2k", 1.9), ("4k", 1.8)):
-        assert s["fits"][b]["vanilla"]["E"] == pytest.approx(E, rel=1e-3)
+        assert s["fits"][b]["vanilla"]["E"] == pytest.approx(E + 0.005, rel=1e-3)  # mean over the two seeds
         for arm, k in k_planted.items():
             np.testing.assert_allclose(s["k_curve"][b][arm]["k"], k, rtol=1e-3)
     for arm in ("vanilla", "myopic", "myopic-hidden"):
