@@ -35,6 +35,8 @@ def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None 
     g.add_argument("--ckpt-every", type=int, default=200, help="checkpoint interval in steps (for resuming)")
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", choices=["fp32", "bf16"])
+    g.add_argument("--threads", type=int, help="CPU intra-op threads (default: torch's; 1 is faster when other "
+                   "processes share the cores)")
     g = p.add_argument_group("running")
     g.add_argument("--max-runs", type=int, help="train at most this many pending runs, then summarise and stop "
                    "(run the same command again to continue)")
@@ -47,6 +49,12 @@ def settings_from_args(args, *, gradients_default=None):
     from ..errors import MyopiaError
     from ..experiments.sweep import SweepSettings, ladder, parse_list, parse_sizes, parse_tokens
 
+    if getattr(args, "threads", None):
+        import torch
+
+        if args.threads < 1:
+            raise MyopiaError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     head_dim = args.head_dim or preset.head_dim
     if args.sizes and args.widths:
