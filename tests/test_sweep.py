@@ -198,6 +198,8 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
     assert "holds neither" in capsys.readouterr().err
     assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--tokens", "many"]) == 2
+    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_horizon_sweep(corpus_file, tmp_path):

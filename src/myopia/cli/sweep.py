@@ -49,7 +49,7 @@ def settings_from_args(args, *, gradients_default=None):
     from ..errors import MyopiaError
     from ..experiments.sweep import SweepSettings, ladder, parse_list, parse_sizes, parse_tokens
 
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         import torch
 
         if args.threads < 1:
