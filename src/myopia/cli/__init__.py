@@ -22,9 +22,12 @@ COMMANDS = [
     "finetune",
     "gap",
     "grad",
+    "horizon_sweep",
     "pair",
     "probe",
     "report",
+    "sweep",
+    "sweep_report",
     "train",
 ]
 

@@ -1,0 +1,267 @@
+"""myopia sweep / horizon-sweep on tiny models: the grid, skipping finished runs, resuming partial ones, reports."""
+
+import json
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from myopia.cli import main
+from myopia.data import LMTask, load_corpus
+from myopia.errors import MyopiaError
+from myopia.experiments import sweep as sweep_mod
+from myopia.experiments.horizon_sweep import default_horizons, horizon_arms, run_horizon_sweep
+from myopia.experiments.scaling_presets import PRESETS
+from myopia.experiments.sweep import (
+    SweepSettings,
+    _doc_bootstrap_means,
+    ladder,
+    parse_sizes,
+    parse_tokens,
+    plan_runs,
+    run_status,
+    run_sweep,
+)
+from myopia.model import non_embedding_params
+from myopia.scaling_report import render_horizon_section, render_scaling_section
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(80)]
+    path = tmp_path_factory.mktemp("corpus") / "toy.txt"
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+def tiny_settings(**kw):
+    base = dict(sizes=parse_sizes("1x16,1x32,2x32", head_dim=16), tokens=parse_tokens("384"), seq_len=16,
+                batch_size=4, lr=3e-3, eval_tokens=256, ckpt_every=2, device="cpu")
+    base.update(kw)
+    return SweepSettings(**base)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The grid
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_ladder_rules_and_parsing():
+    sizes = ladder((32, 48, 64, 96, 128), aspect=32, head_dim=32)
+    assert [s.name for s in sizes] == ["1x32h1", "2x48h1", "2x64h2", "3x96h3", "4x128h4"]
+    assert [s.name for s in parse_sizes("2x64, 4x128h8", head_dim=32)] == ["2x64h2", "4x128h8"]
+    with pytest.raises(MyopiaError, match="LAYERSxWIDTH"):
+        parse_sizes("2-64", head_dim=32)
+    with pytest.raises(MyopiaError, match="divide"):
+        parse_sizes("2x64h3", head_dim=32)
+    budgets = parse_tokens("2M,500k,1.5e3,20N")
+    assert [b.label for b in budgets] == ["2M", "500k", "1.5k", "20N"]
+    assert budgets[3].resolve(1000) == 20000 and budgets[0].resolve(1) == 2_000_000
+    with pytest.raises(MyopiaError, match="token budget"):
+        parse_tokens("lots")
+
+
+def test_presets_span_the_required_range():
+    cpu = SweepSettings.from_preset("cpu")
+    n = [non_embedding_params(plan.model_cfg) for plan in plan_runs(cpu, 257)[:: len(cpu.gradients)]]
+    assert len(n) >= 5 and max(n) / min(n) >= 30
+    gpt2 = SweepSettings.from_preset("gpu-64").sizes[-1]
+    assert (gpt2.n_layer, gpt2.d_model, gpt2.n_head) == (12, 768, 12)  # GPT-2 small
+    assert PRESETS["gpu-64"].seq_len == 64 and PRESETS["gpu-256"].seq_len == 256
+    # GPT-2 small with its 50257-token vocabulary: 124M parameters
+    top = plan_runs(replace(SweepSettings.from_preset("gpu-64"), gradients=["vanilla"]), 50257)[-1]
+    assert top.params_total == pytest.approx(124.4e6, rel=0.01)
+
+
+def test_plan_pairs_gradients_within_a_size():
+    runs = plan_runs(tiny_settings(seeds=[0, 1]), vocab_size=257)
+    assert len(runs) == 3 * 2 * 3
+    by_key = {}
+    for r in runs:
+        by_key.setdefault((r.size, r.budget, r.seed), []).append(r)
+    for group in by_key.values():
+        assert [r.gradient for r in group] == ["vanilla", "myopic", "myopic-hidden"]
+        assert len({json.dumps(r.train_cfg.to_dict(), sort_keys=True) for r in group}) == 1
+        cfgs = [replace(r.model_cfg, gradient="vanilla") for r in group]
+        assert all(c == cfgs[0] for c in cfgs)
+        assert len({r.flops for r in group}) == 1
+    assert len({r.name for r in runs}) == len(runs)
+
+
+def test_doc_bootstrap_is_paired():
+    rng = np.random.default_rng(0)
+    docs = np.repeat(np.arange(10), 3)
+    base = rng.normal(3.0, 0.3, len(docs))
+    evals = [{"loss_per_window": (base + 0.1).tolist(), "doc_of_window": docs.tolist()},
+             {"loss_per_window": base.tolist(), "doc_of_window": docs.tolist()}]
+    means = _doc_bootstrap_means(evals, 200, seed=0)
+    np.testing.assert_allclose(means[:, 0] - means[:, 1], 0.1, atol=1e-12)  # a constant shift has no spread
+    assert means[:, 1].std() > 0.01
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, monkeypatch):
+    corpus = load_corpus(corpus_file)
+    out = tmp_path / "sweep"
+    settings = tiny_settings()
+    first = run_sweep(corpus_file, out, settings, corpus=corpus, max_runs=4, bootstrap=20, log=lambda m: None)
+    assert not first["complete"] and len(first["pending"]) == 5
+    assert sum(r["status"] == "done" for r in first["runs"]) == 4
+
+    # a run killed mid-way (after its step-2 checkpoint) must be resumed, not restarted
+    target = next(r for r in plan_runs(settings, corpus.vocab_size)
+                  if r.name.startswith("2x32h2") and r.gradient == "myopic")
+    calls = {"n": 0}
+    real_examples = LMTask.examples
+
+    def dying_examples(self, indices, device="cpu"):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_examples(self, indices, device)
+
+    monkeypatch.setattr(LMTask, "examples", dying_examples)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
+                             eval_tokens=settings.eval_tokens, log=lambda m: None)
+    monkeypatch.setattr(LMTask, "examples", real_examples)
+    assert run_status(out / target.name) == "partial"
+
+    trained = []
+    real_train_lm = sweep_mod.train_lm
+
+    def recording_train_lm(data, run_out, *a, resume=False, **kw):
+        trained.append((run_out.name, resume))
+        return real_train_lm(data, run_out, *a, resume=resume, **kw)
+
+    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
+    done_before = {r["name"]: (out / r["name"] / "result.json").stat().st_mtime_ns
+                   for r in first["runs"] if r["status"] == "done"}
+    second = run_sweep(corpus_file, out, settings, corpus=corpus, bootstrap=20, log=lambda m: None)
+    assert second["complete"]
+    assert len(trained) == 5 and (target.name, True) in trained
+    assert all(not resume for name, resume in trained if name != target.name)
+    assert not any(name in done_before for name, _ in trained)
+    for name, mtime in done_before.items():
+        assert (out / name / "result.json").stat().st_mtime_ns == mtime
+
+    # the resumed run equals an uninterrupted one (the trainer's exact resume)
+    fresh = real_train_lm(corpus_file, tmp_path / "fresh", target.model_cfg, target.train_cfg,
+                          eval_tokens=settings.eval_tokens, corpus=corpus)
+    resumed = json.loads((out / target.name / "result.json").read_text())
+    assert resumed["resumed_from_step"] == 2
+    assert resumed["eval_loss"] == pytest.approx(fresh["eval_loss"], abs=1e-6)
+
+    # a third call trains nothing
+    trained.clear()
+    third = run_sweep(corpus_file, out, settings, corpus=corpus, bootstrap=20, log=lambda m: None)
+    assert trained == []
+    s = json.loads((out / "sweep.json").read_text())
+    assert s["complete"] and s["provenance"]["git"] is not None
+    assert [e["size"] for e in third["table"]] == ["1x16h1", "1x32h2", "2x32h2"]
+    for e in s["table"]:
+        assert set(e["loss"]) == {"vanilla", "myopic", "myopic-hidden"}
+        for key in ("gap", "gap_ci", "k", "k_ci"):
+            assert set(e[key]) == {"myopic", "myopic-hidden"}
+        assert e["gap"]["myopic"] == pytest.approx(e["loss"]["myopic"] - e["loss"]["vanilla"])
+        lo, hi = e["gap_ci"]["myopic-hidden"]
+        assert lo <= e["gap"]["myopic-hidden"] <= hi
+        assert e["flops"] > e["flops_6nd"] > 0
+    for arm in ("vanilla", "myopic", "myopic-hidden"):
+        assert s["fits"]["384"][arm] is not None and s["fits"]["384"][arm]["n_points"] == 3
+    for arm in ("myopic", "myopic-hidden"):
+        assert len(s["k_curve"]["384"][arm]["k"]) == 60
+    per_window = json.loads((out / target.name / "eval_windows.json").read_text())
+    assert np.mean(per_window["loss_per_window"]) == pytest.approx(resumed["eval_loss"], rel=1e-6)
+
+    md = render_scaling_section(out)
+    assert "Scaling: the cost of myopia" in md and "myopic-hidden" in md
+    for name in ("scaling_loss_vs_compute", "scaling_gap_vs_params", "scaling_compute_multiplier"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+        assert f"figures/{name}.png" in md
+
+
+def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
+    args = ["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--sizes", "1x16,2x32",
+            "--tokens", "1k,2k", "--seq-len", "16", "--batch-size", "4", "--dry-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "12 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings
+    assert "1x16h1-D1k-myopic-hidden-s0" in out
+    assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
+    assert "holds neither" in capsys.readouterr().err
+    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--tokens", "many"]) == 2
+    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_horizon_sweep(corpus_file, tmp_path):
+    assert default_horizons(16) == [0, 1, 2, 4, 8]
+    assert default_horizons(128)[-1] == 64
+    with pytest.raises(MyopiaError, match="horizon"):
+        horizon_arms(16, horizons=[15])
+    with pytest.raises(MyopiaError, match="beta"):
+        horizon_arms(16, betas=[1.0])
+    corpus = load_corpus(corpus_file)
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"))
+    s = run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0, 4], betas=[0.5], corpus=corpus,
+                          bootstrap=20, log=lambda m: None)
+    assert s["complete"] and len(s["runs"]) == 1 + 2 * 3
+    for v in ("myopic", "myopic-hidden"):
+        assert [p["horizon"] for p in s["horizon"][v]] == [0, 4]
+        assert [p["beta"] for p in s["beta"][v]] == [0.0, 0.5]
+        assert all(p["loss"] is not None and p["gap_ci"] is not None for p in s["horizon"][v])
+        assert s["beta"][v][0]["loss"] == s["horizon"][v][0]["loss"]  # beta 0 is the h = 0 run
+    cfg = json.loads((tmp_path / "h" / "myopic-hidden-h4-s0" / "config.json").read_text())["run"]["model"]
+    assert cfg["gradient"] == "myopic-hidden" and cfg["horizon"] == 4 and cfg["beta"] == 0.0
+    md = render_horizon_section(tmp_path / "h")
+    assert "| 4 |" in md and (tmp_path / "h" / "figures" / "horizon_sweep.png").exists()
+
+
+def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
+    """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one."""
+    from myopia.io import write_json
+
+    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"),
+                             seeds=[0, 1])
+    runs = plan_runs(settings, 257)
+    k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
+    rng = np.random.default_rng(0)
+    docs = np.repeat(np.arange(8), 4)
+    for r in runs:
+        E, A, alpha = {"1k": 2.0, "2k": 1.9, "4k": 1.8}[r.budget.label], 40.0, 0.2
+        loss = E + A * (k_planted.get(r.gradient, 1.0) * r.flops) ** -alpha + 0.01 * r.seed  # seed: a shift
+        per_window = loss + rng.normal(0, 0.01, len(docs))
+        per_window += loss - per_window.mean()  # exact mean
+        write_json(tmp_path / r.name / "result.json", {"eval_loss": loss, "final_eval": {"loss": loss, "tokens": 512},
+                                                        "train_time_s": 1.0})
+        write_json(tmp_path / r.name / "eval_windows.json",
+                   {"loss_per_window": per_window.tolist(), "doc_of_window": docs.tolist()})
+    s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=10)
+    assert s["complete"] and len(s["table"]) == 12
+    assert [e["budget"] for e in s["table"]] == ["1k"] * 4 + ["2k"] * 4 + ["4k"] * 4
+    for e in s["table"]:
+        for arm, k in k_planted.items():
+            assert e["k"][arm] == pytest.approx(k, rel=1e-3)
+            lo, hi = e["k_ci"][arm]
+            assert lo <= e["k"][arm] * 1.001 and hi >= e["k"][arm] * 0.999
+            assert e["gap"][arm] > 0
+            assert e["gap_seed_sd"][arm] == pytest.approx(0.0, abs=1e-12)  # the seed shift cancels in the gap
+        assert e["loss_seed_sd"]["vanilla"] == pytest.approx(0.01 / 2 ** 0.5)
+        assert e["seeds_done"] == {"vanilla": 2, "myopic": 2, "myopic-hidden": 2}
+    for b, E in (("1k", 2.0), ("2k", 1.9), ("4k", 1.8)):
+        assert s["fits"][b]["vanilla"]["E"] == pytest.approx(E + 0.005, rel=1e-3)  # mean over the two seeds
+        for arm, k in k_planted.items():
+            np.testing.assert_allclose(s["k_curve"][b][arm]["k"], k, rtol=1e-3)
+    for arm in ("vanilla", "myopic", "myopic-hidden"):
+        assert s["chinchilla"][arm] is not None and "E" in s["chinchilla"][arm]
+    write_json(tmp_path / "sweep.json", s)
+    md = render_scaling_section(tmp_path)
+    assert md.count("| 4k |") == 3 and "L(N, D)" in md
