@@ -138,10 +138,12 @@ def versions() -> dict:
 
     out = {"myopia": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": numpy.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+
     for name in ("transformers", "tokenizers", "datasets"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
+        try:  # the installed distribution's version, without importing the (slow to import) package
+            out[name] = version(name)
+        except PackageNotFoundError:
             pass
     return out
 

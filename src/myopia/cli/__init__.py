@@ -15,6 +15,9 @@ from ..errors import MyopiaError
 
 # One line per subcommand module (kept sorted), so that adding a command touches one line here.
 COMMANDS = [
+    "arithmetic",
+    "demo",
+    "synthetic",
     "train",
 ]
 
