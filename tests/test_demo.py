@@ -47,10 +47,12 @@ def fractions(pv, ph, ps, cv, ch, cs):
 
 def test_verdict_reports_what_the_numbers_show():
     v = verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.52))
-    assert v.startswith("Pre-caching is necessary") and "strict myopia still fails" in v
-    assert "breadcrumbs suffice (" in verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.01))
+    assert v.startswith("Vanilla solves precache") and "strict myopia lags (0.520)" in v
+    assert "strict myopic 1.00 (at the trivial predictor), myopic-hidden 1.00" in v
+    assert "and so does strict myopia (0.010)" in verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.01))
+    assert "myopic-hidden 0.83 (near it)" in verdict(fractions(0.03, 0.83, 1.0, 0.02, 0.03, 0.15))
     assert verdict(fractions(0.6, 1.0, 1.0, 0.003, 0.005, 0.5)).startswith("No clear pre-caching separation")
-    assert "does not cleanly separate" in verdict(fractions(0.01, 1.0, 1.0, 0.003, 0.6, 0.7))
+    assert "not solved by every variant" in verdict(fractions(0.01, 1.0, 1.0, 0.003, 0.6, 0.7))
 
 
 def test_cli_synthetic_and_arithmetic_tiny(tmp_path, capsys):

@@ -37,12 +37,12 @@ class DemoConfig:
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 64
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.1
     eval_sequences: int = 2048
-    eval_every: int = 250
+    eval_every: int = 100
     probe_max_lag: int = 20
     probe_fit_sequences: int = 2048
     probe_test_sequences: int = 1024
@@ -70,30 +70,34 @@ FULL = DemoConfig(omega=10.0, window=10, seq_len=64, d_model=128, n_layer=2, n_h
                   notes="paper scale (Wu et al. 2024, synthetic task): for a GPU; not measured on the CPU machine")
 
 
+def _level(frac: float) -> str:
+    return "at the trivial predictor" if frac >= 0.9 else ("near it" if frac >= 0.7 else "below it")
+
+
 def verdict(result: dict) -> str:
-    """One line judging the numbers: is pre-caching necessary on precache, do breadcrumbs suffice on control,
-    and how does strict myopia differ from hidden-state myopia."""
+    """One line judging the numbers (fractions of the trivial loss): does vanilla beat myopic on precache, do
+    both myopic variants solve control, and how strict myopia differs from hidden-state myopia."""
     f = {t: result[t]["fraction_of_trivial"] for t in ("precache", "control") if t in result}
     if "precache" not in f or "control" not in f or not {"vanilla", "myopic", "myopic-hidden"} <= set(f["precache"]):
         return "no verdict: needs precache and control with vanilla, myopic and myopic-hidden"
     pv, ph, ps = f["precache"]["vanilla"], f["precache"]["myopic-hidden"], f["precache"]["myopic"]
     cv, ch, cs = f["control"]["vanilla"], f["control"]["myopic-hidden"], f["control"]["myopic"]
-    precache_ok = pv <= 0.5 * min(ph, ps) and min(ph, ps) >= 0.8
-    control_hidden = ch <= 0.2 and cv <= 0.2
-    if not precache_ok:
-        return (f"No clear pre-caching separation at this budget: precache vanilla {pv:.3f} vs myopic-hidden "
-                f"{ph:.3f} / myopic {ps:.3f} of the trivial loss (vanilla should be <= half, myopic near 1).")
-    line = (f"Pre-caching is necessary on precache (vanilla {pv:.3f} of trivial; myopic-hidden {ph:.2f}, strict "
-            f"myopic {ps:.2f})")
-    if control_hidden and cs > 2 * max(ch, 0.05):
-        line += (f"; on control breadcrumbs suffice for hidden-state myopia ({ch:.3f}, vanilla {cv:.3f}) but strict "
-                 f"myopia still fails ({cs:.2f}): it also removes the gradient that teaches W_K/W_V to read the "
-                 f"past, so only myopic-hidden isolates pre-caching.")
-    elif control_hidden:
-        line += f"; on control breadcrumbs suffice (myopic-hidden {ch:.3f}, strict myopic {cs:.3f}, vanilla {cv:.3f})."
+    if not pv <= 0.5 * min(ph, ps):
+        return (f"No clear pre-caching separation at this budget: on precache vanilla reaches {pv:.3f} of the trivial "
+                f"loss, myopic-hidden {ph:.3f}, strict myopic {ps:.3f} (vanilla should be at most half of both).")
+    line = (f"Vanilla solves precache ({pv:.3f} of the trivial loss) and myopic training does not: strict myopic "
+            f"{ps:.2f} ({_level(ps)}), myopic-hidden {ph:.2f} ({_level(ph)})")
+    if cv <= 0.2 and ch <= 0.2:
+        line += f"; on control, where the feature also serves the present, myopic-hidden solves it too ({ch:.3f}"
+        line += f" vs vanilla {cv:.3f})"
+        if cs > 2 * max(ch, cv):
+            line += (f" but strict myopia lags ({cs:.3f}): it also removes the gradient that teaches W_K/W_V to read "
+                     f"the past, so the hidden-state variant is the one that isolates pre-caching.")
+        else:
+            line += f" and so does strict myopia ({cs:.3f})."
     else:
         line += (f"; but control is not solved by every variant (vanilla {cv:.3f}, myopic-hidden {ch:.3f}, strict "
-                 f"{cs:.3f}), so the control does not cleanly separate breadcrumbs from pre-caching here.")
+                 f"{cs:.3f}), so this budget does not cleanly separate pre-caching from slow learning.")
     return line
 
 

@@ -29,28 +29,31 @@ def _save(fig, path: Path) -> None:
     tmp.replace(path)
 
 
-def training_curves(tasks: dict, path: str | Path, metric: str = "eval_fraction_of_trivial") -> None:
-    """One panel per task: held-out loss (fraction of trivial) against step, one line per gradient setting.
+def training_curves(tasks: dict, path: str | Path) -> None:
+    """One panel per task: loss as a fraction of the trivial predictor's against step, one colour per gradient.
 
-    ``tasks``: {task name: {gradient: run directory}} (each holds the trainer's metrics.jsonl).
+    Thin lines: training loss (logged every few steps, divided by the held-out trivial loss); markers:
+    held-out evaluations. ``tasks``: {task name: {gradient: run directory holding metrics.jsonl}}.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
     for ax, (name, runs) in zip(axes[0], tasks.items()):
         for gradient, run_dir in runs.items():
             records = read_jsonl(Path(run_dir) / "metrics.jsonl")
-            train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-            evals = [(r["step"], r[metric]) for r in records if metric in r]
+            evals = [r for r in records if "eval_fraction_of_trivial" in r]
             colour = COLOURS.get(gradient)
-            if evals:
-                ax.plot(*zip(*evals), "o-", color=colour, label=gradient, ms=3)
-            if train and metric == "eval_loss":
-                ax.plot(*zip(*train), color=colour, alpha=0.3, lw=0.8)
-        ax.axhline(1.0 if metric == "eval_fraction_of_trivial" else np.nan, color="k", ls=":", lw=1,
-                   label="trivial predictor")
+            if not evals:
+                continue
+            trivial = evals[-1]["eval_loss"] / evals[-1]["eval_fraction_of_trivial"]
+            train = [(r["step"], r["train_loss"] / trivial) for r in records if "train_loss" in r]
+            if train:
+                ax.plot(*zip(*train), color=colour, alpha=0.35, lw=0.8)
+            ax.plot([r["step"] for r in evals], [r["eval_fraction_of_trivial"] for r in evals], "o-", ms=3,
+                    color=colour, label=gradient)
+        ax.axhline(1.0, color="k", ls=":", lw=1, label="trivial predictor")
         ax.set_yscale("log")
         ax.set_xlabel("training step")
-        ax.set_ylabel("held-out loss / trivial predictor's")
+        ax.set_ylabel("loss / trivial predictor's (held-out: markers)")
         ax.set_title(name)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -65,7 +68,8 @@ def probe_heatmap(probes: dict, path: str | Path, title: str = "") -> None:
     """
     plt = _pyplot()
     targets = [("sin", r"$\sin(\omega x_{n-i})$"), ("x", r"$x_{n-i}$")]
-    fig, axes = plt.subplots(len(probes), 2, figsize=(10, 1.2 + 1.1 * len(probes) * 1.6), squeeze=False)
+    fig, axes = plt.subplots(len(probes), 2, figsize=(11, 0.8 + 2.2 * len(probes)), squeeze=False,
+                             layout="constrained")
     image = None
     for row, (gradient, p) in enumerate(probes.items()):
         for col, (key, label) in enumerate(targets):
@@ -79,12 +83,13 @@ def probe_heatmap(probes: dict, path: str | Path, title: str = "") -> None:
             ax.set_title(f"{gradient}: R² for {label}", fontsize=9)
             for layer in range(r2.shape[0]):
                 for j in range(r2.shape[1]):
-                    ax.text(j, layer, f"{r2[layer, j]:.2f}"[1:] if r2[layer, j] < 1 else "1", ha="center",
-                            va="center", fontsize=5, color="w" if r2[layer, j] < 0.6 else "k")
+                    v = r2[layer, j]
+                    label = "1.0" if v >= 0.995 else f"{v:.2f}"[1:]  # ".47"
+                    ax.text(j, layer, label, ha="center", va="center", fontsize=5, color="w" if v < 0.6 else "k")
             if row == len(probes) - 1:
                 ax.set_xlabel("lookback i")
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.8, label="held-out R² (clipped to [0, 1])")
+        fig.colorbar(image, ax=axes, shrink=0.6, label="held-out R² (clipped to [0, 1])")
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
