@@ -25,7 +25,7 @@ def _save(fig, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    fig.savefig(tmp, dpi=120)
     tmp.replace(path)
 
 
@@ -36,7 +36,7 @@ def training_curves(tasks: dict, path: str | Path) -> None:
     held-out evaluations. ``tasks``: {task name: {gradient: run directory holding metrics.jsonl}}.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False, layout="constrained")
     for ax, (name, runs) in zip(axes[0], tasks.items()):
         for gradient, run_dir in runs.items():
             records = read_jsonl(Path(run_dir) / "metrics.jsonl")
@@ -56,7 +56,6 @@ def training_curves(tasks: dict, path: str | Path) -> None:
         ax.set_ylabel("loss / trivial predictor's (held-out: markers)")
         ax.set_title(name)
         ax.legend(fontsize=8)
-    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
 
@@ -81,11 +80,6 @@ def probe_heatmap(probes: dict, path: str | Path, title: str = "") -> None:
             ax.set_xticks(range(len(p["lags"])))
             ax.set_xticklabels(p["lags"], fontsize=7)
             ax.set_title(f"{gradient}: R² for {label}", fontsize=9)
-            for layer in range(r2.shape[0]):
-                for j in range(r2.shape[1]):
-                    v = r2[layer, j]
-                    label = "1.0" if v >= 0.995 else f"{v:.2f}"[1:]  # ".47"
-                    ax.text(j, layer, label, ha="center", va="center", fontsize=5, color="w" if v < 0.6 else "k")
             if row == len(probes) - 1:
                 ax.set_xlabel("lookback i")
     if image is not None:
@@ -101,7 +95,7 @@ def accuracy_grid(result: dict, path: str | Path) -> None:
     plt = _pyplot()
     fillers = result["fillers"]
     gradients = result["gradients"]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(fillers), 3.2))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(fillers), 3.2), layout="constrained")
     width = 0.8 / len(gradients)
     for k, g in enumerate(gradients):
         acc = [result["accuracy"][f"filler={f}"][g] for f in fillers]
