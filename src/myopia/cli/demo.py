@@ -38,12 +38,19 @@ def parse_gradients(text: str | None) -> list[str] | None:
 
 
 def run(args) -> int:
+    import sys
+
+    import torch
+
     from ..experiments.demo import demo_config, run_demo
 
     gradients = parse_gradients(args.gradients)
     cfg = demo_config(args.full, steps=args.steps, eval_sequences=args.eval_sequences, seed=args.seed,
                       device=args.device, gradients=gradients,
                       eval_every=None if args.steps is None else max(1, args.steps // 6))
+    if args.full and not torch.cuda.is_available() and cfg.device in ("auto", "cpu"):
+        print("note: --full is the paper-scale configuration, sized for a GPU; on this CPU it takes hours",
+              file=sys.stderr)
     result = run_demo(cfg, args.out, full=args.full, plots=not args.no_plots, progress=not args.no_progress)
     print(f"myopia demo ({'full' if args.full else 'CPU'} configuration): ω={cfg.omega:g}, window {cfg.window}, "
           f"{cfg.seq_len} positions, p={cfg.p:g}; GPT {cfg.n_layer} layers × width {cfg.d_model}; "

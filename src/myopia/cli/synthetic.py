@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--gradients", default="vanilla,myopic-hidden,myopic,bigram",
                    help="comma-separated gradient settings (default %(default)s)")
     p.add_argument("--omega", type=float, default=3.0, help="frequency ω (default %(default)s)")
-    p.add_argument("--window", type=int, default=2, help="window w (default %(default)s)")
+    p.add_argument("--window", type=int, default=8, help="window w (default %(default)s)")
     p.add_argument("--p", type=float, default=1.0, help="Bernoulli p of z_n (default %(default)s)")
     p.add_argument("--n-seeds", type=int, default=1, help="paired repetitions with seeds seed..seed+n-1")
     p.add_argument("--eval-sequences", type=int, default=2048, help="fresh held-out sequences (default %(default)s)")

@@ -146,8 +146,8 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
     t0 = time.perf_counter()
     if out is not None:
         out = Path(out)
-        if (out / "result.json").exists():
-            raise MyopiaError(f"{out} already holds a demo result; choose another --out")
+        if (out / "result.json").exists() or (out / "runs").exists():
+            raise MyopiaError(f"{out} already holds a (possibly unfinished) demo; remove it or choose another --out")
     with tempfile.TemporaryDirectory(prefix="myopia-demo-") as scratch:
         runs_root = (out / "runs") if out is not None else Path(scratch)
         result: dict = {"command": "demo", "full": full, "config": asdict(cfg), "unit": UNIT,
