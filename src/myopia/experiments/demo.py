@@ -144,6 +144,8 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
     """Run the demo; with ``out``, write out/result.json, plots and the run directories. Returns the result."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
+    if "vanilla" not in cfg.gradients:
+        raise MyopiaError("the demo compares against vanilla: include it in --gradients")
     if out is not None:
         out = Path(out)
         if (out / "result.json").exists() or (out / "runs").exists():
