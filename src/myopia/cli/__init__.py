@@ -16,8 +16,10 @@ from ..errors import MyopiaError
 
 # One line per subcommand module (kept sorted), so that adding a command touches one line here.
 COMMANDS = [
+    "arithmetic",
     "bonus",
     "data",
+    "demo",
     "export",
     "finetune",
     "gap",
@@ -28,6 +30,7 @@ COMMANDS = [
     "report",
     "sweep",
     "sweep_report",
+    "synthetic",
     "train",
 ]
 

@@ -1,0 +1,1 @@
+"""Synthetic tasks where the answer to "does training pre-cache?" is known: sequence regression, arithmetic."""

@@ -1,0 +1,75 @@
+"""A tiny end-to-end run of ``myopia demo`` and the synthetic/arithmetic commands, plus the verdict logic."""
+
+import json
+
+import pytest
+
+from myopia.cli import main
+from myopia.errors import MyopiaError
+from myopia.experiments.demo import DEMO, FULL, demo_config, run_demo, verdict
+
+TINY = dict(seq_len=8, d_model=16, n_head=2, n_layer=1, steps=3, batch_size=8, eval_sequences=32, eval_every=2,
+            probe_max_lag=4, probe_fit_sequences=64, probe_test_sequences=32, device="cpu")
+
+
+def test_demo_smoke_writes_result_and_plots(tmp_path):
+    cfg = demo_config(**TINY)
+    result = run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
+    saved = json.loads((tmp_path / "demo" / "result.json").read_text())
+    for task in ("precache", "control"):
+        for key in ("trivial", "vanilla", "myopic", "myopic-hidden", "bigram"):
+            assert isinstance(saved[task][key], float), (task, key)
+        assert saved[task]["fraction_of_trivial"]["trivial"] == pytest.approx(1.0)
+        assert set(saved[task]["gap"]) == {"myopic", "myopic-hidden", "bigram"}
+        probes = saved[task]["probes"]["vanilla"]
+        assert probes["lags"] == [0, 1, 2, 3, 4] and len(probes["sin"]) == 2  # embedding + 1 block
+    assert saved["config"]["steps"] == 3 and saved["seeds"]["init_and_data"] == 0
+    assert saved["git"]["commit"] and saved["versions"]["torch"]
+    assert saved["verdict"] == result["verdict"] and "myopic-hidden" in saved["table"]
+    for name in ("training_curves.png", "probes_precache.png", "probes_control.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 1000
+    for task, runs in saved["precache"]["runs"].items():
+        assert (tmp_path / "demo" / "runs" / "precache" / f"precache-{task}" / "metrics.jsonl").exists()
+    with pytest.raises(MyopiaError):  # never overwrite a finished demo
+        run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
+
+
+def test_paper_scale_config_is_the_papers():
+    assert (FULL.omega, FULL.window, FULL.seq_len, FULL.d_model, FULL.n_layer) == (10.0, 10, 64, 128, 2)
+    assert DEMO.seq_len * DEMO.d_model < FULL.seq_len * FULL.d_model
+
+
+def fractions(pv, ph, ps, cv, ch, cs):
+    g = ("vanilla", "myopic-hidden", "myopic")
+    return {"precache": {"fraction_of_trivial": dict(zip(g, (pv, ph, ps)))},
+            "control": {"fraction_of_trivial": dict(zip(g, (cv, ch, cs)))}}
+
+
+def test_verdict_reports_what_the_numbers_show():
+    v = verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.52))
+    assert v.startswith("Vanilla solves precache") and "strict myopia lags (0.520)" in v
+    assert "strict myopic 1.00 (at the trivial predictor), myopic-hidden 1.00" in v
+    assert "and so does strict myopia (0.010)" in verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.01))
+    assert "myopic-hidden 0.83 (near it)" in verdict(fractions(0.03, 0.83, 1.0, 0.02, 0.03, 0.15))
+    assert verdict(fractions(0.6, 1.0, 1.0, 0.003, 0.005, 0.5)).startswith("No clear pre-caching separation")
+    assert "not solved by every variant" in verdict(fractions(0.01, 1.0, 1.0, 0.003, 0.6, 0.7))
+
+
+def test_cli_synthetic_and_arithmetic_tiny(tmp_path, capsys):
+    code = main(["synthetic", "--task", "control", "--gradients", "vanilla,myopic", "--out", str(tmp_path / "s"),
+                 "--steps", "2", "--batch-size", "4", "--seq-len", "6", "--d-model", "16", "--n-head", "2",
+                 "--n-layer", "1", "--eval-sequences", "16", "--no-progress", "--device", "cpu"])
+    assert code == 0
+    saved = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert {"trivial", "vanilla", "myopic"} <= set(saved["control"]) and "gap" in saved["control"]
+    code = main(["arithmetic", "--digits", "1", "--fillers", "0,1", "--gradients", "vanilla,myopic-hidden",
+                 "--out", str(tmp_path / "a"), "--steps", "2", "--batch-size", "4", "--d-model", "16",
+                 "--n-head", "2", "--n-layer", "1", "--eval-problems", "20", "--no-progress", "--device", "cpu"])
+    assert code == 0
+    saved = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert set(saved["accuracy"]) == {"filler=0", "filler=1"}
+    assert 0.0 <= saved["accuracy"]["filler=1"]["myopic-hidden"] <= 1.0
+    assert (tmp_path / "a" / "accuracy.png").exists()
+    assert main(["arithmetic", "--fillers", "x", "--out", str(tmp_path / "b")]) == 2
+    assert main(["demo", "--gradients", "vanilla,bogus"]) == 2
+    assert "error:" in capsys.readouterr().err
