@@ -24,7 +24,6 @@ from myopia.experiments.sweep import (
     run_sweep,
 )
 from myopia.model import non_embedding_params
-from myopia.scaling_report import render_horizon_section, render_scaling_section
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +34,33 @@ def corpus_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "toy.txt"
     path.write_text("\n\n".join(docs) + "\n")
     return path
+
+
+def markdown_table(md: str, first_header: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the Markdown table whose header row starts with ``| first_header |``."""
+    def split(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split(" | ")]
+
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(split(line))
+    return split(lines[start]), rows
+
+
+def assert_report_files(d, figures: list[str]) -> str:
+    """report.md links every figure (a PNG in report_files/) and report.html embeds them; returns report.md."""
+    md = (d / "report.md").read_text()
+    html = (d / "report.html").read_text()
+    for name in figures:
+        png = (d / "report_files" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 1000
+        assert f"](report_files/{name}.png)" in md
+    assert html.count("data:image/png;base64,") == len(figures)
+    return md
 
 
 def tiny_settings(**kw):
@@ -181,11 +207,15 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
     per_window = json.loads((out / target.name / "eval_windows.json").read_text())
     assert np.mean(per_window["loss_per_window"]) == pytest.approx(resumed["eval_loss"], rel=1e-6)
 
-    md = render_scaling_section(out)
-    assert "Scaling: the cost of myopia" in md and "myopic-hidden" in md
-    for name in ("scaling_loss_vs_compute", "scaling_gap_vs_params", "scaling_compute_multiplier"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
-        assert f"figures/{name}.png" in md
+    assert main(["sweep-report", str(out)]) == 0  # the alias of `myopia report`
+    md = assert_report_files(out, ["scaling_loss_vs_compute", "scaling_gap_vs_params", "scaling_compute_multiplier"])
+    assert "## Scaling: the cost of myopia" in md and "Incomplete" not in md
+    header, rows = markdown_table(md, "size")
+    assert [r[0] for r in rows] == ["1x16h1", "1x32h2", "2x32h2"]
+    for row, e in zip(rows, s["table"]):
+        cell = dict(zip(header, row))
+        assert cell["vanilla"] == f"{e['loss']['vanilla']:.3f}"
+        assert cell["myopic-hidden"] == f"{e['loss']['myopic-hidden']:.3f}"
 
 
 def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
@@ -196,13 +226,21 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
     assert "12 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings
     assert "1x16h1-D1k-myopic-hidden-s0" in out
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
-    assert "holds neither" in capsys.readouterr().err
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "sweep.json, horizon.json" in capsys.readouterr().err
+    # the report's spelling of the result files and arms (it does not import the training stack) is the sweep's
+    import myopia.experiments.horizon_sweep as horizon_mod
+    import myopia.report.scaling as report_scaling
+
+    assert (report_scaling.SWEEP_FILE, report_scaling.HORIZON_FILE) == (sweep_mod.SWEEP_FILE, horizon_mod.HORIZON_FILE)
+    assert report_scaling.MYOPIC_ARMS == sweep_mod.MYOPIC_ARMS
     assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--tokens", "many"]) == 2
     assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
 
 
-def test_horizon_sweep(corpus_file, tmp_path):
+def test_horizon_sweep(corpus_file, tmp_path, monkeypatch):
     assert default_horizons(16) == [0, 1, 2, 4, 8]
     assert default_horizons(128)[-1] == 64
     with pytest.raises(MyopiaError, match="horizon"):
@@ -221,12 +259,26 @@ def test_horizon_sweep(corpus_file, tmp_path):
         assert s["beta"][v][0]["loss"] == s["horizon"][v][0]["loss"]  # beta 0 is the h = 0 run
     cfg = json.loads((tmp_path / "h" / "myopic-hidden-h4-s0" / "config.json").read_text())["run"]["model"]
     assert cfg["gradient"] == "myopic-hidden" and cfg["horizon"] == 4 and cfg["beta"] == 0.0
-    md = render_horizon_section(tmp_path / "h")
-    assert "| 4 |" in md and (tmp_path / "h" / "figures" / "horizon_sweep.png").exists()
+
+    # `horizon-sweep --report` (the finished sweep itself stubbed out) writes the report of `myopia report`
+    import myopia.experiments.horizon_sweep as horizon_mod
+
+    monkeypatch.setattr(horizon_mod, "run_horizon_sweep", lambda *a, **kw: s)
+    assert main(["horizon-sweep", "--data", str(corpus_file), "--out", str(tmp_path / "h"), "--sizes", "1x16",
+                 "--tokens", "256", "--seq-len", "16", "--horizons", "0,4", "--betas", "0.5", "--report"]) == 0
+    md = assert_report_files(tmp_path / "h", ["horizon_sweep"])
+    header, rows = markdown_table(md, "horizon h")
+    assert header == ["horizon h", "myopic loss", "myopic gap", "myopic-hidden loss", "myopic-hidden gap"]
+    assert [r[0] for r in rows] == ["0", "4"]
+    for row, p in zip(rows, s["horizon"]["myopic-hidden"]):
+        assert row[3] == f"{p['loss']:.3f}" and row[4].startswith(f"{p['gap']:+.3f} [")
+    header, rows = markdown_table(md, "beta")
+    assert [r[0] for r in rows] == ["0", "0.5"] and rows[0][1] == f"{s['beta']['myopic'][0]['loss']:.3f}"
 
 
-def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
-    """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one."""
+def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, monkeypatch, capsys):
+    """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one, and
+    the report shows it in the right columns."""
     from myopia.io import write_json
 
     settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"),
@@ -263,5 +315,28 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path):
     for arm in ("vanilla", "myopic", "myopic-hidden"):
         assert s["chinchilla"][arm] is not None and "E" in s["chinchilla"][arm]
     write_json(tmp_path / "sweep.json", s)
-    md = render_scaling_section(tmp_path)
-    assert md.count("| 4k |") == 3 and "L(N, D)" in md
+
+    # `sweep --report` (training stubbed out: the runs above are the sweep) writes the report of `myopia report`
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **kw: s)
+    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path), "--sizes", "1x16", "--report"]) == 0
+    assert "1 sections: scaling; 3 figures" in capsys.readouterr().out
+    md = assert_report_files(tmp_path, ["scaling_loss_vs_compute", "scaling_gap_vs_params",
+                                        "scaling_compute_multiplier"])
+    header, rows = markdown_table(md, "size")
+    assert header == ["size", "N non-emb", "N total", "tokens", "FLOPs", "vanilla", "myopic", "myopic-hidden",
+                      "gap myopic [95% CI]", "gap myopic-hidden [95% CI]", "k myopic [95% CI]",
+                      "k myopic-hidden [95% CI]"]
+    assert len(rows) == 12
+    for row, e in zip(rows, s["table"]):
+        cell = dict(zip(header, row))
+        assert cell["size"] == e["size"] and cell["myopic"] == f"{e['loss']['myopic']:.3f}"
+        assert cell["gap myopic-hidden [95% CI]"].startswith(f"{e['gap']['myopic-hidden']:+.3f} [")
+        assert cell["k myopic [95% CI]"].startswith("0.40 [") and cell["k myopic-hidden [95% CI]"].startswith("0.80 [")
+    header, rows = markdown_table(md, "budget")  # the L(C) fits
+    assert [r[:2] for r in rows if r[0] == "4k"] == [["4k", "vanilla"], ["4k", "myopic"], ["4k", "myopic-hidden"]]
+    assert rows[0][2].startswith(f"{s['fits']['1k']['vanilla']['E']:.3f} [")
+    header, rows = markdown_table(md, "budget | arm | k(C) smallest measured")
+    assert len(rows) == 6 and all(r[2].startswith("0.40 [" if r[1] == "myopic" else "0.80 [") for r in rows)
+    assert "L(N, D)" in md and len(markdown_table(md, "arm | E")[1]) == 3
+    html = (tmp_path / "report.html").read_text()
+    assert "<th>k myopic-hidden [95% CI]</th>" in html and "Scaling: the cost of myopia" in html

@@ -1,28 +1,22 @@
 """Figures of a scaling sweep (from sweep.json) and a horizon sweep (from horizon.json). Matplotlib, Agg backend.
 
-Numbers come from :mod:`myopia.experiments.sweep`; this module only draws them.
+Numbers come from :mod:`myopia.experiments.sweep` and :mod:`myopia.experiments.horizon_sweep`; this module only
+draws them. Each function takes the summary dict and returns PNG bytes (what :mod:`myopia.report.scaling` puts in
+the report; write them anywhere with ``Path(...).write_bytes``).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
+from .report.plots import ARM_COLORS, plt, to_png
 from .scaling import PowerLawFit
 
-COLORS = {"vanilla": "#1f77b4", "myopic": "#d62728", "myopic-hidden": "#ff7f0e", "bigram": "#7f7f7f"}
+COLORS = ARM_COLORS  # the same arm colours as every other report figure
 MYOPIC_ARMS = ("myopic", "myopic-hidden")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _finite(x) -> bool:
@@ -37,10 +31,9 @@ def _budgets(sweep: dict) -> list[str]:
     return list(dict.fromkeys(e["budget"] for e in sweep["table"]))
 
 
-def plot_loss_vs_compute(sweep: dict, path: str | Path) -> Path:
+def plot_loss_vs_compute(sweep: dict) -> bytes:
     """Held-out loss against training FLOPs, every arm, with its fitted L(C) (one curve per token budget) and the
     95% bootstrap band."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     table = sweep["table"]
     budgets = _budgets(sweep)
@@ -69,12 +62,11 @@ def plot_loss_vs_compute(sweep: dict, path: str | Path) -> Path:
     ax.set_title("Loss vs compute: L(C) = E + A C^-alpha per token budget")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6.5, ncol=2 if len(budgets) > 1 else 1)
-    return _save(fig, path)
+    return _png(fig)
 
 
-def plot_gap_vs_params(sweep: dict, path: str | Path) -> Path:
+def plot_gap_vs_params(sweep: dict) -> bytes:
     """Myopia gap (myopic - vanilla) against non-embedding parameters, both variants, 95% intervals."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     budgets = _budgets(sweep)
     markers = MARKERS
@@ -92,21 +84,18 @@ def plot_gap_vs_params(sweep: dict, path: str | Path) -> Path:
                         label=label)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xscale("log")
-    from matplotlib.ticker import NullFormatter
-
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("gap: loss - vanilla loss (nats/token)")
     ax.set_title("Myopia gap vs model size")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _png(fig)
 
 
-def plot_multiplier(sweep: dict, path: str | Path) -> Path:
+def plot_multiplier(sweep: dict) -> bytes:
     """Compute multiplier k(C): measured points (95% intervals) and the fitted curve with its bootstrap band,
     extrapolated beyond the measured compute range (shaded region = extrapolation). One curve per budget."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     drew = False
     budgets = _budgets(sweep)
@@ -151,12 +140,11 @@ def plot_multiplier(sweep: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     if drew:
         ax.legend(fontsize=6.5)
-    return _save(fig, path)
+    return _png(fig)
 
 
-def plot_horizon(summary: dict, path: str | Path) -> Path:
+def plot_horizon(summary: dict) -> bytes:
     """Loss against the gradient horizon h (left) and against beta (right), both myopic variants and vanilla."""
-    plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.0), sharey=True)
     van = summary["vanilla"]["loss"]
     for arm in MYOPIC_ARMS:
@@ -179,7 +167,7 @@ def plot_horizon(summary: dict, path: str | Path) -> Path:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _png(fig)
 
 
 def _num(x):
@@ -189,12 +177,6 @@ def _num(x):
     return float(x)
 
 
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+def _png(fig) -> bytes:
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
-    _plt().close(fig)
-    tmp.replace(path)
-    return path
+    return to_png(fig)

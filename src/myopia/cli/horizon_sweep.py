@@ -15,7 +15,8 @@ def register(sub) -> None:
     add_sweep_args(p, default_gradients=None)
     p.add_argument("--horizons", help="comma-separated horizons (default 0,1,2,4,... below seq-len - 1)")
     p.add_argument("--betas", default="0.1,0.25,0.5,0.75", help="comma-separated betas in (0, 1); '' for none")
-    p.add_argument("--report", action="store_true", help="also write DIR/report.md with the figure")
+    p.add_argument("--report", action="store_true",
+                   help="also write DIR/report.md and DIR/report.html (as `myopia report DIR`)")
     p.set_defaults(func=run)
 
 
@@ -47,7 +48,7 @@ def run(args) -> int:
         print(f"{v}: {pts}")
     print("complete" if s["complete"] else f"{len(s['pending'])} runs pending")
     if args.report:
-        from ..scaling_report import write_report
+        from .report import write_and_print
 
-        print(f"report: {write_report(args.out)}")
+        write_and_print(args.out)
     return 0

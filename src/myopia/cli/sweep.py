@@ -85,7 +85,8 @@ def register(sub) -> None:
         "and the compute multiplier k = C*/C. Writes DIR/<run>/ and DIR/sweep.json.",
     )
     add_sweep_args(p)
-    p.add_argument("--report", action="store_true", help="also write DIR/report.md with figures")
+    p.add_argument("--report", action="store_true",
+                   help="also write DIR/report.md and DIR/report.html (as `myopia report DIR`)")
     p.set_defaults(func=run)
 
 
@@ -113,9 +114,9 @@ def run(args) -> int:
         return 0
     _print_table(summary)
     if args.report:
-        from ..scaling_report import write_report
+        from .report import write_and_print
 
-        print(f"report: {write_report(args.out)}")
+        write_and_print(args.out)
     return 0
 
 

@@ -1,18 +1,13 @@
-"""myopia sweep-report: Markdown report with figures for a sweep or horizon-sweep folder."""
+"""myopia sweep-report: an alias of ``myopia report`` (kept for scripts and docs that name it)."""
 
 from __future__ import annotations
 
+from . import report
+
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep-report", help="write DIR/report.md (tables and figures) for a sweep folder",
-                       description="Render DIR/sweep.json and/or DIR/horizon.json as Markdown with figures "
-                       "(DIR/figures/*.png) into DIR/report.md.")
-    p.add_argument("dir", help="folder written by `myopia sweep` or `myopia horizon-sweep`")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    from ..scaling_report import write_report
-
-    print(write_report(args.dir))
-    return 0
+    p = sub.add_parser("sweep-report", help="alias of `myopia report` (for a sweep or horizon-sweep folder)",
+                       description="Same as `myopia report DIR`: renders DIR/sweep.json and/or DIR/horizon.json "
+                       "(and any other results DIR holds) into DIR/report.md (figures in DIR/report_files/) and "
+                       "a self-contained DIR/report.html.")
+    report.add_arguments(p)

@@ -2,8 +2,8 @@
 
 A report is a list of *sections*. Each section is registered with the files it needs (``applies(dir)``) and a
 renderer that reads the result files (JSON / arrays) and returns blocks (:mod:`myopia.report.blocks`); plots
-live in :mod:`myopia.report.plots`. To add a result type (e.g. a scaling sweep), write a module that calls
-:func:`register_section` and add its name to ``SECTION_MODULES`` (one line).
+live in :mod:`myopia.report.plots` (scaling figures in :mod:`myopia.scaling_plots`). To add a result type, write
+a module that calls :func:`register_section` and add its name to ``SECTION_MODULES`` (one line).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .blocks import Paragraph, Report, render_html, render_markdown
 # Modules that register sections, one per line.
 SECTION_MODULES = [
     "myopia.report.natural_language",
+    "myopia.report.scaling",
 ]
 
 REPORT_MD = "report.md"
@@ -62,7 +63,8 @@ def build_report(directory: str | Path, *, title: str | None = None) -> dict:
         raise MyopiaError(f"{d} is not a directory")
     sections = sections_for(d)
     if not sections:
-        raise MyopiaError(f"{d} holds no results a report section knows (e.g. pair.json, gap.json, bonus.json)")
+        raise MyopiaError(f"{d} holds no results a report section knows (pair.json, gap.json, bonus.json, "
+                          "sweep.json, horizon.json)")
     report = Report(title or f"myopia report: {d.resolve().name}")
     for s in sections:
         report.blocks += s.render(d)
