@@ -13,9 +13,10 @@ TINY = dict(seq_len=8, d_model=16, n_head=2, n_layer=1, steps=3, batch_size=8, e
 
 
 def test_demo_smoke_writes_result_and_plots(tmp_path):
-    cfg = demo_config(**TINY)
-    result = run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
+    cfg = demo_config(**TINY, gradients=["vanilla", "myopic-hidden", "myopic", "bigram"])
+    result = run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None, workers=1)
     saved = json.loads((tmp_path / "demo" / "result.json").read_text())
+    assert saved["parallel"]["processes"] == 1
     for task in ("precache", "control"):
         for key in ("trivial", "vanilla", "myopic", "myopic-hidden", "bigram"):
             assert isinstance(saved[task][key], float), (task, key)
@@ -32,6 +33,21 @@ def test_demo_smoke_writes_result_and_plots(tmp_path):
         assert (tmp_path / "demo" / "runs" / "precache" / f"precache-{task}" / "metrics.jsonl").exists()
     with pytest.raises(MyopiaError):  # never overwrite a finished demo
         run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
+
+
+def test_demo_tasks_in_parallel_processes_match_serial(tmp_path):
+    """The default trains the two tasks in two processes; the numbers must not depend on that."""
+    cfg = demo_config(**TINY)
+    assert cfg.gradients == ("vanilla", "myopic-hidden", "myopic")
+    serial = run_demo(cfg, None, progress=False, log=lambda m: None, workers=1)
+    parallel = run_demo(cfg, tmp_path / "p", progress=False, log=lambda m: None, plots=False, workers=2)
+    assert parallel["parallel"]["processes"] == 2
+    for task in ("precache", "control"):
+        assert "bigram" not in parallel[task]
+        for key in ("trivial", "vanilla", "myopic-hidden", "myopic"):
+            assert parallel[task][key] == pytest.approx(serial[task][key], rel=1e-4), (task, key)
+    with pytest.raises(MyopiaError, match="workers"):
+        run_demo(cfg, None, progress=False, log=lambda m: None, workers=0)
 
 
 def test_paper_scale_config_is_the_papers():

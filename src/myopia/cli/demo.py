@@ -9,7 +9,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="the main demonstration: synthetic pre-caching task and control, vanilla vs myopic (< 5 min on CPU)",
-        description="Train vanilla, myopic-hidden, myopic (strict) and bigram regressors on the pre-caching "
+        description="Train vanilla, myopic-hidden and myopic (strict) regressors on the pre-caching "
         "task and on its breadcrumbs control, probe their hidden states, print a table and a verdict.",
     )
     p.add_argument("--out", default=None, help="write DIR/result.json, plots and the run folders here")
@@ -17,9 +17,11 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per model (default: the configuration's)")
     p.add_argument("--eval-sequences", type=int, default=None, help="held-out sequences per evaluation")
     p.add_argument("--gradients", default=None,
-                   help=f"comma-separated subset of {','.join(GRADIENTS)} (default: all four)")
+                   help=f"comma-separated subset of {','.join(GRADIENTS)} (default: vanilla,myopic-hidden,myopic)")
     p.add_argument("--seed", type=int, default=None, help="initialisation and data seed (default 0)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, ...")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes training the tasks side by side (default: one per task on a multi-core CPU)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -51,7 +53,8 @@ def run(args) -> int:
     if args.full and not torch.cuda.is_available() and cfg.device in ("auto", "cpu"):
         print("note: --full is the paper-scale configuration, sized for a GPU; on this CPU it takes hours",
               file=sys.stderr)
-    result = run_demo(cfg, args.out, full=args.full, plots=not args.no_plots, progress=not args.no_progress)
+    result = run_demo(cfg, args.out, full=args.full, plots=not args.no_plots, progress=not args.no_progress,
+                      workers=args.workers)
     print(f"myopia demo ({'full' if args.full else 'CPU'} configuration): ω={cfg.omega:g}, window {cfg.window}, "
           f"{cfg.seq_len} positions, p={cfg.p:g}; GPT {cfg.n_layer} layers × width {cfg.d_model}; "
           f"{cfg.steps} steps × batch {cfg.batch_size} per model; {cfg.eval_sequences} fresh held-out sequences")
