@@ -160,6 +160,13 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
     monkeypatch.setattr(LMTask, "examples", real_examples)
     assert run_status(out / target.name) == "partial"
 
+    # a run killed before its first checkpoint leaves config.json (and maybe metrics.jsonl): it starts afresh
+    early = next(r for r in plan_runs(settings, corpus.vocab_size)
+                 if r.name.startswith("2x32h2") and r.gradient == "vanilla")
+    (out / early.name).mkdir(parents=True, exist_ok=True)
+    (out / early.name / "config.json").write_text("{}")
+    assert run_status(out / early.name) == "new"
+
     trained = []
     real_train_lm = sweep_mod.train_lm
 

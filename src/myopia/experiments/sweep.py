@@ -32,7 +32,7 @@ from ..scaling import (
     multiplier_curve,
     multiplier_interval,
 )
-from ..train import TrainConfig, dist_info
+from ..train import CHECKPOINT, PREVIOUS_CHECKPOINT, TrainConfig, dist_info
 from .scaling_presets import PRESETS, SweepPreset
 from .train_lm import train_lm
 
@@ -293,7 +293,7 @@ def run_status(run_dir: Path) -> str:
     """``done`` (result.json), ``partial`` (a checkpoint to resume) or ``new``."""
     if (run_dir / "result.json").exists():
         return "done"
-    if (run_dir / "checkpoint.safetensors").exists():
+    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
         return "partial"
     return "new"
 
@@ -305,8 +305,9 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
     Returns the status before the call (``done``, ``partial`` or ``new``).
     """
     status = run_status(run_dir)
-    if status == "new" and (run_dir / "metrics.jsonl").exists() and dist_info()[0] == 0:
-        (run_dir / "metrics.jsonl").unlink()  # left by an attempt killed before its first checkpoint
+    if status == "new" and dist_info()[0] == 0:
+        for leftover in ("config.json", "metrics.jsonl"):  # an attempt killed before its first checkpoint
+            (run_dir / leftover).unlink(missing_ok=True)
     if status != "done":
         log(f"{'resuming' if status == 'partial' else 'training'} {run_dir.name} "
             f"({train_cfg.steps} steps, {model_cfg.n_layer}x{model_cfg.d_model}, {model_cfg.gradient})")
