@@ -24,26 +24,12 @@ from myopia.errors import MyopiaError
 from myopia.io import read_jsonl
 from myopia.model import GPT, GPTConfig
 from myopia.train import TIMING_KEYS, TrainConfig, train
+from _tiny_run import tiny_args
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
                                 reason="simulates a full disk by recognising files through /proc/self/fd (Linux)")
-
-
-
-
-
-
-def tiny_args(data, out, *, steps=8, progress=False, **extra):
-    args = ["train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch-size", "6",
-            "--seq-len", "16", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-every", "4",
-            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3", "--device", "cpu"]
-    if not progress:
-        args.append("--no-progress")
-    for k, v in extra.items():
-        args += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
-    return args
 
 
 def run_cli(capsys, args) -> tuple[int, list[str]]:

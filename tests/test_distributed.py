@@ -24,24 +24,9 @@ from myopia.experiments.train_lm import build_model
 from myopia.io import read_jsonl
 from myopia.model import GPTConfig
 from myopia.train import TIMING_KEYS, TrainConfig, _rank_slices, train
+from _tiny_run import tiny_args
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-
-
-
-
-def tiny_args(data, out, *, steps=8, progress=False, **extra):
-    """CLI arguments of a tiny run (1 layer, width 16, context 16, global batch 6)."""
-    args = ["train", "--data", str(data), "--out", str(out), "--steps", str(steps), "--batch-size", "6",
-            "--seq-len", "16", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-every", "4",
-            "--ckpt-every", "2", "--log-every", "1", "--eval-tokens", "256", "--lr", "3e-3", "--device", "cpu"]
-    if not progress:
-        args.append("--no-progress")
-    for k, v in extra.items():
-        args += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
-    return args
 
 
 def env_one_thread():

@@ -16,7 +16,7 @@ from myopia.synthetic.regression import (
     best_constant,
     regressor_config,
 )
-from myopia.synthetic.sampling import BASELINE_FIT, EVAL, PROBE_FIT, TRAIN
+from myopia.synthetic.sampling import BASELINE_FIT, EVAL, TRAIN
 
 
 def brute_targets(x, z, task, omega, window):

@@ -63,7 +63,27 @@ class ByteTokenizer:
         pass
 
 
-class BPETokenizer:
+class _WrappedTokenizer:
+    """What the two wrapped tokenizers share: ``_decode(ids)`` is the wrapped library's decode; the end-of-document
+    id is dropped from decoded text and shown as EOS_TEXT for a single token."""
+
+    def decode(self, ids) -> str:
+        return self._decode([int(i) for i in ids if int(i) != self.eos_id])
+
+    def token_text(self, token_id: int) -> str:
+        if token_id == self.eos_id:
+            return EOS_TEXT
+        return self._decode([int(token_id)])
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "source": self.source, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
+                "fingerprint": self.fingerprint()}
+
+
+class BPETokenizer(_WrappedTokenizer):
     """A ``tokenizers.Tokenizer`` (byte-level BPE, or any saved tokenizer.json) with an end-of-document token."""
 
     kind = "bpe"
@@ -114,20 +134,8 @@ class BPETokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
-    def decode(self, ids) -> str:
-        return self.tok.decode([int(i) for i in ids if int(i) != self.eos_id], skip_special_tokens=False)
-
-    def token_text(self, token_id: int) -> str:
-        if token_id == self.eos_id:
-            return EOS_TEXT
-        return self.tok.decode([int(token_id)], skip_special_tokens=False)
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
-                "fingerprint": self.fingerprint()}
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False)
 
     def save(self, folder: Path) -> None:
         from ..io import atomic_write_bytes
@@ -135,7 +143,7 @@ class BPETokenizer:
         atomic_write_bytes(Path(folder) / self.FILE, self.tok.to_str().encode())
 
 
-class HFTokenizer:
+class HFTokenizer(_WrappedTokenizer):
     """Any Hugging Face tokenizer (``transformers.AutoTokenizer``), by hub name or local folder."""
 
     kind = "hf"
@@ -171,20 +179,8 @@ class HFTokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.tok(list(texts), add_special_tokens=False)["input_ids"]
 
-    def decode(self, ids) -> str:
-        return self.tok.decode([int(i) for i in ids if int(i) != self.eos_id], clean_up_tokenization_spaces=False)
-
-    def token_text(self, token_id: int) -> str:
-        if token_id == self.eos_id:
-            return EOS_TEXT
-        return self.tok.decode([int(token_id)], clean_up_tokenization_spaces=False)
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
-                "fingerprint": self.fingerprint()}
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, clean_up_tokenization_spaces=False)
 
     def save(self, folder: Path) -> None:
         self.tok.save_pretrained(str(Path(folder) / self.FOLDER))
