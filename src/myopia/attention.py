@@ -157,14 +157,17 @@ class _MyopicKV(torch.autograd.Function):
         st, beta = ctx.stash, ctx.beta
         work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
         if ctx.inplace and dk.dtype == work and dv.dtype == work:
-            dk, dv = (dk.zero_(), dv.zero_()) if beta == 0.0 else (dk.mul_(beta), dv.mul_(beta))
-            _add_band_grads(dk, dv, q, k, v, st.out, st.lse, st.grad, ctx.horizon, ctx.scale, 1.0 - beta)
+            if beta != 0.0:
+                dk, dv = dk.mul_(beta), dv.mul_(beta)
+            _add_band_grads(dk, dv, q, k, v, st.out, st.lse, st.grad, ctx.horizon, ctx.scale, 1.0 - beta,
+                            overwrite=beta == 0.0)
         else:
-            band_k, band_v = torch.zeros(k.shape, dtype=work, device=k.device), torch.zeros(
-                v.shape, dtype=work, device=v.device)
+            band_k = torch.empty(k.shape, dtype=work, device=k.device)
+            band_v = torch.empty(v.shape, dtype=work, device=v.device)
             cast = (t.to(work) for t in (q, k, v, st.out, st.grad))
             qw, kw, vw, ow, gw = cast
-            _add_band_grads(band_k, band_v, qw, kw, vw, ow, st.lse.to(work), gw, ctx.horizon, ctx.scale, 1.0 - beta)
+            _add_band_grads(band_k, band_v, qw, kw, vw, ow, st.lse.to(work), gw, ctx.horizon, ctx.scale, 1.0 - beta,
+                            overwrite=True)
             dk = (beta * dk + band_k.to(dk.dtype)) if beta else band_k.to(dk.dtype)
             dv = (beta * dv + band_v.to(dv.dtype)) if beta else band_v.to(dv.dtype)
         st.grad = None  # out and lse stay for a retained graph
@@ -172,21 +175,30 @@ class _MyopicKV(torch.autograd.Function):
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<a_i, b_i> over the last dimension: (..., D) x (..., D) -> (...), without a (..., D) temporary."""
-    return torch.einsum("...d,...d->...", a, b)
+    """<a_i, b_i> over the last dimension: (..., D) x (..., D) -> (...). (About twice as fast as an einsum on
+    CPU; its (..., D) temporary lives after the attention kernel's backward, below the peak.)"""
+    return torch.linalg.vecdot(a, b)
 
 
-def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weight: float) -> None:
+def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weight: float,
+                    overwrite: bool = False) -> None:
     """dk += weight s sum_{d<=h} p_{i,i-d} <g_i, v_{i-d} - o_i> q_i and dv += weight sum_{d<=h} p_{i,i-d} g_i,
-    written into row i-d, in place. Recomputes p_{i,i-d} = exp(s <q_i, k_{i-d}> - L_i) one diagonal at a time."""
+    written into row i-d, in place. Recomputes p_{i,i-d} = exp(s <q_i, k_{i-d}> - L_i) one diagonal at a time.
+    With ``overwrite`` the main diagonal (d = 0, which covers every row) replaces dk, dv instead of adding to
+    them, so their previous contents never matter (no zeroing pass)."""
     T = q.shape[-2]
     for d in range(min(horizon, T - 1) + 1):
         qi, gi, oi, li = q[..., d:, :], g[..., d:, :], o[..., d:, :], lse[..., d:]
         kj, vj = k[..., : T - d, :], v[..., : T - d, :]
         p = torch.exp(_rowdot(qi, kj).mul_(scale).sub_(li))  # p_{i, i-d}
         dp = _rowdot(gi, vj).sub_(_rowdot(gi, oi))  # <g_i, v_{i-d} - o_i>
-        dv[..., : T - d, :].addcmul_(gi, (p * weight).unsqueeze(-1))
-        dk[..., : T - d, :].addcmul_(qi, p.mul_(dp).mul_(scale * weight).unsqueeze(-1))
+        coef_v, coef_k = (p * weight).unsqueeze(-1), p.mul_(dp).mul_(scale * weight).unsqueeze(-1)
+        if overwrite and d == 0:
+            torch.mul(gi, coef_v, out=dv)
+            torch.mul(qi, coef_k, out=dk)
+        else:
+            dv[..., : T - d, :].addcmul_(gi, coef_v)
+            dk[..., : T - d, :].addcmul_(qi, coef_k)
 
 
 def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
