@@ -28,6 +28,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MIN_MEASURE_S = 1.0  # short steps are repeated until a measurement lasts about this long (medians of many)
+MAX_ITERS = 300
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -127,6 +129,11 @@ def _measure(step, iters, device):
         step()
         peak = _peak_bytes() - base
     step()  # warm
+    _sync(device)
+    t = time.perf_counter()
+    step()
+    _sync(device)
+    iters = max(iters, min(MAX_ITERS, int(MIN_MEASURE_S / max(time.perf_counter() - t, 1e-6))))
     times = []
     for _ in range(iters):
         _sync(device)
