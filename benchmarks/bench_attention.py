@@ -79,10 +79,12 @@ def child_gpt(variant, T, B, iters, device, d_model, n_layer, n_head):
     gradient = {"vanilla": "vanilla", "myopic": "myopic", "hidden": "myopic-hidden", "eager": "myopic"}[variant]
     cfg = GPTConfig(vocab_size=8192, n_layer=n_layer, n_head=n_head, d_model=d_model, seq_len=T, gradient=gradient,
                     attention_impl="eager" if variant == "eager" else "auto")
-    tiny = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=n_head, d_model=d_model, seq_len=16, gradient=gradient,
-                         attention_impl=cfg.attention_impl)).to(device)
-    _initialise_libraries(lambda: tiny(torch.zeros(1, 16, dtype=torch.long, device=device)).sum().backward())
-    del tiny
+    def tiny_step():  # the tiny model lives only inside this call
+        tiny = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=n_head, d_model=d_model, seq_len=16,
+                             gradient=gradient, attention_impl=cfg.attention_impl)).to(device)
+        tiny(torch.zeros(1, 16, dtype=torch.long, device=device)).sum().backward()
+
+    _initialise_libraries(tiny_step)
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
