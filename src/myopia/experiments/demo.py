@@ -199,16 +199,16 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
                         "seeds": {"init_and_data": cfg.seed, "streams": {"train": TRAIN, "eval": EVAL,
                                   "probe_fit": PROBE_FIT, "probe_test": PROBE_TEST, "baseline_fit": BASELINE_FIT}}}
         workers = task_workers(cfg, workers)
-        result["parallel"] = {"processes": workers, "threads_per_process": _threads_per_worker(workers)}
+        threads = _threads_per_worker(workers)
+        result["parallel"] = {"processes": workers, "threads_per_process": threads}
         if workers <= 1:
             for task in cfg.tasks:
                 result[task] = _run_task(cfg, task, runs_root / task, progress, log)
         else:  # one process per task, each on its share of the cores; bars from several processes would mix
-            log(f"[demo] training the tasks in {workers} parallel processes "
-                f"({result['parallel']['threads_per_process']} thread(s) each)")
+            log(f"[demo] training the tasks in {workers} parallel processes ({threads} thread(s) each)")
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {t: pool.submit(_task_worker, cfg, t, str(runs_root / t), _threads_per_worker(workers))
+                futures = {t: pool.submit(_task_worker, cfg, t, str(runs_root / t), threads)
                            for t in cfg.tasks}
                 for task, fut in futures.items():
                     result[task] = fut.result()
