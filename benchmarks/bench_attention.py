@@ -6,10 +6,12 @@ Variants
   hidden    hidden-state myopia (split projections + fused myopic attention); training step only
   eager     an eager myopic implementation that materialises the T x T matrix, as the paper's code does
 
-Each measurement runs in a fresh subprocess: peak memory is the rise of the process's peak resident set
-(ru_maxrss; on CUDA, torch.cuda.max_memory_allocated) during the first forward+backward, after the inputs exist;
-time is the median of several further forward+backward passes. Rounds alternate the variants so that drift of
-the machine affects all alike. Ratios, not absolute times, are the result.
+Memory: each variant in a fresh subprocess; peak memory is the rise of the process's peak resident set
+(ru_maxrss; on CUDA, torch.cuda.max_memory_allocated) during the first forward+backward, after the inputs exist.
+Time ratios ("paired"): the variants run in ONE process on the same inputs, alternating blocks of steps, and the
+ratio of their median step times is taken; the median over several such processes is reported. Timing each
+variant in its own process (also printed, "separate": best of the rounds) swings by ±15% on a shared machine
+with where a process's memory lands. Ratios, not absolute times, are the result.
 
     python benchmarks/bench_attention.py                 # attention at T = 256, 1024, 2048, 4096, then GPT step
     python benchmarks/bench_attention.py --quick         # a smoke run in seconds
@@ -71,24 +73,66 @@ def child_attention(variant, T, B, H, D, iters, device):
     return _measure(step, iters, device)
 
 
-def child_gpt(variant, T, B, iters, device, d_model, n_layer, n_head):
+def child_attention_paired(variants, T, B, H, D, device, seconds):
+    """Time several variants in ONE process on the same inputs, alternating blocks of steps: the ratio then
+    does not depend on where a process's memory happened to land, which moves single-process medians by
+    ±15% on this machine."""
     import torch
 
-    from myopia.model import GPT, GPTConfig, flops_per_token
+    fns = {v: _attention_fn(v) for v in variants}
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, D, device=device, requires_grad=True) for _ in range(3))
+    g = torch.randn(B, H, T, D, device=device)
+
+    def make_step(fn):
+        def step():
+            fn(q, k, v).backward(g)
+            q.grad = k.grad = v.grad = None
+        return step
+
+    return _paired_times({name: make_step(fn) for name, fn in fns.items()}, seconds, device)
+
+
+def _paired_times(steps, seconds, device, block_s=0.1):
+    """Median step time of each entry of ``steps`` (name -> callable), measured in rounds that run a block of
+    each in turn (order reversed every other round); the first step of each block, which pays for the switch,
+    is not counted."""
+    for step in steps.values():  # warm-up, and a step-time estimate for the block length
+        step()
+        _sync(device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+    per_step = max(time.perf_counter() - t, 1e-6)
+    block = max(2, int(block_s / per_step) + 1)
+    times = {name: [] for name in steps}
+    names = list(steps)
+    start, r = time.perf_counter(), 0
+    while r < 4 or time.perf_counter() - start < seconds:
+        for name in (names if r % 2 == 0 else names[::-1]):
+            for i in range(block):
+                _sync(device)
+                t = time.perf_counter()
+                steps[name]()
+                _sync(device)
+                if i:
+                    times[name].append(time.perf_counter() - t)
+        r += 1
+    return {name: {"time_s": statistics.median(ts), "steps": len(ts)} for name, ts in times.items()}
+
+
+def _gpt_setup(variant, T, B, device, d_model, n_layer, n_head):
+    import torch
+
+    from myopia.model import GPT, GPTConfig
 
     gradient = {"vanilla": "vanilla", "myopic": "myopic", "hidden": "myopic-hidden", "eager": "myopic"}[variant]
     cfg = GPTConfig(vocab_size=8192, n_layer=n_layer, n_head=n_head, d_model=d_model, seq_len=T, gradient=gradient,
                     attention_impl="eager" if variant == "eager" else "auto")
-    def tiny_step():  # the tiny model lives only inside this call
-        tiny = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=n_head, d_model=d_model, seq_len=16,
-                             gradient=gradient, attention_impl=cfg.attention_impl)).to(device)
-        tiny(torch.zeros(1, 16, dtype=torch.long, device=device)).sum().backward()
-
-    _initialise_libraries(tiny_step)
     torch.manual_seed(0)
     model = GPT(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, cfg.vocab_size, (B, T), device=device)
+    x = torch.randint(0, cfg.vocab_size, (B, T), device=device, generator=torch.Generator(device).manual_seed(1))
 
     def step():
         logits = model(x)
@@ -97,10 +141,28 @@ def child_gpt(variant, T, B, iters, device, d_model, n_layer, n_head):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    step.model = model
+    return step
+
+
+def child_gpt_paired(variants, T, B, device, d_model, n_layer, n_head, seconds):
+    """GPT training steps of several gradient variants timed in one process, alternating (see above)."""
+    steps = {v: _gpt_setup(v, T, B, device, d_model, n_layer, n_head) for v in variants}
+    return _paired_times(steps, seconds, device, block_s=0.0)
+
+
+def child_gpt(variant, T, B, iters, device, d_model, n_layer, n_head):
+    from myopia.model import flops_per_token
+
+    def tiny_step():  # library set-up on a tiny model that lives only inside this call
+        _gpt_setup(variant, 16, 1, device, d_model, 1, n_head)()
+
+    _initialise_libraries(tiny_step)
+    step = _gpt_setup(variant, T, B, device, d_model, n_layer, n_head)
     out = _measure(step, iters, device)
     out["tokens_per_s"] = B * T / out["time_s"]
-    out["flops_per_token"] = flops_per_token(cfg)
-    out["non_embedding_params"] = model.num_params(non_embedding=True)
+    out["flops_per_token"] = flops_per_token(step.model.cfg)
+    out["non_embedding_params"] = step.model.num_params(non_embedding=True)
     return out
 
 
@@ -177,7 +239,7 @@ def _fmt_mb(b):
     return f"{b / 2**20:8.1f}"
 
 
-def bench_attention(lengths, rounds, iters, device, B, H, D, eager_max):
+def bench_attention(lengths, rounds, iters, device, B, H, D, eager_max, paired_seconds):
     rows = []
     for T in lengths:
         variants = ["vanilla", "myopic"] + (["eager"] if T <= eager_max else [])
@@ -193,6 +255,12 @@ def bench_attention(lengths, rounds, iters, device, B, H, D, eager_max):
                 row[v] = {"error": samples[v][0]["error"]}
                 continue
             row[v] = {"time_s": min(s["time_s"] for s in ok), "peak_bytes": min(s["peak_bytes"] for s in ok)}
+        paired = [run_child("attention_paired", variants=["vanilla", "myopic"], T=T, B=B, H=H, D=D, device=device,
+                            seconds=paired_seconds) for _ in range(rounds)]
+        ratios = [p["myopic"]["time_s"] / p["vanilla"]["time_s"] for p in paired if "error" not in p]
+        if ratios:
+            row["paired_time_ratio"] = statistics.median(ratios)
+            row["paired_time_ratios"] = ratios
         rows.append(row)
         _print_attention_row(row)
     return rows
@@ -202,7 +270,8 @@ def _print_attention_row(row):
     van, my = row["vanilla"], row["myopic"]
     line = (f"T={row['T']:5d}  vanilla {van['time_s'] * 1e3:8.1f} ms {_fmt_mb(van['peak_bytes'])} MB | "
             f"myopic {my['time_s'] * 1e3:8.1f} ms {_fmt_mb(my['peak_bytes'])} MB | "
-            f"time x{my['time_s'] / van['time_s']:.3f}  mem x{my['peak_bytes'] / max(van['peak_bytes'], 1):.3f}")
+            f"time x{row.get('paired_time_ratio', float('nan')):.3f} (separate processes x"
+            f"{my['time_s'] / van['time_s']:.3f})  mem x{my['peak_bytes'] / max(van['peak_bytes'], 1):.3f}")
     if "eager" in row and "time_s" in row["eager"]:
         ea = row["eager"]
         line += (f" | eager T×T {ea['time_s'] * 1e3:8.1f} ms {_fmt_mb(ea['peak_bytes'])} MB "
@@ -210,7 +279,7 @@ def _print_attention_row(row):
     print(line, flush=True)
 
 
-def bench_gpt(rounds, iters, device, T, B, d_model, n_layer, n_head, peak):
+def bench_gpt(rounds, iters, device, T, B, d_model, n_layer, n_head, peak, paired_seconds):
     variants = ["vanilla", "myopic", "hidden", "eager"]
     samples = {v: [] for v in variants}
     for r in range(rounds):
@@ -225,9 +294,18 @@ def bench_gpt(rounds, iters, device, T, B, d_model, n_layer, n_head, peak):
             print(f"  {v:8s} failed: {out[v]['error']}")
             continue
         best = min(ok, key=lambda s: s["time_s"])
+        best["paired_time_ratio"] = 1.0 if v == "vanilla" else float("nan")
         best["peak_bytes"] = min(s["peak_bytes"] for s in ok)
         best["mfu"] = best["flops_per_token"] * best["tokens_per_s"] / peak
         out[v] = best
+    paired = [run_child("gpt_paired", variants=["vanilla", "myopic", "hidden"], T=T, B=B, device=device,
+                        d_model=d_model, n_layer=n_layer, n_head=n_head, seconds=3 * paired_seconds)
+              for _ in range(rounds)]
+    paired = [p for p in paired if "error" not in p]
+    for v in ("myopic", "hidden"):
+        ratios = [p[v]["time_s"] / p["vanilla"]["time_s"] for p in paired]
+        if ratios and "error" not in out[v]:
+            out[v]["paired_time_ratio"], out[v]["paired_time_ratios"] = statistics.median(ratios), ratios
     base = out["vanilla"]
     print(f"GPT step: d_model={d_model} n_layer={n_layer} n_head={n_head} T={T} batch={B} "
           f"({base['non_embedding_params'] / 1e6:.1f}M non-embedding parameters)")
@@ -236,7 +314,8 @@ def bench_gpt(rounds, iters, device, T, B, d_model, n_layer, n_head, peak):
         if "error" in s:
             continue
         print(f"  {v:8s} {s['time_s'] * 1e3:8.1f} ms/step {s['tokens_per_s']:9.0f} tok/s  MFU {100 * s['mfu']:5.1f}%  "
-              f"peak {_fmt_mb(s['peak_bytes'])} MB   time x{s['time_s'] / base['time_s']:.3f}  "
+              f"peak {_fmt_mb(s['peak_bytes'])} MB   time x{s.get('paired_time_ratio', float('nan')):.3f} "
+              f"(separate x{s['time_s'] / base['time_s']:.3f})  "
               f"mem x{s['peak_bytes'] / max(base['peak_bytes'], 1):.3f}")
     return out
 
@@ -252,30 +331,37 @@ def main():
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--eager-max", type=int, default=4096, help="longest T for the eager T×T variant")
-    ap.add_argument("--gpt", default="384,6,6,256,8", help="d_model,n_layer,n_head,seq_len,batch of the GPT step")
+    ap.add_argument("--gpt", default="384,6,6,256,8", help="d_model,n_layer,n_head,seq_len,batch of the GPT step; 'none' skips it")
+    ap.add_argument("--paired-seconds", type=float, default=4.0,
+                    help="length of each paired-timing process (the variants alternate in blocks inside it)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
     ap.add_argument("--json", help="also write all numbers to this file")
     args = ap.parse_args()
     if args.child:
         spec = json.loads(args.child)
         kind = spec.pop("kind")
-        fn = {"attention": child_attention, "gpt": child_gpt, "matmul": child_matmul_peak}[kind]
+        fn = {"attention": child_attention, "attention_paired": child_attention_paired, "gpt": child_gpt,
+              "gpt_paired": child_gpt_paired, "matmul": child_matmul_peak}[kind]
         print(json.dumps(fn(**spec)))
         return
     if args.quick:
         args.lengths, args.rounds, args.iters, args.gpt = "64,128", 1, 2, "64,2,2,64,2"
+        args.paired_seconds = 0.3
     import torch
 
     lengths = [int(x) for x in args.lengths.split(",")]
-    d_model, n_layer, n_head, T, B = (int(x) for x in args.gpt.split(","))
     print(f"machine: {platform.platform()} | {os.cpu_count()} CPUs | torch {torch.__version__} "
           f"threads {torch.get_num_threads()} | device {args.device} | {time.strftime('%Y-%m-%d %H:%M')}")
     peak = max(run_child("matmul", device=args.device)["flops_per_s"] for _ in range(2))
     print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     print(f"attention forward+backward, batch {args.batch} x {args.heads} heads x head_dim {args.head_dim}, fp32:")
     att = bench_attention(lengths, args.rounds, args.iters, args.device, args.batch, args.heads, args.head_dim,
-                          args.eager_max)
-    gpt = bench_gpt(args.rounds, max(2, args.iters // 2), args.device, T, B, d_model, n_layer, n_head, peak)
+                          args.eager_max, args.paired_seconds)
+    gpt = None
+    if args.gpt != "none":
+        d_model, n_layer, n_head, T, B = (int(x) for x in args.gpt.split(","))
+        gpt = bench_gpt(args.rounds, max(2, args.iters // 2), args.device, T, B, d_model, n_layer, n_head, peak,
+                        args.paired_seconds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"matmul_peak_flops": peak, "attention": att, "gpt": gpt, "args": vars(args)}, f, indent=2)

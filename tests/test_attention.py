@@ -75,20 +75,44 @@ def test_gradient_matches_brute_force(shape, horizon, beta, impl):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name} differs")
 
 
-@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (2, 0.3)])
-def test_large_input_row_dot_path_matches_brute_force(monkeypatch, horizon, beta):
-    """Large inputs take the temporary-free row-dot path; force it on a small case and check it exactly."""
+@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (2, 0.0), (0, 0.3), (2, 0.3)])
+@pytest.mark.parametrize("split", [False, True])
+def test_device_generic_path_matches_brute_force(monkeypatch, horizon, beta, split):
+    """CUDA and other devices take the two-node path (kernel autograd + band correction); run it on CPU too."""
     import myopia.attention as attention
 
-    monkeypatch.setattr(attention, "_SMALL_ROWDOT", 0)
+    monkeypatch.setattr(attention, "ONE_NODE_CPU", False)
     shape = (2, 3, 9, 5)
     q, k, v = _inputs(shape, seed=7)
     g = torch.randn(shape, dtype=torch.float64)
-    out = myopic_attention(q, k, v, horizon=horizon, beta=beta, impl="fused")
-    got = torch.autograd.grad((out * g).sum(), (q, k, v))
-    want = torch.autograd.grad(brute_force(q, k, v, g, horizon, beta, shape[-1] ** -0.5), (q, k, v))
-    for name, a, b in zip("qkv", got, want):
+    scale = shape[-1] ** -0.5
+    if split:
+        k_w, v_w = k.detach().clone().requires_grad_(), v.detach().clone().requires_grad_()
+        out = myopic_attention_split(q, k_w, v_w, k, v, horizon=horizon, beta=beta, impl="fused")
+        got = torch.autograd.grad((out * g).sum(), (q, k, v, k_w, v_w))
+        kf, vf = (t.detach().clone().requires_grad_() for t in (k, v))
+        full = torch.autograd.grad(brute_force(q, kf, vf, g, shape[-2], 1.0, scale), (kf, vf))
+    else:
+        out = myopic_attention(q, k, v, horizon=horizon, beta=beta, impl="fused")
+        got = torch.autograd.grad((out * g).sum(), (q, k, v))
+        full = ()
+    want = torch.autograd.grad(brute_force(q, k, v, g, horizon, beta, scale), (q, k, v)) + full
+    for name, a, b in zip(["q", "k", "v", "k_w", "v_w"], got, want):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name} differs")
+
+
+def test_gradients_keep_the_layout_of_k_and_v():
+    """Strict myopic dk, dv come back in k's and v's own memory layout (no copy needed downstream), and a
+    (B, T, H, D)-strided input, as a model produces it, gets the same exact gradient."""
+    shape = (2, 6, 3, 5)  # (B, T, H, D) storage
+    q, k, v = (t.detach().transpose(1, 2).requires_grad_() for t in _inputs(shape, seed=2))
+    g = torch.randn(2, 3, 6, 5, dtype=torch.float64)
+    out = myopic_attention(q, k, v)
+    dq, dk, dv = torch.autograd.grad((out * g).sum(), (q, k, v))
+    assert dk.stride() == k.stride() and dv.stride() == v.stride()
+    want = torch.autograd.grad(brute_force(q, k, v, g, 0, 0.0, 5 ** -0.5), (q, k, v))
+    for a, b in zip((dq, dk, dv), want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_myopic_gradient_differs_from_vanilla():

@@ -26,6 +26,10 @@ The fused kernel (PyTorch's flash attention, which also returns L) supplies the 
 vanilla dk, dv. ``BandGradient`` is the identity on o in the forward pass; its backward passes g through to o
 unchanged and adds (1 - beta) times the in-band terms of dk, dv above, recomputing p_ij = exp(s_ij - L_i)
 for the h + 1 diagonals only: O(batch·heads·seq·head_dim·(h + 1)) extra work, no seq x seq tensor.
+On CPU (the default there) the two live in one autograd node that calls the flash kernel's forward and
+backward ops itself; for strict myopia (beta = 0) it drops the kernel's dk, dv and writes the band terms
+into fresh buffers laid out like k, v, so peak memory equals vanilla attention's. Other devices use the
+two-node form around PyTorch's own kernel autograd (tested on CPU as well).
 
 **Past from elsewhere** (``past_k``/``past_v``, the local myopia bonus). Query i reads keys/values j < i from
 the (constant) past tensors and its own position from the live k, v. With a_i, Lp_i the attention output and
@@ -174,15 +178,8 @@ class _MyopicKV(torch.autograd.Function):
         return dk, dv, None, None, None, None, None, None
 
 
-_SMALL_ROWDOT = 1 << 18  # elements: below this a (..., D) temporary is negligible and the faster path wins
-
-
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<a_i, b_i> over the last dimension: (..., D) x (..., D) -> (...). Small inputs (overhead-bound) use vecdot,
-    about twice as fast as einsum on CPU; large ones use einsum, which needs no (..., D) temporary, so myopic
-    attention's peak memory stays that of vanilla attention."""
-    if a.numel() <= _SMALL_ROWDOT:
-        return torch.linalg.vecdot(a, b)
+    """<a_i, b_i> over the last dimension: (..., D) x (..., D) -> (...), without a (..., D) temporary."""
     return torch.einsum("...d,...d->...", a, b)
 
 
@@ -190,21 +187,81 @@ def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weig
                     overwrite: bool = False) -> None:
     """dk += weight s sum_{d<=h} p_{i,i-d} <g_i, v_{i-d} - o_i> q_i and dv += weight sum_{d<=h} p_{i,i-d} g_i,
     written into row i-d, in place. Recomputes p_{i,i-d} = exp(s <q_i, k_{i-d}> - L_i) one diagonal at a time.
+
     With ``overwrite`` the main diagonal (d = 0, which covers every row) replaces dk, dv instead of adding to
-    them, so their previous contents never matter (no zeroing pass)."""
+    them: their previous contents never matter (no zeroing pass), and they serve as scratch for that
+    diagonal's row dots. Allocates nothing of size (..., D). The op count is kept minimal on purpose: at short
+    sequences each extra elementwise pass over a (B, H, T, D) tensor costs about 1% of the attention step."""
     T = q.shape[-2]
     for d in range(min(horizon, T - 1) + 1):
         qi, gi, oi, li = q[..., d:, :], g[..., d:, :], o[..., d:, :], lse[..., d:]
         kj, vj = k[..., : T - d, :], v[..., : T - d, :]
-        p = torch.exp(_rowdot(qi, kj).mul_(scale).sub_(li))  # p_{i, i-d}
-        dp = _rowdot(gi, vj).sub_(_rowdot(gi, oi))  # <g_i, v_{i-d} - o_i>
-        coef_v, coef_k = (p * weight).unsqueeze(-1), p.mul_(dp).mul_(scale * weight).unsqueeze(-1)
+        if overwrite and d == 0:
+            p = torch.mul(qi, kj, out=dk).sum(-1)
+            dp = torch.mul(gi, torch.sub(vj, oi, out=dv), out=dv).sum(-1)  # <g_i, v_i - o_i>
+        else:
+            p, dp = _rowdot(qi, kj), _rowdot(gi, vj).sub_(_rowdot(gi, oi))
+        p = p.mul_(scale).sub_(li).exp_()  # p_{i, i-d}
+        coef_k = dp.mul_(p).mul_(scale * weight).unsqueeze(-1)
+        coef_v = (p.mul_(weight) if weight != 1.0 else p).unsqueeze(-1)
         if overwrite and d == 0:
             torch.mul(gi, coef_v, out=dv)
             torch.mul(qi, coef_k, out=dk)
         else:
             dv[..., : T - d, :].addcmul_(gi, coef_v)
             dk[..., : T - d, :].addcmul_(qi, coef_k)
+
+
+class _MyopicFlashCPU(torch.autograd.Function):
+    """The whole fused myopic attention as one autograd node on CPU (the default path there).
+
+    Forward: PyTorch's flash kernel, ``(q, k, v) -> o`` with L kept. Backward: the kernel's own backward op
+    gives dq and the vanilla dk, dv; the band correction turns those into the myopic ones. Same mathematics
+    as the device-generic path (:class:`_MyopicKV` + :class:`_CaptureOutput`) with less Python per call, which
+    is what costs at short sequences. With ``k_full``/``v_full`` those receive the vanilla dk, dv and k, v the
+    myopic ones (hidden-state myopia). Differentiable once (a second backward raises a clear error)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, k_full, v_full, horizon: int, beta: float, scale: float):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.horizon, ctx.beta, ctx.scale, ctx.split = horizon, beta, scale, k_full is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():  # (cheaper than torch.autograd.function.once_differentiable)
+            raise MyopiaError("myopic attention supports one backward pass, not create_graph=True")
+        q, k, v, out, lse = ctx.saved_tensors
+        beta, scale = ctx.beta, ctx.scale
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            g, q, k, v, out, lse, 0.0, True, scale=scale
+        )
+        dk_full = dv_full = None
+        if ctx.split:  # vanilla gradient to the full copies; the myopic one is built beside it
+            dk_full, dv_full = dk, dv
+            dk = dk * beta if beta else torch.empty_like(k)
+            dv = dv * beta if beta else torch.empty_like(v)
+        elif beta:
+            dk, dv = dk.mul_(beta), dv.mul_(beta)
+        else:  # strict: the kernel's dk, dv are not needed. Free them first (peak memory stays vanilla's), then
+            # write the myopic ones in the layout of k, v, which spares a later copy (the kernel's is (B, T, H, D))
+            del dk, dv
+            dk, dv = torch.empty_like(k), torch.empty_like(v)
+        work = torch.promote_types(q.dtype, torch.float32)
+        if dk.dtype == work:
+            _add_band_grads(dk, dv, q, k, v, out, lse, g, ctx.horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
+        else:  # low precision: softmax statistics and the band sums in fp32
+            band_k, band_v = torch.empty(k.shape, dtype=work), torch.empty(v.shape, dtype=work)
+            qw, kw, vw, ow, gw = (t.to(work) for t in (q, k, v, out, g))
+            _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, ctx.horizon, scale, 1.0 - beta,
+                            overwrite=True)
+            dk = dk.add_(band_k.to(dk.dtype)) if beta else dk.copy_(band_k)
+            dv = dv.add_(band_v.to(dv.dtype)) if beta else dv.copy_(band_v)
+        return dq if ctx.needs_input_grad[0] else None, dk, dv, dk_full, dv_full, None, None, None
+
+
+ONE_NODE_CPU = True  # tests switch it off to check the device-generic path on CPU
 
 
 def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
@@ -215,6 +272,8 @@ def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
             return causal_attention_lse(q, k, v, scale)[0]
         k, v = k_full, v_full
         return causal_attention_lse(q, k, v, scale)[0]
+    if ONE_NODE_CPU and q.device.type == "cpu" and (k_full is None or k_full.dtype == k.dtype):
+        return _MyopicFlashCPU.apply(q, k, v, k_full, v_full, horizon, beta, scale)
     stash = _Stash()
     km, vm = _MyopicKV.apply(k, v, q.detach(), stash, horizon, beta, scale, k_full is None)
     if k_full is not None:  # value k_full exactly; gradient 1 into k_full and into the myopic conversion
