@@ -363,8 +363,10 @@ def main():
         gpt = bench_gpt(args.rounds, max(2, args.iters // 2), args.device, T, B, d_model, n_layer, n_head, peak,
                         args.paired_seconds)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"matmul_peak_flops": peak, "attention": att, "gpt": gpt, "args": vars(args)}, f, indent=2)
+        from myopia.io import provenance, write_json
+
+        write_json(args.json, {"matmul_peak_flops": peak, "attention": att, "gpt": gpt, "args": vars(args),
+                               "provenance": provenance()})
 
 
 def _cuda():
