@@ -272,7 +272,7 @@ def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
             return causal_attention_lse(q, k, v, scale)[0]
         k, v = k_full, v_full
         return causal_attention_lse(q, k, v, scale)[0]
-    if ONE_NODE_CPU and q.device.type == "cpu" and (k_full is None or k_full.dtype == k.dtype):
+    if ONE_NODE_CPU and q.device.type == "cpu":
         return _MyopicFlashCPU.apply(q, k, v, k_full, v_full, horizon, beta, scale)
     stash = _Stash()
     km, vm = _MyopicKV.apply(k, v, q.detach(), stash, horizon, beta, scale, k_full is None)
