@@ -269,3 +269,10 @@ def test_bfloat16_gradients_track_float32():
         for x, y in zip(a, b):
             assert y.dtype == torch.bfloat16
             torch.testing.assert_close(y.float(), x, rtol=0.05, atol=0.05)
+
+
+def test_second_backward_is_refused_clearly():
+    q, k, v = _inputs((1, 2, 5, 3), seed=0)
+    out = myopic_attention(q, k, v)
+    with pytest.raises(MyopiaError, match="one backward"):
+        torch.autograd.grad(out.sum(), (q, k, v), create_graph=True)
