@@ -159,23 +159,33 @@ class _MyopicKV(torch.autograd.Function):
     def backward(ctx, dk, dv):
         q, k, v = ctx.saved_tensors
         st, beta = ctx.stash, ctx.beta
-        work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
-        if ctx.inplace and dk.dtype == work and dv.dtype == work:
-            if beta != 0.0:
+        if ctx.inplace:
+            if beta:
                 dk, dv = dk.mul_(beta), dv.mul_(beta)
-            _add_band_grads(dk, dv, q, k, v, st.out, st.lse, st.grad, ctx.horizon, ctx.scale, 1.0 - beta,
-                            overwrite=beta == 0.0)
-        else:
-            band_k = torch.empty(k.shape, dtype=work, device=k.device)
-            band_v = torch.empty(v.shape, dtype=work, device=v.device)
-            cast = (t.to(work) for t in (q, k, v, st.out, st.grad))
-            qw, kw, vw, ow, gw = cast
-            _add_band_grads(band_k, band_v, qw, kw, vw, ow, st.lse.to(work), gw, ctx.horizon, ctx.scale, 1.0 - beta,
-                            overwrite=True)
-            dk = (beta * dk + band_k.to(dk.dtype)) if beta else band_k.to(dk.dtype)
-            dv = (beta * dv + band_v.to(dv.dtype)) if beta else band_v.to(dv.dtype)
+        else:  # the kernel's dk, dv also feed the vanilla copies: leave them alone
+            dk, dv = (dk * beta, dv * beta) if beta else (torch.empty_like(k), torch.empty_like(v))
+        _finish_myopic_grads(dk, dv, q, k, v, st.out, st.lse, st.grad, ctx.horizon, beta, ctx.scale)
         st.grad = None  # out and lse stay for a retained graph
         return dk, dv, None, None, None, None, None, None
+
+
+def _finish_myopic_grads(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: float) -> None:
+    """Add (1 - beta) x the in-band terms to dk, dv in place, which hold beta x the vanilla gradient (anything
+    at all when beta = 0: then they are overwritten). In low precision the band sums run in fp32 on the side."""
+    work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
+    if dk.dtype == work and dv.dtype == work:
+        _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
+        return
+    band_k = torch.empty(k.shape, dtype=work, device=k.device)
+    band_v = torch.empty(v.shape, dtype=work, device=v.device)
+    qw, kw, vw, ow, gw = (t.to(work) for t in (q, k, v, o, g))
+    _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta, overwrite=True)
+    if beta:
+        dk.add_(band_k.to(dk.dtype))
+        dv.add_(band_v.to(dv.dtype))
+    else:
+        dk.copy_(band_k)
+        dv.copy_(band_v)
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -248,16 +258,7 @@ class _MyopicFlashCPU(torch.autograd.Function):
             # write the myopic ones in the layout of k, v, which spares a later copy (the kernel's is (B, T, H, D))
             del dk, dv
             dk, dv = torch.empty_like(k), torch.empty_like(v)
-        work = torch.promote_types(q.dtype, torch.float32)
-        if dk.dtype == work:
-            _add_band_grads(dk, dv, q, k, v, out, lse, g, ctx.horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
-        else:  # low precision: softmax statistics and the band sums in fp32
-            band_k, band_v = torch.empty(k.shape, dtype=work), torch.empty(v.shape, dtype=work)
-            qw, kw, vw, ow, gw = (t.to(work) for t in (q, k, v, out, g))
-            _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, ctx.horizon, scale, 1.0 - beta,
-                            overwrite=True)
-            dk = dk.add_(band_k.to(dk.dtype)) if beta else dk.copy_(band_k)
-            dv = dv.add_(band_v.to(dv.dtype)) if beta else dv.copy_(band_v)
+        _finish_myopic_grads(dk, dv, q, k, v, out, lse, g, ctx.horizon, beta, scale)
         return dq if ctx.needs_input_grad[0] else None, dk, dv, dk_full, dv_full, None, None, None
 
 
