@@ -55,31 +55,10 @@ def _attention_fn(variant):
     raise ValueError(variant)
 
 
-def child_attention(variant, T, B, H, D, iters, device):
+def _attention_steps(variants, T, B, H, D, device):
+    """One forward+backward step per variant, all on the same (seeded) inputs: name -> callable."""
     import torch
 
-    fn = _attention_fn(variant)
-    _initialise_libraries(lambda: fn(*(torch.randn(1, 1, 16, D, device=device, requires_grad=True)
-                                       for _ in range(3))).sum().backward())
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(B, H, T, D, device=device, requires_grad=True) for _ in range(3))
-    g = torch.randn(B, H, T, D, device=device)
-
-    def step():
-        out = fn(q, k, v)
-        out.backward(g)
-        q.grad = k.grad = v.grad = None
-
-    return _measure(step, iters, device)
-
-
-def child_attention_paired(variants, T, B, H, D, device, seconds):
-    """Time several variants in ONE process on the same inputs, alternating blocks of steps: the ratio then
-    does not depend on where a process's memory happened to land, which moves single-process medians by
-    ±15% on this machine."""
-    import torch
-
-    fns = {v: _attention_fn(v) for v in variants}
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, H, T, D, device=device, requires_grad=True) for _ in range(3))
     g = torch.randn(B, H, T, D, device=device)
@@ -90,7 +69,23 @@ def child_attention_paired(variants, T, B, H, D, device, seconds):
             q.grad = k.grad = v.grad = None
         return step
 
-    return _paired_times({name: make_step(fn) for name, fn in fns.items()}, seconds, device)
+    return {name: make_step(_attention_fn(name)) for name in variants}
+
+
+def child_attention(variant, T, B, H, D, iters, device):
+    import torch
+
+    fn = _attention_fn(variant)
+    _initialise_libraries(lambda: fn(*(torch.randn(1, 1, 16, D, device=device, requires_grad=True)
+                                       for _ in range(3))).sum().backward())
+    return _measure(_attention_steps([variant], T, B, H, D, device)[variant], iters, device)
+
+
+def child_attention_paired(variants, T, B, H, D, device, seconds):
+    """Time several variants in ONE process on the same inputs, alternating blocks of steps: the ratio then
+    does not depend on where a process's memory happened to land, which moves single-process medians by
+    up to ±20% on this machine."""
+    return _paired_times(_attention_steps(variants, T, B, H, D, device), seconds, device)
 
 
 def _paired_times(steps, seconds, device, block_s=0.1):
