@@ -322,6 +322,7 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     """
     from ..data import LMTask
 
+    result = read_json(run_dir / RESULT)
     model = load_run_model(run_dir, finished=True)
     cfg = model.cfg
     task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens)
