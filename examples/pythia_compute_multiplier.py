@@ -1,4 +1,4 @@
-"""The compute multiplier implied by the paper's Pythia fine-tuning table (PAPER.md result 4, approximate numbers).
+"""The compute multiplier implied by the paper's Pythia fine-tuning table (Wu, Morris & Levine 2024; approximate numbers).
 
 Vanilla losses are fitted against pretraining compute C = 6 N 300e9 (all Pythia models saw the same 300B tokens;
 the 10M x 64-token fine-tune adds < 0.3%); k = C*/C for each myopic fine-tune.

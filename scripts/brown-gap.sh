@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The documented CPU configuration of "Natural language: the myopia gap" (README): Brown corpus, genres as
+# The measured CPU configuration of "Natural language: the gap on the Brown corpus" (docs/results.md): Brown corpus, genres as
 # slices, bytes as tokens; vanilla, myopic and myopic-hidden arms; the local myopia bonus; the gap report.
 # Usage: scripts/brown-gap.sh [OUT] (default runs/brown-gap). Set PYTHON to choose the interpreter and SEEDS
 # (default 0) for more seeds, e.g. SEEDS=0,1 (finished runs in OUT are reused, so seeds can be added later).

@@ -31,8 +31,14 @@ def test_the_file_names_are_the_ones_the_trainer_writes(finished_run):
 
 def test_status_goes_new_partial_done(tmp_path, finished_run):
     assert rundir.run_status(tmp_path) == "new"
-    (tmp_path / rundir.PREVIOUS_CHECKPOINT).write_bytes(b"")
+    (tmp_path / rundir.CHECKPOINTS / "step_tmp").mkdir(parents=True)  # not a checkpoint folder
+    assert rundir.run_status(tmp_path) == "new"
+    (tmp_path / rundir.CHECKPOINTS / "step_0000004").mkdir()
     assert rundir.run_status(tmp_path) == "partial"
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / rundir.PREVIOUS_CHECKPOINT).write_bytes(b"")
+    assert rundir.run_status(legacy) == "partial"
     assert rundir.run_status(finished_run) == "done"
 
 

@@ -5,8 +5,8 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
 - ``config.json`` (:data:`CONFIG`): the full configuration, under ``run`` (model, gradient, training) and ``task``
   (corpus, tokenizer, sequence length); ``run.model_kind == "hf"`` marks a Hugging Face fine-tune;
 - ``metrics.jsonl`` (:data:`METRICS`): one JSON record per logged step or evaluation;
-- ``checkpoint.safetensors`` (:data:`CHECKPOINT`, and the one before it, :data:`PREVIOUS_CHECKPOINT`): what a
-  resumed run continues from;
+- ``checkpoint.safetensors`` (:data:`CHECKPOINT`, and the one before it, :data:`PREVIOUS_CHECKPOINT`), or
+  distributed checkpoints in ``checkpoints/step_*/`` (:data:`CHECKPOINTS`): what a resumed run continues from;
 - ``model.safetensors`` (:data:`MODEL`): the final weights, written with ``result.json`` (:data:`RESULT`) when
   the run finishes; ``snapshots/step_*.safetensors`` when asked for; ``tokenizer/`` for Hugging Face runs.
 
@@ -34,12 +34,14 @@ RESULT = "result.json"
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.safetensors"  # myopia.checkpoint.previous_path(CHECKPOINT)
+CHECKPOINTS = "checkpoints"  # distributed checkpoints: one folder checkpoints/step_XXXXXXX per checkpointed step
 SNAPSHOTS = "snapshots"
 TOKENIZER = "tokenizer"
 STATUSES = ("new", "partial", "done")
 
-__all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "SNAPSHOTS", "TOKENIZER",
-           "Run", "is_run", "read_config", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
+__all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "CHECKPOINTS", "SNAPSHOTS",
+           "TOKENIZER",
+           "Run", "is_run", "read_config", "has_checkpoint", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
            "load_run", "load_run_model", "run_tokenizer", "load_model"]
 
 
@@ -77,12 +79,22 @@ def read_config(run_dir: str | Path) -> dict:
     return read_json(run_dir / CONFIG)
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run folder holds a training checkpoint to continue from (single-file or distributed)."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
+        return True
+    folder = run_dir / CHECKPOINTS
+    return folder.is_dir() and any(p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()
+                                   for p in folder.iterdir())
+
+
 def run_status(run_dir: str | Path) -> str:
     """``done`` (result.json), ``partial`` (a checkpoint to resume) or ``new``."""
     run_dir = Path(run_dir)
     if (run_dir / RESULT).exists():
         return "done"
-    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
+    if has_checkpoint(run_dir):
         return "partial"
     return "new"
 
