@@ -113,3 +113,20 @@ def test_holm_against_hand_computed_case():
     assert holm([0.03, 0.5, 0.01, 0.02]) == pytest.approx([0.06, 0.5, 0.04, 0.06])
     assert holm([0.9, None, 0.6]) == [1.0, None, 1.0]  # m = 2: min(1, 2*0.6) = 1, then max(1, 0.9)
     assert holm([0.4, 0.4]) == pytest.approx([0.8, 0.8])
+
+
+def test_overlap_refusal_on_a_resplit_corpus():
+    """A corpus of the same documents split with another seed is refused, naming how many documents overlap."""
+    from myopia.data.corpus import corpus_from_documents
+    from myopia.data.overlap import overlapping_documents, refuse_overlap
+    from myopia.data.text import Document
+
+    docs = [Document(text=f"document number {i} " * (3 + i % 5), slice="s") for i in range(40)]
+    a = corpus_from_documents(docs, val_frac=0.1, test_frac=0.2, split_seed=0)
+    b = corpus_from_documents(docs, val_frac=0.1, test_frac=0.2, split_seed=1)
+    assert len(overlapping_documents(a, a, a.split_docs("test"))) == 0  # the pair's own test split is clean
+    bad = overlapping_documents(a, b, b.split_docs("test"))
+    assert len(bad) > 0
+    with pytest.raises(MyopiaError, match=rf"{len(bad)} of {len(b.split_docs('test'))} documents overlap"):
+        refuse_overlap(a, b, b.split_docs("test"))
+    refuse_overlap(a, a, a.split_docs("test"))  # no error
