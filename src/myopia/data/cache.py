@@ -37,6 +37,7 @@ ENCODE_BATCH = 256  # documents tokenized per call
 
 
 def is_cache(path: str | Path) -> bool:
+    """Whether ``path`` is a token-cache folder (it holds cache.json)."""
     return (Path(path) / META).is_file()
 
 
@@ -55,6 +56,7 @@ def _tokenizer_key(spec) -> tuple[dict, object]:
 
 
 def cache_key(source: DataSource, tokenizer_key: dict, val_frac: float, test_frac: float, split_seed: int) -> dict:
+    """What a cache must match to be reused: format, source fingerprint, tokenizer and split settings."""
     return {
         "format": FORMAT,
         "source_fingerprint": source.fingerprint(),
@@ -94,7 +96,11 @@ def build_cache(
     progress: bool = False,
     force: bool = False,
 ) -> TokenCorpus:
-    """Tokenize ``source`` into the cache folder ``out`` (or reuse it when it matches); returns the corpus."""
+    """Tokenize ``source`` into the cache folder ``out`` (or reuse it when it matches); returns the corpus.
+
+    Three streaming passes at most: count the documents (the seeded split needs the total), train the tokenizer
+    on the training documents (``bpe:N`` only), tokenize and append to disk. The folder is replaced atomically.
+    """
     source = source if isinstance(source, DataSource) else DataSource.from_spec(source)
     out = Path(out)
     tok_key, tok = _tokenizer_key(tokenizer)
@@ -109,66 +115,18 @@ def build_cache(
     if progress:
         print(f"building token cache {out} ({reason})", file=sys.stderr)
     t0 = time.perf_counter()
-
-    # pass 1: count documents (the seeded split needs the total)
-    n_docs = 0
-    with _progress(progress, desc="reading documents", unit="doc") as bar:
-        for _ in source.documents():
-            n_docs += 1
-            bar.update(1)
-    if n_docs == 0:
-        raise MyopiaError(f"corpus {source.location} is empty: no non-blank documents")
+    n_docs = count_documents(source, progress)
     split = assign_splits(n_docs, val_frac, test_frac, split_seed)
-
-    # pass 2 (bpe:N only): train the tokenizer on the training documents
     if tok is None:
-        if progress:
-            print(f"training {tokenizer} on {int((split == 0).sum())} training documents", file=sys.stderr)
-        tok = make_tokenizer(tokenizer, lambda: (d.text for d, s in zip(source.documents(), split) if s == 0),
-                             show_progress=progress)
-
-    # pass 3: tokenize and append to disk
+        tok = train_tokenizer(source, tokenizer, split, progress)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        dtype = token_dtype(tok.vocab_size)
-        lengths = np.zeros(n_docs, dtype=np.int64)
-        slice_ids = np.zeros(n_docs, dtype=np.int32)
-        slice_names: dict[str, int] = {}
-        d = 0
-        with open(tmp / "tokens.bin", "wb") as f, _progress(progress, desc="tokenizing", unit="doc",
-                                                             total=n_docs) as bar:
-
-            def flush(batch):
-                nonlocal d
-                for ids, doc in zip(tok.encode_batch([doc.text for doc in batch]), batch):
-                    if d >= n_docs:
-                        raise MyopiaError(f"{source.location} changed while it was being read: rerun")
-                    arr = np.asarray(ids + [tok.eos_id], dtype=np.int64)
-                    if arr.size and (arr.min() < 0 or arr.max() >= tok.vocab_size):
-                        raise MyopiaError(f"tokenizer produced ids outside its vocabulary of {tok.vocab_size}")
-                    arr.astype(dtype).tofile(f)
-                    lengths[d] = arr.size
-                    slice_ids[d] = slice_names.setdefault(doc.slice, len(slice_names))
-                    d += 1
-                bar.update(len(batch))
-
-            batch = []
-            for doc in source.documents():
-                batch.append(doc)
-                if len(batch) == ENCODE_BATCH:
-                    flush(batch)
-                    batch = []
-            if batch:
-                flush(batch)
-        if d != n_docs:
-            raise MyopiaError(f"{source.location} changed while it was being read: rerun")
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        offsets, slice_names = write_tokens(source, tok, n_docs, tmp, progress)
         np.save(tmp / "doc_offsets.npy", offsets)
         np.save(tmp / "doc_split.npy", split)
-        np.save(tmp / "doc_slice.npy", slice_ids)
         tok.save(tmp)
         meta = {
             "format": FORMAT,
@@ -178,10 +136,10 @@ def build_cache(
             "split": key["split"],
             "n_docs": n_docs,
             "n_tokens": int(offsets[-1]),
-            "dtype": np.dtype(dtype).name,
+            "dtype": np.dtype(token_dtype(tok.vocab_size)).name,
             "vocab_size": tok.vocab_size,
             "eos_id": tok.eos_id,
-            "slice_names": list(slice_names),
+            "slice_names": slice_names,
             "build_time_s": time.perf_counter() - t0,
             **provenance(),
         }
@@ -196,6 +154,67 @@ def build_cache(
         print(f"token cache {out}: {n_docs:,} documents, {int(offsets[-1]):,} tokens "
               f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return open_cache(out)
+
+
+def count_documents(source: DataSource, progress: bool = False) -> int:
+    """Pass 1: the number of documents in ``source`` (refuses an empty source)."""
+    n_docs = 0
+    with _progress(progress, desc="reading documents", unit="doc") as bar:
+        for _ in source.documents():
+            n_docs += 1
+            bar.update(1)
+    if n_docs == 0:
+        raise MyopiaError(f"corpus {source.location} is empty: no non-blank documents")
+    return n_docs
+
+
+def train_tokenizer(source: DataSource, spec: str, split: np.ndarray, progress: bool = False):
+    """Pass 2 (``bpe:N`` only): the tokenizer ``spec`` trained on the training documents (``split == 0``)."""
+    if progress:
+        print(f"training {spec} on {int((split == 0).sum())} training documents", file=sys.stderr)
+    return make_tokenizer(spec, lambda: (d.text for d, s in zip(source.documents(), split) if s == 0),
+                          show_progress=progress)
+
+
+def write_tokens(source: DataSource, tok, n_docs: int, folder: Path, progress: bool = False
+                 ) -> tuple[np.ndarray, list[str]]:
+    """Pass 3: tokenize ``source`` in batches into ``folder/tokens.bin`` (each document ends with the
+    end-of-document id) and ``folder/doc_slice.npy``; returns the document offsets (n_docs + 1,) and the slice
+    names. Refuses ids outside the vocabulary and a source whose document count changed since pass 1."""
+    dtype = token_dtype(tok.vocab_size)
+    lengths = np.zeros(n_docs, dtype=np.int64)
+    slice_ids = np.zeros(n_docs, dtype=np.int32)
+    slice_names: dict[str, int] = {}
+    d = 0
+    with open(folder / "tokens.bin", "wb") as f, _progress(progress, desc="tokenizing", unit="doc",
+                                                            total=n_docs) as bar:
+
+        def flush(batch):
+            nonlocal d
+            for ids, doc in zip(tok.encode_batch([doc.text for doc in batch]), batch):
+                if d >= n_docs:
+                    raise MyopiaError(f"{source.location} changed while it was being read: rerun")
+                arr = np.asarray(ids + [tok.eos_id], dtype=np.int64)
+                if arr.size and (arr.min() < 0 or arr.max() >= tok.vocab_size):
+                    raise MyopiaError(f"tokenizer produced ids outside its vocabulary of {tok.vocab_size}")
+                arr.astype(dtype).tofile(f)
+                lengths[d] = arr.size
+                slice_ids[d] = slice_names.setdefault(doc.slice, len(slice_names))
+                d += 1
+            bar.update(len(batch))
+
+        batch = []
+        for doc in source.documents():
+            batch.append(doc)
+            if len(batch) == ENCODE_BATCH:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    if d != n_docs:
+        raise MyopiaError(f"{source.location} changed while it was being read: rerun")
+    np.save(folder / "doc_slice.npy", slice_ids)
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), list(slice_names)
 
 
 def open_cache(folder: str | Path, *, expect_tokenizer=None) -> TokenCorpus:
