@@ -25,30 +25,35 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import bigram_attention, myopic_attention, myopic_attention_split, split_linear
 from .arms import GRADIENTS
+from .attention import bigram_attention, myopic_attention, myopic_attention_split, split_linear
+from .config import option
 from .errors import MyopiaError
 
 
 @dataclass
 class GPTConfig:
-    """Architecture and gradient setting. Sizes: ``d_model`` width, ``n_head`` heads of ``d_model // n_head``."""
+    """Architecture and gradient setting. Sizes: ``d_model`` width, ``n_head`` heads of ``d_model // n_head``.
 
-    vocab_size: int = 256
-    n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 128
-    seq_len: int = 128
-    gradient: str = "vanilla"
-    beta: float = 0.0
-    horizon: int = 0
-    mlp_ratio: int = 4
-    rope_base: float = 10000.0
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    bias: bool = False
-    init_std: float = 0.02
-    attention_impl: str = "auto"
+    Each field's ``metadata["help"]`` is its command-line help (:mod:`myopia.cli.common` builds the options).
+    """
+
+    vocab_size: int = option(256, "token ids the model embeds (set from the data)")
+    n_layer: int = option(4, "transformer blocks")
+    n_head: int = option(4, "attention heads")
+    d_model: int = option(128, "residual width")
+    seq_len: int = option(128, "context length in tokens")
+    gradient: str = option("vanilla", "gradient setting", choices=GRADIENTS)
+    beta: float = option(0.0, "weight of the off-band past gradient (0 = myopic, 1 = vanilla)")
+    horizon: int = option(0, "earlier positions that get the full gradient")
+    mlp_ratio: int = option(4, "MLP width / d_model")
+    rope_base: float = option(10000.0, "RoPE base frequency")
+    norm_eps: float = option(1e-5, "LayerNorm epsilon")
+    dropout: float = option(0.0, "dropout probability on the attention and MLP outputs")
+    bias: bool = option(False, "biases in the linear layers")
+    init_std: float = option(0.02, "standard deviation of the initial weights")
+    attention_impl: str = option("auto", "attention implementation (eager: the readable T x T reference)",
+                                 choices=("auto", "fused", "eager"))
 
     def __post_init__(self) -> None:
         self.validate()

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, load_tensors, previous_path, save_checkpoint, save_model
+from .config import option
 from .errors import MyopiaError
 from .io import MetricsLog, provenance, read_json, write_json
 
@@ -60,26 +61,31 @@ _RESUMABLE_KEYS = ("resume", "progress", "tensorboard", "world_size", "debug")
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 32  # global: examples per optimizer step, over all ranks
-    micro_batch_size: int = 0  # per rank per forward/backward; 0 = the whole rank share at once
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = -1  # -1: 1% of steps (at least 1)
-    weight_decay: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    grad_clip: float = 1.0  # 0: no clipping
-    eval_every: int = 250  # 0: only at the end
-    ckpt_every: int = 500  # 0: only at the end
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"  # auto (cuda:LOCAL_RANK if a GPU is present, else cpu), cpu, cuda, cuda:1, ...
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
-    progress: bool = True
-    compile: bool = False  # torch.compile the model's forward (nn.Module.compile: state-dict names unchanged)
-    compile_backend: str = "inductor"
-    tensorboard: bool = False  # also write TensorBoard event files to <out>/tensorboard
+    """Optimisation, evaluation, checkpointing and device settings of one run.
+
+    Each field's ``metadata["help"]`` is its command-line help (:mod:`myopia.cli.common` builds the options).
+    """
+
+    steps: int = option(1000, "optimizer steps")
+    batch_size: int = option(32, "global batch: sequences per optimizer step, over all processes")
+    micro_batch_size: int = option(0, "sequences per process per forward/backward (0 = the whole share at once)")
+    lr: float = option(1e-3, "peak learning rate")
+    min_lr_ratio: float = option(0.1, "final learning rate / peak (cosine decay)")
+    warmup_steps: int = option(-1, "linear warmup steps (-1: 1% of the steps, at least 1)")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.95, "AdamW beta2")
+    grad_clip: float = option(1.0, "gradient-norm clipping (0: none)")
+    eval_every: int = option(250, "held-out evaluation every N steps (0: only at the end)")
+    ckpt_every: int = option(500, "checkpoint every N steps (0: only at the end)")
+    log_every: int = option(10, "training loss to metrics.jsonl every N steps")
+    seed: int = option(0, "initialisation and data-order seed")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ... (auto: cuda:LOCAL_RANK if a GPU, else cpu)")
+    precision: str = option("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS)
+    progress: bool = option(True, "progress bar / progress lines on stderr")
+    compile: bool = option(False, "torch.compile the model's forward (slow start; CUDA mostly)")
+    compile_backend: str = option("inductor", "torch.compile backend")
+    tensorboard: bool = option(False, "also write TensorBoard events to OUT/tensorboard")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -3,90 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import typing
+from dataclasses import fields
 
-from ..model import GRADIENTS, GPTConfig
+from ..model import GPTConfig
 from ..train import TrainConfig
 
 
-def add_model_args(p: argparse.ArgumentParser, *, d_model=128, n_layer=4, n_head=4, seq_len=128) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--d-model", type=int, default=d_model, help="residual width (default %(default)s)")
-    g.add_argument("--n-layer", type=int, default=n_layer, help="transformer blocks (default %(default)s)")
-    g.add_argument("--n-head", type=int, default=n_head, help="attention heads (default %(default)s)")
-    g.add_argument("--seq-len", type=int, default=seq_len, help="context length in tokens (default %(default)s)")
-    g.add_argument("--mlp-ratio", type=int, default=4, help="MLP width / d_model (default %(default)s)")
-    g.add_argument("--dropout", type=float, default=0.0)
-    g.add_argument("--attention-impl", choices=["auto", "fused", "eager"], default="auto")
+# Which config fields each option group exposes; help, type, default and choices come from the dataclass fields.
+MODEL_OPTIONS = ("d_model", "n_layer", "n_head", "seq_len", "mlp_ratio", "dropout", "attention_impl")
+GRADIENT_OPTIONS = ("beta", "horizon")
+TRAIN_OPTIONS = ("steps", "batch_size", "micro_batch_size", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+                 "grad_clip", "eval_every", "ckpt_every", "log_every", "seed", "device", "precision", "compile",
+                 "compile_backend", "tensorboard", "progress")
+
+
+def add_config_options(group, cls, names, **defaults) -> None:
+    """One option per field ``names`` of the dataclass ``cls``: ``--field-name`` with the field's type, default
+    (or ``defaults[name]``), ``metadata["help"]`` and ``metadata["choices"]``. A boolean field is a switch:
+    ``--name`` when it defaults to False, ``--no-name`` (dest ``no_name``) when it defaults to True."""
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    for name in names:
+        f = by_name[name]
+        help_text = f.metadata.get("help", "")
+        default = defaults.get(name, f.default)
+        flag = "--" + name.replace("_", "-")
+        if hints[name] is bool:
+            if default:
+                group.add_argument("--no-" + name.replace("_", "-"), dest=f"no_{name}", action="store_true",
+                                   help=f"no {help_text}".replace("%", "%%"))
+            else:
+                group.add_argument(flag, action="store_true", help=help_text.replace("%", "%%"))
+            continue
+        group.add_argument(flag, type=hints[name], default=default, choices=f.metadata.get("choices"),
+                           help=f"{help_text} (default %(default)s)".replace("%", "%%").replace(
+                               "%%(default)s", "%(default)s"))
+
+
+def config_from_args(cls, args, **fixed):
+    """``cls`` built from the parsed options that name its fields (``no_<name>`` switches negated); fields the
+    command has no option for keep their defaults, and ``fixed`` overrides both."""
+    values = {}
+    for f in fields(cls):
+        if hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+        elif hasattr(args, f"no_{f.name}"):
+            values[f.name] = not getattr(args, f"no_{f.name}")
+    return cls(**{**values, **fixed})
+
+
+def add_model_args(p: argparse.ArgumentParser, **defaults) -> None:
+    """The model-size options (:data:`MODEL_OPTIONS` of :class:`GPTConfig`); ``defaults`` override the config's."""
+    add_config_options(p.add_argument_group("model"), GPTConfig, MODEL_OPTIONS, **defaults)
 
 
 def add_gradient_args(p: argparse.ArgumentParser, *, default="vanilla", single=True) -> None:
+    """``--gradient`` (when ``single``), ``--beta`` and ``--horizon`` of :class:`GPTConfig`."""
     g = p.add_argument_group("gradient")
-    if single:
-        g.add_argument("--gradient", choices=GRADIENTS, default=default, help="gradient setting (default %(default)s)")
-    g.add_argument("--beta", type=float, default=0.0, help="weight of the off-band past gradient (0 = myopic)")
-    g.add_argument("--horizon", type=int, default=0, help="earlier positions that get the full gradient")
+    add_config_options(g, GPTConfig, (("gradient",) if single else ()) + GRADIENT_OPTIONS, gradient=default)
 
 
-def add_train_args(p: argparse.ArgumentParser, *, steps=1000, batch_size=32, lr=1e-3) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="global batch, sequences (default %(default)s)")
-    g.add_argument("--micro-batch-size", type=int, default=0, help="per-process micro-batch (0 = whole share)")
-    g.add_argument("--lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
-    g.add_argument("--min-lr-ratio", type=float, default=0.1)
-    g.add_argument("--warmup-steps", type=int, default=-1, help="-1: 1%% of the steps")
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--grad-clip", type=float, default=1.0)
-    g.add_argument("--eval-every", type=int, default=250)
-    g.add_argument("--ckpt-every", type=int, default=500)
-    g.add_argument("--log-every", type=int, default=10)
-    g.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (auto: cuda:LOCAL_RANK if a GPU)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU (default %(default)s)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start; CUDA mostly)")
-    g.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default %(default)s)")
-    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+def add_train_args(p: argparse.ArgumentParser, **defaults) -> None:
+    """The training options (:data:`TRAIN_OPTIONS` of :class:`TrainConfig`); ``defaults`` override the config's
+    (e.g. ``steps=1500, batch_size=128, lr=3e-3``)."""
+    add_config_options(p.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS, **defaults)
 
 
 def model_config(args, vocab_size: int = 256, gradient: str | None = None) -> GPTConfig:
-    return GPTConfig(
-        vocab_size=vocab_size,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        d_model=args.d_model,
-        seq_len=args.seq_len,
-        gradient=gradient or args.gradient,
-        beta=args.beta,
-        horizon=args.horizon,
-        mlp_ratio=args.mlp_ratio,
-        dropout=args.dropout,
-        attention_impl=args.attention_impl,
-    )
+    """The :class:`GPTConfig` of the parsed model and gradient options."""
+    fixed = {"vocab_size": vocab_size}
+    if gradient is not None:
+        fixed["gradient"] = gradient
+    return config_from_args(GPTConfig, args, **fixed)
 
 
 def train_config(args) -> TrainConfig:
-    return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        micro_batch_size=args.micro_batch_size,
-        lr=args.lr,
-        min_lr_ratio=args.min_lr_ratio,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        eval_every=args.eval_every,
-        ckpt_every=args.ckpt_every,
-        log_every=args.log_every,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        progress=not args.no_progress,
-        compile=getattr(args, "compile", False),
-        compile_backend=getattr(args, "compile_backend", "inductor"),
-        tensorboard=getattr(args, "tensorboard", False),
-    )
+    """The :class:`TrainConfig` of the parsed training options."""
+    return config_from_args(TrainConfig, args)
 
 
 def add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -1,0 +1,21 @@
+"""Config dataclasses written once: each field carries its default and its command-line help.
+
+A field declared as ``steps: int = option(1000, "optimizer steps")`` is an ordinary dataclass field whose
+``metadata["help"]`` (and optional ``choices``) :mod:`myopia.cli.common` turns into ``--steps`` with that help, type
+and default; the parsed arguments map back onto the dataclass by field name. Changing a default or a help text is
+one edit, here, never in the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+__all__ = ["option"]
+
+
+def option(default, help: str, *, choices=None):
+    """A dataclass field with a default, its command-line ``help`` and optional argparse ``choices``."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return field(default=default, metadata=metadata)
