@@ -45,3 +45,28 @@ def test_a_command_overrides_a_default_without_restating_the_option():
     args = sub["synthetic"].parse_args(["--task", "precache", "--out", "o"])
     assert (args.steps, args.batch_size, args.lr) == (1500, 128, 3e-3)
     assert train_config(args).warmup_steps == TrainConfig().warmup_steps
+
+
+def test_every_recipe_is_a_sequence_of_valid_myopia_command_lines(capsys):
+    from myopia.cli import main
+    from myopia.experiments.recipes import RECIPES
+
+    parser = build_parser()
+    for recipe in RECIPES.values():
+        for argv in recipe.commands("corpus/", "runs/x", "other.txt"):
+            assert "{" not in " ".join(argv), argv
+            parser.parse_args(argv)  # raises on an unknown option or a bad value
+    assert main(["recipe"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in RECIPES)
+    assert main(["recipe", "brown-gap", "--data", "corpus/", "--out", "runs/b", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("myopia pair --data corpus/ --out runs/b")
+
+
+def test_an_unknown_recipe_or_a_missing_input_is_one_line(capsys):
+    from myopia.cli import main
+
+    assert main(["recipe", "nope", "--out", "o"]) == 2
+    assert main(["recipe", "brown-gap", "--out", "o"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "known recipes: " in err[0] and "needs --data" in err[1]

@@ -27,6 +27,7 @@ COMMANDS = [
     "horizon_sweep",
     "pair",
     "probe",
+    "recipe",
     "report",
     "sweep",
     "synthetic",
