@@ -122,6 +122,7 @@ def test_debug_shows_the_traceback(corpus_file, tmp_path):
         main(["--debug", *tiny_args(corpus_file, tmp_path / "r", steps=0)])
 
 
+@pytest.mark.slow
 def test_subprocess_error_is_one_line_and_status_2(corpus_file, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "myopia", *tiny_args(corpus_file, tmp_path / "r", n_head=5)],
@@ -295,6 +296,7 @@ def test_bf16_autocast_gradients_track_fp32(gradient):
     assert torch.isfinite(grads["bf16"]).all() and cos > 0.99
 
 
+@pytest.mark.slow
 def test_compile_runs_and_matches(corpus_file, tmp_path):
     """torch.compile wiring (dynamo capture with the eager backend: inductor codegen takes minutes on this CPU)."""
     assert main(tiny_args(corpus_file, tmp_path / "plain", steps=2, gradient="myopic")) == 0

@@ -12,6 +12,7 @@ TINY = dict(seq_len=8, d_model=16, n_head=2, n_layer=1, steps=3, batch_size=8, e
             probe_max_lag=4, probe_fit_sequences=64, probe_test_sequences=32, device="cpu")
 
 
+@pytest.mark.slow
 def test_demo_smoke_writes_result_and_plots(tmp_path):
     cfg = demo_config(**TINY, gradients=["vanilla", "myopic-hidden", "myopic", "bigram"])
     result = run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None, workers=1)
@@ -35,6 +36,7 @@ def test_demo_smoke_writes_result_and_plots(tmp_path):
         run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_demo_tasks_in_parallel_processes_match_serial(tmp_path):
     """The default trains the two tasks in two processes; the numbers must not depend on that."""
     cfg = demo_config(**TINY)
@@ -71,6 +73,7 @@ def test_verdict_reports_what_the_numbers_show():
     assert "not solved by every variant" in verdict(fractions(0.01, 1.0, 1.0, 0.003, 0.6, 0.7))
 
 
+@pytest.mark.slow
 def test_cli_synthetic_and_arithmetic_tiny(tmp_path, capsys):
     code = main(["synthetic", "--task", "control", "--gradients", "vanilla,myopic", "--out", str(tmp_path / "s"),
                  "--steps", "2", "--batch-size", "4", "--seq-len", "6", "--d-model", "16", "--n-head", "2",

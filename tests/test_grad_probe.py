@@ -32,6 +32,7 @@ def _independent_stats(total, myopic):
             "future_share": float(f @ t / (t @ t))}
 
 
+@pytest.mark.slow
 def test_decomposition_of_a_hf_model_matches_brute_force():
     hf = tiny("pythia")
     x = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(0))
@@ -99,6 +100,7 @@ def test_decomposition_of_our_gpt_matches_position_by_position_past():
         groups["all"])
 
 
+@pytest.mark.slow
 def test_grad_cli_over_snapshots(tmp_path):
     from test_hf_runs import tiny_pythia_dir
 
@@ -121,6 +123,7 @@ def test_grad_cli_over_snapshots(tmp_path):
     assert (tmp_path / "g" / "grad.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_future_pairs_alignment_with_a_model_that_reads_ahead():
     """A fake 'model' whose state at t is the one-hot token at t+2: the probe finds it at k=2 only."""
 
@@ -145,6 +148,7 @@ def test_future_pairs_alignment_with_a_model_that_reads_ahead():
     assert x.shape == (20 * 6, 3) and torch.equal(y.view(20, 6), train[:, 3:])
 
 
+@pytest.mark.slow
 def test_fit_probe_separable_and_chance():
     gen = torch.Generator().manual_seed(0)
     centers = torch.randn(5, 8, generator=gen) * 4
@@ -159,6 +163,7 @@ def test_fit_probe_separable_and_chance():
     assert capped["classes"] == 3 and capped["other_fraction_test"] > 0
 
 
+@pytest.mark.slow
 def test_probe_cli_on_a_pair(tmp_path):
     from myopia.experiments.train_lm import train_lm
     from myopia.train import TrainConfig

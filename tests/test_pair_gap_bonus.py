@@ -117,6 +117,7 @@ def corpus_dir_of(pair_dir):
     return read_json(pair_dir / "pair.json")["data"]["spec"]
 
 
+@pytest.mark.slow
 def test_rerunning_a_pair_reproduces_per_token_losses_exactly(pair_dir, corpus_dir, tmp_path):
     again = tmp_path / "again"
     pair(corpus_dir, again, seeds="0,1")
@@ -195,6 +196,7 @@ def test_bonus_from_scratch_learns(pair_dir):
     assert b["loss"]["local-scratch"]["mean"] < np.log(257) - 1.0  # far below the uniform predictor
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_extensible(pair_dir):
     from myopia.report import _SECTIONS, build_report, register_section
     from myopia.report.blocks import Paragraph
@@ -246,6 +248,7 @@ def test_gap_on_another_corpus(pair_dir, corpus_dir, tmp_path):
     assert g["gap"]["myopic"] is not None and g["count_bigram"] is not None
 
 
+@pytest.mark.slow
 def test_cli_gap_and_report(pair_dir, capsys):
     from myopia.cli import main
 

@@ -133,6 +133,7 @@ def test_doc_bootstrap_is_paired():
 # ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, monkeypatch):
     corpus = load_corpus(corpus_file)
     out = tmp_path / "sweep"
@@ -247,6 +248,7 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
     assert "--threads" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_horizon_sweep(corpus_file, tmp_path, monkeypatch):
     assert default_horizons(16) == [0, 1, 2, 4, 8]
     assert default_horizons(128)[-1] == 64
@@ -283,6 +285,7 @@ def test_horizon_sweep(corpus_file, tmp_path, monkeypatch):
     assert [r[0] for r in rows] == ["0", "0.5"] and rows[0][1] == f"{s['beta']['myopic'][0]['loss']:.3f}"
 
 
+@pytest.mark.slow
 def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, monkeypatch, capsys):
     """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one, and
     the report shows it in the right columns."""

@@ -61,6 +61,7 @@ def test_paired_runs_share_initialisation_and_data_order(corpus_file, tmp_path):
     assert not torch.equal(a["blocks.0.attn.qkv.weight"], b["blocks.0.attn.qkv.weight"])
 
 
+@pytest.mark.slow
 def test_same_seed_reproduces_bitwise(corpus_file, tmp_path):
     r1 = train_lm(corpus_file, tmp_path / "a", small_model("myopic"), small_train())
     r2 = train_lm(corpus_file, tmp_path / "b", small_model("myopic"), small_train())
@@ -96,6 +97,7 @@ class CrashingTask(LMTask):
         return super().examples(indices, device)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_is_exact(corpus_file, tmp_path):
     corpus = load_corpus(corpus_file)
     cfg = small_train(ckpt_every=4)
@@ -150,6 +152,7 @@ def test_micro_batches_match_one_batch(corpus_file, tmp_path):
     assert abs(r1["eval_loss"] - r2["eval_loss"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_training_learns(corpus_file, tmp_path):
     tokens, _ = load_corpus(corpus_file).stream("train")
     freq = np.bincount(tokens) / len(tokens)

@@ -97,6 +97,7 @@ def parameter_groups(names: list[str]) -> dict[str, list[str]]:
 
 
 def parameter_kind(name: str) -> str:
+    """The kind of a parameter from its name: embedding, norm, attention, mlp or other."""
     leaf = name.lower()
     if re.search(r"(wte|wpe|embed|lm_head)", leaf):
         return "embedding"

@@ -1,4 +1,7 @@
-"""Run directories: atomic writes, metrics logs and the provenance every result file carries."""
+"""Writing results safely: atomic writes, JSON and metrics logs, and the provenance every result file carries.
+
+The names of the files in a run folder live in :mod:`myopia.rundir`.
+"""
 
 from __future__ import annotations
 
@@ -95,6 +98,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """The parsed JSON file; a one-line :class:`MyopiaError` when it is missing or invalid."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -112,6 +116,7 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict) -> None:
+        """Append one record as a JSON line and flush it (a clear error when the disk is full)."""
         try:
             with open(self.path, "a") as f:
                 f.write(json.dumps(_jsonable(record)) + "\n")
@@ -182,6 +187,7 @@ def versions() -> dict:
 
 
 def machine() -> dict:
+    """Platform, processor, CPU count, torch threads and CUDA device of this machine (for provenance)."""
     import torch
 
     info = {

@@ -59,6 +59,7 @@ class GPTConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Refuse impossible sizes and settings with a one-line :class:`MyopiaError` naming the field."""
         def positive_int(name):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -82,10 +83,12 @@ class GPTConfig:
             raise MyopiaError(f"attention_impl must be auto, fused or eager; got {self.attention_impl!r}")
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (what config.json stores under run.model)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
+        """The config of a stored dict; unknown keys are refused."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -94,6 +97,7 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head, d_model // n_head."""
         return self.d_model // self.n_head
 
 
@@ -160,6 +164,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """The feed-forward block: Linear(d, r·d) → exact GELU → Linear(r·d, d) → dropout; (B, T, d) → (B, T, d)."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.up = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=cfg.bias)
@@ -167,10 +173,13 @@ class MLP(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x):
+        """(B, T, d) → (B, T, d)."""
         return F.dropout(self.down(F.gelu(self.up(x))), self.dropout, self.training)
 
 
 class Block(nn.Module):
+    """One pre-LayerNorm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
@@ -220,6 +229,7 @@ class GPT(nn.Module):
         self.cfg.validate()
 
     def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; with ``non_embedding`` the token embedding (tied to the output head) is left out."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.wte.weight.numel() if non_embedding else n
 

@@ -8,6 +8,7 @@ from .common import add_data_args, data_options
 
 
 def register(sub) -> None:
+    """Add the ``myopia data`` parser (actions build and info) to ``sub``."""
     p = sub.add_parser("data", help="build or inspect a token cache",
                        description="Tokenize a corpus once into a memory-mapped token cache (reused while the "
                        "source, tokenizer and split settings are unchanged), or show what a cache holds.")
@@ -25,6 +26,7 @@ def register(sub) -> None:
 
 
 def run_build(args) -> int:
+    """Run ``myopia data build``: tokenize --data into the cache folder --out; returns the exit status."""
     from ..data.cache import build_cache
     from ..data.sources import DataSource
 
@@ -42,6 +44,7 @@ def run_build(args) -> int:
 
 
 def run_info(args) -> int:
+    """Run ``myopia data info``: print documents and tokens per split and slice; returns the exit status."""
     from ..data.cache import cache_info, is_cache
     from ..errors import MyopiaError
 

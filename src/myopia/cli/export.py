@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia export`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser(
         "export",
         help="save a trained GPT run as a transformers GPT-NeoX model (AutoModelForCausalLM, lm-eval-harness)",
@@ -17,6 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia export`` with the parsed arguments; returns the exit status."""
     from transformers.utils import logging as hf_logging
 
     from ..hf.export import export_run

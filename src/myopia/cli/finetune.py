@@ -6,6 +6,7 @@ from .common import add_train_args, train_config
 
 
 def register(sub) -> None:
+    """Add the ``myopia finetune`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser(
         "finetune",
         help="continue training a Hugging Face causal LM once per gradient setting on identical data",
@@ -32,6 +33,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia finetune`` with the parsed arguments; returns the exit status."""
     import torch
     from transformers.utils import logging as hf_logging
 

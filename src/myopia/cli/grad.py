@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia grad`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser(
         "grad",
         help="split checkpoints' gradients into myopic (diagonal) and future (off-diagonal) parts",
@@ -26,6 +27,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia grad`` with the parsed arguments; returns the exit status."""
     from transformers.utils import logging as hf_logging
 
     from ..experiments.grad import grad_decomposition

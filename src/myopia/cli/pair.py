@@ -6,6 +6,7 @@ from .common import add_data_args, add_model_args, add_train_args, data_options,
 
 
 def register(sub) -> None:
+    """Add the ``myopia pair`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("pair", help="train vanilla and myopic models on identical data, init and budget",
                        description="Train a vanilla GPT and myopic variants (default: myopic and myopic-hidden) "
                        "from the same initial weights on the same examples in the same order. Rerunning skips "
@@ -25,6 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia pair`` with the parsed arguments; returns the exit status."""
     from ..experiments.pair import run_pair
 
     args.gradient, args.beta, args.horizon = "vanilla", 0.0, 0

@@ -6,6 +6,7 @@ from ..errors import MyopiaError
 
 
 def register(sub) -> None:
+    """Add the ``myopia probe`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser(
         "probe",
         help="future-token linear probes (layer-l state at t -> token at t+k) compared across models",
@@ -34,6 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia probe`` with the parsed arguments; returns the exit status."""
     from transformers.utils import logging as hf_logging
 
     from ..experiments.probe import pair_models, probe_comparison

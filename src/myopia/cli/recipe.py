@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia recipe`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("recipe", help="list the named recipes (measured configurations) or run one",
                        description="A recipe is the sequence of myopia commands behind a measured table of the "
                        "docs (e.g. brown-gap: pair, gap, bonus, report). Without NAME, list them; with NAME, run "
@@ -17,6 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia recipe`` with the parsed arguments; returns the exit status."""
     import shlex
 
     from ..errors import MyopiaError

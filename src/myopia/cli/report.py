@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia report`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("report", aliases=["sweep-report"],
                        help="write DIR/report.md and DIR/report.html from the results in DIR",
                        description="Render every result DIR holds (pair.json: training curves; gap.json: the gap "
@@ -17,6 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia report`` with the parsed arguments; returns the exit status."""
     write_and_print(args.dir, title=args.title)
     return 0
 

@@ -7,6 +7,7 @@ from .common import add_gradient_args, add_model_args, add_train_args, model_con
 
 
 def register(sub) -> None:
+    """Add the ``myopia train`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("train", help="train one GPT on a corpus with a chosen gradient setting",
                        description="Train a GPT (next-token prediction) on a text file, a folder of text files "
                        "or a .npy token file. Writes config.json, metrics.jsonl, checkpoint.safetensors, "
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia train`` with the parsed arguments; returns the exit status."""
     from ..experiments.train_lm import train_lm
     from ..train import init_distributed, is_main_process
 

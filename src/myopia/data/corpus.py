@@ -34,9 +34,11 @@ class TokenCorpus:
 
     @property
     def n_docs(self) -> int:
+        """Number of documents."""
         return len(self.doc_offsets) - 1
 
     def split_docs(self, split: str) -> np.ndarray:
+        """Ids of the documents in ``split`` (train, val or test), ascending."""
         if split not in SPLITS:
             raise MyopiaError(f"split must be one of {SPLITS}, got {split!r}")
         return np.flatnonzero(self.doc_split == SPLITS.index(split))
@@ -69,6 +71,7 @@ class TokenCorpus:
         return np.concatenate(pieces).astype(np.int64), np.concatenate(ids)
 
     def describe(self) -> dict:
+        """Source, vocabulary, documents and tokens per split, the tokenizer and any extra info."""
         counts = {s: int((self.doc_split == i).sum()) for i, s in enumerate(SPLITS)}
         per_split = np.bincount(np.asarray(self.doc_split, dtype=np.int64), weights=self.doc_lengths, minlength=3)
         tokens = {s: int(per_split[i]) for i, s in enumerate(SPLITS)}
@@ -131,6 +134,7 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
 
 
 def token_dtype(vocab_size: int):
+    """The smallest unsigned dtype that holds every id of a vocabulary (uint16 up to 65,536 ids)."""
     return np.uint16 if vocab_size <= 65536 else np.uint32
 
 

@@ -80,6 +80,7 @@ class LMTask:
 
     @staticmethod
     def count(batch: dict) -> int:
+        """Tokens a batch's loss is summed over (the trainer normalises by the global count)."""
         return batch["y"].numel()
 
     def logits(self, model, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +120,7 @@ class LMTask:
         return float(-logp[y.numpy().ravel()].mean())
 
     def describe(self) -> dict:
+        """What config.json records about the task: kind, unigram baseline, sequence length, data seed, windows."""
         return {
             "kind": "lm",
             "unigram_eval_loss": self.unigram_loss(),

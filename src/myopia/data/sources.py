@@ -70,6 +70,7 @@ class DataSource:
     @classmethod
     def from_spec(cls, spec: str | Path, *, text_field: str = "text", label_field: str | None = None,
                   hf_config: str | None = None, hf_split: str | None = None) -> "DataSource":
+        """The source named by a path or ``hf:NAME``; a clear error when the path does not exist."""
         opts = dict(text_field=text_field, label_field=label_field, hf_config=hf_config, hf_split=hf_split)
         spec_str = str(spec)
         if spec_str.startswith("hf:"):
@@ -85,6 +86,7 @@ class DataSource:
 
     # ---- identity ------------------------------------------------------------------------------------------
     def describe(self) -> dict:
+        """Kind, location and reading options (what the cache key and provenance record)."""
         out = {"kind": self.kind, "location": self.location}
         if self.kind != "text":
             out.update(text_field=self.text_field, label_field=self.label_field)
@@ -109,6 +111,7 @@ class DataSource:
 
     # ---- documents -----------------------------------------------------------------------------------------
     def documents(self) -> Iterator[Document]:
+        """Stream the source's documents, one at a time, in a fixed order."""
         path = Path(self.location)
         if self.kind == "text":
             yield from iter_text_file(path)

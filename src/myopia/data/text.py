@@ -18,6 +18,8 @@ TEXT_SUFFIXES = (".txt", ".text", ".md")
 
 @dataclass(frozen=True)
 class Document:
+    """One document: its text and its slice label (e.g. the file stem of a folder corpus)."""
+
     text: str
     slice: str = ""
 
@@ -65,4 +67,5 @@ def iter_text_file(path: Path, slice_name: str | None = None) -> Iterator[Docume
 
 
 def read_text_file(path: Path, slice_name: str | None = None) -> list[Document]:
+    """Every document of one UTF-8 text file (see :func:`iter_text_file`)."""
     return list(iter_text_file(Path(path), slice_name))

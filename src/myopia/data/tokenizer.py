@@ -39,15 +39,19 @@ class ByteTokenizer:
     eos_id = 256
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no end-of-document id)."""
         return list(text.encode("utf-8"))
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text."""
         return [self.encode(t) for t in texts]
 
     def decode(self, ids) -> str:
+        """Text of token ids (the end-of-document id dropped; invalid UTF-8 shown as U+FFFD)."""
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
     def token_text(self, token_id: int) -> str:
+        """The text of one token, for reports (the end-of-document token as EOS_TEXT)."""
         if token_id == self.eos_id:
             return EOS_TEXT
         return bytes([int(token_id)]).decode("utf-8", errors="replace")
@@ -57,9 +61,11 @@ class ByteTokenizer:
         return hashlib.sha256(b"myopia-bytes-v1").hexdigest()[:16]
 
     def describe(self) -> dict:
+        """Kind, vocabulary size and fingerprint (recorded in config.json and cache.json)."""
         return {"kind": self.name, "vocab_size": self.vocab_size, "fingerprint": self.fingerprint()}
 
     def save(self, folder: Path) -> None:  # nothing to save: bytes are bytes
+        """Nothing to save: bytes are bytes."""
         pass
 
 
@@ -120,6 +126,7 @@ class BPETokenizer(_WrappedTokenizer):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "BPETokenizer":
+        """A BPE tokenizer read from a ``tokenizers`` JSON file."""
         from tokenizers import Tokenizer
 
         try:
@@ -129,15 +136,18 @@ class BPETokenizer(_WrappedTokenizer):
         return cls(tok, source=str(path))
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens)."""
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, encoded in parallel by the tokenizers library."""
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def _decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
 
     def save(self, folder: Path) -> None:
+        """Write the tokenizer to ``folder``/FILE atomically."""
         from ..io import atomic_write_bytes
 
         atomic_write_bytes(Path(folder) / self.FILE, self.tok.to_str().encode())
@@ -174,15 +184,18 @@ class HFTokenizer(_WrappedTokenizer):
         self._fingerprint = _sha(f"{state}|eos={self.eos_id}|n={self.vocab_size}")
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens)."""
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens)."""
         return self.tok(list(texts), add_special_tokens=False)["input_ids"]
 
     def _decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, clean_up_tokenization_spaces=False)
 
     def save(self, folder: Path) -> None:
+        """Write the tokenizer with ``save_pretrained`` into ``folder``/FOLDER."""
         self.tok.save_pretrained(str(Path(folder) / self.FOLDER))
 
 

@@ -37,16 +37,20 @@ _ARM = re.compile(r"^(myopic-hidden|myopic)(?:-(beta|horizon)(\d+(?:\.\d+)?))?$"
 
 @dataclass(frozen=True)
 class Arm:
+    """One arm of a pair: its name (e.g. myopic-horizon8) and the gradient setting it trains with."""
+
     name: str
     gradient: str
     beta: float = 0.0
     horizon: int = 0
 
     def model_config(self, base: GPTConfig) -> GPTConfig:
+        """``base`` with this arm's gradient, beta and horizon."""
         return replace(base, gradient=self.gradient, beta=self.beta, horizon=self.horizon)
 
 
 def parse_arm(name: str) -> Arm:
+    """The arm an arm name stands for: vanilla, bigram, myopic[-hidden] with an optional -betaX or -horizonN."""
     name = name.strip()
     if name in ("vanilla", "bigram"):
         return Arm(name, name)
@@ -75,6 +79,7 @@ def parse_arms(spec: str | list[str] | None) -> list[Arm]:
 
 
 def parse_seeds(spec: str | list[int] | None, default: int = 0) -> list[int]:
+    """Seeds from a comma-separated string or a list (duplicates dropped, order kept); ``default`` when none."""
     if spec is None or spec == "":
         return [default]
     if isinstance(spec, str):
@@ -90,6 +95,7 @@ def parse_seeds(spec: str | list[int] | None, default: int = 0) -> list[int]:
 
 
 def run_dir(out: Path, arm: str, seed: int) -> Path:
+    """The run folder of one arm and seed inside a pair directory: OUT/runs/ARM/seedS."""
     return Path(out) / "runs" / arm / f"seed{seed}"
 
 
@@ -121,11 +127,13 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def resolve_cache(pair_dir: Path, manifest: dict) -> Path:
+    """The pair's token cache folder (relative paths in pair.json are relative to the pair directory)."""
     p = Path(manifest["data"]["cache"])
     return p if p.is_absolute() else Path(pair_dir) / p
 
 
 def read_manifest(pair_dir: str | Path) -> dict:
+    """The pair directory's pair.json; a clear error when DIR is not a pair directory."""
     path = Path(pair_dir) / MANIFEST
     if not path.is_file():
         raise MyopiaError(f"{pair_dir} is not a pair directory (no {MANIFEST}); create one with myopia pair")

@@ -1,4 +1,4 @@
-"""Hugging Face causal LMs behind :class:`myopia.model.GPT`'s interface, and loading runs of either kind.
+"""Hugging Face causal LMs behind :class:`myopia.model.GPT`'s interface, and loading them from the hub or a folder.
 
 :class:`HFCausalLM` wraps a transformers model so that the trainer, the tasks and the analyses treat it like our
 own GPT: ``model(idx)`` -> logits ``(B, T, vocab)``, ``model(embeds=x)``, ``hidden_out=[]`` (HF's hidden states:
@@ -40,6 +40,7 @@ class HFModelInfo:
     horizon: int = 0
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict."""
         return dict(self.__dict__)
 
 
@@ -77,6 +78,7 @@ class HFCausalLM(nn.Module):
         self._settings.gradient, self._settings.beta, self._settings.horizon = gradient, float(beta), int(horizon)
 
     def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; with ``non_embedding`` the input embedding is left out."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.hf.get_input_embeddings().weight.numel() if non_embedding else n
 

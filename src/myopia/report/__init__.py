@@ -30,6 +30,8 @@ FIGURE_DIR = "report_files"
 
 @dataclass(frozen=True)
 class Section:
+    """A registered report section: its name, its order, which folders it applies to and its renderer."""
+
     name: str
     order: int  # sections render in increasing order
     applies: Callable[[Path], bool]  # does this directory hold the section's result files?
@@ -50,6 +52,7 @@ def register_section(name: str, *, order: int, applies: Callable[[Path], bool]):
 
 
 def sections_for(directory: str | Path) -> list[Section]:
+    """The registered sections that apply to ``directory``, in order."""
     for module in SECTION_MODULES:
         importlib.import_module(module)
     d = Path(directory)

@@ -14,17 +14,23 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Heading:
+    """A section heading of a report; ``level`` is the Markdown heading depth."""
+
     text: str
     level: int = 2
 
 
 @dataclass
 class Paragraph:
+    """A paragraph of Markdown text."""
+
     text: str
 
 
 @dataclass
 class Table:
+    """A table: header row, body rows (strings) and an optional caption."""
+
     header: list[str]
     rows: list[list[str]]
     caption: str = ""
@@ -32,6 +38,8 @@ class Table:
 
 @dataclass
 class Figure:
+    """A figure: a name (its file stem), PNG bytes and a caption."""
+
     name: str  # file stem, unique within the report
     png: bytes
     caption: str = ""
@@ -39,11 +47,15 @@ class Figure:
 
 @dataclass
 class Code:
+    """A code block (e.g. the command that produced a result)."""
+
     text: str
 
 
 @dataclass
 class Report:
+    """A report: a title and its blocks, rendered by :func:`render_markdown` and :func:`render_html`."""
+
     title: str
     blocks: list = field(default_factory=list)
 
