@@ -1,4 +1,4 @@
-"""Core changes made for the Hugging Face work: split_linear under bf16 autocast, tied tensors in checkpoints."""
+"""bf16 autocast through split_linear and myopic-hidden training; tied tensors stored once in checkpoints."""
 
 import torch
 
