@@ -14,7 +14,7 @@ import math
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,15 +201,13 @@ class SweepSettings:
 
     @classmethod
     def from_preset(cls, preset: SweepPreset | str, **overrides) -> "SweepSettings":
+        """The preset's settings (its ladder, budgets and every field it shares with this class by name), with
+        the ``overrides`` that are not None applied by :func:`dataclasses.replace`."""
         p = PRESETS[preset] if isinstance(preset, str) else preset
-        base = dict(
-            sizes=ladder(p.widths, p.aspect, p.head_dim), tokens=parse_tokens(",".join(p.tokens)),
-            gradients=list(p.gradients), seq_len=p.seq_len, batch_size=p.batch_size, lr=p.lr,
-            lr_ref_width=p.lr_ref_width, lr_max=p.lr_max, warmup_frac=p.warmup_frac, weight_decay=p.weight_decay,
-            min_lr_ratio=p.min_lr_ratio, eval_tokens=p.eval_tokens, precision=p.precision, preset=p.name,
-        )
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+        shared = {f.name for f in fields(cls)} & {f.name for f in fields(p)} - {"tokens", "gradients"}
+        base = cls(sizes=ladder(p.widths, p.aspect, p.head_dim), tokens=parse_tokens(",".join(p.tokens)),
+                   gradients=list(p.gradients), preset=p.name, **{name: getattr(p, name) for name in shared})
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass
