@@ -17,7 +17,7 @@ def register(sub) -> None:
     add_data_args(b)
     b.add_argument("--out", required=True, help="cache folder")
     b.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     b.set_defaults(func=run_build)
     i = s.add_parser("info", help="show a cache's source, tokenizer, splits and slices")
     i.add_argument("cache", help="cache folder")

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--snapshots", action="store_true", help="expand run directories into their snapshots")
     p.add_argument("--micro-batch", type=int, default=16, help="windows per forward/backward")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-plot", action="store_true", help="write grad.json only (no grad.png)")
     p.set_defaults(func=run)
 
 

@@ -21,16 +21,18 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--layers", default="all", help="'all' or comma-separated layer indices (0 = embeddings)")
     p.add_argument("--ks", default="1,2,3,4", help="future offsets (default %(default)s)")
-    p.add_argument("--train-split", default="val", choices=["train", "val", "test"])
-    p.add_argument("--eval-split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--train-split", default="val", choices=["train", "val", "test"],
+                   help="split whose windows train the probes (default %(default)s)")
+    p.add_argument("--eval-split", default="test", choices=["train", "val", "test"],
+                   help="split whose windows score the probes (default %(default)s)")
     p.add_argument("--windows", type=int, default=64, help="windows per split (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per window (default %(default)s)")
     p.add_argument("--classes", type=int, default=1024, help="probe classes incl. 'other' (default %(default)s)")
     p.add_argument("--steps", type=int, default=300, help="probe optimisation steps (default %(default)s)")
     p.add_argument("--lr", type=float, default=0.05, help="probe learning rate (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probes' initialisation (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
+    p.add_argument("--no-plot", action="store_true", help="write probe.json only (no probe.png)")
     p.set_defaults(func=run)
 
 

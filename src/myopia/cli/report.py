@@ -13,7 +13,7 @@ def register(sub) -> None:
                        "the horizon/beta sweep) into report.md (figures in report_files/) and a self-contained "
                        "report.html. `myopia sweep-report` is the same command.")
     p.add_argument("dir", help="results directory, e.g. a pair, sweep or horizon-sweep directory")
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None, help="report title (default: myopia report: DIR's name)")
     p.set_defaults(func=run)
 
 
