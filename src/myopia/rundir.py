@@ -12,7 +12,9 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
 
 :func:`load_run` rebuilds the model of either kind (our :class:`myopia.model.GPT`, or
 :class:`myopia.hf.model.HFCausalLM`) from these files; :func:`load_model` also takes a weights file inside a run or
-a Hugging Face directory / hub name. This module is the only place that spells these file names.
+a Hugging Face directory / hub name. This module is the only place that spells these file names, and the names of
+the summaries that folders of several runs hold (``pair.json``, ``gap.json``, ``bonus.json``, ``sweep.json``,
+``horizon.json``). Importing it does not import torch.
 """
 
 from __future__ import annotations
@@ -37,10 +39,16 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.safetensors"  # myopia.checkpoint.previou
 CHECKPOINTS = "checkpoints"  # distributed checkpoints: one folder checkpoints/step_XXXXXXX per checkpointed step
 SNAPSHOTS = "snapshots"
 TOKENIZER = "tokenizer"
+# The summaries of the folders that hold several runs (what `myopia report DIR` looks for).
+PAIR_JSON = "pair.json"  # myopia pair: the arms, seeds and run folders
+GAP_JSON = "gap.json"  # myopia gap
+BONUS_JSON = "bonus.json"  # myopia bonus
+SWEEP_JSON = "sweep.json"  # myopia sweep
+HORIZON_JSON = "horizon.json"  # myopia horizon-sweep
 STATUSES = ("new", "partial", "done")
 
 __all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "CHECKPOINTS", "SNAPSHOTS",
-           "TOKENIZER",
+           "TOKENIZER", "PAIR_JSON", "GAP_JSON", "BONUS_JSON", "SWEEP_JSON", "HORIZON_JSON",
            "Run", "is_run", "read_config", "has_checkpoint", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
            "load_run", "load_run_model", "run_tokenizer", "load_model"]
 

@@ -35,14 +35,13 @@ from ..data.cache import open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import flops_per_token
-from ..rundir import CHECKPOINT, CONFIG, MODEL, RESULT, load_run_model
+from ..rundir import BONUS_JSON, CHECKPOINT, CONFIG, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
 from .gap import ARRAYS as GAP_ARRAYS
 from .gap import load_arrays, save_arrays, trained_arms
 from .pair import read_manifest, resolve_cache, run_dir
 from .train_lm import build_model
 
-BONUS_JSON = "bonus.json"
 ARRAYS = Path("bonus") / "per_token.npz"
 TRAINEES = {"vanilla": "local", "scratch": "local-scratch"}
 

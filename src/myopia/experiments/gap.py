@@ -22,10 +22,9 @@ from ..data.cache import is_cache, open_cache
 from ..data.sources import DataSource
 from ..errors import MyopiaError
 from ..io import atomic_write_bytes, provenance, read_json, write_json
-from ..rundir import MODEL, load_run_model
+from ..rundir import GAP_JSON, MODEL, load_run_model
 from .pair import read_manifest, resolve_cache, run_dir
 
-GAP_JSON = "gap.json"
 ARRAYS = Path("gap") / "per_token.npz"
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import non_embedding_params
+from ..rundir import HORIZON_JSON as HORIZON_FILE
 from ..rundir import RESULT, run_status
 from .sweep import (
     EVAL_FILE,
@@ -38,7 +39,6 @@ from .sweep import (
     train_config_for,
 )
 
-HORIZON_FILE = "horizon.json"
 DEFAULT_BETAS = (0.1, 0.25, 0.5, 0.75)
 
 

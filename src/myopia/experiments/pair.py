@@ -27,11 +27,11 @@ from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
 from ..rundir import CHECKPOINT, CONFIG, RESULT
+from ..rundir import PAIR_JSON as MANIFEST
 from ..train import TrainConfig
 from .train_lm import train_lm
 
 DEFAULT_ARMS = PAIR_ARMS
-MANIFEST = "pair.json"
 _ARM = re.compile(r"^(myopic-hidden|myopic)(?:-(beta|horizon)(\d+(?:\.\d+)?))?$")
 
 

@@ -33,11 +33,11 @@ from ..scaling import (
     multiplier_interval,
 )
 from ..rundir import CONFIG, METRICS, RESULT, load_run_model, run_status
+from ..rundir import SWEEP_JSON as SWEEP_FILE
 from ..train import TrainConfig, dist_info
 from .scaling_presets import PRESETS, SweepPreset
 from .train_lm import train_lm
 
-SWEEP_FILE = "sweep.json"
 EVAL_FILE = "eval_windows.json"
 TIMING_FILE = "timing.json"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..arms import MYOPIC_ARMS as SIDE_BY_SIDE
 from ..io import read_json, read_jsonl
-from ..rundir import METRICS
+from ..rundir import BONUS_JSON, GAP_JSON, METRICS, PAIR_JSON
 from ..plots.report import gap_bars, gap_by_position, loss_bars
 from ..plots.training import pair_training_curves
 from . import register_section
@@ -44,9 +44,9 @@ def _contrast_arms(arms: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-@register_section("pair", order=10, applies=lambda d: (d / "pair.json").is_file())
+@register_section("pair", order=10, applies=lambda d: (d / PAIR_JSON).is_file())
 def pair_section(d: Path) -> list:
-    m = read_json(d / "pair.json")
+    m = read_json(d / PAIR_JSON)
     model, train = m["model"], m["train"]
     corpus = m["data"]["corpus"]
     tok = corpus.get("tokenizer", {})
@@ -83,9 +83,9 @@ def pair_section(d: Path) -> list:
 # ------------------------------------------------------------------------------------------------------------
 
 
-@register_section("gap", order=20, applies=lambda d: (d / "gap.json").is_file())
+@register_section("gap", order=20, applies=lambda d: (d / GAP_JSON).is_file())
 def gap_section(d: Path) -> list:
-    g = read_json(d / "gap.json")
+    g = read_json(d / GAP_JSON)
     arms = _contrast_arms(g["arms"])
     trained = [a for a in arms if g["gap"].get(a)]
     blocks = [Heading("The myopia gap"), Paragraph(
@@ -172,9 +172,9 @@ def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) 
 # ------------------------------------------------------------------------------------------------------------
 
 
-@register_section("bonus", order=30, applies=lambda d: (d / "bonus.json").is_file())
+@register_section("bonus", order=30, applies=lambda d: (d / BONUS_JSON).is_file())
 def bonus_section(d: Path) -> list:
-    b = read_json(d / "bonus.json")
+    b = read_json(d / BONUS_JSON)
     cfg = b["config"]
     blocks = [Heading("The local myopia bonus"), Paragraph(
         f"The local model re-trains the present-position computation while every earlier position's keys and "

@@ -13,13 +13,11 @@ from pathlib import Path
 from ..arms import MYOPIC_ARMS
 from ..io import read_json
 from ..plots.scaling import plot_gap_vs_params, plot_horizon, plot_loss_vs_compute, plot_multiplier
+from ..rundir import HORIZON_JSON as HORIZON_FILE
+from ..rundir import SWEEP_JSON as SWEEP_FILE
 from . import register_section
 from .blocks import Figure, Heading, Paragraph, Table
 
-# The result files of myopia.experiments.sweep / .horizon_sweep (spelled here so that a report of a pair folder
-# does not import the training stack; tests check they match).
-SWEEP_FILE = "sweep.json"
-HORIZON_FILE = "horizon.json"
 K_PICKS = (("smallest measured", 0, 1), ("largest measured", 1, 1), ("10x beyond", 1, 10), ("100x beyond", 1, 100))
 
 
