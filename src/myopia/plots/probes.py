@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .style import pyplot, save
+from .style import arm_color, pyplot, save
 
 
 def plot_probe(summary: dict, path: str | Path) -> bytes:
@@ -24,8 +24,8 @@ def plot_probe(summary: dict, path: str | Path) -> bytes:
             layers = sorted(res["layers"], key=int)
             rows = [res["layers"][layer][str(k)] for layer in layers]
             xs = [int(layer) for layer in layers]
-            axes[0][j].plot(xs, [r["accuracy"] for r in rows], marker="o", color=f"C{i}", label=name)
-            axes[1][j].plot(xs, [r["ce"] for r in rows], marker="o", color=f"C{i}", label=name)
+            axes[0][j].plot(xs, [r["accuracy"] for r in rows], marker="o", color=arm_color(name, i), label=name)
+            axes[1][j].plot(xs, [r["ce"] for r in rows], marker="o", color=arm_color(name, i), label=name)
             baseline = rows[0]
         if baseline is not None:
             axes[0][j].axhline(baseline["baseline_accuracy"], color="grey", ls=":", label="most frequent token")
