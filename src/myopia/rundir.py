@@ -49,8 +49,8 @@ STATUSES = ("new", "partial", "done")
 
 __all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "CHECKPOINTS", "SNAPSHOTS",
            "TOKENIZER", "PAIR_JSON", "GAP_JSON", "BONUS_JSON", "SWEEP_JSON", "HORIZON_JSON",
-           "Run", "is_run", "read_config", "has_checkpoint", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
-           "load_run", "load_run_model", "run_tokenizer", "load_model"]
+           "Run", "is_run", "read_config", "has_checkpoint", "run_status", "run_kind", "run_dir_of", "weights_file",
+           "check_tokenizer", "load_run", "load_run_model", "run_tokenizer", "load_model"]
 
 
 @dataclass

@@ -8,7 +8,8 @@ from .common import add_train_args
 def register(sub) -> None:
     p = sub.add_parser("synthetic", help="train regressors on a synthetic pre-caching task, paired by gradient",
                        description="Sequence regression y_n = z_n Σ sin(ω x_{n-i}) + (1-z_n) x_n (see the docs, "
-                       "'Concepts: the synthetic tasks'). Writes OUT/<task>-<gradient>[-seedS]/ runs and OUT/result.json.")
+                       "'Concepts: the synthetic tasks'). Writes OUT/<task>-<gradient>[-seedS]/ runs and "
+                       "OUT/result.json.")
     p.add_argument("--task", choices=["precache", "control"], required=True)
     p.add_argument("--out", required=True, help="result folder")
     p.add_argument("--gradients", default="vanilla,myopic-hidden,myopic,bigram",
