@@ -46,6 +46,7 @@ stop-gradient algebra; it is the readable reference (and what the paper's code d
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -96,7 +97,7 @@ def _expand_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     b, h_kv, T, d = t.shape
     if h_kv == n_heads:
         return t
-    return t[:, :, None].expand(b, h_kv, n_heads // h_kv, T, d).reshape(b, n_heads, T, d)
+    return t.unsqueeze(2).expand(b, h_kv, n_heads // h_kv, T, d).reshape(b, n_heads, T, d)
 
 
 def _sum_groups(t: torch.Tensor, h_kv: int) -> torch.Tensor:
@@ -140,9 +141,16 @@ def _fixed_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     want = torch.empty_like(like, device="meta").stride()
     if t.stride() == want:
         return t
+    if like.is_contiguous():
+        return _contiguous(t)
     out = torch.empty_like(like, dtype=t.dtype)
     out.copy_(t)
     return out
+
+
+def _contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t.contiguous()`` by ``clone`` (which fake CUDA tensors support on a machine without CUDA)."""
+    return t if t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
 
 
 def _math_attention_lse(q, k, v, scale):
@@ -183,12 +191,12 @@ def _kernel_forward(kind: str, q, k, v, scale: float):
     elif kind == "cuda_efficient":
         ke, ve = _expand_heads(k, q.shape[1]), _expand_heads(v, q.shape[1])
         res = torch.ops.aten._scaled_dot_product_efficient_attention(q, ke, ve, None, True, 0.0, True, scale=scale)
-        out, lse = res[0], res[1][..., :T]
+        out, lse = res[0], res[1].narrow(-1, 0, T)
     elif kind == "math":
         out, lse = _math_attention_lse(q, k, v, scale)
     else:
         raise MyopiaError(f"unknown attention kernel {kind!r}")
-    return _fixed_layout(out, q), lse.to(_lse_dtype(q.dtype)).contiguous()
+    return _fixed_layout(out, q), _contiguous(lse.to(_lse_dtype(q.dtype)))
 
 
 def _kernel_backward(kind: str, g, q, k, v, out, lse, scale: float):
@@ -202,7 +210,7 @@ def _kernel_backward(kind: str, g, q, k, v, out, lse, scale: float):
         seed = torch.empty(2, dtype=torch.uint64, device=dev)  # no dropout: the kernel does not read them
         offset = torch.empty((), dtype=torch.uint64, device=dev)
         dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_backward(
-            g, q, k, v, out, lse.contiguous(), None, None, T, T, 0.0, True, seed, offset, scale=scale
+            g, q, k, v, out, _contiguous(lse), None, None, T, T, 0.0, True, seed, offset, scale=scale
         )
     elif kind == "cuda_efficient":
         h_kv = k.shape[1]
@@ -438,24 +446,29 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
         dq, dk_van, dv_van = (t.to(work) for t in _kernel_backward(kind, g, q, k, v, out, lse, scale))
     else:
         raise MyopiaError(f"unknown myopic backward path {path!r}")
+    def late(t):  # queries s..T-1 (narrow, not indexing: the fake-tensor test runs this on fake CUDA tensors)
+        return t.narrow(-2, s, T - s)
+
+    def early(t):  # keys 0..T-s-1
+        return t.narrow(-2, 0, T - s)
+
     dq_far, dk_far, dv_far = _kernel_backward(
-        kind, g[..., s:, :], q[..., s:, :], k[..., : T - s, :], v[..., : T - s, :], out[..., s:, :],
-        lse[..., s:].contiguous(), scale,
+        kind, late(g), late(q), early(k), early(v), late(out), _contiguous(lse.narrow(-1, s, T - s)), scale
     )
     if path == "near":
-        dq[..., s:, :] += dq_far
+        late(dq).add_(dq_far)
         if split:
             dk_van, dv_van = dk_band.clone(), dv_band.clone()
-            dk_van[..., : T - s, :] += dk_far
-            dv_van[..., : T - s, :] += dv_far
+            early(dk_van).add_(dk_far)
+            early(dv_van).add_(dv_far)
         if beta:
-            dk_band[..., : T - s, :].add_(dk_far, alpha=beta)
-            dv_band[..., : T - s, :].add_(dv_far, alpha=beta)
+            early(dk_band).add_(dk_far, alpha=beta)
+            early(dv_band).add_(dv_far, alpha=beta)
         dk, dv = dk_band, dv_band
     else:
         dk, dv = (dk_van.clone(), dv_van.clone()) if split else (dk_van, dv_van)
-        dk[..., : T - s, :].sub_(dk_far, alpha=1.0 - beta)
-        dv[..., : T - s, :].sub_(dv_far, alpha=1.0 - beta)
+        early(dk).sub_(dk_far, alpha=1.0 - beta)
+        early(dv).sub_(dv_far, alpha=1.0 - beta)
     full = (dk_van.to(k.dtype), dv_van.to(v.dtype)) if split else (None, None)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), *full
 
@@ -487,16 +500,16 @@ def _near_grads(q, k, v, out, lse, g, horizon: int, scale: float):
     outside = (dist < 0) | (dist > horizon)
     p = torch.exp((qc @ kw.transpose(-1, -2)).mul_(scale).sub_(lc)).masked_fill_(outside, 0.0)
     ds = (gc @ vw.transpose(-1, -2)).sub_(delta).mul_(p)
-    dq = (ds @ kw).mul_(scale).view(B, H, N * c, D)[..., :T, :]
+    dq = (ds @ kw).mul_(scale).view(B, H, N * c, D).narrow(-2, 0, T)
     dkw = (ds.transpose(-1, -2) @ qc).mul_(scale).view(B, H, N, m, c, D)
     dvw = (p.transpose(-1, -2) @ gc).view(B, H, N, m, c, -1)
     dk = dkw.new_zeros(B, H, N + m - 1, c, D)
     dv = dvw.new_zeros(B, H, N + m - 1, c, dvw.shape[-1])
     for j in range(m):  # window piece j of chunk n is key chunk n - (m - 1) + j
-        dk[:, :, j : j + N] += dkw[:, :, :, j]
-        dv[:, :, j : j + N] += dvw[:, :, :, j]
-    dk = dk.view(B, H, -1, D)[..., front : front + T, :]
-    dv = dv.view(B, H, -1, dv.shape[-1])[..., front : front + T, :]
+        dk.narrow(2, j, N).add_(dkw.select(3, j))
+        dv.narrow(2, j, N).add_(dvw.select(3, j))
+    dk = dk.view(B, H, -1, D).narrow(-2, front, T)
+    dv = dv.view(B, H, -1, dv.shape[-1]).narrow(-2, front, T)
     return dq, _sum_groups(dk, h_kv), _sum_groups(dv, h_kv)
 
 
@@ -506,15 +519,20 @@ def _finish_band(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: f
     sums run in fp32 at the query heads on the side and are added afterwards."""
     work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
     grouped = k.shape[1] != q.shape[1]
-    if dk.dtype == work and dv.dtype == work and not grouped:
+    if dk.dtype == work and dv.dtype == work and not grouped and not _compiled_band_for(q.device):
         _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
         return
     H = q.shape[1]
-    band_k = torch.empty(q.shape, dtype=work, device=k.device)
-    band_v = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=work, device=v.device)
-    qw, ow, gw = (t.to(work) for t in (q, o, g))
-    kw, vw = _expand_heads(k, H).to(work), _expand_heads(v, H).to(work)
-    _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta, overwrite=True)
+    if _compiled_band_for(q.device):
+        band_k, band_v = _compiled_band(horizon)(q, _expand_heads(k, H), _expand_heads(v, H), o, lse, g, scale,
+                                                 1.0 - beta)
+    else:
+        band_k = torch.empty(q.shape, dtype=work, device=k.device)
+        band_v = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=work, device=v.device)
+        qw, ow, gw = (t.to(work) for t in (q, o, g))
+        kw, vw = _expand_heads(k, H).to(work), _expand_heads(v, H).to(work)
+        _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta,
+                        overwrite=True)
     band_k, band_v = _sum_groups(band_k, k.shape[1]), _sum_groups(band_v, v.shape[1])
     if beta:
         dk.add_(band_k.to(dk.dtype))
@@ -522,6 +540,10 @@ def _finish_band(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: f
     else:
         dk.copy_(band_k)
         dv.copy_(band_v)
+
+
+def _flat_view(buf: torch.Tensor, shape) -> torch.Tensor:
+    return buf.narrow(0, 0, math.prod(shape)).view(shape)
 
 
 def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weight: float,
@@ -538,17 +560,17 @@ def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weig
     T = q.shape[-2]
     delta = scratch = None
     for d in range(min(horizon, T - 1) + 1):
-        qi, gi, oi, li = q[..., d:, :], g[..., d:, :], o[..., d:, :], lse[..., d:]
-        kj, vj = k[..., : T - d, :], v[..., : T - d, :]
+        (qi, gi, oi), li = (t.narrow(-2, d, T - d) for t in (q, g, o)), lse.narrow(-1, d, T - d)
+        kj, vj = k.narrow(-2, 0, T - d), v.narrow(-2, 0, T - d)
         if overwrite and d == 0:
             p = torch.mul(qi, kj, out=dk).sum(-1)
             dp = torch.mul(gi, torch.sub(vj, oi, out=dv), out=dv).sum(-1)  # <g_i, v_i - o_i>
         else:
             if scratch is None:
                 scratch = torch.empty(max(q.numel(), g.numel()), dtype=q.dtype, device=q.device)
-                delta = torch.mul(g, o, out=scratch[: g.numel()].view(g.shape)).sum(-1)
-            p = torch.mul(qi, kj, out=scratch[: qi.numel()].view(qi.shape)).sum(-1)
-            dp = torch.mul(gi, vj, out=scratch[: gi.numel()].view(gi.shape)).sum(-1).sub_(delta[..., d:])
+                delta = torch.mul(g, o, out=_flat_view(scratch, g.shape)).sum(-1)
+            p = torch.mul(qi, kj, out=_flat_view(scratch, qi.shape)).sum(-1)
+            dp = torch.mul(gi, vj, out=_flat_view(scratch, gi.shape)).sum(-1).sub_(delta.narrow(-1, d, T - d))
         p = p.mul_(scale).sub_(li).exp_()  # p_{i, i-d}
         coef_k = dp.mul_(p).mul_(scale * weight).unsqueeze(-1)
         coef_v = (p.mul_(weight) if weight != 1.0 else p).unsqueeze(-1)
@@ -556,8 +578,54 @@ def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weig
             torch.mul(gi, coef_v, out=dv)
             torch.mul(qi, coef_k, out=dk)
         else:
-            dv[..., : T - d, :].addcmul_(gi, coef_v)
-            dk[..., : T - d, :].addcmul_(qi, coef_k)
+            dv.narrow(-2, 0, T - d).addcmul_(gi, coef_v)
+            dk.narrow(-2, 0, T - d).addcmul_(qi, coef_k)
+
+
+BAND_COMPILE: bool | None = None  # the Inductor-fused band pass: None = on CUDA where Triton is installed
+
+
+def _compiled_band_for(device: torch.device) -> bool:
+    if BAND_COMPILE is not None:
+        return BAND_COMPILE
+    if device.type != "cuda":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def band_grads(q, k, v, o, lse, g, horizon: int, scale: float, weight: float):
+    """``weight`` x the in-band dk, dv (fp32 or wider, at q's head count) as one pure function, written for
+    Inductor to fuse: per diagonal d it reads q, k, v, g once and the accumulation stays in registers, so the
+    whole band costs about one read of q, k, v, o, g and one write of dk, dv (the plain loop
+    :func:`_add_band_grads` makes ~10 passes per diagonal). Same formulas; the plain loop stays the fallback."""
+    work = torch.promote_types(q.dtype, torch.float32)
+    q, k, v, o, g, lse = (t.to(work) for t in (q, k, v, o, g, lse))
+    T = q.shape[-2]
+    delta = (g * o).sum(-1)
+    dk, dv = torch.zeros_like(q), torch.zeros_like(g)
+    for d in range(min(horizon, T - 1) + 1):
+        qi, gi, li, di = q[..., d:, :], g[..., d:, :], lse[..., d:], delta[..., d:]
+        kj, vj = k[..., : T - d, :], v[..., : T - d, :]
+        p = torch.exp(scale * (qi * kj).sum(-1) - li) * weight
+        coef_k = (scale * p * ((gi * vj).sum(-1) - di)).unsqueeze(-1)
+        dv = dv + F.pad(gi * p.unsqueeze(-1), (0, 0, 0, d))
+        dk = dk + F.pad(qi * coef_k, (0, 0, 0, d))
+    return dk, dv
+
+
+_compiled_bands: dict = {}
+
+
+def _compiled_band(horizon: int):
+    """:func:`band_grads` compiled by Inductor for one horizon (dynamic in the sizes), cached."""
+    fn = _compiled_bands.get(horizon)
+    if fn is None:
+        fn = torch.compile(lambda q, k, v, o, lse, g, scale, weight: band_grads(q, k, v, o, lse, g, horizon, scale,
+                                                                             weight), dynamic=True, fullgraph=True)
+        _compiled_bands[horizon] = fn
+    return fn
 
 
 def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
