@@ -24,6 +24,7 @@ COMMANDS = [
     "finetune",
     "gap",
     "grad",
+    "harness",
     "horizon_sweep",
     "pair",
     "probe",
@@ -31,6 +32,7 @@ COMMANDS = [
     "sweep",
     "sweep_report",
     "synthetic",
+    "tasks",
     "train",
 ]
 
