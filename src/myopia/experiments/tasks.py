@@ -405,7 +405,7 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
         lr = suite["long-range"]
         sel = T.long_range(loss[B], np.stack(rows["short"]), float(lr["threshold_nats"]))
         rec = text_task(sel)
-        rec["definition"] = (f"tokens whose vanilla loss with the context cut to the last {lr['short_context']} "
+        rec["definition"] = (f"tokens whose vanilla loss with the context cut to the last {K} "
                              f"tokens exceeds the full-context loss by >= {lr['threshold_nats']} nats "
                              + ("(selected for each seed by the other vanilla seeds)" if S > 1 else
                                 "(selected by the same vanilla model that is compared: 1 seed, selection bias "
