@@ -257,6 +257,16 @@ def test_tasks_json_contract(pair_dir, tmp_path, small_suite):
                                                         abs=1e-9)
     # one Holm family: 7 task entries (5 + 2 variants) x 2 arms x (loss, accuracy) + user 2 x 2
     assert saved["holm_family_size"] == 7 * 2 * 2 + 4
+    # the report section: the table (myopic-hidden first) and the forest plot
+    from myopia.plots.tasks import forest_rows
+    from myopia.report import build_report
+
+    rows = forest_rows(saved)
+    assert len(rows) == (7 + 1) * 2 and {r["arm"] for r in rows} == {"myopic", "myopic-hidden"}
+    rep = build_report(pair_dir)
+    md = (pair_dir / "report.md").read_text()
+    assert "tasks" in rep["sections"] and "## Pre-registered task suite" in md
+    assert md.index("myopic-hidden gap") < md.index("| myopic gap") and (pair_dir / "report_files" / "tasks_forest.png").is_file()
 
 
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(pair_dir, tmp_path, capsys):
