@@ -23,7 +23,8 @@ resamples):
   Value of context: the continuation scored after the end-of-document token alone, minus with its context.
 
 Held-out text tasks (all but induction's random variant and user files) share one scoring of the first
-``max_tokens`` held-out tokens (documents in corpus order) and their documents as units. For them the value of
+``max_docs`` held-out documents in corpus order (fewer if they exceed ``max_tokens`` tokens; a cap in documents,
+so that pairs with different tokenizers score the same text) with the documents as units. For them the value of
 context is the vanilla loss with the context cut to the last ``short_context`` tokens minus the full-context
 loss, on the same tokens. Gaps are loss(arm) - loss(vanilla) (positive: the arm is worse) and accuracy(arm) -
 accuracy(vanilla) (negative: the arm is worse).
@@ -46,7 +47,8 @@ TASKS = ("induction", "repeat-mention", "long-range", "closing", "word-continuat
 
 SUITE = {
     "version": SUITE_VERSION,
-    "max_tokens": 262144,
+    "max_docs": 24,
+    "max_tokens": 524288,
     "short_context": 16,
     "bootstrap_seed": 0,
     "induction": {"span_len": 32, "n_spans": 512, "seed": 14, "random_seed": 1414, "score_from": 1},

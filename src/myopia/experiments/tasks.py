@@ -188,13 +188,14 @@ def score(models: dict, held: HeldOut, vocab_size: int, device="cpu", batch_size
     return out
 
 
-def capped_held_out(arms: ArmSet, max_tokens: int) -> HeldOut:
-    """The first held-out documents (corpus order) holding at most ``max_tokens`` tokens (at least one)."""
+def capped_held_out(arms: ArmSet, max_docs: int, max_tokens: int) -> HeldOut:
+    """The first ``max_docs`` held-out documents (corpus order), fewer if they hold more than ``max_tokens``
+    tokens (at least one)."""
     docs = arms.corpus.split_docs(arms.split)
     if len(docs) == 0:
         raise MyopiaError(f"the {arms.split} split holds no documents")
     cum = np.cumsum(arms.corpus.doc_lengths[docs])
-    n_docs = max(1, int(np.searchsorted(cum, max_tokens, side="right")))
+    n_docs = max(1, min(int(max_docs), int(np.searchsorted(cum, max_tokens, side="right"))))
     return document_windows(arms.corpus, arms.split, arms.seq_len, max_docs=n_docs)
 
 
@@ -316,7 +317,7 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
         raise MyopiaError("the suite needs decodable text: the corpus has no tokenizer (raw token ids)")
     eos = int(tok.eos_id)
     K = int(suite["short_context"])
-    held = capped_held_out(arms, int(suite["max_tokens"]))
+    held = capped_held_out(arms, int(suite["max_docs"]), int(suite["max_tokens"]))
     texts = T.vocab_texts(tok, V)
     ind = suite["induction"]
     span_len = min(int(ind["span_len"]), (arms.seq_len - 1) // 2)
