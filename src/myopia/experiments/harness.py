@@ -155,7 +155,7 @@ def sample_values(samples: list[dict]) -> dict[str, dict[str, float]]:
 
 def harness_arms(pair_dir=None, runs=None, baseline=None) -> tuple[list[str], dict[str, list[Path]], str]:
     if (pair_dir is None) == (not runs):
-        raise MyopiaError("give a pair directory or --runs (not both)")
+        raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
     if pair_dir is not None:
         from .gap import trained_arms
 

@@ -306,7 +306,7 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
     names = T.check_task_names(tasks)
     user_items = read_user_files(user)
     if (pair_dir is None) == (not runs):
-        raise MyopiaError("give a pair directory or --runs (not both)")
+        raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
     if runs and out is None:
         raise MyopiaError("--runs needs --out (the folder for tasks.json)")
     arms = pair_arms(pair_dir, data, split) if pair_dir is not None else runs_arms(runs, baseline, data, split)
