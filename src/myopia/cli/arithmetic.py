@@ -21,8 +21,8 @@ def register(sub) -> None:
                    help="comma-separated gradient settings (default %(default)s)")
     p.add_argument("--seeds", default="0,1,2",
                    help="comma-separated training seeds, each trains every arm (default %(default)s)")
-    p.add_argument("--heldout-pairs", type=int, default=1000,
-                   help="held-out unordered pairs {a, b}, each evaluated once (default %(default)s)")
+    p.add_argument("--heldout-pairs", type=int, default=None,
+                   help="held-out unordered pairs {a, b}, each evaluated once (default: the preset's, 500 on CPU)")
     p.add_argument("--no-mask-filler", action="store_true", help="skip the filler-mask ablation")
     g = p.add_argument_group("model")
     g.add_argument("--n-layer", type=int, default=None, help="default 2")
@@ -52,7 +52,7 @@ def run(args) -> int:
     from .demo import parse_gradients
 
     preset = dict(PRESETS["cpu-N3"] if args.preset is None else PRESETS[args.preset])
-    for name in ("digits", "n_layer", "n_head", "d_model", "steps", "batch_size", "lr"):
+    for name in ("digits", "n_layer", "n_head", "d_model", "steps", "batch_size", "lr", "heldout_pairs"):
         if getattr(args, name) is None:
             setattr(args, name, preset[name])
     fillers = preset["fillers"] if args.fillers is None else parse_ints(args.fillers, "--fillers")

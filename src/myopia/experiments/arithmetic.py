@@ -34,11 +34,16 @@ from .train_lm import build_model
 METRICS = ("exact", "digits", "loss")  # per held-out problem: exact match, share of digits right, nats/digit
 EVAL_SEED = 0
 
-# CPU presets measured on the 2-core machine and the GPU preset for the paper's N = 5 (see docs/synthetic.md).
+# The CPU presets are what the 2-core machine's budget allowed (docs/synthetic.md: far too small to learn N-digit
+# multiplication; they measure per-digit accuracy and answer loss, and show the machinery end to end). The GPU
+# preset is the paper's N = 5 at a scale that can learn it; its cost is an estimate (not measured here).
 PRESETS = {
-    "cpu-N3": dict(digits=3, fillers=[0, 6], n_layer=2, d_model=64, n_head=4, steps=1500, batch_size=64, lr=3e-3),
-    "cpu-N4": dict(digits=4, fillers=[0, 8], n_layer=2, d_model=64, n_head=4, steps=1500, batch_size=64, lr=3e-3),
-    "gpu-N5": dict(digits=5, fillers=[0, 10], n_layer=4, d_model=256, n_head=8, steps=30000, batch_size=256, lr=1e-3),
+    "cpu-N3": dict(digits=3, fillers=[0, 6], n_layer=2, d_model=32, n_head=4, steps=300, batch_size=32, lr=3e-3,
+                   heldout_pairs=500),
+    "cpu-N4": dict(digits=4, fillers=[0, 8], n_layer=2, d_model=32, n_head=4, steps=300, batch_size=32, lr=3e-3,
+                   heldout_pairs=500),
+    "gpu-N5": dict(digits=5, fillers=[0, 10], n_layer=4, d_model=256, n_head=8, steps=30000, batch_size=256,
+                   lr=1e-3, heldout_pairs=2000),
 }
 
 
