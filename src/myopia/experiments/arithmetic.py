@@ -73,7 +73,7 @@ def summarise_scores(scores: dict, fillers: list[int], gradients: list[str], *, 
     for k, per in stat["exact"].items():
         out["per_seed_accuracy"][k] = {g: r.per_seed[:, 0].tolist() for g, r in per.items()}
     out["filler_effect"], out["interaction"], out["interaction_by_filler"] = {}, {}, {}
-    out["interaction_answer_loss"] = {}
+    out["interaction_answer_loss"], out["interaction_digit_accuracy"] = {}, {}
     for f in fillers[1:]:
         key = f"filler={f}"
         out["filler_effect"][key] = {g: (stat["exact"][key][g] - stat["exact"][base][g]).summary()
@@ -81,6 +81,9 @@ def summarise_scores(scores: dict, fillers: list[int], gradients: list[str], *, 
         if "vanilla" in gradients:
             out["interaction_by_filler"][key] = {
                 g: interaction(stat["exact"], key, base, g).summary() for g in gradients if g != "vanilla"}
+            out["interaction_digit_accuracy"].setdefault(key, {})
+            out["interaction_digit_accuracy"][key] = {
+                g: interaction(stat["digits"], key, base, g).summary() for g in gradients if g != "vanilla"}
             # for the loss, lower is better: the filler effect on vanilla is a drop, so the sign is flipped
             out["interaction_answer_loss"][key] = {
                 g: (-interaction(stat["loss"], key, base, g)).summary() for g in gradients if g != "vanilla"}
@@ -226,4 +229,13 @@ def format_grid(result: dict) -> str:
                  f"{result['n_seeds']} seed(s) [95% interval over seeds and problems]; d = per-digit accuracy, "
                  f"L = answer loss (nats/digit).")
     lines.append(result.get("verdict", ""))
+    F = result.get("interaction_filler")
+    if F is not None:
+        key = f"filler={F}"
+        for name, label in (("interaction_digit_accuracy", "per-digit accuracy"),
+                            ("interaction_answer_loss", "answer loss (sign flipped: > 0 = filler helps vanilla more)")):
+            parts = [f"{g} {s['mean']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]"
+                     for g, s in result.get(name, {}).get(key, {}).items()]
+            if parts:
+                lines.append(f"Interaction in {label}: " + "; ".join(parts))
     return "\n".join(lines)
