@@ -27,6 +27,7 @@ from ..analysis.stats import HierarchicalBootstrap, training_noise_note
 from ..errors import MyopiaError
 from ..io import provenance, write_json
 from ..model import GPTConfig
+from ..rundir import RESULT
 from ..synthetic.arithmetic import VOCAB, ArithmeticFormat, MultiplicationTask, unordered_pairs
 from ..train import TrainConfig, resolve_device, train
 from .train_lm import build_model
@@ -120,7 +121,7 @@ def run_arithmetic_grid(
     ``model_cfg`` gives the architecture (its vocab_size and seq_len are set from the task)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
-    if (out / "result.json").exists():
+    if (out / RESULT).exists():
         raise MyopiaError(f"{out} already holds a result; choose another --out")
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -177,10 +178,10 @@ def run_arithmetic_grid(
     result["wall_time_s"] = time.perf_counter() - t0
     result.update(provenance())
     if plots:
-        from .plots import accuracy_grid
+        from ..plots.report import accuracy_grid
 
         accuracy_grid(result, out / "accuracy.png")
-    write_json(out / "result.json", result)
+    write_json(out / RESULT, result)
     return result
 
 
