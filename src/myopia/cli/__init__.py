@@ -97,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("MYOPIA_DEBUG") == "1"
+    clean = False
     try:
         code = args.func(args)
+        clean = True
         return int(code or 0)
     except MyopiaError as exc:
+        clean = getattr(exc, "all_ranks", False)  # every rank stopped at the same point: teardown in step
         if debug:
             raise
         _report(str(exc), exc)
@@ -116,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(f"{type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)", exc)
         return 1
     finally:
-        from ..train import shutdown_distributed
+        from ..distributed import shutdown_distributed
 
-        shutdown_distributed()
+        shutdown_distributed(clean=clean)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ import torch
 from ..analysis.bootstrap import summary
 from ..analysis.gap import REQUIRED, _clean, _ratio, _Stats
 from ..analysis.heldout import document_windows, evaluate_per_token, model_scorer
+from ..checkpoint import has_checkpoint
 from ..data import LMTask
 from ..data.cache import open_cache
 from ..errors import MyopiaError
@@ -94,7 +95,7 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
         if progress:
             print(f"[bonus] {name}: already trained", file=sys.stderr)
         return read_json(out / "result.json")
-    resume = (out / "checkpoint.safetensors").is_file()
+    resume = has_checkpoint(out)
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
     return train(model, task, cfg, out, run_config=run_config, resume=resume,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
 from ..errors import MyopiaError
-from ..hf.model import HFCausalLM, load_hf_model
+from ..hf.model import HFCausalLM, load_hf_model, load_run_model
 from ..hf.tokenizer import load_hf_tokenizer
 from ..io import provenance, write_json
 from ..train import TrainConfig, dist_info, resolve_device, train
@@ -118,6 +118,8 @@ def finetune(
         results[arm] = train(model, task, train_cfg, run_dir, run_config=run_config, resume=resume,
                              flops_per_example=model.flops_per_token(seq_len) * seq_len, on_checkpoint=snapshot)
         if dist_info()[0] == 0:
+            if train_cfg.shard != "none" and torch.distributed.is_initialized():
+                model = load_run_model(run_dir)  # the trained model's parameters are left sharded over ranks
             model.hf.save_pretrained(run_dir / "hf")
             tokenizer.tok.save_pretrained(run_dir / "hf")
             losses[arm] = window_losses(model.to(device), test_task, device, train_cfg.precision)

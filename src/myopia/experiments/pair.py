@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..checkpoint import has_checkpoint
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
@@ -193,7 +194,7 @@ def run_pair(
                     print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
                           file=sys.stderr)
             else:
-                resume = (rd / "checkpoint.safetensors").is_file()
+                resume = has_checkpoint(rd)
                 if progress:
                     print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
                           file=sys.stderr, flush=True)

@@ -32,7 +32,8 @@ from ..scaling import (
     multiplier_curve,
     multiplier_interval,
 )
-from ..train import CHECKPOINT, PREVIOUS_CHECKPOINT, TrainConfig, dist_info
+from ..checkpoint import has_checkpoint
+from ..train import TrainConfig, dist_info
 from .scaling_presets import PRESETS, SweepPreset
 from .train_lm import train_lm
 
@@ -293,7 +294,7 @@ def run_status(run_dir: Path) -> str:
     """``done`` (result.json), ``partial`` (a checkpoint to resume) or ``new``."""
     if (run_dir / "result.json").exists():
         return "done"
-    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
+    if has_checkpoint(run_dir):
         return "partial"
     return "new"
 

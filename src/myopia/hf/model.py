@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_tensors
+from ..checkpoint import checkpoint_steps, legacy_checkpoints, load_weights
 from ..errors import MyopiaError
 from ..io import read_json
 from .attention import GRADIENTS, MyopiaSettings, _check_args, install
@@ -177,12 +177,16 @@ def run_kind(run_dir: str | Path) -> str:
 
 
 def _weights_file(run_dir: Path, weights) -> Path:
+    """The weights to load: ``weights``, else the final model.safetensors, else the newest checkpoint."""
     if weights is not None:
         return Path(weights)
-    for name in ("model.safetensors", "checkpoint.safetensors"):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise MyopiaError(f"{run_dir} holds no model.safetensors or checkpoint.safetensors (is it a run directory?)")
+    if (run_dir / "model.safetensors").exists():
+        return run_dir / "model.safetensors"
+    for _, folder in checkpoint_steps(run_dir):
+        return folder
+    for legacy in legacy_checkpoints(run_dir):
+        return legacy
+    raise MyopiaError(f"{run_dir} holds no model.safetensors and no checkpoint (is it a run directory?)")
 
 
 def load_run_model(run_dir: str | Path, weights: str | Path | None = None, device="cpu") -> nn.Module:
@@ -190,7 +194,7 @@ def load_run_model(run_dir: str | Path, weights: str | Path | None = None, devic
 
     Our runs (``myopia train`` / pair runs) give a :class:`myopia.model.GPT`; ``myopia finetune`` runs give a
     :class:`HFCausalLM`. Both map ``model(idx)`` to logits and have ``set_gradient``. ``weights`` picks another
-    weights file of the run (a snapshot, ``checkpoint.safetensors``); default: the final ``model.safetensors``.
+    weights file of the run (a snapshot, a ``checkpoints/step_*`` folder); default: the final ``model.safetensors``.
     The gradient setting is the run's own (it only affects training).
     """
     return _load_run(run_dir, weights, device)[0]
@@ -202,9 +206,7 @@ def _load_run(run_dir, weights, device) -> tuple[nn.Module, dict]:
     if not (run_dir / "config.json").exists():
         raise MyopiaError(f"{run_dir} is not a run directory (no config.json)")
     run = read_json(run_dir / "config.json").get("run", {})
-    tensors, meta = load_tensors(_weights_file(run_dir, weights))
-    if any(k.startswith("optim.") for k in tensors):  # a full training checkpoint
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    tensors, meta = load_weights(_weights_file(run_dir, weights))
     if run.get("model_kind") == "hf":
         if "hf_config" not in run:
             raise MyopiaError(f"{run_dir}/config.json lacks the Hugging Face config (hf_config)")
