@@ -387,7 +387,12 @@ def save_distributed(
             for s, p in checkpoint_steps(run_dir)[keep:]:
                 shutil.rmtree(p, ignore_errors=True)
 
-        on_all_ranks(publish, world)
+        try:
+            on_all_ranks(publish, world)
+        except BaseException:
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            raise
 
     quiet = _single_process_quiet()
     try:

@@ -306,20 +306,22 @@ def transformer_blocks(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module
     return found
 
 
-def apply_activation_checkpointing(model: nn.Module) -> int:
+def apply_activation_checkpointing(model: nn.Module) -> list[nn.Module]:
     """Recompute each transformer block's activations in the backward pass (non-reentrant checkpointing).
 
     The block's forward runs again with the same inputs and gradient mode, so every gradient setting is
-    unchanged (tested). Parameter names in state dicts are unchanged. Returns the number of blocks wrapped.
+    unchanged (tested). Parameter names in state dicts are unchanged. Returns the wrapped blocks.
     """
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
     blocks = transformer_blocks(model)
     if not blocks:
         raise MyopiaError(f"--activation-checkpointing: found no transformer blocks in {type(model).__name__}")
+    wrapped = []
     for parent, name, block in blocks:
-        parent.register_module(name, checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT))
-    return len(blocks)
+        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+        parent.register_module(name, wrapped[-1])
+    return wrapped
 
 
 class Engine:
@@ -339,15 +341,16 @@ class Engine:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.kind = "fsdp" if shard != "none" and distributed else "ddp" if world > 1 else "single"
         model.to(device)
+        self.blocks = [b for _, _, b in transformer_blocks(model)]
         if activation_checkpointing:
-            apply_activation_checkpointing(model)
+            self.blocks = apply_activation_checkpointing(model)
         self.inner = TaskLoss(model, task)
         if self.kind == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
             # buffers are deterministic constants (RoPE tables): no per-forward broadcast
-            self.module = DistributedDataParallel(self.inner, device_ids=ids, broadcast_buffers=False,
+            self.module = DistributedDataParallel(self.inner, device_ids=ids, forward_sync_buffers=False,
                                                   gradient_as_bucket_view=True)
         elif self.kind == "fsdp":
             self.module = self._fully_shard()
@@ -360,10 +363,9 @@ class Engine:
         mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if self.precision == "bf16" else MixedPrecisionPolicy())
         reshard = self.shard == "full"
-        blocks = transformer_blocks(self.model)
-        if not blocks:
+        if not self.blocks:
             raise MyopiaError(f"--shard {self.shard}: found no transformer blocks in {type(self.model).__name__}")
-        for _, _, block in blocks:
+        for block in self.blocks:
             fully_shard(block, reshard_after_forward=reshard, mp_policy=mp)
         return fully_shard(self.inner, reshard_after_forward=reshard, mp_policy=mp)
 
