@@ -37,6 +37,8 @@ from safetensors.torch import save as st_save
 
 from .errors import MyopiaError
 from .io import _fsync_dir, atomic_write_bytes, read_json, write_json
+from .rundir import CHECKPOINT as LEGACY_CHECKPOINT
+from .rundir import CHECKPOINTS, CONFIG, LOCK, METRICS, RESULT
 
 FORMAT = "myopia-checkpoint-v1"
 
@@ -255,11 +257,8 @@ def load_model_state(path) -> tuple[dict[str, torch.Tensor], dict]:
 # ------------------------------------------------------------------------------------------------------------
 
 DCP_FORMAT = "myopia-dcp-v1"
-CHECKPOINTS = "checkpoints"
-LEGACY_CHECKPOINT = "checkpoint.safetensors"
-META = "meta.json"
-RNG = "rng.safetensors"
-LOCK = ".lock"
+META = "meta.json"  # inside a checkpoint folder, written last
+RNG = "rng.safetensors"  # inside a checkpoint folder
 KEEP = 2  # complete checkpoints kept: the newest and the one before
 
 
@@ -523,6 +522,8 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise MyopiaError(f"--out {self.path.parent} exists and is not a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -562,7 +563,7 @@ class RunLock:
 # Config keys that may change when a run is resumed (they do not affect the numbers beyond summation order).
 RESUMABLE_KEYS = ("resume", "progress", "tensorboard", "world_size", "debug", "shard", "activation_checkpointing",
                   "async_checkpoint", "device_memory_gb")
-RUN_FILES = ("config.json", "metrics.jsonl", "result.json")
+RUN_FILES = (CONFIG, METRICS, RESULT)
 
 
 def config_mismatch(saved: dict, current: dict) -> str:
@@ -618,8 +619,8 @@ def plan_resume(out: Path, full_config: dict, resume: bool) -> dict:
     if not existing:
         note = f"nothing to resume in {out}: starting a new run"
         return {"checkpoint": None, "legacy": False, "step": 0, "fresh": True, "notes": [note]}
-    if (out / "config.json").exists():
-        mismatch = config_mismatch(read_json(out / "config.json"), full_config)
+    if (out / CONFIG).exists():
+        mismatch = config_mismatch(read_json(out / CONFIG), full_config)
         if mismatch:
             raise MyopiaError(mismatch_message(str(out), mismatch))
     failures: list[str] = []

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .io import MetricsLog
+from .rundir import METRICS
 
 PROGRESS_INTERVAL_S = 30.0  # plain progress lines (stderr not a terminal) at most this often
 
@@ -90,7 +91,7 @@ class Recorder:
     def __init__(self, out: Path, *, steps: int, start_step: int, log_every: int, tokens_per_step: int,
                  progress: bool, tensorboard: bool, active: bool):
         self.active, self.steps, self.log_every, self.tokens_per_step = active, steps, max(1, log_every), tokens_per_step
-        self.log = MetricsLog(out / "metrics.jsonl")
+        self.log = MetricsLog(out / METRICS)
         self.progress = Progress(steps, start_step, progress and active)
         self.board = Board(out, start_step) if tensorboard and active else None
         self.t_start = self.t_window = time.perf_counter()

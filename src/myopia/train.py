@@ -62,8 +62,8 @@ from .distributed import (
 from .errors import MyopiaError
 from .io import MetricsLog, provenance, write_json
 from .progress import Recorder
+from .rundir import CONFIG, METRICS, MODEL, RESULT
 
-RESULT = "result.json"
 PRECISIONS = ("auto", "fp32", "bf16")
 TIMING_KEYS = ("tokens_per_s", "elapsed_s", "train_time_s", "created")  # fields that differ between identical runs
 
@@ -382,10 +382,10 @@ def prepare_run_dir(out: Path, plan: dict, full_config: dict, memory: dict, engi
     for note in plan["notes"]:
         print(f"warning: {note}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    if plan["fresh"] or not (out / "config.json").exists():
-        write_json(out / "config.json", full_config)
+    if plan["fresh"] or not (out / CONFIG).exists():
+        write_json(out / CONFIG, full_config)
     if not plan["fresh"]:
-        MetricsLog(out / "metrics.jsonl").truncate_after(plan["step"])
+        MetricsLog(out / METRICS).truncate_after(plan["step"])
         remove_checkpoints_after(out, plan["step"])
     if full_config["train"]["progress"]:
         print(f"{engine.description}: {memory['summary']}", file=sys.stderr, flush=True)
@@ -540,7 +540,7 @@ class _StateView(torch.nn.Module):
 def finish(engine: Engine, cfg: TrainConfig, out: Path, full_config: dict, last_eval: dict, elapsed: float,
            start_step: int, precision: str, memory: dict, flops_per_example) -> dict:
     """Export ``model.safetensors`` (gathered from every rank) and write ``result.json`` (rank 0)."""
-    on_all_ranks(lambda: export_model(out / "model.safetensors", engine.model,
+    on_all_ranks(lambda: export_model(out / MODEL, engine.model,
                                       {"config": full_config, "step": cfg.steps}), engine.world)
     if engine.rank != 0:
         return {}
