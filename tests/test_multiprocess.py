@@ -97,16 +97,21 @@ def test_sharded_evaluation_equals_one_process(two_process_runs):
 # ---- lifecycle ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attempt,shard", list(enumerate(["none", "full", "grad", "none", "full"])))
-def test_two_process_command_line_exits_cleanly(corpus_file, tmp_path, attempt, shard):
+LIFECYCLE = [("none", {}), ("full", {}), ("grad", {}), ("none", {"async_checkpoint": True}),
+             ("full", {"activation_checkpointing": True, "async_checkpoint": True})]
+
+
+@pytest.mark.parametrize("attempt,shard,extra", [(i, s, e) for i, (s, e) in enumerate(LIFECYCLE)])
+def test_two_process_command_line_exits_cleanly(corpus_file, tmp_path, attempt, shard, extra):
     """The 2-process path, five runs in a row: every one exits 0 with one result line and no abort at teardown."""
     out = tmp_path / "run"
-    proc = subprocess.run([*TORCHRUN, "-m", "myopia", *tiny_args(corpus_file, out, steps=2, shard=shard)],
+    proc = subprocess.run([*TORCHRUN, "-m", "myopia", *tiny_args(corpus_file, out, steps=2, shard=shard, **extra)],
                           env=env_one_thread(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "terminate called" not in proc.stderr and "SIGABRT" not in proc.stderr
     assert proc.stdout.count("eval loss") == 1
     assert json.loads((out / "result.json").read_text())["shard"] == shard
+    assert [s for s, _ in checkpoint_steps(out)] == [2]  # complete (an async save is finished before the end)
 
 
 def _alive(pid: int) -> bool:

@@ -65,6 +65,23 @@ def test_lock_names_its_holder_and_is_released(tmp_path):
     RunLock(tmp_path / "r").acquire().release()
 
 
+# ---- asynchronous checkpoints -----------------------------------------------------------------------------------
+
+
+def test_async_checkpoints_resume_bit_for_bit(corpus_file, tmp_path):
+    """--async-checkpoint writes the same checkpoints in the background; resuming from one is exact."""
+    sync, cut = tmp_path / "sync", tmp_path / "async"
+    assert main(tiny_args(corpus_file, sync)) == 0
+    assert main(tiny_args(corpus_file, cut, async_checkpoint=True)) == 0
+    assert [s for s, _ in checkpoint_steps(cut)] == [8, 6]
+    for name in ("result.json", "model.safetensors"):
+        (cut / name).unlink()
+    shutil.rmtree(dict(checkpoint_steps(cut))[8])
+    assert main(tiny_args(corpus_file, cut, async_checkpoint=True, resume=True)) == 0
+    wa, wb = load_model_state(cut / "model.safetensors")[0], load_model_state(sync / "model.safetensors")[0]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 # ---- activation checkpointing ---------------------------------------------------------------------------------
 
 

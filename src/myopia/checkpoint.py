@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -268,14 +269,9 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
-def _single_process_quiet():
-    """Silence DCP's warning that it saves/loads in a single process (that is our one-process format)."""
-    import warnings
-
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-    return ctx
+# A one-process run uses DCP without a process group on purpose: DCP's warning about it is noise here.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+                        category=UserWarning)
 
 
 def step_dir(run_dir: str | Path, step: int) -> Path:
@@ -393,7 +389,6 @@ def save_distributed(
                 shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
             raise
 
-    quiet = _single_process_quiet()
     try:
         if async_save:
             future = dcp.async_save(state, checkpoint_id=str(tmp), process_group=async_group, no_dist=dist is None)
@@ -401,8 +396,6 @@ def save_distributed(
         dcp.save(state, checkpoint_id=str(tmp), no_dist=dist is None)
     except OSError as exc:
         raise MyopiaError(f"could not write checkpoint {final}: {exc.strerror or exc}") from exc
-    finally:
-        quiet.__exit__(None, None, None)
     complete()
     return None
 
@@ -445,14 +438,11 @@ def load_distributed(path: str | Path, model, optimizer, *, rank: int = 0, devic
     path = Path(path)
     meta = read_json(path / META)
     state = _state(model, optimizer)
-    quiet = _single_process_quiet()
     try:
         dcp.load(state, checkpoint_id=str(path), no_dist=_dist() is None)
     except Exception as exc:  # DCP raises CheckpointException (a BaseException subclass) and others
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MyopiaError(f"checkpoint {path} does not match this model or is damaged ({first[:300]})") from None
-    finally:
-        quiet.__exit__(None, None, None)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng, _ = load_tensors(path / RNG)
     cpu_state = rng.get(f"torch.r{rank}")
@@ -488,11 +478,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
         meta = read_checkpoint_meta(path)
-        quiet = _single_process_quiet()
-        try:
-            state = _load_state_dict_from_keys(checkpoint_id=str(path))
-        finally:
-            quiet.__exit__(None, None, None)
+        state = _load_state_dict_from_keys(checkpoint_id=str(path))
         model = state.get("model", {})
         return {k: v for k, v in model.items() if isinstance(v, torch.Tensor)}, meta
     tensors, meta = load_tensors(path)

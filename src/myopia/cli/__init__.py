@@ -82,7 +82,23 @@ def _report(message: str, exc: BaseException | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted)."""
+    """Run one command; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted).
+
+    A worker started by torchrun ends with ``os._exit`` once its process group is destroyed and its output
+    flushed: nothing is left for interpreter finalisation but tearing down the communication library's C++
+    threads, which is where finished 2-process runs used to abort (see myopia.distributed).
+    """
+    code = _run(argv)
+    from ..distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and os.environ.get("MYOPIA_KEEP_INTERPRETER") != "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
