@@ -18,7 +18,7 @@ import torch
 
 import myopia.progress
 import myopia.train as trainer
-from myopia.checkpoint import checkpoint_steps, load_model_state, load_tensors
+from myopia.checkpoint import checkpoint_steps, load_model_state
 from myopia.cli import main
 from myopia.data import LMTask, load_corpus
 from myopia.errors import MyopiaError

@@ -105,11 +105,16 @@ LIFECYCLE = [("none", {}), ("full", {}), ("grad", {}), ("none", {"async_checkpoi
 def test_two_process_command_line_exits_cleanly(corpus_file, tmp_path, attempt, shard, extra):
     """The 2-process path, five runs in a row: every one exits 0 with one result line and no abort at teardown."""
     out = tmp_path / "run"
-    proc = subprocess.run([*TORCHRUN, "-m", "myopia", *tiny_args(corpus_file, out, steps=2, shard=shard, **extra)],
-                          env=env_one_thread(), capture_output=True, text=True, timeout=120)
+    args = tiny_args(corpus_file, out, steps=2, shard=shard, progress=attempt == 0, **extra)
+    proc = subprocess.run([*TORCHRUN, "-m", "myopia", *args], env=env_one_thread(), capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "terminate called" not in proc.stderr and "SIGABRT" not in proc.stderr
-    assert proc.stdout.count("eval loss") == 1
+    assert proc.stdout.count("eval loss") == 1  # rank 0 alone reports ...
+    if attempt == 0:  # ... and alone prints the engine, the memory plan and progress (plain lines)
+        err = proc.stderr.splitlines()
+        assert sum(line.startswith("DDP over 2 processes: memory per process:") for line in err) == 1
+        assert [line.split()[1] for line in err if line.startswith("step ")] == ["2/2"]
     assert json.loads((out / "result.json").read_text())["shard"] == shard
     assert [s for s, _ in checkpoint_steps(out)] == [2]  # complete (an async save is finished before the end)
 
