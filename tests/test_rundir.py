@@ -8,7 +8,7 @@ import torch
 
 from _tiny_run import tiny_args
 from myopia import rundir
-from myopia.checkpoint import load_tensors, previous_path
+from myopia.checkpoint import checkpoint_steps, load_tensors, previous_path
 from myopia.cli import main
 from myopia.data import load_corpus
 from myopia.errors import MyopiaError
@@ -23,9 +23,11 @@ def finished_run(tmp_path_factory, corpus_file):
 
 
 def test_the_file_names_are_the_ones_the_trainer_writes(finished_run):
-    for name in (rundir.CONFIG, rundir.METRICS, rundir.RESULT, rundir.MODEL, rundir.CHECKPOINT):
+    for name in (rundir.CONFIG, rundir.METRICS, rundir.RESULT, rundir.MODEL):
         assert (finished_run / name).is_file(), name
-    assert rundir.PREVIOUS_CHECKPOINT == previous_path(rundir.CHECKPOINT).name
+    assert [step for step, _ in checkpoint_steps(finished_run)] == [4, 2]  # checkpoints/step_*/, newest first
+    assert all(p.parent == finished_run / rundir.CHECKPOINTS for _, p in checkpoint_steps(finished_run))
+    assert rundir.PREVIOUS_CHECKPOINT == previous_path(rundir.CHECKPOINT).name  # the single-file format's pair
     assert rundir.is_run(finished_run) and not rundir.is_run(finished_run.parent)
 
 
@@ -61,11 +63,14 @@ def test_load_run_gives_the_trained_weights_and_config(finished_run):
 
 
 def test_a_checkpoint_of_the_run_loads_as_its_model_part(finished_run):
-    """A full training checkpoint (model + optimizer + RNG) loads as the weights it holds."""
-    run = rundir.load_run(finished_run, finished_run / rundir.CHECKPOINT)
-    tensors, _ = load_tensors(finished_run / rundir.CHECKPOINT)
+    """A training checkpoint folder (model + optimizer + RNG) loads as the weights it holds: the last one, taken at
+    the final step, equals the final model.safetensors."""
+    step, folder = checkpoint_steps(finished_run)[0]
+    run = rundir.load_run(finished_run, folder)
+    final, _ = load_tensors(finished_run / rundir.MODEL)
+    assert step == 4 and run.step == 4
     for k, v in run.model.state_dict().items():
-        torch.testing.assert_close(v, tensors[f"model.{k}"], rtol=0, atol=0)
+        torch.testing.assert_close(v, final[k], rtol=0, atol=0)
 
 
 def test_unfinished_foreign_and_mismatched_folders_are_refused(tmp_path, finished_run, corpus_file):
@@ -76,7 +81,7 @@ def test_unfinished_foreign_and_mismatched_folders_are_refused(tmp_path, finishe
     (unfinished / rundir.CONFIG).write_bytes((finished_run / rundir.CONFIG).read_bytes())
     with pytest.raises(MyopiaError, match="holds no finished run"):
         rundir.load_run(unfinished, finished=True)
-    with pytest.raises(MyopiaError, match="holds no model.safetensors or checkpoint.safetensors"):
+    with pytest.raises(MyopiaError, match="holds no model.safetensors and no checkpoint"):
         rundir.load_run(unfinished)
     other = load_corpus(corpus_file, "bpe:300")
     with pytest.raises(MyopiaError, match="tokenizer/vocabulary mismatch"):

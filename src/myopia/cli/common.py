@@ -16,6 +16,7 @@ GRADIENT_OPTIONS = ("beta", "horizon")
 TRAIN_OPTIONS = ("steps", "batch_size", "micro_batch_size", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
                  "grad_clip", "eval_every", "ckpt_every", "log_every", "seed", "device", "precision", "compile",
                  "compile_backend", "tensorboard", "progress")
+SCALE_OUT_OPTIONS = ("shard", "activation_checkpointing", "async_checkpoint", "device_memory_gb")
 
 
 def add_config_options(group, cls, names, **defaults) -> None:
@@ -65,9 +66,11 @@ def add_gradient_args(p: argparse.ArgumentParser, *, default="vanilla", single=T
 
 
 def add_train_args(p: argparse.ArgumentParser, **defaults) -> None:
-    """The training options (:data:`TRAIN_OPTIONS` of :class:`TrainConfig`); ``defaults`` override the config's
-    (e.g. ``steps=1500, batch_size=128, lr=3e-3``)."""
+    """The training options (:data:`TRAIN_OPTIONS` of :class:`TrainConfig`) and the scale-out options
+    (:data:`SCALE_OUT_OPTIONS`); ``defaults`` override the config's (e.g. ``steps=1500, batch_size=128, lr=3e-3``)."""
     add_config_options(p.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS, **defaults)
+    add_config_options(p.add_argument_group("scale-out (under torchrun; see docs/multi-gpu.md)"), TrainConfig,
+                       SCALE_OUT_OPTIONS, **defaults)
 
 
 def model_config(args, vocab_size: int = 256, gradient: str | None = None) -> GPTConfig:

@@ -10,7 +10,7 @@ def register(sub) -> None:
     """Add the ``myopia train`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("train", help="train one GPT on a corpus with a chosen gradient setting",
                        description="Train a GPT (next-token prediction) on a text file, a folder of text files "
-                       "or a .npy token file. Writes config.json, metrics.jsonl, checkpoint.safetensors, "
+                       "or a .npy token file. Writes config.json, metrics.jsonl, checkpoints/, "
                        "model.safetensors and result.json to --out.")
     p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="run directory")

@@ -21,12 +21,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..arms import PAIR_ARMS
+from ..checkpoint import has_checkpoint
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
-from ..rundir import CHECKPOINT, CONFIG, RESULT
+from ..rundir import CONFIG, RESULT
 from ..rundir import PAIR_JSON as MANIFEST
 from ..train import TrainConfig
 from .train_lm import train_lm
@@ -203,7 +204,7 @@ def run_pair(
                     print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
                           file=sys.stderr)
             else:
-                resume = (rd / CHECKPOINT).is_file()
+                resume = has_checkpoint(rd)
                 if progress:
                     print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
                           file=sys.stderr, flush=True)

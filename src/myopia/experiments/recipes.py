@@ -35,7 +35,6 @@ def _split(text: str) -> tuple[str, ...]:
 
 _TRAIN_CHECK = "--steps 300 --d-model 128 --n-layer 4 --n-head 4 --seq-len 128 --batch-size 32 --lr 2e-3 --seed 0 " \
                "--eval-every 100"
-_ARITH = "--digits 2 --n-layer 2 --d-model 128 --n-head 4 --steps 4000 --batch-size 128 --lr 3e-3 --eval-problems 1000"
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
@@ -44,13 +43,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         data="a text file (measured on tinyshakespeare)",
         steps=tuple(_split(f"train --data {{data}} --out {{out}}/{g} --gradient {g} {_TRAIN_CHECK}")
                     for g in ("vanilla", "myopic", "myopic-hidden")),
-    ),
-    Recipe(
-        name="arithmetic-n2",
-        description="2-digit multiplication without and with 2 filler zeros per operand, 2x128 GPT, 4000 steps",
-        data="none (the task is generated; --data is ignored)",
-        steps=(_split(f"arithmetic --fillers 0 --out {{out}}/F0 {_ARITH}"),
-               _split(f"arithmetic --fillers 2 --out {{out}}/F2 {_ARITH}")),
     ),
     Recipe(
         name="brown-gap",
