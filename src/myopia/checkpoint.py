@@ -36,10 +36,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import MyopiaError
+from .errors import MyopiaError, first_line
 from .io import _fsync_dir, atomic_write_bytes, read_json, write_json
-from .rundir import CHECKPOINT as LEGACY_CHECKPOINT
-from .rundir import CHECKPOINTS, CONFIG, LOCK, METRICS, RESULT
+from .runfiles import CHECKPOINT as LEGACY_CHECKPOINT
+from .runfiles import CHECKPOINTS, CONFIG, LOCK, METRICS, RESULT
 
 FORMAT = "myopia-checkpoint-v1"
 
@@ -133,8 +133,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         header = _header_metadata(data)
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MyopiaError(f"checkpoint {path} is corrupted or not a safetensors file ({first})") from None
+        raise MyopiaError(f"checkpoint {path} is corrupted or not a safetensors file ({first_line(exc)})") from None
     if header.get("format") != FORMAT:
         raise MyopiaError(f"{path} is not a myopia checkpoint (format {header.get('format')!r})")
     if header.get("sha256") != _digest(tensors):
@@ -441,8 +440,8 @@ def load_distributed(path: str | Path, model, optimizer, *, rank: int = 0, devic
     try:
         dcp.load(state, checkpoint_id=str(path), no_dist=_dist() is None)
     except Exception as exc:  # DCP raises CheckpointException (a BaseException subclass) and others
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MyopiaError(f"checkpoint {path} does not match this model or is damaged ({first[:300]})") from None
+        first = first_line(exc)[:300]
+        raise MyopiaError(f"checkpoint {path} does not match this model or is damaged ({first})") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng, _ = load_tensors(path / RNG)
     cpu_state = rng.get(f"torch.r{rank}")

@@ -13,9 +13,9 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
 
 :func:`load_run` rebuilds the model of either kind (our :class:`myopia.model.GPT`, or
 :class:`myopia.hf.model.HFCausalLM`) from these files; :func:`load_model` also takes a weights file inside a run or
-a Hugging Face directory / hub name. This module is the only place that spells these file names, and the names of
-the summaries that folders of several runs hold (``pair.json``, ``gap.json``, ``bonus.json``, ``sweep.json``,
-``horizon.json``). Importing it does not import torch.
+a Hugging Face directory / hub name. The file names (and those of the summaries that folders of several runs hold:
+``pair.json``, ``gap.json``, ``bonus.json``, ``sweep.json``, ``horizon.json``) are spelled once, in
+:mod:`myopia.runfiles`, and re-exported here. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -27,26 +27,27 @@ from typing import TYPE_CHECKING
 
 from .errors import MyopiaError, first_line
 from .io import read_json
+from .runfiles import (
+    BONUS_JSON,
+    CHECKPOINT,
+    CHECKPOINTS,
+    CONFIG,
+    GAP_JSON,
+    HORIZON_JSON,
+    LOCK,
+    METRICS,
+    MODEL,
+    PAIR_JSON,
+    PREVIOUS_CHECKPOINT,
+    RESULT,
+    SNAPSHOTS,
+    SWEEP_JSON,
+    TOKENIZER,
+)
 
 if TYPE_CHECKING:  # importing this module does not import torch (plots and reports read the file names)
     import torch.nn as nn
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
-MODEL = "model.safetensors"
-CHECKPOINTS = "checkpoints"  # one distributed-checkpoint folder per checkpointed step
-CHECKPOINT = "checkpoint.safetensors"  # the single-file checkpoint of earlier versions
-PREVIOUS_CHECKPOINT = "checkpoint.prev.safetensors"  # myopia.checkpoint.previous_path(CHECKPOINT)
-LOCK = ".lock"
-SNAPSHOTS = "snapshots"
-TOKENIZER = "tokenizer"
-# The summaries of the folders that hold several runs (what `myopia report DIR` looks for).
-PAIR_JSON = "pair.json"  # myopia pair: the arms, seeds and run folders
-GAP_JSON = "gap.json"  # myopia gap
-BONUS_JSON = "bonus.json"  # myopia bonus
-SWEEP_JSON = "sweep.json"  # myopia sweep
-HORIZON_JSON = "horizon.json"  # myopia horizon-sweep
 STATUSES = ("new", "partial", "done")
 
 __all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINTS", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "LOCK",

@@ -60,7 +60,7 @@ from .distributed import (
     shutdown_distributed,
     sum_over_ranks,
 )
-from .errors import MyopiaError
+from .errors import MyopiaError, first_line
 from .io import MetricsLog, provenance, write_json
 from .progress import Recorder
 from .rundir import CONFIG, METRICS, MODEL, RESULT
@@ -435,7 +435,7 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
     except Exception as exc:
         if cfg.compile and _compile_error(exc):
             raise MyopiaError(f"torch.compile (backend {cfg.compile_backend}) failed on this model: "
-                              f"{_first_line(exc)}; run without --compile") from exc
+                              f"{first_line(exc)}; run without --compile") from exc
         raise
     finally:
         recorder.close()
@@ -618,6 +618,3 @@ def _compile_error(exc: BaseException) -> bool:
     return isinstance(exc, TorchDynamoException) or from_compiler
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import MyopiaError
+from ..errors import MyopiaError, first_line
 from .text import TEXT_SUFFIXES, Document, iter_text_file
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -182,7 +182,7 @@ class DataSource:
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise MyopiaError(f"cannot read {path} as Parquet: {str(exc).splitlines()[0]}") from None
+            raise MyopiaError(f"cannot read {path} as Parquet: {first_line(exc)}") from None
         names = pf.schema_arrow.names
         columns = [c for c in (self.text_field, self.label_field) if c is not None]
         for c in columns:
@@ -211,8 +211,7 @@ class DataSource:
             else:
                 ds = datasets.load_dataset(self.location, self.hf_config, split=self.hf_split)
         except Exception as exc:  # network, missing dataset, bad format: one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise MyopiaError(f"cannot load Hugging Face dataset {self.location!r}: {first}") from None
+            raise MyopiaError(f"cannot load Hugging Face dataset {self.location!r}: {first_line(exc)}") from None
         if isinstance(ds, datasets.DatasetDict):
             wanted = self.hf_split.split(",") if (self.hf_split and self.kind == "hf-disk") else list(ds.keys())
             missing = [s for s in wanted if s not in ds]

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import MyopiaError
+from ..errors import MyopiaError, first_line
 
 EOS_TEXT = "<|endoftext|>"
 
@@ -132,7 +132,7 @@ class BPETokenizer(_WrappedTokenizer):
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as exc:
-            raise MyopiaError(f"cannot read tokenizer {path}: {str(exc).splitlines()[0]}") from None
+            raise MyopiaError(f"cannot read tokenizer {path}: {first_line(exc)}") from None
         return cls(tok, source=str(path))
 
     def encode(self, text: str) -> list[int]:
@@ -170,8 +170,7 @@ class HFTokenizer(_WrappedTokenizer):
             hf_logging.set_verbosity_error()
             self.tok = AutoTokenizer.from_pretrained(name_or_path)
         except Exception as exc:  # missing files, no network, unknown name
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise MyopiaError(f"cannot load Hugging Face tokenizer {name_or_path!r}: {first}") from None
+            raise MyopiaError(f"cannot load Hugging Face tokenizer {name_or_path!r}: {first_line(exc)}") from None
         self.tok.model_max_length = int(1e30)  # documents are longer than the model context; we cut windows
         self.source = str(name_or_path)
         eos = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.sep_token_id
