@@ -12,9 +12,9 @@ from myopia.cli import main
 from myopia.errors import MyopiaError
 from myopia.experiments.harness import gold_loglikelihood, import_lm_eval, run_harness
 from myopia.experiments.pair import run_dir, run_pair
-from myopia.hf.model import load_run_model
 from myopia.io import read_json
 from myopia.model import GPTConfig
+from myopia.rundir import load_run_model
 from myopia.train import TrainConfig
 
 WORDS = "the cat sat on a mat and dog ran far away home".split()

@@ -37,7 +37,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import MyopiaError, first_line
-from .io import _fsync_dir, atomic_write_bytes, read_json, write_json
+from .io import fsync_dir, atomic_write_bytes, read_json, write_json
 from .runfiles import CHECKPOINT as LEGACY_CHECKPOINT
 from .runfiles import CHECKPOINTS, CONFIG, LOCK, METRICS, RESULT
 
@@ -371,12 +371,12 @@ def save_distributed(
             for name in (".metadata", RNG):
                 files[name] = _sha256_file(tmp / name)
             write_json(tmp / META, {"format": DCP_FORMAT, **meta, "step": step, "files": files})
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             old = final.with_name(f".{final.name}.old")
             if final.exists():  # the same step written again (a run resumed from an earlier checkpoint)
                 os.replace(final, old)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             shutil.rmtree(old, ignore_errors=True)
             for s, p in checkpoint_steps(run_dir)[keep:]:
                 shutil.rmtree(p, ignore_errors=True)

@@ -55,7 +55,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, backup: str | Path | No
         if backup is not None and path.exists():
             _keep_backup(path, Path(backup))
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -78,7 +78,7 @@ def _keep_backup(path: Path, backup: Path) -> None:
         os.replace(path, backup)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -206,7 +206,9 @@ def reproducibility() -> dict:
             "mkldnn": torch.backends.mkldnn.is_available(), "dtype": "float32 (fp32 on CPU)"}
 
 
-def _run_task(cfg: DemoConfig, task: str, runs_dir: Path, progress: bool, log, probe: bool = True) -> dict:
+def run_task(cfg: DemoConfig, task: str, runs_dir: Path, progress: bool, log, probe: bool = True) -> dict:
+    """One task of the demo (precache or control): every gradient setting and seed trained in ``runs_dir``,
+    evaluated (and probed, with ``probe``); returns the task's summary."""
     summary, _ = compare_regression(
         cfg.spec(task), list(cfg.gradients), cfg.model(), cfg.train(progress), runs_dir,
         seeds=list(cfg.seeds), eval_sequences=cfg.eval_sequences, probe=probe, probe_max_lag=cfg.probe_max_lag,
@@ -221,7 +223,7 @@ def _task_worker(cfg: DemoConfig, task: str, runs_dir: str, threads: int) -> dic
     import torch
 
     torch.set_num_threads(threads)
-    return _run_task(cfg, task, Path(runs_dir), False, lambda msg: print(msg, file=sys.stderr, flush=True))
+    return run_task(cfg, task, Path(runs_dir), False, lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -263,7 +265,7 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
         result["parallel"] = {"processes": workers, "threads_per_process": threads}
         if workers <= 1:
             for task in cfg.tasks:
-                result[task] = _run_task(cfg, task, runs_root / task, progress, log)
+                result[task] = run_task(cfg, task, runs_root / task, progress, log)
         else:  # one process per task, each on its share of the cores; bars from several processes would mix
             log(f"[demo] training the tasks in {workers} parallel processes ({threads} thread(s) each)")
             ctx = multiprocessing.get_context("spawn")

@@ -38,11 +38,11 @@ GRID: dict[str, dict] = {
 def _point_task(cfg: DemoConfig, task: str, runs_dir: str) -> dict:
     import torch
 
-    from .demo import _run_task
+    from .demo import run_task
 
     torch.set_num_threads(1)
     cfg = replace(cfg, seeds=(0,), eval_every=0)
-    s = _run_task(cfg, task, Path(runs_dir), False, lambda m: print(m, file=sys.stderr, flush=True), probe=False)
+    s = run_task(cfg, task, Path(runs_dir), False, lambda m: print(m, file=sys.stderr, flush=True), probe=False)
     return {"fraction_of_trivial": s["fraction_of_trivial"], "train_time_s": s["train_time_s"]}
 
 

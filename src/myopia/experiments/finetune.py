@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..arms import PAIR_ARMS
+from ..arms import GRADIENTS, PAIR_ARMS
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
 from ..errors import MyopiaError
@@ -73,7 +73,7 @@ def finetune(
     ``beta``/``horizon`` apply to the myopic arms. ``snapshot_every`` > 0 keeps the weights every that many
     steps in ``<arm>/snapshots/step_XXXXXXX.safetensors`` (for ``myopia grad`` over training).
     """
-    unknown = [a for a in arms if a not in ("vanilla", "myopic", "myopic-hidden", "bigram")]
+    unknown = [a for a in arms if a not in GRADIENTS]
     if unknown or not arms:
         raise MyopiaError(f"arms must be among vanilla, myopic, myopic-hidden, bigram; got {', '.join(arms)}")
     if snapshot_every and (not train_cfg.ckpt_every or snapshot_every % train_cfg.ckpt_every):

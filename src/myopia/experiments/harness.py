@@ -19,6 +19,7 @@ import numpy as np
 from ..analysis.stats import holm, paired_gap
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
+from ..rundir import is_run, run_kind
 from .pair import read_manifest, run_dir
 
 HARNESS_JSON = "harness.json"
@@ -52,17 +53,13 @@ def check_harness_tasks(task_manager, tasks: list[str]) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _is_run(path: Path) -> bool:
-    return (path / "config.json").is_file() and "run" in read_json(path / "config.json")
-
-
 def _save_corpus_tokenizer(run: Path, out_dir: Path) -> None:
     """A ``PreTrainedTokenizerFast`` for a run trained with our BPE tokenizer (the export only writes bytes)."""
     from transformers import PreTrainedTokenizerFast
 
-    from .tasks import _training_corpus
+    from .tasks import training_corpus
 
-    corpus = _training_corpus(run)
+    corpus = training_corpus(run)
     tok = getattr(corpus, "tokenizer", None) if corpus is not None else None
     if tok is None or not hasattr(tok, "tok"):
         raise MyopiaError(f"{run}: cannot find the tokenizer it was trained with (its token cache is gone)")
@@ -75,10 +72,9 @@ def hf_directory(path: Path, cache: Path) -> Path:
     """A directory ``AutoModelForCausalLM``/``AutoTokenizer`` load for ``path`` (run of ours: exported into
     ``cache`` once; finetune run: its ``hf/``; anything else: itself)."""
     from ..hf.export import export_run
-    from ..hf.model import run_kind
 
     path = Path(path)
-    if not _is_run(path):
+    if not is_run(path):
         return path
     if run_kind(path) == "hf":
         if not (path / "hf").is_dir():

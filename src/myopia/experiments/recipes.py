@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..arms import PAIR_ARMS
 from ..errors import MyopiaError
 
 __all__ = ["Recipe", "RECIPES", "get_recipe"]
@@ -42,7 +43,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         description="every gradient setting learns: 4x128 GPT, context 128, 300 steps x 32 sequences, one seed",
         data="a text file (measured on tinyshakespeare)",
         steps=tuple(_split(f"train --data {{data}} --out {{out}}/{g} --gradient {g} {_TRAIN_CHECK}")
-                    for g in ("vanilla", "myopic", "myopic-hidden")),
+                    for g in PAIR_ARMS),
     ),
     Recipe(
         name="brown-gap",

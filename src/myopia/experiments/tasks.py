@@ -22,6 +22,7 @@ from ..data.cache import is_cache, open_cache
 from ..data.overlap import refuse_overlap
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
+from ..rundir import CONFIG, is_run, load_model, load_run_model, run_tokenizer
 from .gap import pair_corpus, trained_arms
 from .pair import read_manifest, run_dir
 
@@ -55,21 +56,18 @@ class ArmSet:
 
 def load_any(path: Path, device="cpu"):
     """The model of a run folder of ours or of ``myopia finetune``, or of a Hugging Face model directory."""
-    from ..hf.model import load_model, load_run_model
-
     path = Path(path)
-    if (path / "config.json").is_file() and "run" in read_json(path / "config.json"):
+    if is_run(path):
         return load_run_model(path, device=device)
     return load_model(path, device=device)[0]
 
 
 def load_tokenizer(path: Path):
     """The tokenizer of a run folder (bytes, a finetune's saved one) or of a Hugging Face model directory."""
-    from ..hf.model import run_tokenizer
     from ..hf.tokenizer import load_hf_tokenizer
 
     path = Path(path)
-    if (path / "config.json").is_file() and "run" in read_json(path / "config.json"):
+    if is_run(path):
         return run_tokenizer(path)
     return load_hf_tokenizer(path)
 
@@ -111,9 +109,9 @@ def parse_runs(specs: list[str]) -> dict[str, list[Path]]:
     return out
 
 
-def _training_corpus(path: Path):
+def training_corpus(path: Path):
     """The token cache a run of ours was trained on, when its config names one that still exists."""
-    cfg_path = path / "config.json"
+    cfg_path = path / CONFIG
     if not cfg_path.is_file():
         return None
     cfg = read_json(cfg_path)
@@ -135,7 +133,7 @@ def runs_arms(runs: list[str], baseline: str | None, data, split="test") -> ArmS
         raise MyopiaError("--runs: every arm needs the same number of seeds (comma-separated paths)")
     if data is None:
         raise MyopiaError("--runs needs --data (the held-out text to score)")
-    train = _training_corpus(paths[baseline][0])
+    train = training_corpus(paths[baseline][0])
     model = load_any(paths[baseline][0])
     tok = train.tokenizer if train is not None and train.tokenizer is not None else load_tokenizer(paths[baseline][0])
     seq_len = int(model.cfg.seq_len)
