@@ -96,7 +96,7 @@ def test_unfinished_foreign_and_mismatched_folders_are_refused(tmp_path, finishe
 
 def test_importing_the_run_folder_and_the_plots_pulls_in_neither_torch_nor_matplotlib():
     code = ("import sys, myopia.rundir, myopia.plots.style, myopia.plots.scaling, myopia.plots.report, "
-            "myopia.plots.training, myopia.plots.probes, myopia.plots.gradients; "
+            "myopia.plots.training, myopia.plots.probes, myopia.plots.gradients, myopia.plots.tasks; "
             "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
