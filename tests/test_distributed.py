@@ -86,6 +86,7 @@ def _newest_shard(run: Path) -> Path:
     return checkpoint_steps(run)[0][1] / "__0_0.distcp"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 def test_sigkill_mid_run_then_resume_is_bitwise_exact(corpus_file, tmp_path):
     steps = 60

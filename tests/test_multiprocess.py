@@ -25,7 +25,8 @@ from myopia.train import train
 from _dist_worker import RUNS, build, task, train_config
 from _tiny_run import tiny_args
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+pytestmark = [pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed"),
+              pytest.mark.slow]  # every test here launches torchrun
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"

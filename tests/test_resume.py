@@ -34,6 +34,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # ---- one writer per run directory ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_second_writer_on_a_live_run_is_refused(corpus_file, tmp_path, capsys):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC))
@@ -68,6 +69,7 @@ def test_lock_names_its_holder_and_is_released(tmp_path):
 # ---- asynchronous checkpoints -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_async_checkpoints_resume_bit_for_bit(corpus_file, tmp_path):
     """--async-checkpoint writes the same checkpoints in the background; resuming from one is exact."""
     sync, cut = tmp_path / "sync", tmp_path / "async"
@@ -165,6 +167,7 @@ def test_memory_plan_is_printed_and_recorded(corpus_file, tmp_path, capsys):
 # ---- the earlier single-file checkpoint format -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_single_file_checkpoint_of_an_earlier_version_resumes_in_one_process(corpus_file, tmp_path, capsys):
     """A run directory with checkpoint.safetensors (the earlier format) continues bit for bit in one process;
     with --shard it is refused with one line."""
