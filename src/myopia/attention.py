@@ -497,12 +497,17 @@ def _near_grads(q, k, v, out, lse, g, horizon: int, scale: float):
     r = torch.arange(c, device=q.device).unsqueeze(1)
     t = torch.arange(W, device=q.device).unsqueeze(0)
     dist = r + front - t  # query offset r against window key t: distance i - j, the same in every chunk
-    outside = (dist < 0) | (dist > horizon)
-    p = torch.exp((qc @ kw.transpose(-1, -2)).mul_(scale).sub_(lc)).masked_fill_(outside, 0.0)
-    ds = (gc @ vw.transpose(-1, -2)).sub_(delta).mul_(p)
-    dq = (ds @ kw).mul_(scale).view(B, H, N * c, D).narrow(-2, 0, T)
-    dkw = (ds.transpose(-1, -2) @ qc).mul_(scale).view(B, H, N, m, c, D)
-    dvw = (p.transpose(-1, -2) @ gc).view(B, H, N, m, c, -1)
+    outside = torch.zeros(c, W, dtype=work, device=q.device).masked_fill_((dist < 0) | (dist > horizon), -math.inf)
+    # Few passes over the (chunk x window) tensors: the bias (-L_i, -inf off the band) rides in baddbmm, the exp
+    # is in place, and s (dP - Delta) comes from one more baddbmm, so p and s dS take four passes in all.
+    bh = B * H * N
+    q3, g3 = qc.reshape(bh, c, D), gc.reshape(bh, c, -1)
+    k3, v3 = kw.reshape(bh, W, D), vw.reshape(bh, W, -1)
+    p = torch.baddbmm(outside - lc.reshape(bh, c, 1), q3, k3.transpose(-1, -2), alpha=scale).exp_()
+    ds = torch.baddbmm(delta.reshape(bh, c, 1), g3, v3.transpose(-1, -2), beta=-scale, alpha=scale).mul_(p)
+    dq = torch.bmm(ds, k3).view(B, H, N * c, D).narrow(-2, 0, T)
+    dkw = torch.bmm(ds.transpose(-1, -2), q3).view(B, H, N, m, c, D)
+    dvw = torch.bmm(p.transpose(-1, -2), g3).view(B, H, N, m, c, -1)
     dk = dkw.new_zeros(B, H, N + m - 1, c, D)
     dv = dvw.new_zeros(B, H, N + m - 1, c, dvw.shape[-1])
     for j in range(m):  # window piece j of chunk n is key chunk n - (m - 1) + j
@@ -657,7 +662,7 @@ def _fused_with_past(q, k, v, past_k, past_v, scale):
     work = torch.promote_types(q.dtype, torch.float32)
     lse_live = lse.unsqueeze(-1).to(work) + scale * ((qn - qn.detach()) * mean_key).sum(-1, keepdim=True).to(work)
     logit = lse_live - diag[..., 1:, :].to(work)
-    rest = torch.sigmoid(logit).to(a.dtype) * a + torch.sigmoid(-logit).to(v.dtype) * v[..., 1:, :]
+    rest = (torch.sigmoid(logit) * a.to(work) + torch.sigmoid(-logit) * v[..., 1:, :].to(work)).to(v.dtype)
     first = v[..., :1, :] + 0.0 * diag[..., :1, :]
     return torch.cat([first, rest], dim=-2)
 
