@@ -27,7 +27,7 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     # thresholded sections pass at toy size; timing sections only report on the CPU
     for name in ("kernel_exactness", "model_exactness", "torchrun", "finetune"):
         assert sections[name]["pass"] is True, (name, proc.stdout[-3000:])
-    assert sections["kernel_exactness"]["n_cases"] > 100
+    assert sections["kernel_exactness"]["n_cases"] >= 45
     assert {r["path"] for r in sections["kernel_exactness"]["pinned_paths"]} == {"band", "near", "complement"}
     assert sections["gpt_step"]["compiled"]["myopic"]["graph_breaks"] == 0
     assert sections["torchrun"]["backend"] == "gloo" and sections["torchrun"]["resumed_from_step"] > 0
