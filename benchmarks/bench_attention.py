@@ -307,8 +307,8 @@ def bench_horizons(T, horizons, rounds, device, B, H, D, paired_seconds, paths=(
 
 def count_band_bytes(T=1024, B=1, H=12, D=64, dtype="bfloat16"):
     """Bytes moved per element of (B, H, T, D) by the h = 0 band correction, counted on meta tensors: every
-    aten op's tensor inputs and outputs (the plain loop), and the inputs + outputs of the fused pass (what one
-    Inductor kernel touches) plus the final combine."""
+    data-moving aten op's tensor inputs and outputs, each once (the plain loop), and the inputs + outputs of the
+    fused pass (what one Inductor kernel touches: :func:`myopia.attention.band_grads` with the combine)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -321,11 +321,19 @@ def count_band_bytes(T=1024, B=1, H=12, D=64, dtype="bfloat16"):
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            flat = torch.utils._pytree.tree_leaves((args, kwargs, out))
-            self.bytes += sum(t.numel() * t.element_size() for t in flat if isinstance(t, torch.Tensor))
-            self.ops += 1
+            ins = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
+                    and not any(t is i for i in ins)]  # an in-place op's result is its input: count it once
+            if func not in VIEW_OPS:  # views move no data
+                self.bytes += sum(t.numel() * t.element_size() for t in ins + outs)
+                self.ops += 1
             return out
 
+    aten = torch.ops.aten
+    VIEW_OPS = {aten.view.default, aten.slice.Tensor, aten.narrow.default, aten.unsqueeze.default,
+                aten.expand.default, aten._unsafe_view.default, aten.alias.default, aten.t.default,
+                aten.transpose.int, aten.select.int, aten.as_strided.default, aten.empty.memory_format,
+                aten.empty_like.default, aten.empty_strided.default}
     dt = getattr(torch, dtype)
     q, k, v, o, g = (torch.empty(B, H, T, D, dtype=dt, device="meta") for _ in range(5))
     lse = torch.empty(B, H, T, device="meta")
@@ -336,12 +344,9 @@ def count_band_bytes(T=1024, B=1, H=12, D=64, dtype="bfloat16"):
         attention.BAND_COMPILE = False
         counter = Count()
         with counter:
-            if compiled:  # the fused kernel's traffic: its inputs and outputs, then the combine
-                band_k, band_v = (torch.empty(B, H, T, D, device="meta") for _ in range(2))
-                counter.bytes += sum(t.numel() * t.element_size() for t in (q, k, v, o, g, lse, band_k, band_v))
+            if compiled:  # the fused kernel (band, combine and cast in one): its inputs and outputs
+                counter.bytes += sum(t.numel() * t.element_size() for t in (q, k, v, o, g, lse, dk, dv))
                 counter.ops += 1
-                dk.copy_(band_k)
-                dv.copy_(band_v)
             else:
                 attention._finish_band(dk, dv, q, k, v, o, lse, g, 0, 0.0, D**-0.5)
         attention.BAND_COMPILE = None
