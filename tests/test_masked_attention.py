@@ -272,9 +272,9 @@ def test_bad_input_is_refused():
 
 
 def test_memory_linear_no_seq_by_seq_tensor():
-    """At T = 2048 (8 heads) the blockwise path's largest allocation is a chunk of scores, far below one
-    (heads, T, T) score tensor, and below q itself."""
-    Tm, Hm, Dm = 2048, 8, 64
+    """At T = 1024 (8 heads) the blockwise path's largest allocation is no bigger than q itself, far below
+    one (heads, T, T) score tensor."""
+    Tm, Hm, Dm = 1024, 8, 64
     q, k, v = (torch.randn(1, Hm, Tm, Dm, requires_grad=True) for _ in range(3))
     st = AttentionStructure(doc_ids=torch.zeros(1, Tm, dtype=torch.long), softcap=5.0)
     biggest = []
@@ -288,4 +288,4 @@ def test_memory_linear_no_seq_by_seq_tensor():
         if ev.self_cpu_memory_usage > 0:  # one allocation's size (parents' totals include their children)
             biggest.append(ev.self_cpu_memory_usage)
     assert biggest and max(biggest) <= Hm * Tm * Dm * 4  # nothing bigger than q (fp32), the gradient buffers
-    assert Hm * Tm * Tm * 4 >= 32 * max(biggest)  # the (H, T, T) scores would be 32 times larger
+    assert Hm * Tm * Tm * 4 >= 16 * max(biggest)  # the (H, T, T) scores would be 16 times larger
