@@ -45,6 +45,10 @@ there is no explicit dense mask or learned bias; ``impl="blockwise"`` forces the
 
 **Eager reference.** ``impl="eager"`` materialises the (T × T) scores and applies the weights with
 stop-gradient algebra (values unchanged, gradients scaled); readable, O(T^2) memory; the tests' second witness.
+
+**Past from elsewhere** (:func:`masked_attention_with_past`, the local myopia bonus under document masks):
+query i reads its allowed j < i from constant past keys/values and itself from the live ones; computed per
+query chunk with ordinary autograd under activation checkpointing (memory-linear, recomputed in backward).
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ __all__ = [
     "masked_myopic_attention",
     "masked_myopic_attention_split",
     "document_bigram_attention",
+    "masked_attention_with_past",
     "segment_ids",
+    "document_positions",
     "alibi_slopes",
 ]
 
@@ -88,6 +94,13 @@ def _segment_starts(seg: torch.Tensor) -> torch.Tensor:
     first = torch.ones(seg.shape, dtype=torch.bool, device=seg.device)
     first[:, 1:] = seg[:, 1:] != seg[:, :-1]
     return torch.where(first, idx, torch.zeros_like(idx)).cummax(1).values
+
+
+def document_positions(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids -> (B, T) position of each token inside its document (0 at each document start):
+    the ``position_ids`` of a packed batch, from which transformers builds its block-diagonal mask."""
+    seg = segment_ids(doc_ids)
+    return torch.arange(seg.shape[1], device=seg.device) - _segment_starts(seg)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -571,6 +584,50 @@ def masked_myopic_attention_split(
     if k_w.shape != k_x.shape or v_w.shape != v_x.shape:
         raise MyopiaError("k_w/v_w must have the shapes of k_x/v_x")
     return _run(q, k_x, v_x, k_w, v_w, structure, bias, horizon, beta, scale, impl, chunk_size)
+
+
+def _with_past_chunk(q_c, k_c, v_c, pk_b, pv_b, allowed, r0, c0, scale):
+    """Rows [r0, r0 + C) of attention to a constant past (columns [c0, r0 + C)) and the live own position."""
+    C, S = q_c.shape[-2], pk_b.shape[-2]
+    eye = (torch.arange(r0, r0 + C, device=q_c.device).unsqueeze(1)
+           == torch.arange(c0, c0 + S, device=q_c.device).unsqueeze(0))
+    own = scale * (q_c * k_c).sum(-1, keepdim=True)
+    s = torch.where(eye, own, scale * (q_c @ pk_b.transpose(-1, -2)))
+    s = s.masked_fill(~allowed, float("-inf"))
+    any_key = allowed.any(-1, keepdim=True)
+    p = torch.softmax(torch.where(any_key, s, torch.zeros_like(s)), dim=-1) * any_key
+    return (p * ~eye) @ pv_b + (p * eye).sum(-1, keepdim=True) * v_c
+
+
+def masked_attention_with_past(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
+                               past_v: torch.Tensor, structure: AttentionStructure | None = None, *,
+                               scale: float | None = None, chunk_size: int | None = None) -> torch.Tensor:
+    """Query i reads its allowed positions j < i from ``past_k``/``past_v`` (constants) and itself from k, v:
+    the masked form of ``myopic_attention(..., past_k=, past_v=)``. ``(B, H, T, D)``; soft-caps and biases
+    are not supported here."""
+    from torch.utils.checkpoint import checkpoint
+
+    _check(q, k, v, 0, 0.0, "auto", chunk_size)
+    if past_k.shape != k.shape or past_v.shape != v.shape:
+        raise MyopiaError(f"past_k/past_v must have the shapes of k/v {tuple(k.shape)}/{tuple(v.shape)}; got "
+                          f"{tuple(past_k.shape)}/{tuple(past_v.shape)}")
+    st = structure if structure is not None else AttentionStructure()
+    st.check(q, None)
+    if st.softcap is not None or st.alibi is not None:
+        raise MyopiaError("attention to a given past supports masks only, not soft-caps or ALiBi")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    B, H, T, D = q.shape
+    chunk = chunk_size or default_chunk(B, H, T, D)
+    pk, pv = past_k.detach(), past_v.detach()
+    live = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    outs = []
+    for r0 in range(0, T, chunk):
+        r1 = min(T, r0 + chunk)
+        c0 = st.key_start(r0)
+        args = (q[..., r0:r1, :], k[..., r0:r1, :], v[..., r0:r1, :], pk[..., c0:r1, :], pv[..., c0:r1, :],
+                st.allowed(r0, r1, c0, r1, q.device), r0, c0, scale)
+        outs.append(checkpoint(_with_past_chunk, *args, use_reentrant=False) if live else _with_past_chunk(*args))
+    return torch.cat(outs, dim=-2)
 
 
 def document_bigram_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, doc_ids: torch.Tensor,

@@ -38,7 +38,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +80,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's forward (nn.Module.compile: state-dict names unchanged)
     compile_backend: str = "inductor"
     tensorboard: bool = False  # also write TensorBoard event files to <out>/tensorboard
+    document_mask: bool = True  # attention stays inside documents (runs saved without this field: False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -122,7 +123,7 @@ class TrainConfig:
             raise MyopiaError(f"device must be a name such as auto, cpu, cuda or cuda:1, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise MyopiaError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("progress", "compile", "tensorboard"):
+        for name in ("progress", "compile", "tensorboard", "document_mask"):
             if not isinstance(getattr(self, name), bool):
                 raise MyopiaError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.compile_backend, str) or not self.compile_backend:
@@ -137,8 +138,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild a saved config; one saved before a field existed keeps that field's old behaviour."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in known}})
+
+
+# Fields that configs saved before they existed lack, with the behaviour those runs had.
+LEGACY_DEFAULTS = {"document_mask": False}
+LEGACY_NOTE = ("{out} predates --document-mask: it keeps training without document masks (positions attend "
+               "across document boundaries, as before)")
+
+
+def legacy_document_mask(cfg: TrainConfig, out: Path, resume: bool) -> tuple[TrainConfig, list[str]]:
+    """A resumed run whose saved config has no ``document_mask`` continues as it was trained (without)."""
+    path = Path(out) / "config.json"
+    if not (resume and path.is_file()):
+        return cfg, []
+    try:
+        saved = read_json(path).get("train", {})
+    except (MyopiaError, AttributeError):
+        return cfg, []
+    if "document_mask" in saved or not cfg.document_mask:
+        return cfg, []
+    return replace(cfg, document_mask=False), [LEGACY_NOTE.format(out=out)]
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -432,6 +454,8 @@ def _config_mismatch(saved: dict, current: dict) -> str:
             for k in sorted(set(a) | set(b)):
                 if k in _RESUMABLE_KEYS:
                     continue
+                if k in LEGACY_DEFAULTS and (k in a) != (k in b):  # saved before the key existed
+                    a, b = {k: LEGACY_DEFAULTS[k], **a}, {k: LEGACY_DEFAULTS[k], **b}
                 if k not in a or k not in b:
                     return f"{path}{k} present in only one"
                 d = walk(a[k], b[k], f"{path}{k}.")
@@ -634,6 +658,9 @@ def train(
     rank, world, _ = dist_info()
     is_main = rank == 0
     out = Path(out_dir)
+    cfg, legacy_notes = legacy_document_mask(cfg, out, resume)
+    if hasattr(task, "use_document_mask"):  # tasks with documents keep attention inside them when asked
+        task.use_document_mask(cfg.document_mask)
 
     # ---- everything a user can get wrong, checked on every rank before any work ---------------------------
     def check_inputs():
@@ -665,7 +692,7 @@ def train(
     def prepare_folder():
         if not is_main:
             return
-        for note in plan["notes"]:
+        for note in legacy_notes + plan["notes"]:
             print(f"warning: {note}", file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
         if plan["fresh"] or not (out / "config.json").exists():

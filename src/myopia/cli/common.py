@@ -48,6 +48,9 @@ def add_train_args(p: argparse.ArgumentParser, *, steps=1000, batch_size=32, lr=
     g.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default %(default)s)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
     g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+    g.add_argument("--document-mask", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep attention inside documents: no position attends across an end-of-document "
+                        "boundary, in every gradient mode (default on; --no-document-mask: the old behaviour)")
 
 
 def model_config(args, vocab_size: int = 256, gradient: str | None = None) -> GPTConfig:
@@ -86,6 +89,7 @@ def train_config(args) -> TrainConfig:
         compile=getattr(args, "compile", False),
         compile_backend=getattr(args, "compile_backend", "inductor"),
         tensorboard=getattr(args, "tensorboard", False),
+        document_mask=getattr(args, "document_mask", True),
     )
 
 
