@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import bigram_attention, myopic_attention, myopic_attention_split, split_linear
+from .arms import GRADIENTS
 from .errors import MyopiaError
 from .masked_attention import (
     AttentionStructure,
@@ -37,8 +38,6 @@ from .masked_attention import (
     masked_myopic_attention,
     masked_myopic_attention_split,
 )
-
-GRADIENTS = ("vanilla", "myopic", "myopic-hidden", "bigram")
 
 
 @dataclass

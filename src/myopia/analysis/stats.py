@@ -1,0 +1,333 @@
+"""THE statistics module: seed-inclusive intervals for gaps, a vanilla-vs-vanilla null, t-intervals and Holm.
+
+Every interval myopia prints comes from here. The setting: each *arm* (vanilla, myopic, myopic-hidden, ...) is
+trained once per *seed* (a seed fixes initialisation and data order, shared by all arms of that seed), and every
+trained model is scored on the same held-out *units* (documents, sequences, problems). Two sources of noise:
+
+- **evaluation noise**: which held-out units we happened to score (resample units);
+- **training noise**: which seed we happened to train (resample seeds).
+
+A gap's uncertainty must include both. :class:`HierarchicalBootstrap` draws, per replicate, seeds with
+replacement and then units with replacement. All seeds are scored on the *same* units, so the unit draw of a
+replicate is applied to every drawn seed (a crossed design): drawing units independently per seed would average
+the shared per-unit effect down by the number of seeds and understate the evaluation part. Statistics are
+token- (or unit-) weighted means within each seed, averaged over seeds.
+
+Reported for a gap (:meth:`Resampled.summary`):
+
+- ``ci95_bootstrap``: the hierarchical (seeds + units) percentile interval;
+- ``ci95_t``: with ≥ 3 seeds, the t-interval over the per-seed gaps (a bootstrap over 3 seeds is too narrow);
+- ``ci95_eval``: units resampled, seeds fixed (evaluation noise only; kept for comparison, never *the* interval);
+- ``ci95``: the widest of those, so the seed-inclusive interval is never narrower than the evaluation-only one;
+- ``training_noise``: ``"not measured (1 seed)"`` with one seed, printed next to the interval everywhere.
+
+All replicates of one :class:`HierarchicalBootstrap` share the same draws, so replicate-wise arithmetic on
+:class:`Resampled` objects (differences, ratios such as the gap as a fraction of the value of context,
+interactions) gives consistent intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _sps
+
+from ..errors import MyopiaError
+
+TRAINING_NOISE_ONE_SEED = "not measured (1 seed)"
+LEVEL = 0.95
+
+
+def training_noise_note(n_seeds: int) -> str:
+    """What the interval says about training noise, for JSON and printed tables."""
+    if n_seeds <= 1:
+        return TRAINING_NOISE_ONE_SEED
+    how = "hierarchical bootstrap over seeds and units" + (", t-interval over seeds" if n_seeds >= 3 else "")
+    return f"included ({n_seeds} seeds: {how})"
+
+
+def percentile_interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, ignoring NaN replicates (a group that drew no tokens)."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        return np.nanpercentile(reps, lo, axis=0), np.nanpercentile(reps, hi, axis=0)
+
+
+def t_interval(values, level: float = LEVEL) -> tuple[float, float] | None:
+    """Student-t interval for the mean of ``values`` (1-D, e.g. per-seed gaps); None with fewer than 2 finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return None
+    half = _sps.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def t_test_p(values) -> float | None:
+    """Two-sided one-sample t-test p-value of mean(values) = 0; None with fewer than 2 finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return None
+    sd = v.std(ddof=1)
+    if sd == 0:
+        return 0.0 if v.mean() != 0 else 1.0
+    t = v.mean() / (sd / math.sqrt(v.size))
+    return float(2 * _sps.t.sf(abs(t), v.size - 1))
+
+
+def bootstrap_p(replicates) -> float | None:
+    """Two-sided bootstrap p-value for "the statistic is 0": twice the smaller tail mass at 0, at least 1/B."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return None
+    tail = min((r <= 0).mean(), (r >= 0).mean())
+    return float(min(1.0, max(2 * tail, 1.0 / r.size)))
+
+
+def holm(pvalues) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (same order as given; None entries are skipped and stay None)."""
+    p = list(pvalues)
+    idx = [i for i, x in enumerate(p) if x is not None and np.isfinite(x)]
+    m = len(idx)
+    order = sorted(idx, key=lambda i: p[i])
+    out: list[float | None] = [None] * len(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def _f(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _pair(lo, hi) -> list[float | None]:
+    return [_f(lo), _f(hi)]
+
+
+def _width(ci) -> float:
+    if ci is None or ci[0] is None or ci[1] is None:
+        return -math.inf
+    return ci[1] - ci[0]
+
+
+@dataclass
+class Resampled:
+    """A statistic per group with its replicates: point (G,), per_seed (S, G), boot and boot_eval (B, G), counts (G,).
+
+    ``boot`` resamples seeds and units; ``boot_eval`` resamples units only. Arithmetic (+ − × ÷) with another
+    Resampled from the same bootstrap, or with a number, acts replicate by replicate.
+    """
+
+    point: np.ndarray
+    per_seed: np.ndarray
+    boot: np.ndarray
+    boot_eval: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.per_seed.shape[0])
+
+    def _op(self, other, fn) -> "Resampled":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if isinstance(other, Resampled):
+                if other.boot.shape[0] != self.boot.shape[0] or other.n_seeds != self.n_seeds:
+                    raise MyopiaError("Resampled statistics from different bootstraps cannot be combined")
+                return Resampled(fn(self.point, other.point), fn(self.per_seed, other.per_seed),
+                                 fn(self.boot, other.boot), fn(self.boot_eval, other.boot_eval),
+                                 np.minimum(self.counts, other.counts))
+            return Resampled(fn(self.point, other), fn(self.per_seed, other), fn(self.boot, other),
+                             fn(self.boot_eval, other), self.counts)
+
+    def __add__(self, o):
+        return self._op(o, np.add)
+
+    def __sub__(self, o):
+        return self._op(o, np.subtract)
+
+    def __mul__(self, o):
+        return self._op(o, np.multiply)
+
+    def __truediv__(self, o):
+        return self._op(o, np.divide)
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __getitem__(self, g) -> "Resampled":
+        """The groups ``g`` (an int keeps one group as G = 1)."""
+        sl = [g] if isinstance(g, (int, np.integer)) else g
+        return Resampled(self.point[sl], self.per_seed[:, sl], self.boot[:, sl], self.boot_eval[:, sl],
+                         self.counts[sl])
+
+    def summary(self, g: int = 0, level: float = LEVEL) -> dict:
+        """The contract dict for group ``g``: mean, ci95 (seed-inclusive), ci95_eval, ci95_bootstrap, ci95_t,
+        per_seed, n_seeds, se, p (two-sided, for "the statistic is 0") and training_noise."""
+        S = self.n_seeds
+        point = self.point[g]
+        per_seed = self.per_seed[:, g]
+        b_lo, b_hi = percentile_interval(self.boot[:, g:g + 1], level)
+        e_lo, e_hi = percentile_interval(self.boot_eval[:, g:g + 1], level)
+        ci_boot, ci_eval = _pair(b_lo[0], b_hi[0]), _pair(e_lo[0], e_hi[0])
+        ci_t = None
+        if S >= 3:
+            t = t_interval(per_seed, level)
+            ci_t = None if t is None else _pair(*t)
+        candidates = [ci_eval] if S == 1 else [ci_boot, ci_eval] + ([ci_t] if ci_t else [])
+        ci = max(candidates, key=_width)
+        reps = self.boot[:, g] if S > 1 else self.boot_eval[:, g]
+        finite = reps[np.isfinite(reps)]
+        ps = [bootstrap_p(reps)] + ([t_test_p(per_seed)] if S >= 3 else [])
+        ps = [p for p in ps if p is not None]
+        return {
+            "mean": _f(point),
+            "ci95": ci,
+            "ci95_eval": ci_eval,
+            "ci95_bootstrap": ci_boot if S > 1 else None,
+            "ci95_t": ci_t,
+            "se": _f(finite.std()) if finite.size else None,
+            "p": max(ps) if ps else None,
+            "per_seed": [_f(x) for x in per_seed],
+            "n_seeds": S,
+            "training_noise": training_noise_note(S),
+        }
+
+    def summaries(self, level: float = LEVEL) -> list[dict]:
+        """One :meth:`summary` per group."""
+        return [self.summary(g, level) for g in range(len(self.point))]
+
+
+class HierarchicalBootstrap:
+    """Resampling weights for ``n_seeds`` seeds × ``n_units`` held-out units, ``n_boot`` replicates (fixed by ``seed``).
+
+    Replicate b draws seeds with replacement (weights ``seed_w`` (B, S), summing to 1) and units with replacement
+    (counts ``unit_w`` (B, U)), the same unit draw for every drawn seed (all seeds score the same units).
+    """
+
+    def __init__(self, n_units: int, n_seeds: int = 1, n_boot: int = 2000, seed: int = 0):
+        if n_units < 1:
+            raise MyopiaError("a bootstrap needs at least one evaluation unit (document, sequence or problem)")
+        if n_seeds < 1:
+            raise MyopiaError("a bootstrap needs at least one seed")
+        rng = np.random.default_rng(seed)
+        self.n_units, self.n_seeds, self.n_boot = n_units, n_seeds, n_boot
+        self.unit_w = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(np.float64)
+        if n_seeds > 1:
+            self.seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot) / n_seeds
+        else:
+            self.seed_w = np.ones((n_boot, 1))
+
+    def means(self, values, unit, group=None, n_groups: int = 1) -> Resampled:
+        """Token-weighted means per group. values (S, N) or (N,) (a seedless row is repeated for every seed);
+        unit (N,) in [0, n_units); group (N,) in [0, n_groups) or None. Groups without tokens give NaN."""
+        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        if values.shape[0] == 1 and self.n_seeds > 1:
+            values = np.repeat(values, self.n_seeds, axis=0)
+        S, N = values.shape
+        if S != self.n_seeds:
+            raise MyopiaError(f"values have {S} seed rows, the bootstrap was set up for {self.n_seeds}")
+        unit = np.asarray(unit, dtype=np.int64)
+        if unit.shape != (N,) or (N and (unit.min() < 0 or unit.max() >= self.n_units)):
+            raise MyopiaError(f"unit ids must be {N} values in [0, {self.n_units})")
+        group = np.zeros(N, dtype=np.int64) if group is None else np.asarray(group, dtype=np.int64)
+        cell = unit * n_groups + group
+        size = self.n_units * n_groups
+        counts = np.bincount(cell, minlength=size).reshape(self.n_units, n_groups).astype(np.float64)
+        sums = np.stack([np.bincount(cell, weights=v, minlength=size) for v in values])
+        return self._from_sums(sums.reshape(S, self.n_units, n_groups), counts)
+
+    def unit_means(self, unit_values, unit_weights=None) -> Resampled:
+        """Means over units of per-unit values (S, U) or (U,), weighted by ``unit_weights`` (U,) (default 1 each)."""
+        v = np.atleast_2d(np.asarray(unit_values, dtype=np.float64))
+        if v.shape[0] == 1 and self.n_seeds > 1:
+            v = np.repeat(v, self.n_seeds, axis=0)
+        if v.shape != (self.n_seeds, self.n_units):
+            raise MyopiaError(f"unit values must be ({self.n_seeds}, {self.n_units}), got {v.shape}")
+        w = np.ones(self.n_units) if unit_weights is None else np.asarray(unit_weights, dtype=np.float64)
+        return self._from_sums((v * w)[:, :, None], w[:, None])
+
+    def _from_sums(self, sums: np.ndarray, counts: np.ndarray) -> Resampled:
+        """sums (S, U, G), counts (U, G) -> Resampled (all replicates in three einsums)."""
+        total = counts.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_seed = sums.sum(1) / total
+            num = np.einsum("bu,sug->bsg", self.unit_w, sums)
+            den = self.unit_w @ counts
+            per_rep_seed = num / den[:, None, :]
+            boot = np.einsum("bs,bsg->bg", self.seed_w, per_rep_seed)
+            boot_eval = per_rep_seed.mean(1)
+        return Resampled(per_seed.mean(0), per_seed, boot, boot_eval, total)
+
+
+def paired_gap(a, b, *, n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> dict:
+    """Gap summary of per-unit values a − b, each (S, U) or (U,) (same units, seed s of a paired with seed s of b)."""
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if a.shape != b.shape or a.size == 0:
+        raise MyopiaError(f"paired values need equal non-empty shapes, got {a.shape} and {b.shape}")
+    boot = HierarchicalBootstrap(a.shape[1], a.shape[0], n_boot, seed)
+    return {**boot.unit_means(a - b).summary(level=level), "n_units": int(a.shape[1])}
+
+
+# --- the null: vanilla against vanilla across seeds -------------------------------------------------------------
+
+def seed_pairs(n_seeds: int) -> list[tuple[int, int]]:
+    """All ordered pairs (i, j), i < j, of seed rows."""
+    return [(i, j) for i in range(n_seeds) for j in range(i + 1, n_seeds)]
+
+
+def null_gap(values, unit, *, n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> dict | None:
+    """The gap between two vanilla runs of different seeds on the same tokens (what a gap looks like by chance).
+
+    values (S, N): the baseline arm's per-token losses, one row per seed; unit (N,) evaluation units. Returns
+    None with one seed; else {"mean", "sd", "ci95", "per_pair", "n_pairs"}: per_pair is the token-weighted mean
+    of v_i − v_j for each seed pair i < j; ``sd`` is their root mean square (the typical size of a null gap,
+    whose expectation is 0); ``ci95`` is the percentile interval of a bootstrap over seed pairs and units.
+    """
+    v = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    if v.shape[0] < 2:
+        return None
+    pairs = seed_pairs(v.shape[0])
+    diffs = np.stack([v[i] - v[j] for i, j in pairs])
+    unit = np.asarray(unit, dtype=np.int64)
+    _, unit_index = np.unique(unit, return_inverse=True)
+    boot = HierarchicalBootstrap(int(unit_index.max()) + 1, len(pairs), n_boot, seed)
+    res = boot.means(diffs, unit_index)
+    per_pair = res.per_seed[:, 0]
+    lo, hi = percentile_interval(res.boot[:, :1] if len(pairs) > 1 else res.boot_eval[:, :1], level)
+    return {"mean": _f(per_pair.mean()), "sd": _f(np.sqrt(np.mean(per_pair ** 2))), "ci95": _pair(lo[0], hi[0]),
+            "per_pair": [_f(x) for x in per_pair], "pairs": [list(p) for p in pairs], "n_pairs": len(pairs)}
+
+
+def against_null(gap_mean: float | None, null: dict | None) -> float | None:
+    """The gap in units of the null's sd (|gap| / sd ≫ 1: far outside what two vanilla seeds differ by)."""
+    if gap_mean is None or not null or not null.get("sd"):
+        return None
+    return _f(gap_mean / null["sd"])
+
+
+# --- printing ----------------------------------------------------------------------------------------------------
+
+def format_interval(summary: dict, digits: int = 3, signed: bool = True) -> str:
+    """'+0.044 [+0.042, +0.046]' plus ' (training noise not measured: 1 seed)' when only one seed was trained."""
+    fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
+
+    def num(x):
+        return "–" if x is None else fmt.format(x)
+
+    ci = summary.get("ci95") or [None, None]
+    text = f"{num(summary.get('mean'))} [{num(ci[0])}, {num(ci[1])}]"
+    if summary.get("n_seeds", 1) <= 1:
+        text += " (training noise not measured: 1 seed)"
+    return text
