@@ -144,8 +144,6 @@ def test_task_document_ids_follow_the_targets():
 
 def test_masked_task_loss_and_evaluation_run_through_the_mask():
     corpus = _corpus()
-    model = _gpt().float()
-    model.cfg.vocab_size = corpus.vocab_size
     model = GPT(GPTConfig(vocab_size=corpus.vocab_size, n_layer=1, n_head=2, d_model=16, seq_len=16))
     on, off = LMTask(corpus, 16, eval_tokens=64, document_mask=True), LMTask(corpus, 16, eval_tokens=64)
     batch_on, batch_off = on.examples(np.arange(4)), off.examples(np.arange(4))

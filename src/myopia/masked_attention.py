@@ -239,24 +239,30 @@ def default_chunk(B: int, H: int, T: int, D: int) -> int:
     return max(1, min(T, budget // (B * H * T)))
 
 
+@torch.no_grad()
+def _blockwise_forward(q, k, v, bias, st: AttentionStructure, scale: float, chunk: int):
+    """o (B, H, T, Dv) in q's dtype and L (B, H, T) in fp32 or wider, one query chunk at a time."""
+    B, H, T, _ = q.shape
+    work = torch.promote_types(q.dtype, torch.float32)
+    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, T), dtype=work, device=q.device)
+    for r0 in range(0, T, chunk):
+        r1 = min(T, r0 + chunk)
+        c0 = st.key_start(r0)
+        s, _ = _scores(q[..., r0:r1, :].to(work), k[..., c0:r1, :].to(work), st, bias, r0, r1, c0, scale)
+        L = s.logsumexp(-1)
+        lse[..., r0:r1] = L
+        p = s.sub_(_finite_lse(L).unsqueeze(-1)).exp_()
+        out[..., r0:r1, :] = torch.matmul(p, v[..., c0:r1, :].to(work)).to(q.dtype)
+    return out, lse
+
+
 class _Blockwise(torch.autograd.Function):
     """The whole masked myopic attention as one autograd node, chunked over queries (see the module doc)."""
 
     @staticmethod
     def forward(ctx, q, k, v, k_full, v_full, bias, st, horizon, beta, scale, chunk):
-        B, H, T, D = q.shape
-        work = torch.promote_types(q.dtype, torch.float32)
-        out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
-        lse = torch.empty((B, H, T), dtype=work, device=q.device)
-        with torch.no_grad():
-            for r0 in range(0, T, chunk):
-                r1 = min(T, r0 + chunk)
-                c0 = st.key_start(r0)
-                s, _ = _scores(q[..., r0:r1, :].to(work), k[..., c0:r1, :].to(work), st, bias, r0, r1, c0, scale)
-                L = s.logsumexp(-1)
-                lse[..., r0:r1] = L
-                p = s.sub_(_finite_lse(L).unsqueeze(-1)).exp_()
-                out[..., r0:r1, :] = torch.matmul(p, v[..., c0:r1, :].to(work)).to(q.dtype)
+        out, lse = _blockwise_forward(q, k, v, bias, st, scale, chunk)
         ctx.save_for_backward(q, k, v, out, lse, bias)
         ctx.st, ctx.horizon, ctx.beta, ctx.scale, ctx.chunk = st, horizon, beta, scale, chunk
         ctx.split = k_full is not None
@@ -336,7 +342,7 @@ def flex_available(q: torch.Tensor) -> bool:
     return True
 
 
-def _flex_mods(st: AttentionStructure, T: int, scale: float):
+def _flex_mods(st: AttentionStructure):
     """(score_mod, mask_mod) for flex_attention from the structure (no dense mask or tensor bias here)."""
     seg, window, valid, cap, slopes = st._seg, st.window, st.key_valid, st.softcap, st.alibi
 
@@ -364,7 +370,7 @@ def _flex_forward(q, k, v, st: AttentionStructure, scale: float):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     B, H, T, _ = q.shape
-    score_mod, mask_mod = _flex_mods(st, T, scale)
+    score_mod, mask_mod = _flex_mods(st)
     block = create_block_mask(mask_mod, B if st._seg is not None or st.key_valid is not None else None, None, T, T,
                               device=q.device)
     try:
@@ -514,6 +520,8 @@ def _check(q, k, v, horizon, beta, impl, chunk_size):
 def _run(q, k, v, k_full, v_full, structure, bias, horizon, beta, scale, impl, chunk_size):
     st = structure if structure is not None else AttentionStructure()
     st.check(q, bias)
+    if st.alibi is not None and st.alibi.device != q.device:
+        st.alibi = st.alibi.to(q.device)
     beta = float(beta)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if impl == "eager":
@@ -526,17 +534,9 @@ def _run(q, k, v, k_full, v_full, structure, bias, horizon, beta, scale, impl, c
     B, H, T, D = q.shape
     chunk = chunk_size or default_chunk(B, H, T, D)
     live = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, k_full, v_full, bias))
-    if not live:
-        with torch.no_grad():
-            return _Blockwise.forward(_NoCtx(), q, k, v, k_full, v_full, bias, st, horizon, beta, scale, chunk)
+    if not live:  # evaluation: no graph, nothing saved
+        return _blockwise_forward(q, k, v, bias, st, scale, chunk)[0]
     return _Blockwise.apply(q, k, v, k_full, v_full, bias, st, horizon, beta, scale, chunk)
-
-
-class _NoCtx:
-    """Stands in for autograd's ctx when the blockwise forward runs without a graph (evaluation)."""
-
-    def save_for_backward(self, *tensors):
-        pass
 
 
 def masked_myopic_attention(
