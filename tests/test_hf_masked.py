@@ -276,3 +276,23 @@ def test_attention_sinks_and_dropout_stay_refused():
         myopia_attention_forward(module, q, q, q, None, s_aux=torch.zeros(2))
     with pytest.raises(MyopiaError, match="dropout"):
         myopia_attention_forward(module, q, q, q, None, dropout=0.1)
+
+
+def test_hf_wrapper_document_ids_become_a_packed_batch():
+    """HFCausalLM(x, doc_ids=...) (what `myopia finetune` trains with under --document-mask): positions restart
+    at each document, transformers builds the block-diagonal mask, and the myopic gradient is each document's."""
+    from myopia.hf.model import HFCausalLM
+
+    model = tiny("llama")
+    params = list(model.parameters())
+    docs = [_ids(B=1, T=n, seed=20 + n)[0] for n in (4, 3)]
+    x = torch.cat([d[:-1] for d in docs]).unsqueeze(0)
+    y = torch.cat([d[1:] for d in docs]).unsqueeze(0)
+    doc_ids = torch.tensor([[0] * 4 + [1] * 3])
+    ref_logits = torch.cat([model(d[:-1].unsqueeze(0), use_cache=False).logits for d in docs], dim=1)
+    want = _per_document_reference(model, docs, "myopic")
+    wrapped = HFCausalLM(model)
+    wrapped.set_gradient("myopic", 0.0, 0)
+    logits = wrapped(x, doc_ids=doc_ids)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-12)
+    assert_grads_close(grads(_masked_loss(logits, y), params), want, **TOL)
