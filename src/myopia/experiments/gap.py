@@ -94,8 +94,8 @@ def scoring_context(pair_dir: Path, arms: list[str], seeds: list[int]) -> dict:
             "attention of document-masked training")
     if not all(masked.values()):
         unmasked = ", ".join(a for a in arms if not masked[a])
-        note += (f"; {unmasked} trained without document masks (attending across document boundaries), so its "
-                 "scoring context differs from its training context at document starts")
+        note += (f"; trained without document masks (attending across document boundaries): {unmasked}, whose "
+                 "training context differed from this scoring context at document starts")
     return {"document_mask": masked, "note": note}
 
 
