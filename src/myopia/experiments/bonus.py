@@ -35,7 +35,8 @@ from ..data.cache import open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import flops_per_token
-from ..rundir import CHECKPOINT, CONFIG, MODEL, RESULT, load_run_model
+from ..checkpoint import has_checkpoint
+from ..rundir import CONFIG, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
 from .gap import ARRAYS as GAP_ARRAYS
 from .gap import load_arrays, save_arrays, trained_arms
@@ -95,7 +96,7 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
         if progress:
             print(f"[bonus] {name}: already trained", file=sys.stderr)
         return read_json(out / RESULT)
-    resume = (out / CHECKPOINT).is_file()
+    resume = has_checkpoint(out)
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
     return train(model, task, cfg, out, run_config=run_config, resume=resume,

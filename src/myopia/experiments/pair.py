@@ -26,7 +26,8 @@ from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
-from ..rundir import CHECKPOINT, CONFIG, RESULT
+from ..checkpoint import has_checkpoint
+from ..rundir import CONFIG, RESULT
 from ..train import TrainConfig
 from .train_lm import train_lm
 
@@ -199,7 +200,7 @@ def run_pair(
                     print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
                           file=sys.stderr)
             else:
-                resume = (rd / CHECKPOINT).is_file()
+                resume = has_checkpoint(rd)
                 if progress:
                     print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
                           file=sys.stderr, flush=True)

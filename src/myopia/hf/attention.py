@@ -5,8 +5,8 @@
 the model to it with ``model.set_attn_implementation("myopia")``. Every architecture whose attention layers
 dispatch through ``ALL_ATTENTION_FUNCTIONS`` (GPT-2, GPT-NeoX/Pythia, Llama, Mistral, Qwen2, ...) is covered
 without touching model code. The function receives the layer's post-RoPE ``query`` (B, H, T, D) and
-``key``/``value`` (B, H_kv, T, D); grouped-query heads are repeated to H (their gradients sum back through the
-repeat) and the attention runs in :func:`myopia.attention.myopic_attention`'s fused, memory-linear path.
+``key``/``value`` (B, H_kv, T, D); grouped-query key/value heads go to :func:`myopia.attention.myopic_attention`'s
+fused, memory-linear path unrepeated (the kernels share them between query heads; the baselines repeat them).
 
 Gradient settings (the forward value equals the model's ordinary one except for ``bigram``):
 
@@ -31,6 +31,7 @@ values (soft-capped layers, which sdpa cannot run, use the masked path's forward
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +64,8 @@ class MyopiaSettings:
 
 
 class _Captured(Exception):
-    """Raised by the attention function to end the capture pass of ``myopic-hidden``."""
-
-    def __init__(self, tensors):
-        super().__init__("myopia capture pass")
-        self.tensors = tensors
+    """Raised by the attention function to end the capture pass of ``myopic-hidden``; ``args[0]`` holds the
+    captured (q, k, v). (No ``__init__`` of its own: Dynamo traces raising and catching it.)"""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -187,7 +185,7 @@ def _hidden_pre_hook(module, args, kwargs):
     try:
         torch.func.functional_call(module, frozen, no_cache_args, no_cache_kwargs, strict=False)
     except _Captured as captured:
-        module._myopia_captured = captured.tensors
+        module._myopia_captured = captured.args[0]
     except BaseException:
         module._myopia_phase = None
         raise
@@ -259,11 +257,26 @@ def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, w
     if kwargs.get("is_causal") is False:
         raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
     if attention_mask is not None:
+        message = (f"{name}: {what} needs unpadded causal batches; this batch has padding or a packed-sequence "
+                   "mask (pack documents into full windows, or evaluate under no_grad)")
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        if allowed.shape[-2:] != (T, S):
+            raise MyopiaError(message)
         causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
-        if allowed.shape[-2:] != (T, S) or not bool((allowed == causal).all()):
-            raise MyopiaError(f"{name}: {what} needs unpadded causal batches; this batch has padding or a "
-                              "packed-sequence mask (pack documents into full windows, or evaluate under no_grad)")
+        if torch.compiler.is_compiling():  # inside a graph: the check runs on the device, no host sync
+            torch._assert_async((allowed == causal).all(), message)
+        elif not _mask_checked(attention_mask):  # all layers share one mask: one host sync per forward pass
+            if not bool((allowed == causal).all()):
+                raise MyopiaError(message)
+            _mask_checked.last = weakref.ref(attention_mask)
+
+
+def _mask_checked(mask: torch.Tensor) -> bool:
+    last = _mask_checked.last
+    return last is not None and last() is mask
+
+
+_mask_checked.last = None
 
 
 def _masked_structure(module, query, key, attention_mask, dropout, kwargs, what: str):
@@ -296,9 +309,12 @@ def _masked_structure(module, query, key, attention_mask, dropout, kwargs, what:
         if allowed.dim() != 4 or allowed.shape[-2:] != (T, S):
             raise MyopiaError(f"{name}: attention mask of shape {tuple(allowed.shape)} does not match the query and "
                               f"key lengths ({T}, {S})")
-        causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
-        if not bool((allowed == causal).all()):
-            mask = allowed
+        if not _mask_checked(attention_mask):  # all layers share one mask: one host sync per forward pass
+            causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
+            if bool((allowed == causal).all()):
+                _mask_checked.last = weakref.ref(attention_mask)
+            else:
+                mask = allowed
     if softcap is None and bias is None and window is None and mask is None:
         return None, None
     return AttentionStructure(window=window, mask=mask, softcap=softcap), bias
@@ -345,10 +361,10 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
 
     structure, bias = _masked_structure(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
     query, key, value = _same_dtype(query, key, value)
-    k, v = _repeat_heads(key, n_heads), _repeat_heads(value, n_heads)
     if structure is not None:  # documents, padding, windows, soft-caps, biases: the exact masked path
-        return _masked_forward(module, settings, query, k, v, structure, bias, scaling, phase, n_heads,
-                               gradient if live else "vanilla"), None
+        return _masked_forward(module, settings, query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads),
+                               structure, bias, scaling, phase, n_heads, gradient if live else "vanilla"), None
+    k, v = key, value  # grouped-query heads unrepeated: the kernels share them (myopic_attention checks counts)
     if gradient == "myopic-hidden":
         if phase != "use" or module._myopia_captured is None:
             raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
@@ -356,8 +372,8 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
         q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
         module._myopia_captured = None
         q = query + (q_x - q_x.detach())  # value of the real pass; gradient into the input via q_x
-        out = myopic_attention_split(q, k, v, _repeat_heads(k_x, n_heads), _repeat_heads(v_x, n_heads),
-                                     horizon=settings.horizon, beta=settings.beta, scale=scaling)
+        out = myopic_attention_split(q, k, v, k_x, v_x, horizon=settings.horizon, beta=settings.beta,
+                                     scale=scaling)
     else:
         out = myopic_attention(query, k, v, horizon=settings.horizon, beta=settings.beta, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
