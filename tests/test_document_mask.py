@@ -193,3 +193,14 @@ def test_training_records_the_mask_and_old_runs_resume_without_it(tmp_path, corp
     assert main(tiny_args(corpus_file, old, steps=2, resume=True)) == 0  # (a finished run: re-evaluated)
     assert "predates --document-mask" in capsys.readouterr().err
     assert json.loads((old / "result.json").read_text())["config"]["train"]["document_mask"] is False
+
+
+def test_document_mask_under_torch_compile():
+    """The masked path runs eagerly inside a compiled model (a graph break, not an error): same values."""
+    model = GPT(GPTConfig(vocab_size=17, n_layer=1, n_head=2, d_model=16, seq_len=16, gradient="myopic-hidden"))
+    x, d = torch.randint(0, 17, (2, 16)), torch.tensor([[0] * 5 + [1] * 11, [3] * 16])
+    ref = model(x, doc_ids=d)
+    model.compile(backend="eager")
+    out = model(x, doc_ids=d)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)

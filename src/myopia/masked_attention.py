@@ -517,6 +517,7 @@ def _check(q, k, v, horizon, beta, impl, chunk_size):
         raise MyopiaError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
 
+@torch.compiler.disable  # Python-level chunking: runs eagerly inside a compiled model (a graph break, not an error)
 def _run(q, k, v, k_full, v_full, structure, bias, horizon, beta, scale, impl, chunk_size):
     st = structure if structure is not None else AttentionStructure()
     st.check(q, bias)
@@ -599,6 +600,7 @@ def _with_past_chunk(q_c, k_c, v_c, pk_b, pv_b, allowed, r0, c0, scale):
     return (p * ~eye) @ pv_b + (p * eye).sum(-1, keepdim=True) * v_c
 
 
+@torch.compiler.disable
 def masked_attention_with_past(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor,
                                past_v: torch.Tensor, structure: AttentionStructure | None = None, *,
                                scale: float | None = None, chunk_size: int | None = None) -> torch.Tensor:
