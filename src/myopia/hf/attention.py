@@ -298,7 +298,13 @@ def _masked_structure(module, query, key, attention_mask, dropout, kwargs, what:
     window = kwargs.get("sliding_window")
     window = int(window) if window is not None and T > int(window) else None
     mask = None
-    if attention_mask is not None:
+    if attention_mask is not None and torch.compiler.is_compiling():
+        # inside a graph there is no data-dependent branch: compiled training takes unpadded causal batches
+        # (checked on the device, no host sync); masks train eagerly (the masked path is not traceable)
+        allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
+        torch._assert_async((allowed == causal).all(), f"{name}: compiled {what} needs unpadded causal batches")
+    elif attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             allowed = attention_mask
         else:  # an additive float mask: -inf/min off the allowed edges, any other value a bias on them
