@@ -37,11 +37,13 @@ o, L, the gradients and O(B·H·C·T) scratch; C is chosen so one chunk's scores
 numbers as q, so no (T × T) tensor ever exists. For strict myopia (beta = 0) the weighted dk, dv touch only
 the columns [r0 - h, r1) of each chunk.
 
-**FlexAttention path (CUDA).** ``torch.nn.attention.flex_attention`` computes the forward value, L, the exact
-dq and beta times the vanilla dk, dv (score_mod = soft-cap + bias, block mask = M), on keys/values whose
-gradient is scaled by beta; the (1 - beta) in-band terms are then added by recomputing p_{i,i-d} on the h + 1
-diagonals only, as :mod:`myopia.attention` does for the causal case. Used on CUDA when flex is available and
-there is no explicit dense mask or learned bias; ``impl="blockwise"`` forces the blockwise path.
+**FlexAttention path (CUDA, opt-in: ``impl="flex"``).** ``torch.nn.attention.flex_attention`` (compiled on
+CUDA) computes the forward value, L, the exact dq and beta times the vanilla dk, dv (score_mod = soft-cap +
+ALiBi, block mask = M); the (1 - beta) in-band terms are then added by recomputing p_{i,i-d} on the h + 1
+diagonals only, as :mod:`myopia.attention` does for the causal case. Documents, windows, padding, soft-caps
+and ALiBi slopes only (no dense mask or bias tensor). It has not run on a GPU yet (flex has no CPU backward; the
+tests check its gradient bookkeeping on CPU with a reference forward in flex's place, and flex's CPU forward
+values), so ``impl="auto"`` takes the blockwise path on every device until it has.
 
 **Eager reference.** ``impl="eager"`` materialises the (T × T) scores and applies the weights with
 stop-gradient algebra (values unchanged, gradients scaled); readable, O(T^2) memory; the tests' second witness.
@@ -331,17 +333,6 @@ def _accumulate_bias(dbias, dS, r0, r1, c0):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def flex_available(q: torch.Tensor) -> bool:
-    """True when ``torch.nn.attention.flex_attention`` can serve ``q``'s device (CUDA)."""
-    if q.device.type != "cuda":
-        return False
-    try:
-        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _flex_mods(st: AttentionStructure):
     """(score_mod, mask_mod) for flex_attention from the structure (no dense mask or tensor bias here)."""
     seg, window, valid, cap, slopes = st._seg, st.window, st.key_valid, st.softcap, st.alibi
@@ -373,15 +364,28 @@ def _flex_forward(q, k, v, st: AttentionStructure, scale: float):
     score_mod, mask_mod = _flex_mods(st)
     block = create_block_mask(mask_mod, B if st._seg is not None or st.key_valid is not None else None, None, T, T,
                               device=q.device)
+    flex = _compiled_flex() if q.device.type == "cuda" else flex_attention  # fused kernels need compile
     try:
         from torch.nn.attention.flex_attention import AuxRequest
     except ImportError:  # older torch
-        out, lse = flex_attention(q, k, v, score_mod=score_mod, block_mask=block, scale=scale, return_lse=True)
+        out, lse = flex(q, k, v, score_mod=score_mod, block_mask=block, scale=scale, return_lse=True)
     else:
-        out, aux = flex_attention(q, k, v, score_mod=score_mod, block_mask=block, scale=scale,
-                                  return_aux=AuxRequest(lse=True))
+        out, aux = flex(q, k, v, score_mod=score_mod, block_mask=block, scale=scale, return_aux=AuxRequest(lse=True))
         lse = aux.lse
     return out, lse.detach()
+
+
+_COMPILED_FLEX = None
+
+
+def _compiled_flex():
+    """``torch.compile(flex_attention)``, built once (uncompiled flex materialises the T x T scores)."""
+    global _COMPILED_FLEX
+    if _COMPILED_FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX
 
 
 class _FlexBand(torch.autograd.Function):
@@ -527,7 +531,7 @@ def _run(q, k, v, k_full, v_full, structure, bias, horizon, beta, scale, impl, c
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if impl == "eager":
         return _eager(q, k, v, k_full, v_full, bias, st, horizon, beta, scale)
-    if impl == "flex" or (impl == "auto" and flex_available(q) and st.mask is None and bias is None):
+    if impl == "flex":  # opt-in until it has run on a GPU (see the module docstring)
         if st.mask is not None or bias is not None:
             raise MyopiaError("the flex path takes documents, windows, padding, soft-caps and ALiBi slopes, not a "
                               "dense mask or bias tensor; use impl='blockwise'")
@@ -558,7 +562,8 @@ def masked_myopic_attention(
     ``structure`` (:class:`AttentionStructure`) gives documents, window, padding, explicit mask, soft-cap and
     ALiBi slopes; ``bias`` (B|1, H|1, T, T) an additive score bias (its gradient, if any, is ordinary).
     ``horizon``/``beta`` as in :func:`myopia.attention.myopic_attention` (``beta=1``: vanilla). ``impl``:
-    "auto" (flex on CUDA where it applies, else blockwise), "blockwise", "flex" or "eager" (T x T reference).
+    "auto"/"blockwise" (memory-linear, any device), "flex" (CUDA FlexAttention, opt-in) or "eager" (T x T
+    reference).
     """
     _check(q, k, v, horizon, beta, impl, chunk_size)
     return _run(q, k, v, None, None, structure, bias, horizon, beta, scale, impl, chunk_size)
