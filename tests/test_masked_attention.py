@@ -105,14 +105,21 @@ def _grads(fn, inputs, g):
     return out, torch.autograd.grad((out * g).sum(), inputs, allow_unused=True)
 
 
+FLASH_OK = ("documents", "window", "alibi")  # the CPU flash path's structures (every query sees itself)
+
+
 @pytest.mark.parametrize("name", list(_structures()))
 @pytest.mark.parametrize("horizon,beta", SETTINGS)
-@pytest.mark.parametrize("impl", ["blockwise", "eager"])
+@pytest.mark.parametrize("impl", ["blockwise", "eager", "flash"])
 def test_strict_matches_brute_force(name, horizon, beta, impl):
     st = _structures()[name]
     q, k, v = _t(B, H, T, D, seed=1), _t(B, H, T, D, seed=2), _t(B, H, T, D, seed=3)
     g = _t(B, H, T, D, seed=4, grad=False)
     scale = 0.6
+    if impl == "flash" and name not in FLASH_OK:
+        with pytest.raises(MyopiaError, match="flash path"):
+            masked_myopic_attention(q, k, v, st, impl="flash")
+        return
     want = torch.autograd.grad(brute_force(q, k, v, g, st, horizon, beta, scale), (q, k, v))
     out, got = _grads(lambda q, k, v: masked_myopic_attention(q, k, v, st, horizon=horizon, beta=beta, scale=scale,
                                                               impl=impl, chunk_size=3), (q, k, v), g)
@@ -122,8 +129,8 @@ def test_strict_matches_brute_force(name, horizon, beta, impl):
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["documents", "window", "all", "dense-mask"])
-@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (1, 0.3)])
+@pytest.mark.parametrize("name", ["documents", "window", "alibi", "all", "dense-mask"])
+@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (1, 0.3), (0, 1.0)])
 def test_hidden_state_split_matches_brute_force(name, horizon, beta):
     st = _structures()[name]
     q, kx, vx = _t(B, H, T, D, seed=11), _t(B, H, T, D, seed=12), _t(B, H, T, D, seed=13)
@@ -131,7 +138,7 @@ def test_hidden_state_split_matches_brute_force(name, horizon, beta):
     g = _t(B, H, T, D, seed=14, grad=False)
     inputs = (q, kw, vw, kx, vx)
     want = torch.autograd.grad(brute_force(q, kx, vx, g, st, horizon, beta, 0.5, k_full=kw, v_full=vw), inputs)
-    for impl in ("blockwise", "eager"):
+    for impl in ("blockwise", "eager") + (("flash",) if name in FLASH_OK else ()):
         _, got = _grads(lambda *t: masked_myopic_attention_split(*t, st, horizon=horizon, beta=beta, scale=0.5,
                                                                  impl=impl, chunk_size=4), inputs, g)
         for a, b in zip(got, want):
@@ -289,3 +296,19 @@ def test_memory_linear_no_seq_by_seq_tensor():
             biggest.append(ev.self_cpu_memory_usage)
     assert biggest and max(biggest) <= Hm * Tm * Dm * 4  # nothing bigger than q (fp32), the gradient buffers
     assert Hm * Tm * Tm * 4 >= 16 * max(biggest)  # the (H, T, T) scores would be 16 times larger
+
+
+def test_auto_takes_flash_for_short_document_masks_and_blockwise_for_long():
+    """The choice never depends on the gradient setting (forward values stay identical across settings)."""
+    st = AttentionStructure(doc_ids=_doc_ids())
+    q = _t(B, H, T, D, seed=1, grad=False)
+    assert ma._flash_eligible(q, st, None)
+    long_q = torch.zeros(1, 1, 64, 4)  # a (64 x 64) mask would be bigger than q
+    assert not ma._flash_eligible(long_q, AttentionStructure(doc_ids=torch.zeros(1, 64, dtype=torch.long)), None)
+    assert not ma._flash_eligible(q, AttentionStructure(doc_ids=_doc_ids(), softcap=1.0), None)
+    q, k, v = (_t(B, H, T, D, seed=s) for s in (101, 102, 103))
+    outs = [masked_myopic_attention(q, k, v, st, horizon=h, beta=b) for h, b in SETTINGS]
+    with torch.no_grad():
+        outs.append(masked_myopic_attention(q, k, v, st))
+    for o in outs[1:]:
+        assert torch.equal(o, outs[0])

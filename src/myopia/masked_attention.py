@@ -29,7 +29,13 @@ gradient stays ordinary; edges outside M have p_ij = 0 and carry nothing. **Hidd
 the weighted one. The weights enter the backward pass only, so the forward value is the same number for
 every gradient setting (vanilla included, bit for bit) and equals the model's own masked attention.
 
-**Blockwise path (default on CPU; exact on any device).** Queries are processed in chunks of C rows. Chunk
+**Flash path (short sequences on CPU).** Documents, windows and ALiBi only, with a (B, H|1, T, T) additive mask
+no bigger than q: PyTorch's CPU flash kernel runs forward and backward under that mask (value, L, dq and the
+vanilla dk, dv), and the myopic dk, dv are beta x vanilla + (1 - beta) x the in-band terms, recomputed on the
+h + 1 diagonals as :mod:`myopia.attention` does for the causal case. This is what our GPT's document masks
+take at ordinary context lengths; longer sequences and every other structure take the blockwise path.
+
+**Blockwise path (exact on any device; memory-linear).** Queries are processed in chunks of C rows. Chunk
 [r0, r1) needs keys [lo, r1) only, where lo is the earliest key any of its rows may see (the window start, the
 document start). The forward pass keeps o and L (B, H, T); the backward pass recomputes a, s, p one chunk at a
 time from q, k and L and accumulates dq (rows), dk, dv (columns) with the formulas above. Memory: the inputs,
@@ -73,7 +79,7 @@ __all__ = [
     "alibi_slopes",
 ]
 
-IMPLS = ("auto", "blockwise", "flex", "eager")
+IMPLS = ("auto", "flash", "blockwise", "flex", "eager")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -329,6 +335,67 @@ def _accumulate_bias(dbias, dS, r0, r1, c0):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Short sequences on CPU: PyTorch's flash kernel with an additive mask, plus the band on the diagonals
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _flash_eligible(q, st: AttentionStructure, bias, check_size: bool = True) -> bool:
+    """CPU, structure made of documents / window / ALiBi only (every query sees itself, so no empty row), and a
+    (B, H|1, T, T) mask no bigger than q (short sequences: memory stays linear in q's size)."""
+    if q.device.type != "cpu" or bias is not None or st.softcap is not None or st.mask is not None \
+            or st.key_valid is not None:
+        return False
+    B, H, T, D = q.shape
+    heads = H if st.alibi is not None else 1
+    return not check_size or B * heads * T * T <= q.numel()
+
+
+def _flash_mask(st: AttentionStructure, T: int, dtype, device) -> torch.Tensor:
+    """The additive (B|1, H|1, T, T) mask: ALiBi bias on the allowed edges, -inf elsewhere."""
+    allowed = st.allowed(0, T, 0, T, device)
+    b = st.bias_block(None, 0, T, 0, T, dtype, device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    add = zero if b is None else b
+    return torch.where(allowed, add, torch.full((), float("-inf"), dtype=dtype, device=device)).contiguous()
+
+
+def _flash_forward(q, k, v, mask, scale):
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask,
+                                                                        scale=scale)
+
+
+class _FlashMasked(torch.autograd.Function):
+    """CPU flash attention under the structure's additive mask, as one autograd node: the kernel's backward gives
+    dq and the vanilla dk, dv; the myopic dk, dv are beta x those + (1 - beta) x the in-band terms
+    (:func:`_band_grads`, the h + 1 diagonals). With ``k_full``/``v_full`` those get the vanilla gradient."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, k_full, v_full, st, horizon, beta, scale):
+        mask = _flash_mask(st, q.shape[-2], q.dtype, q.device)
+        out, lse = _flash_forward(q, k, v, mask, scale)
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        ctx.st, ctx.horizon, ctx.beta, ctx.scale, ctx.split = st, horizon, beta, scale, k_full is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():
+            raise MyopiaError("masked myopic attention supports one backward pass, not create_graph=True")
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        beta, T = ctx.beta, q.shape[-2]
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            g.contiguous(), q, k, v, out, lse, 0.0, False, attn_mask=mask, scale=ctx.scale)
+        if beta == 1.0 or ctx.horizon >= T - 1:
+            return dq, dk, dv, (dk if ctx.split else None), (dv if ctx.split else None), None, None, None, None
+        band_k, band_v = _band_grads(q, k, v, out, lse, g, ctx.st, ctx.horizon, ctx.scale)
+        mk = (1.0 - beta) * band_k.to(k.dtype) + (beta * dk if beta else 0.0)
+        mv = (1.0 - beta) * band_v.to(v.dtype) + (beta * dv if beta else 0.0)
+        if ctx.split:
+            return dq, mk, mv, dk, dv, None, None, None, None
+        return dq, mk, mv, None, None, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------------------------
 # FlexAttention (CUDA): forward, dq and beta x vanilla dk/dv by flex; the in-band remainder by diagonals
 # --------------------------------------------------------------------------------------------------------------
 
@@ -537,8 +604,15 @@ def _run(q, k, v, k_full, v_full, structure, bias, horizon, beta, scale, impl, c
                               "dense mask or bias tensor; use impl='blockwise'")
         return _flex_myopic(q, k, v, k_full, v_full, st, horizon, beta, scale)
     B, H, T, D = q.shape
-    chunk = chunk_size or default_chunk(B, H, T, D)
     live = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, k_full, v_full, bias))
+    if impl == "flash" or (impl == "auto" and _flash_eligible(q, st, bias)):
+        if not _flash_eligible(q, st, bias, check_size=False):
+            raise MyopiaError("the flash path takes documents, windows and ALiBi slopes on CPU, nothing else; "
+                              "use impl='blockwise'")
+        if not live:
+            return _flash_forward(q, k, v, _flash_mask(st, T, q.dtype, q.device), scale)[0]
+        return _FlashMasked.apply(q, k, v, k_full, v_full, st, horizon, beta, scale)
+    chunk = chunk_size or default_chunk(B, H, T, D)
     if not live:  # evaluation: no graph, nothing saved
         return _blockwise_forward(q, k, v, bias, st, scale, chunk)[0]
     return _Blockwise.apply(q, k, v, k_full, v_full, bias, st, horizon, beta, scale, chunk)
