@@ -303,8 +303,8 @@ def test_auto_takes_flash_for_short_document_masks_and_blockwise_for_long():
     st = AttentionStructure(doc_ids=_doc_ids())
     q = _t(B, H, T, D, seed=1, grad=False)
     assert ma._flash_eligible(q, st, None)
-    long_q = torch.zeros(1, 1, 64, 4)  # a (64 x 64) mask would be bigger than q
-    assert not ma._flash_eligible(long_q, AttentionStructure(doc_ids=torch.zeros(1, 64, dtype=torch.long)), None)
+    long_q = torch.zeros(1, 1, 4096, 4)  # a (4096 x 4096) mask would be bigger than q and than 2^22 numbers
+    assert not ma._flash_eligible(long_q, AttentionStructure(doc_ids=torch.zeros(1, 4096, dtype=torch.long)), None)
     assert not ma._flash_eligible(q, AttentionStructure(doc_ids=_doc_ids(), softcap=1.0), None)
     q, k, v = (_t(B, H, T, D, seed=s) for s in (101, 102, 103))
     outs = [masked_myopic_attention(q, k, v, st, horizon=h, beta=b) for h, b in SETTINGS]

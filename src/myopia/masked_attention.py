@@ -30,7 +30,7 @@ the weighted one. The weights enter the backward pass only, so the forward value
 every gradient setting (vanilla included, bit for bit) and equals the model's own masked attention.
 
 **Flash path (short sequences on CPU).** Documents, windows and ALiBi only, with a (B, H|1, T, T) additive mask
-no bigger than q: PyTorch's CPU flash kernel runs forward and backward under that mask (value, L, dq and the
+no bigger than q or 2^22 numbers: PyTorch's CPU flash kernel runs forward and backward under that mask (value, L, dq and the
 vanilla dk, dv), and the myopic dk, dv are beta x vanilla + (1 - beta) x the in-band terms, recomputed on the
 h + 1 diagonals as :mod:`myopia.attention` does for the causal case. This is what our GPT's document masks
 take at ordinary context lengths; longer sequences and every other structure take the blockwise path.
@@ -80,6 +80,7 @@ __all__ = [
 ]
 
 IMPLS = ("auto", "flash", "blockwise", "flex", "eager")
+FLASH_MASK_NUMBERS = 1 << 22  # the CPU flash path's dense mask stays below this many numbers (16 MB in fp32)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -341,13 +342,13 @@ def _accumulate_bias(dbias, dS, r0, r1, c0):
 
 def _flash_eligible(q, st: AttentionStructure, bias, check_size: bool = True) -> bool:
     """CPU, structure made of documents / window / ALiBi only (every query sees itself, so no empty row), and a
-    (B, H|1, T, T) mask no bigger than q (short sequences: memory stays linear in q's size)."""
+    (B, H|1, T, T) mask no bigger than q or 2^22 numbers (short sequences; long ones stay memory-linear)."""
     if q.device.type != "cpu" or bias is not None or st.softcap is not None or st.mask is not None \
             or st.key_valid is not None:
         return False
     B, H, T, D = q.shape
     heads = H if st.alibi is not None else 1
-    return not check_size or B * heads * T * T <= q.numel()
+    return not check_size or B * heads * T * T <= max(q.numel(), FLASH_MASK_NUMBERS)
 
 
 def _flash_mask(st: AttentionStructure, T: int, dtype, device) -> torch.Tensor:
