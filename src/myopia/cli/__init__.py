@@ -24,12 +24,14 @@ COMMANDS = [
     "finetune",
     "gap",
     "grad",
+    "harness",
     "horizon_sweep",
     "pair",
     "probe",
     "report",
     "sweep",
     "synthetic",
+    "tasks",
     "train",
 ]
 
