@@ -324,9 +324,40 @@ def apply_activation_checkpointing(model: nn.Module) -> list[nn.Module]:
         raise MyopiaError(f"--activation-checkpointing: found no transformer blocks in {type(model).__name__}")
     wrapped = []
     for parent, name, block in blocks:
-        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                                          checkpoint_fn=_checkpoint_block))
         parent.register_module(name, wrapped[-1])
     return wrapped
+
+
+def _checkpoint_block(block: nn.Module, *args, **kwargs):
+    """Non-reentrant checkpoint of one block whose recomputation sees the forward pass's myopia settings.
+
+    A Hugging Face model's ``past_kv`` lives in its :class:`myopia.hf.attention.MyopiaSettings` only while the
+    model call runs; the backward pass recomputes the block later, so the values of the forward pass are put back
+    for the recomputation (and keys/values are not collected twice).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    settings = next((m._myopia for m in block.modules() if getattr(m, "_myopia", None) is not None), None)
+
+    def contexts():
+        if settings is None:
+            return contextlib.nullcontext(), contextlib.nullcontext()
+        past = settings.past_kv
+
+        @contextlib.contextmanager
+        def as_in_forward():
+            before = (settings.past_kv, settings.kv_out)
+            settings.past_kv, settings.kv_out = past, None
+            try:
+                yield
+            finally:
+                settings.past_kv, settings.kv_out = before
+
+        return contextlib.nullcontext(), as_in_forward()
+
+    return checkpoint(block, *args, use_reentrant=False, context_fn=contexts, **kwargs)
 
 
 class Engine:
