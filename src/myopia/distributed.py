@@ -401,9 +401,25 @@ class Engine:
         reshard = self.shard == "full"
         if not self.blocks:
             raise MyopiaError(f"--shard {self.shard}: found no transformer blocks in {type(self.model).__name__}")
+        self._check_identical_on_ranks()
         for block in self.blocks:
             fully_shard(block, reshard_after_forward=reshard, mp_policy=mp)
         return fully_shard(self.inner, reshard_after_forward=reshard, mp_policy=mp)
+
+    def _check_identical_on_ranks(self) -> None:
+        """FSDP shards each rank's own copy (it does not broadcast, unlike DDP): refuse models that differ."""
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            mine = [float(p.detach().double().sum()) for p in self.model.parameters()]
+        names = [n for n, _ in self.model.named_parameters()]
+        everyone = gather(mine, self.world)
+        for r, theirs in enumerate(everyone):
+            for name, a, b in zip(names, everyone[0], theirs):
+                if a != b:
+                    raise mark_all_ranks(MyopiaError(
+                        f"--shard {self.shard}: the model differs between processes 0 and {r} ({name}): build it "
+                        "identically on every rank (same seed, same weights) before train()"))
 
     @property
     def description(self) -> str:
