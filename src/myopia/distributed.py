@@ -321,7 +321,8 @@ def apply_activation_checkpointing(model: nn.Module) -> list[nn.Module]:
 
     blocks = transformer_blocks(model)
     if not blocks:
-        raise MyopiaError(f"--activation-checkpointing: found no transformer blocks in {type(model).__name__}")
+        raise mark_all_ranks(MyopiaError(f"--activation-checkpointing: found no transformer blocks in "
+                                         f"{type(model).__name__}"))
     wrapped = []
     for parent, name, block in blocks:
         wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
@@ -400,7 +401,8 @@ class Engine:
               if self.precision == "bf16" else MixedPrecisionPolicy())
         reshard = self.shard == "full"
         if not self.blocks:
-            raise MyopiaError(f"--shard {self.shard}: found no transformer blocks in {type(self.model).__name__}")
+            raise mark_all_ranks(MyopiaError(f"--shard {self.shard}: found no transformer blocks in "
+                                             f"{type(self.model).__name__}"))
         self._check_identical_on_ranks()
         for block in self.blocks:
             fully_shard(block, reshard_after_forward=reshard, mp_policy=mp)
