@@ -23,7 +23,7 @@ def finished_run(tmp_path_factory, corpus_file):
 
 
 def test_the_file_names_are_the_ones_the_trainer_writes(finished_run):
-    for name in (rundir.CONFIG, rundir.METRICS, rundir.RESULT, rundir.MODEL):
+    for name in (rundir.CONFIG, rundir.METRICS, rundir.RESULT, rundir.MODEL, rundir.LOCK):
         assert (finished_run / name).is_file(), name
     assert [step for step, _ in checkpoint_steps(finished_run)] == [4, 2]  # checkpoints/step_*/, newest first
     assert all(p.parent == finished_run / rundir.CHECKPOINTS for _, p in checkpoint_steps(finished_run))
@@ -81,7 +81,7 @@ def test_unfinished_foreign_and_mismatched_folders_are_refused(tmp_path, finishe
     (unfinished / rundir.CONFIG).write_bytes((finished_run / rundir.CONFIG).read_bytes())
     with pytest.raises(MyopiaError, match="holds no finished run"):
         rundir.load_run(unfinished, finished=True)
-    with pytest.raises(MyopiaError, match="holds no model.safetensors and no checkpoint"):
+    with pytest.raises(MyopiaError, match="holds no model.safetensors or checkpoint.safetensors and no checkpoints"):
         rundir.load_run(unfinished)
     other = load_corpus(corpus_file, "bpe:300")
     with pytest.raises(MyopiaError, match="tokenizer/vocabulary mismatch"):

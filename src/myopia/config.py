@@ -13,9 +13,15 @@ from dataclasses import field
 __all__ = ["option"]
 
 
-def option(default, help: str, *, choices=None):
-    """A dataclass field with a default, its command-line ``help`` and optional argparse ``choices``."""
+def option(default, help: str, *, choices=None, both_switches: bool = False):
+    """A dataclass field with a default, its command-line ``help`` and optional argparse ``choices``.
+
+    A boolean field is one switch (``--name``, or ``--no-name`` when it defaults to True); ``both_switches`` gives
+    it ``--name`` and ``--no-name`` (argparse's ``BooleanOptionalAction``).
+    """
     metadata = {"help": help}
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    if both_switches:
+        metadata["both_switches"] = True
     return field(default=default, metadata=metadata)

@@ -15,31 +15,33 @@ MODEL_OPTIONS = ("d_model", "n_layer", "n_head", "seq_len", "mlp_ratio", "dropou
 GRADIENT_OPTIONS = ("beta", "horizon")
 TRAIN_OPTIONS = ("steps", "batch_size", "micro_batch_size", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
                  "grad_clip", "eval_every", "ckpt_every", "log_every", "seed", "device", "precision", "compile",
-                 "compile_backend", "tensorboard", "progress")
+                 "compile_backend", "tensorboard", "progress", "document_mask")
 SCALE_OUT_OPTIONS = ("shard", "activation_checkpointing", "async_checkpoint", "device_memory_gb")
 
 
 def add_config_options(group, cls, names, **defaults) -> None:
     """One option per field ``names`` of the dataclass ``cls``: ``--field-name`` with the field's type, default
     (or ``defaults[name]``), ``metadata["help"]`` and ``metadata["choices"]``. A boolean field is a switch:
-    ``--name`` when it defaults to False, ``--no-name`` (dest ``no_name``) when it defaults to True."""
+    ``--name`` when it defaults to False, ``--no-name`` (dest ``no_name``) when it defaults to True, both
+    (``--name`` / ``--no-name``, dest ``name``) when its metadata says ``both_switches``."""
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in fields(cls)}
     for name in names:
         f = by_name[name]
-        help_text = f.metadata.get("help", "")
+        text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+        with_default = text + " (default %(default)s)"
         default = defaults.get(name, f.default)
         flag = "--" + name.replace("_", "-")
-        if hints[name] is bool:
-            if default:
-                group.add_argument("--no-" + name.replace("_", "-"), dest=f"no_{name}", action="store_true",
-                                   help=f"no {help_text}".replace("%", "%%"))
-            else:
-                group.add_argument(flag, action="store_true", help=help_text.replace("%", "%%"))
-            continue
-        group.add_argument(flag, type=hints[name], default=default, choices=f.metadata.get("choices"),
-                           help=f"{help_text} (default %(default)s)".replace("%", "%%").replace(
-                               "%%(default)s", "%(default)s"))
+        if hints[name] is not bool:
+            group.add_argument(flag, type=hints[name], default=default, choices=f.metadata.get("choices"),
+                               help=with_default)
+        elif f.metadata.get("both_switches"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=with_default)
+        elif default:
+            group.add_argument("--no-" + name.replace("_", "-"), dest=f"no_{name}", action="store_true",
+                               help=f"no {text}")
+        else:
+            group.add_argument(flag, action="store_true", help=text)
 
 
 def config_from_args(cls, args, **fixed):

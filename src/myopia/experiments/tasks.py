@@ -58,7 +58,7 @@ def load_any(path: Path, device="cpu"):
     """The model of a run folder of ours or of ``myopia finetune``, or of a Hugging Face model directory."""
     path = Path(path)
     if is_run(path):
-        return load_run_model(path, device=device)
+        return load_run_model(path, device=device, finished=True)
     return load_model(path, device=device)[0]
 
 
