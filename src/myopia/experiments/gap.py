@@ -22,7 +22,7 @@ from ..data.cache import is_cache, open_cache
 from ..data.sources import DataSource
 from ..errors import MyopiaError
 from ..io import atomic_write_bytes, provenance, read_json, write_json
-from ..rundir import GAP_JSON, MODEL, load_run_model
+from ..rundir import CONFIG, GAP_JSON, MODEL, load_run_model
 from .pair import read_manifest, resolve_cache, run_dir
 
 ARRAYS = Path("gap") / "per_token.npz"
@@ -87,7 +87,7 @@ def held_out(corpus, split: str, seq_len: int, own_corpus: bool, max_docs=None) 
 def scoring_context(pair_dir: Path, arms: list[str], seeds: list[int]) -> dict:
     """How held-out tokens are scored, and whether each arm trained with document masks (runs saved before
     ``document_mask`` existed trained without)."""
-    masked = {a: all(read_json(run_dir(pair_dir, a, s) / "config.json").get("train", {}).get("document_mask", False)
+    masked = {a: all(read_json(run_dir(pair_dir, a, s) / CONFIG).get("train", {}).get("document_mask", False)
                      for s in seeds) for a in arms}
     note = ("each held-out document is scored on its own ([eos] + document, windows of seq_len): exactly the "
             "attention of document-masked training")
