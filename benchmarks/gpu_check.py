@@ -86,10 +86,6 @@ class Ctx:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @property
-    def low(self) -> torch.dtype:
-        return torch.bfloat16
-
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (b the reference)."""

@@ -17,19 +17,16 @@ vector-Jacobian products are (softmax Jacobian: do_i/ds_ij = p_ij (v_j - o_i))
     dL/dv_j =   sum_i w_ij p_ij g_i
     dL/dk_j = s sum_i w_ij p_ij <g_i, v_j - o_i> q_i.
 
-**Fused path (memory-linear, exact).** Split w_ij = beta + (1 - beta) 1[i-h <= j <= i]:
-
-    o, L = FusedCausalAttention(q, k~, v~),   k~ = stop(k) + beta (k - stop(k))   (value k, k-gradient x beta)
-    out  = BandGradient(o; k, v, stop(q), L, h, 1 - beta)                          (value o)
-
-The fused kernel (PyTorch's flash attention, which also returns L) supplies the exact dq and beta times the
-vanilla dk, dv. ``BandGradient`` is the identity on o in the forward pass; its backward passes g through to o
-unchanged and adds (1 - beta) times the in-band terms of dk, dv above, recomputing p_ij = exp(s_ij - L_i)
-for the h + 1 diagonals only: O(batch·heads·seq·head_dim·(h + 1)) extra work, no seq x seq tensor.
-On CPU (the default there) the two live in one autograd node that calls the flash kernel's forward and
-backward ops itself; for strict myopia (beta = 0) it drops the kernel's dk, dv and writes the band terms
-into fresh buffers laid out like k, v, so peak memory equals vanilla attention's. Other devices use the
-two-node form around PyTorch's own kernel autograd (tested on CPU as well).
+**Fused path (memory-linear, exact).** Split w_ij = beta + (1 - beta) 1[i-h <= j <= i]. The forward is the
+fused kernel (PyTorch's flash attention, which also returns L); the backward is the kernel's backward plus the
+band. Both run inside one custom op (``myopia::myopic_attention`` with its backward op, registered for
+autograd and with fake implementations), so every device and ``torch.compile`` see one opaque node. Three
+exact backward paths (section "The myopic backward"): ``band`` adds the in-band terms of dk, dv one diagonal
+at a time after the vanilla backward, recomputing p_ij = exp(s_ij - L_i) (O(B H T D (h + 1)) extra work; for
+beta = 0 the kernel's dk, dv are dropped and the band written into buffers laid out like k, v, so peak memory
+equals vanilla's); ``near`` tiles the triangle into the band (kernel calls on h x h blocks) and the far
+triangle j < i - h (the kernel's backward on the shifted triangle, fed the full o and L); ``complement``
+subtracts that far part from the vanilla gradient. No seq x seq tensor anywhere.
 
 **Past from elsewhere** (``past_k``/``past_v``, the local myopia bonus). Query i reads keys/values j < i from
 the (constant) past tensors and its own position from the live k, v. With a_i, Lp_i the attention output and
@@ -740,7 +737,8 @@ def myopic_attention(
 ) -> torch.Tensor:
     """Causal attention ``(B, H, T, D) -> (B, H, T, Dv)`` with the myopic gradient described in the module doc.
 
-    ``horizon``/``beta`` set the gradient weights (defaults: strict myopia). With ``past_k``/``past_v``
+    k, v are (B, H_kv, T, D) with H_kv dividing H (grouped-query attention: the kernels share each key/value
+    head among H / H_kv query heads). ``horizon``/``beta`` set the gradient weights (defaults: strict myopia). With ``past_k``/``past_v``
     (shaped like k/v) query i reads positions j < i from them, as constants, and itself from k/v; the
     forward value then differs from vanilla by design. ``impl``: "auto"/"fused" (memory-linear) or
     "eager" (seq x seq reference).
