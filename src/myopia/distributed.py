@@ -321,12 +321,44 @@ def apply_activation_checkpointing(model: nn.Module) -> list[nn.Module]:
 
     blocks = transformer_blocks(model)
     if not blocks:
-        raise MyopiaError(f"--activation-checkpointing: found no transformer blocks in {type(model).__name__}")
+        raise mark_all_ranks(MyopiaError(f"--activation-checkpointing: found no transformer blocks in "
+                                         f"{type(model).__name__}"))
     wrapped = []
     for parent, name, block in blocks:
-        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                                          checkpoint_fn=_checkpoint_block))
         parent.register_module(name, wrapped[-1])
     return wrapped
+
+
+def _checkpoint_block(block: nn.Module, *args, **kwargs):
+    """Non-reentrant checkpoint of one block whose recomputation sees the forward pass's myopia settings.
+
+    A Hugging Face model's ``past_kv`` lives in its :class:`myopia.hf.attention.MyopiaSettings` only while the
+    model call runs; the backward pass recomputes the block later, so the values of the forward pass are put back
+    for the recomputation (and keys/values are not collected twice).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    settings = next((m._myopia for m in block.modules() if getattr(m, "_myopia", None) is not None), None)
+
+    def contexts():
+        if settings is None:
+            return contextlib.nullcontext(), contextlib.nullcontext()
+        past = settings.past_kv
+
+        @contextlib.contextmanager
+        def as_in_forward():
+            before = (settings.past_kv, settings.kv_out)
+            settings.past_kv, settings.kv_out = past, None
+            try:
+                yield
+            finally:
+                settings.past_kv, settings.kv_out = before
+
+        return contextlib.nullcontext(), as_in_forward()
+
+    return checkpoint(block, *args, use_reentrant=False, context_fn=contexts, **kwargs)
 
 
 class Engine:
@@ -369,10 +401,27 @@ class Engine:
               if self.precision == "bf16" else MixedPrecisionPolicy())
         reshard = self.shard == "full"
         if not self.blocks:
-            raise MyopiaError(f"--shard {self.shard}: found no transformer blocks in {type(self.model).__name__}")
+            raise mark_all_ranks(MyopiaError(f"--shard {self.shard}: found no transformer blocks in "
+                                             f"{type(self.model).__name__}"))
+        self._check_identical_on_ranks()
         for block in self.blocks:
             fully_shard(block, reshard_after_forward=reshard, mp_policy=mp)
         return fully_shard(self.inner, reshard_after_forward=reshard, mp_policy=mp)
+
+    def _check_identical_on_ranks(self) -> None:
+        """FSDP shards each rank's own copy (it does not broadcast, unlike DDP): refuse models that differ."""
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            mine = [float(p.detach().double().sum()) for p in self.model.parameters()]
+        names = [n for n, _ in self.model.named_parameters()]
+        everyone = gather(mine, self.world)
+        for r, theirs in enumerate(everyone):
+            for name, a, b in zip(names, everyone[0], theirs):
+                if a != b:
+                    raise mark_all_ranks(MyopiaError(
+                        f"--shard {self.shard}: the model differs between processes 0 and {r} ({name}): build it "
+                        "identically on every rank (same seed, same weights) before train()"))
 
     @property
     def description(self) -> str:
