@@ -380,7 +380,9 @@ def causal_attention_lse(
 PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
 BAND_MAX_HORIZON = 2  # "band" up to this horizon
-NEAR_COST = 2.0  # cost per (query, key) pair of the band's c x c block calls relative to a full backward's
+NEAR_COST = 4.0  # cost per (query, key) pair of the band's h x h block calls relative to a full backward's:
+# near up to h = T / 8. A guess, pending a clean measurement: the pair counts alone break even at 2 (h = T / 4),
+# and small-block kernel calls are less efficient per pair than one large call.
 
 
 def choose_path(T: int, horizon: int, dtype: torch.dtype) -> str:
