@@ -124,6 +124,8 @@ def init_distributed(device: str = "auto", *, force: bool = False) -> None:
     ``force`` joins even a 1-process torchrun (FSDP needs a group). The collective timeout is
     ``MYOPIA_DIST_TIMEOUT_MIN`` minutes (default 60).
     """
+    if launched_by_torchrun():
+        die_with_launcher()  # also a 1-process torchrun worker that needs no group
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
     if launched_world_size() <= 1 and not (force and launched_by_torchrun()):
@@ -133,7 +135,6 @@ def init_distributed(device: str = "auto", *, force: bool = False) -> None:
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise MyopiaError(f"WORLD_SIZE is set but {var} is not: launch several processes with torchrun")
-    die_with_launcher()
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
     if use_cuda:
