@@ -8,8 +8,8 @@ launcher (:func:`die_with_launcher`: ``PR_SET_PDEATHSIG`` on Linux, a watchdog t
 is fully alive, then the objects holding the group (DDP's reducer, FSDP state, pending work) are collected; the
 command line then ends a torchrun worker with ``os._exit``. The abort seen before (``terminate called without an
 active exception`` after rank 0 had printed its result) is a C++ thread of the communication stack being torn
-down during interpreter finalisation; it was not reproduced here in 14 runs of the earlier code (both ranks
-pinned to one loaded core), so the fix is by construction: nothing of the group is left for finalisation, and
+down during interpreter finalisation; it was not reproduced here in 24 two-process runs of the earlier code
+(both ranks pinned to one core, 18 of them next to a busy loop on that core), so the fix is by construction: nothing of the group is left for finalisation, and
 ``tests/test_multiprocess.py`` runs the 2-process command line five times in a row.
 
 **The engine.** :class:`TaskLoss` is a small module whose ``forward(batch)`` is the task's summed loss, so every
