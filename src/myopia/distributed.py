@@ -8,8 +8,8 @@ launcher (:func:`die_with_launcher`: ``PR_SET_PDEATHSIG`` on Linux, a watchdog t
 is fully alive, then the objects holding the group (DDP's reducer, FSDP state, pending work) are collected; the
 command line then ends a torchrun worker with ``os._exit``. The abort seen before (``terminate called without an
 active exception`` after rank 0 had printed its result) is a C++ thread of the communication stack being torn
-down during interpreter finalisation; it was not reproduced here in 14 runs of the earlier code (both ranks
-pinned to one loaded core), so the fix is by construction: nothing of the group is left for finalisation, and
+down during interpreter finalisation; it was not reproduced here in 24 two-process runs of the earlier code
+(both ranks pinned to one core, 18 of them next to a busy loop on that core), so the fix is by construction: nothing of the group is left for finalisation, and
 ``tests/test_multiprocess.py`` runs the 2-process command line five times in a row.
 
 **The engine.** :class:`TaskLoss` is a small module whose ``forward(batch)`` is the task's summed loss, so every
@@ -124,6 +124,8 @@ def init_distributed(device: str = "auto", *, force: bool = False) -> None:
     ``force`` joins even a 1-process torchrun (FSDP needs a group). The collective timeout is
     ``MYOPIA_DIST_TIMEOUT_MIN`` minutes (default 60).
     """
+    if launched_by_torchrun():
+        die_with_launcher()  # also a 1-process torchrun worker that needs no group
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
     if launched_world_size() <= 1 and not (force and launched_by_torchrun()):
@@ -133,7 +135,6 @@ def init_distributed(device: str = "auto", *, force: bool = False) -> None:
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise MyopiaError(f"WORLD_SIZE is set but {var} is not: launch several processes with torchrun")
-    die_with_launcher()
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
     if use_cuda:
