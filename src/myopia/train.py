@@ -620,12 +620,15 @@ def train(
     resume: bool = False,
     flops_per_example: float | None = None,
     on_checkpoint=None,
+    stop_when=None,
 ) -> dict:
     """Train ``model`` on ``task``; write config.json, metrics.jsonl, checkpoints and result.json to ``out_dir``.
 
     ``run_config`` is everything needed to rebuild the run (model config, task settings, CLI arguments); it is
     stored in config.json and a resumed run must present the same one. ``on_checkpoint(step, model)``, if
     given, is called on the main process after each checkpoint is written (e.g. to keep weight snapshots).
+    ``stop_when(step, eval_loss) -> bool``, if given (one process only), is asked after every evaluation; True
+    ends training there (a final checkpoint, model and result with the steps actually taken).
     Returns the result dict (the same on every rank). Under torchrun it joins the process group itself; only
     rank 0 writes.
     """
@@ -646,6 +649,8 @@ def train(
         validate_model_task(model, task)
         return device, precision
 
+    if stop_when is not None and world > 1:
+        raise MyopiaError("stopping at a validation plateau is supported on one process only")
     device, precision = _on_all_ranks(check_inputs, world)
     full_config = {"run": run_config, "train": cfg.to_dict(), "task": task.describe(), "world_size": world,
                    "precision": precision}
@@ -687,6 +692,7 @@ def train(
     board = _Board(out, start_step) if cfg.tensorboard and is_main else None
     tokens_window, t_window = 0, time.perf_counter()
     step = start_step
+    steps_done = cfg.steps
 
     def record(rec: dict, prefix: str) -> None:
         log.append(rec)
@@ -735,7 +741,9 @@ def train(
                     last_eval = _evaluate(model, task, device, autocast)
                     record({"step": done, **{f"eval_{k}": v for k, v in last_eval.items()}}, "eval")
                     progress.line(f"step {done}/{cfg.steps}  train {train_loss:.4f}  eval {last_eval['loss']:.4f}")
-            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+            stop = bool(last_eval) and stop_when is not None and done % max(1, cfg.eval_every) == 0 \
+                and done < cfg.steps and stop_when(done, last_eval["loss"])
+            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps or stop:
                 if not _all_finite(params):
                     raise _mark_all_ranks(MyopiaError(_nan_message(done, out, what="parameters")))
                 rng = _rng_states(device, rank, world)
@@ -745,6 +753,9 @@ def train(
                     save_checkpoint(out / CHECKPOINT, model, optimizer, meta, rng_states=rng, keep_previous=True)
                     if on_checkpoint is not None:
                         on_checkpoint(done, model)
+            if stop:
+                steps_done = done
+                break
     except torch.OutOfMemoryError:
         raise MyopiaError(f"out of memory at step {step + 1} on {device}: lower --micro-batch-size "
                           "(gradient accumulation keeps the global batch)") from None
@@ -766,19 +777,20 @@ def train(
         result = {
             "config": full_config,
             "seed": cfg.seed,
-            "steps": cfg.steps,
-            "tokens_seen": cfg.steps * tokens_per_step,
-            "examples_seen": cfg.steps * cfg.batch_size,
-            "flops": None if flops_per_example is None else flops_per_example * cfg.steps * cfg.batch_size,
+            "steps": steps_done,
+            "tokens_seen": steps_done * tokens_per_step,
+            "examples_seen": steps_done * cfg.batch_size,
+            "flops": None if flops_per_example is None else flops_per_example * steps_done * cfg.batch_size,
             "final_eval": last_eval,
             "eval_loss": last_eval["loss"],
             "train_time_s": elapsed,
             "world_size": world,
             "precision": precision,
             "resumed_from_step": start_step or None,
+            **({"stopped_early": True, "max_steps": cfg.steps} if steps_done < cfg.steps else {}),
             **provenance(),
         }
-        save_model(out / "model.safetensors", model, {"config": full_config, "step": cfg.steps})
+        save_model(out / "model.safetensors", model, {"config": full_config, "step": steps_done})
         write_json(out / RESULT, result)
     return _share(result, world)
 
