@@ -230,7 +230,7 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
             "--tokens", "1k,2k", "--seq-len", "16", "--batch-size", "4", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "12 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings
+    assert "36 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings x 3 seeds (the cpu preset default)
     assert "1x16h1-D1k-myopic-hidden-s0" in out
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
