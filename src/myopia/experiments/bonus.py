@@ -57,6 +57,7 @@ ARRAYS = Path("bonus") / "per_token.npz"
 TRAINEES = {"vanilla": "local", "scratch": "local-scratch"}
 CONTROLS = {"local": "continued", "local-scratch": "scratch-control"}
 VANILLA_PAST = "@vanilla-past"
+PHASE_JSON = "phase.json"
 
 
 class LocalTask(LMTask):
@@ -163,11 +164,13 @@ def data_freshness(corpus, seq_len: int, seed: int, pair_examples: int, offset: 
 def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: float | None = None,
               control: bool = True, split: str = "test", max_docs: int | None = None, n_boot: int = 2000,
               patience: int = 3, min_delta: float = 0.002, eval_every: int | None = None,
-              device: str = "cpu", progress: bool = True) -> dict:
+              device: str = "cpu", progress: bool = True, evaluate: bool = True) -> dict:
     """Train the local trainee (and its control) for every seed of the pair; write bonus.json.
 
     ``steps`` is the cap of the bonus phase; with ``patience`` > 0 each run stops earlier at a validation plateau
     (see :class:`Plateau`), evaluated every ``eval_every`` steps (default: the pair's, at most steps / 10).
+    What the phase did is kept in ``DIR/bonus/<trainee>/phase.json``; ``evaluate=False`` trains only (a later
+    ``myopia bonus`` or :func:`evaluate_bonus` scores every trainee found).
     """
     if init not in TRAINEES:
         raise MyopiaError(f"--init must be vanilla or scratch, got {init!r}")
@@ -230,11 +233,11 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
                  "note": "from scratch the trainee reads the pair's own training stream from the start (the same "
                          "examples as the arms it is compared with, by design)"},
              "data_order": "each seed's own example stream (orders differ across seeds)"}
-    settings = {"init": init, "steps": steps, "lr": lr, "control": control, "phases": {trainee_name: phase}}
-    old = read_json(pair_dir / BONUS_JSON)["config"].get("phases", {}) if (pair_dir / BONUS_JSON).is_file() else {}
-    settings["phases"] = {**old, **settings["phases"]}
+    write_json(pair_dir / "bonus" / trainee_name / PHASE_JSON, phase)
+    if not evaluate:
+        return {"phases": {trainee_name: phase}}
     return evaluate_bonus(pair_dir, split=split, max_docs=max_docs, n_boot=n_boot, device=device,
-                          progress=progress, settings=settings)
+                          progress=progress, settings={"init": init, "steps": steps, "lr": lr, "control": control})
 
 
 def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device="cpu", progress=True,
@@ -280,6 +283,8 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
             print(f"[bonus] seed {seed}: " + ", ".join(f"{n} {losses[n][si].mean():.4f}" for n in names),
                   file=sys.stderr, flush=True)
     result = analyse_bonus(losses, held, local_names, n_boot=n_boot)
+    phases = {n: read_json(pair_dir / "bonus" / n / PHASE_JSON) for n in local_names
+              if (pair_dir / "bonus" / n / PHASE_JSON).is_file()}
     result = {"kind": "myopia-bonus", **result, "units": "nats/token", "seeds": seeds,
               "definition": "bonus = loss(vanilla) - loss(local); bonus_vs_control = loss(control) - loss(local); "
                             "bonus_vs_control_vanilla_past = loss(control scored with the original vanilla's "
@@ -287,7 +292,8 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
               "config": {"pair_dir": str(pair_dir), "split": split, "max_docs": max_docs, "n_boot": n_boot,
                          "pair_arm_losses": "reused from gap/per_token.npz" if reused else "evaluated here",
                          "overlap": overlap,
-                         **(settings or {}), "model": manifest["model"], "pair_train": manifest["train"]},
+                         **(settings or {}), "phases": phases, "model": manifest["model"],
+                         "pair_train": manifest["train"]},
               **provenance()}
     arrays = {"doc": held.doc, "position": held.position, "target": held.target, "seeds": np.asarray(seeds)}
     arrays.update({f"loss.{n}": v for n, v in losses.items()})
