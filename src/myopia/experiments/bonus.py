@@ -132,9 +132,10 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
             print(f"[bonus] {name}: already trained", file=sys.stderr)
         return read_json(out / "result.json")
     resume = (out / "checkpoint.safetensors").is_file()
-    if rule is not None and resume and (out / "metrics.jsonl").is_file():  # the rule remembers earlier evaluations
-        rule = Plateau(rule.patience, rule.min_delta,
-                       [(r["step"], r["eval_loss"]) for r in read_jsonl(out / "metrics.jsonl") if "eval_loss" in r])
+    if rule is not None:  # a fresh rule per run; a resumed run's rule remembers its earlier evaluations
+        history = ([(r["step"], r["eval_loss"]) for r in read_jsonl(out / "metrics.jsonl") if "eval_loss" in r]
+                   if resume and (out / "metrics.jsonl").is_file() else [])
+        rule = Plateau(rule.patience, rule.min_delta, history)
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
     return train(model, task, cfg, out, run_config=run_config, resume=resume,
