@@ -183,9 +183,11 @@ def gap_section(d: Path) -> list:
         if tn.get("by_loss_diff"):
             mean_by_arm = tn.get("mean_top_loss_diff_by_arm") or {}
             blocks.append(Paragraph(
-                "By chance: the same ranking applied to two vanilla seeds (below) gives a mean top-"
-                f"{len(tn['by_loss_diff'])} loss difference of {fmt(tn.get('mean_top_loss_diff'))} nats; the arms' "
-                "top lists average " + ", ".join(f"{a} {fmt(v)}" for a, v in mean_by_arm.items()) + "."))
+                "By chance: the same ranking applied to two vanilla seeds (below). Per single run, the top-"
+                f"{len(tn['by_loss_diff'])} loss differences average {fmt(tn.get('mean_top_loss_diff'))} nats for "
+                "vanilla vs vanilla and " + ", ".join(f"{fmt(v)} for {a}" for a, v in mean_by_arm.items())
+                + " (each seed's arm vs its vanilla): top contexts far above the null's are evidence, the rest "
+                "is what any two training runs disagree on."))
             rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
                      r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
                     for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
