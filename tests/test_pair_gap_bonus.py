@@ -183,6 +183,7 @@ def test_bonus_trains_and_decomposes_the_gap(pair_dir):
     assert phase["data"]["0"]["unseen"] and phase["control"] == "continued"
     # each run has its own stopping rule (the control does not inherit the trainee's evaluations)
     assert phase["steps_taken"] == {"local": {"0": 3}, "continued": {"0": 3}}
+    assert phase["stopped_at_plateau"] == {"local": {"0": False}, "continued": {"0": False}}
     # the pair's per-token losses come from gap/per_token.npz (same tokens, same seeds): same gap as gap.json
     g = read_json(pair_dir / "gap.json")
     assert b["config"]["pair_arm_losses"].startswith("reused")
@@ -361,6 +362,20 @@ def test_plateau_rule_and_bonus_data_freshness(pair_dir):
     # past the end of the first epoch the bonus phase reads windows the pair trained on, and says so
     late = data_freshness(corpus, 16, 0, pair_examples=n - 2, offset=n - 2, examples=6)
     assert not late["unseen"] and late["repeats_of_pair_data"] == 4 and "repeats" in late["note"]
+
+
+def test_bonus_phase_stops_at_a_validation_plateau(pair_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pair_dir, copy, ignore=shutil.ignore_patterns("bonus*", "report*"))
+    b = run_bonus(copy, steps=10, eval_every=1, patience=1, min_delta=100.0, n_boot=50, progress=False)
+    phase = b["config"]["phases"]["local"]
+    assert phase["steps_taken"] == {"local": {"0": 2}, "continued": {"0": 2}}  # the 2nd evaluation is the plateau
+    assert phase["stopped_at_plateau"] == {"local": {"0": True}, "continued": {"0": True}}
+    result = read_json(copy / "bonus" / "local" / "seed0" / "result.json")
+    assert result["stopped_early"] and result["steps"] == 2 and result["examples_seen"] == 2 * 4
+    assert phase["schedule"].startswith("constant")
 
 
 def LMTaskFor(corpus):

@@ -45,7 +45,8 @@ def run(args) -> int:
     for name, t in b["trainees"].items():
         phase = b["config"].get("phases", {}).get(name, {})
         if phase:
-            print(f"{name}: bonus phase {phase['stopping']}; steps taken {phase['steps_taken']}")
+            print(f"{name}: bonus phase {phase['stopping']}; steps taken {phase['steps_taken']}; stopped at the "
+                  f"plateau {phase.get('stopped_at_plateau')}")
             for seed, fresh in (phase.get("data") or {}).items():
                 if isinstance(fresh, dict) and not fresh.get("unseen", True):
                     print(f"{name}: seed {seed}: {fresh['note']}")

@@ -199,7 +199,7 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
     if patience > 0:
         schedule["min_lr_ratio"] = 1.0  # a constant rate: "plateau" then means the data, not the schedule
 
-    freshness, stopped = {}, {}
+    freshness, stopped, plateaued = {}, {}, {}
     for seed in seeds:
         vdir = run_dir(pair_dir, "vanilla", seed)
         vanilla_result = read_json(vdir / "result.json")
@@ -217,6 +217,7 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
         tdir = pair_dir / "bonus" / trainee_name / f"seed{seed}"
         res = _train_arm(f"{trainee_name} seed {seed}", trainee, task, cfg, tdir, run_config, progress, rule)
         stopped.setdefault(trainee_name, {})[str(seed)] = res["steps"]
+        plateaued.setdefault(trainee_name, {})[str(seed)] = bool(res.get("stopped_early"))
         freshness[str(seed)] = data_freshness(corpus, seq_len, seed, pair_examples, offset,
                                               int(res["examples_seen"]))
         if control:
@@ -227,9 +228,11 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
                               {**run_config, "trainee": control_name, "past": "own (ordinary vanilla gradient)"},
                               progress, rule)
             stopped.setdefault(control_name, {})[str(seed)] = cres["steps"]
+            plateaued.setdefault(control_name, {})[str(seed)] = bool(cres.get("stopped_early"))
     phase = {"init": init, "cap_steps": steps, "lr": lr, "eval_every": every, "stopping": rule.describe(),
              "schedule": "constant after 1% warmup" if patience > 0 else "the pair's cosine schedule",
-             "steps_taken": stopped, "control": control_name if control else None,
+             "steps_taken": stopped, "stopped_at_plateau": plateaued,
+             "control": control_name if control else None,
              "data": freshness if init == "vanilla" else {
                  "note": "from scratch the trainee reads the pair's own training stream from the start (the same "
                          "examples as the arms it is compared with, by design)"},

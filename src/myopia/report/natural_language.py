@@ -227,6 +227,16 @@ def _distinguishable(g: dict, trained: list[str]) -> str:
             f"({null['n_pairs']} seed pair(s)). " + "; ".join(parts) + ".")
 
 
+def _plateau_note(phase: dict) -> str:
+    """' (every run stopped at the cap: no plateau reached)' and the like."""
+    flags = [v for runs in (phase.get("stopped_at_plateau") or {}).values() for v in runs.values()]
+    if not flags or "plateau" not in phase.get("stopping", ""):
+        return ""
+    if not any(flags):
+        return " — **no run reached the plateau: every run stopped at the cap** (a longer cap may change the bonus)"
+    return f" — {sum(flags)} of {len(flags)} runs stopped at the plateau, the rest at the cap"
+
+
 def _percent_ci(d: dict | None) -> str:
     if not d or d.get("mean") is None:
         return "n/a"
@@ -279,7 +289,7 @@ def bonus_section(d: Path) -> list:
         blocks.append(Paragraph(
             f"**{name}** (init {phase['init']}): lr {phase['lr']}, {phase['schedule']}; {phase['stopping']} (cap "
             f"{phase['cap_steps']} steps, evaluations every {phase['eval_every']}); steps taken "
-            f"{phase['steps_taken']}. Data: " + ("; ".join(repeats) if repeats else fresh.get("note", "?"))
+            f"{phase['steps_taken']}" + _plateau_note(phase) + ". Data: " + ("; ".join(repeats) if repeats else fresh.get("note", "?"))
             + f". Data order: {phase.get('data_order', '?')}."))
     blocks.append(Table(["model", "held-out loss [95% CI]"], [[n, fmt_ci(v)] for n, v in b["loss"].items()]))
     for name, t in b["trainees"].items():
