@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arms import MYOPIC_ARMS as REQUIRED  # always reported side by side, even when not trained
+from ..arms import REFERENCE
 from .heldout import HeldOut
 from .stats import (TRAINING_NOISE_ONE_SEED, HierarchicalBootstrap, Resampled, against_null, null_gap,
                     seed_pairs, training_noise_note)
 from .token_classes import CLASSES
 from .units import LN2
 
-REFERENCE = "vanilla"
-REQUIRED = ("myopic", "myopic-hidden")  # always reported side by side, even when not trained
 POSITION_BUCKETS = (0, 8, 32, 64)
 
 

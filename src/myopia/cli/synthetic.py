@@ -35,14 +35,16 @@ def run(args) -> int:
     from ..errors import MyopiaError
     from ..experiments.regression import compare_regression
     from ..io import provenance, write_json
+    from ..rundir import RESULT
     from ..synthetic.regression import RegressionSpec, regressor_config
     from .common import train_config
+    from ..analysis.stats import format_interval
     from .demo import parse_gradients
 
     if args.n_seeds < 1:
         raise MyopiaError(f"--n-seeds must be >= 1, got {args.n_seeds}")
     out = Path(args.out)
-    if (out / "result.json").exists():
+    if (out / RESULT).exists():
         raise MyopiaError(f"{out} already holds a result; choose another --out")
     spec = RegressionSpec(task=args.task, omega=args.omega, window=args.window, p=args.p, seq_len=args.seq_len)
     model_cfg = regressor_config(n_layer=args.n_layer, n_head=args.n_head, d_model=args.d_model, seq_len=args.seq_len)
@@ -53,11 +55,11 @@ def run(args) -> int:
                                     probe_max_lag=args.probe_max_lag)
     result = {"command": "synthetic", "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
               args.task: summary, **provenance()}
-    write_json(out / "result.json", result)
+    write_json(out / RESULT, result)
     print(f"{args.task}: held-out Huber/p (fraction of trivial), {args.eval_sequences} sequences, seeds {seeds}")
     for g in ["trivial", *parse_gradients(args.gradients)]:
         gap = summary.get("gap", {}).get(g)
-        extra = f"   gap {gap['mean']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}]" if gap else ""
+        extra = f"   gap {format_interval(gap, 4)}" if gap else ""
         print(f"  {g:14s} {summary[g]:.4f} ({summary['fraction_of_trivial'][g]:.3f}){extra}")
     print(f"-> {out}/result.json")
     return 0

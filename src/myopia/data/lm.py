@@ -98,15 +98,29 @@ class LMTask:
         return self._windows(self.eval_tokens, starts)
 
     @torch.no_grad()
-    def evaluate(self, model, device="cpu") -> dict:
-        """Mean next-token loss (nats/token) on the held-out windows, never training tokens."""
+    def evaluate(self, model, device="cpu", shard=None) -> dict:
+        """Mean next-token loss (nats/token) on the held-out windows, never training tokens.
+
+        ``shard`` (:class:`myopia.distributed.EvalShard`): this rank scores its share of the batches and the
+        per-batch sums of every rank are combined in batch order, so the result equals one process's exactly.
+        """
         x, y = self.eval_windows()
-        total, n = 0.0, 0
-        for i in range(0, len(x), self.eval_batch_size):
-            xb, yb = x[i : i + self.eval_batch_size].to(device), y[i : i + self.eval_batch_size].to(device)
+        bs = self.eval_batch_size
+        spans = shard.spans(len(x), bs) if shard is not None else [(i, min(i + bs, len(x))) for i in range(0, len(x), bs)]
+        sums = []
+        for span in spans:
+            a, b = span if span is not None else (0, 1)  # an idle round still runs a forward pass
+            xb, yb = x[a:b].to(device), y[a:b].to(device)
             logits = self.logits(model, xb)
-            total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item()
-            n += yb.numel()
+            if span is not None:
+                sums.append((F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item(),
+                             yb.numel()))
+        if shard is not None:
+            sums = shard.gather(sums)
+        total, n = 0.0, 0
+        for loss_sum, count in sums:
+            total += loss_sum
+            n += count
         return {"loss": total / n, "tokens": n}
 
     def unigram_loss(self) -> float:

@@ -45,10 +45,12 @@ from ..data import LMTask
 from ..data.cache import open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, read_jsonl, write_json
+from ..checkpoint import has_checkpoint
 from ..model import flops_per_token
+from ..rundir import CONFIG, METRICS, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
 from .gap import ARRAYS as GAP_ARRAYS
-from .gap import check_overlap, load_arrays, load_run_model, save_arrays, trained_arms
+from .gap import check_overlap, load_arrays, save_arrays, trained_arms
 from .pair import read_manifest, resolve_cache, run_dir
 from .train_lm import build_model
 
@@ -121,8 +123,8 @@ class Plateau:
 
 def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: dict, progress: bool,
                rule: Plateau | None = None) -> dict:
-    if (out / "result.json").is_file():
-        saved = read_json(out / "config.json")
+    if (out / RESULT).is_file():
+        saved = read_json(out / CONFIG)
         where = ("pair_dir", "vanilla_run")  # paths may change when a pair directory is moved or copied
         same_run = {k: v for k, v in saved["run"].items() if k not in where} == {
             k: v for k, v in run_config.items() if k not in where}
@@ -130,11 +132,11 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
             raise MyopiaError(f"{out} holds a {name} run with different settings; delete it or use other settings")
         if progress:
             print(f"[bonus] {name}: already trained", file=sys.stderr)
-        return read_json(out / "result.json")
-    resume = (out / "checkpoint.safetensors").is_file()
+        return read_json(out / RESULT)
+    resume = has_checkpoint(out)
     if rule is not None:  # a fresh rule per run; a resumed run's rule remembers its earlier evaluations
-        history = ([(r["step"], r["eval_loss"]) for r in read_jsonl(out / "metrics.jsonl") if "eval_loss" in r]
-                   if resume and (out / "metrics.jsonl").is_file() else [])
+        history = ([(r["step"], r["eval_loss"]) for r in read_jsonl(out / METRICS) if "eval_loss" in r]
+                   if resume and (out / METRICS).is_file() else [])
         rule = Plateau(rule.patience, rule.min_delta, history)
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
@@ -202,14 +204,14 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
     freshness, stopped, plateaued = {}, {}, {}
     for seed in seeds:
         vdir = run_dir(pair_dir, "vanilla", seed)
-        vanilla_result = read_json(vdir / "result.json")
+        vanilla_result = read_json(vdir / RESULT)
         pair_examples = int(vanilla_result["examples_seen"])
         offset = pair_examples if init == "vanilla" else 0
         cfg = TrainConfig.from_dict({**pair_train, **schedule, "seed": seed})
         run_config = {"command": "bonus", "trainee": trainee_name, "init": init, "pair_dir": str(pair_dir),
                       "vanilla_run": str(vdir), "example_offset": offset, "model": manifest["model"],
                       "stopping": rule.describe()}
-        frozen = load_run_model(vdir, corpus)
+        frozen = load_run_model(vdir, corpus=corpus, finished=True)
         trainee = build_model(frozen.cfg, seed)
         if init == "vanilla":
             trainee.load_state_dict(frozen.state_dict())
@@ -221,7 +223,8 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
         freshness[str(seed)] = data_freshness(corpus, seq_len, seed, pair_examples, offset,
                                               int(res["examples_seen"]))
         if control:
-            cont = load_run_model(vdir, corpus) if init == "vanilla" else build_model(frozen.cfg, seed)
+            cont = (load_run_model(vdir, corpus=corpus, finished=True) if init == "vanilla"
+                    else build_model(frozen.cfg, seed))
             ctask = LMTask(corpus, seq_len, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
             cdir = pair_dir / "bonus" / control_name / f"seed{seed}"
             cres = _train_arm(f"{control_name} seed {seed}", cont, ctask, cfg, cdir,
@@ -258,7 +261,7 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
         print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
               "content of a training document (duplicates in the corpus)", file=sys.stderr)
     found = [n for n in ("local", "local-scratch", "continued", "scratch-control")
-             if all((pair_dir / "bonus" / n / f"seed{s}" / "model.safetensors").is_file() for s in seeds)]
+             if all((pair_dir / "bonus" / n / f"seed{s}" / MODEL).is_file() for s in seeds)]
     local_names = [n for n in found if n.startswith("local")]
     if not local_names:
         raise MyopiaError(f"{pair_dir}: no finished local trainee for every seed; run myopia bonus first")
@@ -267,14 +270,15 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
     losses = {n: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for n in names}
     reused = _gap_losses(pair_dir, held, seeds, arms)
     for si, seed in enumerate(seeds):
-        vanilla = load_run_model(run_dir(pair_dir, "vanilla", seed), corpus, device)
-        scorers = {} if reused else {a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), corpus, device))
-                                     for a in arms}
+        vanilla = load_run_model(run_dir(pair_dir, "vanilla", seed), device=device, corpus=corpus, finished=True)
+        scorers = {} if reused else {
+            a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), device=device, corpus=corpus, finished=True))
+            for a in arms}
         if reused:
             for a in arms:
                 losses[a][si] = reused[a][si]
         for n in found:
-            model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", corpus, device)
+            model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", device=device, corpus=corpus, finished=True)
             if n.startswith("local"):
                 scorers[n] = local_scorer(model, vanilla)
             else:

@@ -3,7 +3,7 @@
 Each arm (vanilla, myopic, myopic-hidden) starts from the same pretrained weights and continues training on the
 same tokenized corpus in the same window order (:class:`myopia.data.LMTask`, one data seed) with the same
 optimiser settings; only the gradient differs. Each arm is an ordinary run directory written by
-:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors, result.json)
+:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoints/, model.safetensors, result.json)
 plus ``tokenizer/`` and, at the end, ``hf/`` (the trained model as a transformers directory). ``finetune.json``
 compares the arms on held-out *test* windows: mean loss per arm and the gap to vanilla with a paired bootstrap over
 test documents (:mod:`myopia.analysis.stats`; one seed, so training noise is not measured and says so).
@@ -18,15 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.stats import HierarchicalBootstrap
+from ..arms import PAIR_ARMS
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
 from ..errors import MyopiaError
 from ..hf.model import HFCausalLM, load_hf_model
 from ..hf.tokenizer import load_hf_tokenizer
 from ..io import provenance, write_json
+from ..rundir import SNAPSHOTS, load_run_model
 from ..train import TrainConfig, dist_info, resolve_device, train
 
-ARMS = ("vanilla", "myopic", "myopic-hidden")
+ARMS = PAIR_ARMS
 
 
 @torch.no_grad()
@@ -120,13 +122,15 @@ def finetune(
 
         def snapshot(step, m, run_dir=run_dir):
             if snapshot_every and step % snapshot_every == 0:
-                save_model(run_dir / "snapshots" / f"step_{step:07d}.safetensors", m,
+                save_model(run_dir / SNAPSHOTS / f"step_{step:07d}.safetensors", m,
                            {"config": run_config, "step": step})
 
         torch.manual_seed(train_cfg.seed)
         results[arm] = train(model, task, train_cfg, run_dir, run_config=run_config, resume=resume,
                              flops_per_example=model.flops_per_token(seq_len) * seq_len, on_checkpoint=snapshot)
         if dist_info()[0] == 0:
+            if train_cfg.shard != "none" and torch.distributed.is_initialized():
+                model = load_run_model(run_dir)  # the trained model's parameters are left sharded over ranks
             model.hf.save_pretrained(run_dir / "hf")
             tokenizer.tok.save_pretrained(run_dir / "hf")
             losses[arm] = window_losses(model.to(device), test_task, device, train_cfg.precision)

@@ -5,8 +5,8 @@
 the model to it with ``model.set_attn_implementation("myopia")``. Every architecture whose attention layers
 dispatch through ``ALL_ATTENTION_FUNCTIONS`` (GPT-2, GPT-NeoX/Pythia, Llama, Mistral, Qwen2, ...) is covered
 without touching model code. The function receives the layer's post-RoPE ``query`` (B, H, T, D) and
-``key``/``value`` (B, H_kv, T, D); grouped-query heads are repeated to H (their gradients sum back through the
-repeat) and the attention runs in :func:`myopia.attention.myopic_attention`'s fused, memory-linear path.
+``key``/``value`` (B, H_kv, T, D); grouped-query key/value heads go to :func:`myopia.attention.myopic_attention`'s
+fused, memory-linear path unrepeated (the kernels share them between query heads; the baselines repeat them).
 
 Gradient settings (the forward value equals the model's ordinary one except for ``bigram``):
 
@@ -28,15 +28,16 @@ which gives the same values.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 
+from ..arms import GRADIENTS, check_gradient
 from ..attention import bigram_attention, myopic_attention, myopic_attention_split
 from ..errors import MyopiaError
 
 ATTN_NAME = "myopia"
-GRADIENTS = ("vanilla", "myopic", "myopic-hidden", "bigram")
 
 __all__ = ["apply", "ATTN_NAME", "GRADIENTS", "MyopiaSettings", "attention_modules", "current_gradient"]
 
@@ -59,11 +60,8 @@ class MyopiaSettings:
 
 
 class _Captured(Exception):
-    """Raised by the attention function to end the capture pass of ``myopic-hidden``."""
-
-    def __init__(self, tensors):
-        super().__init__("myopia capture pass")
-        self.tensors = tensors
+    """Raised by the attention function to end the capture pass of ``myopic-hidden``; ``args[0]`` holds the
+    captured (q, k, v). (No ``__init__`` of its own: Dynamo traces raising and catching it.)"""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -85,22 +83,13 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
 
 
-def _check_args(gradient, beta, horizon) -> None:
-    if gradient not in GRADIENTS:
-        raise MyopiaError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= float(beta) <= 1.0:
-        raise MyopiaError(f"beta must lie in [0, 1], got {beta!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
-        raise MyopiaError(f"horizon must be an integer >= 0, got {horizon!r}")
-
-
 def apply(model, gradient: str = "myopic", beta: float = 0.0, horizon: int = 0):
     """Make a transformers causal LM train with the given gradient setting; returns ``model`` (changed in place).
 
     ``gradient="vanilla"`` restores the model's original attention implementation exactly. Raises
     :class:`MyopiaError` for models whose attention layers do not use transformers' attention interface.
     """
-    _check_args(gradient, beta, horizon)
+    check_gradient(gradient, beta, horizon)
     if gradient == "vanilla":
         _uninstall(model)
         return model
@@ -123,7 +112,7 @@ def install(model, settings: MyopiaSettings) -> MyopiaSettings:
 
     if not isinstance(model, PreTrainedModel):
         raise MyopiaError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
-    _check_args(settings.gradient, settings.beta, settings.horizon)
+    check_gradient(settings.gradient, settings.beta, settings.horizon)
     layers = attention_modules(model)
     if not layers:
         raise MyopiaError(f"{type(model).__name__}: found no attention layers (modules named *Attention)")
@@ -192,7 +181,7 @@ def _hidden_pre_hook(module, args, kwargs):
     try:
         torch.func.functional_call(module, frozen, no_cache_args, no_cache_kwargs, strict=False)
     except _Captured as captured:
-        module._myopia_captured = captured.tensors
+        module._myopia_captured = captured.args[0]
     except BaseException:
         module._myopia_phase = None
         raise
@@ -264,11 +253,26 @@ def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, w
     if kwargs.get("is_causal") is False:
         raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
     if attention_mask is not None:
+        message = (f"{name}: {what} needs unpadded causal batches; this batch has padding or a packed-sequence "
+                   "mask (pack documents into full windows, or evaluate under no_grad)")
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        if allowed.shape[-2:] != (T, S):
+            raise MyopiaError(message)
         causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
-        if allowed.shape[-2:] != (T, S) or not bool((allowed == causal).all()):
-            raise MyopiaError(f"{name}: {what} needs unpadded causal batches; this batch has padding or a "
-                              "packed-sequence mask (pack documents into full windows, or evaluate under no_grad)")
+        if torch.compiler.is_compiling():  # inside a graph: the check runs on the device, no host sync
+            torch._assert_async((allowed == causal).all(), message)
+        elif not _mask_checked(attention_mask):  # all layers share one mask: one host sync per forward pass
+            if not bool((allowed == causal).all()):
+                raise MyopiaError(message)
+            _mask_checked.last = weakref.ref(attention_mask)
+
+
+def _mask_checked(mask: torch.Tensor) -> bool:
+    last = _mask_checked.last
+    return last is not None and last() is mask
+
+
+_mask_checked.last = None
 
 
 def myopia_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -311,7 +315,7 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
 
     _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
     query, key, value = _same_dtype(query, key, value)
-    k, v = _repeat_heads(key, n_heads), _repeat_heads(value, n_heads)
+    k, v = key, value  # grouped-query heads unrepeated: the kernels share them (myopic_attention checks counts)
     if gradient == "myopic-hidden":
         if phase != "use" or module._myopia_captured is None:
             raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
@@ -319,8 +323,8 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
         q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
         module._myopia_captured = None
         q = query + (q_x - q_x.detach())  # value of the real pass; gradient into the input via q_x
-        out = myopic_attention_split(q, k, v, _repeat_heads(k_x, n_heads), _repeat_heads(v_x, n_heads),
-                                     horizon=settings.horizon, beta=settings.beta, scale=scaling)
+        out = myopic_attention_split(q, k, v, k_x, v_x, horizon=settings.horizon, beta=settings.beta,
+                                     scale=scaling)
     else:
         out = myopic_attention(query, k, v, horizon=settings.horizon, beta=settings.beta, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
