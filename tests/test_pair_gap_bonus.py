@@ -283,6 +283,11 @@ def test_cli_gap_and_report(pair_dir, capsys):
         assert e["training_noise"] == "not measured (1 seed)" and len(e["per_seed"]) == 1
         assert set(e) >= {"mean", "ci95", "ci95_eval", "per_seed", "bits_per_byte", "fraction_of_context_value"}
         assert set(e["bits_per_byte"]) >= {"mean", "ci95"} and set(e["fraction_of_context_value"]) >= {"mean", "ci95"}
+    # re-analysis of the same scores: identical numbers, nothing scored again
+    before = read_json(pair_dir / "gap.json")
+    assert main(["gap", str(pair_dir), "--bootstrap", "100", "--top", "3", "--no-progress", "--reuse-scores"]) == 0
+    again = read_json(pair_dir / "gap.json")
+    assert again["gap"]["myopic"] == before["gap"]["myopic"] and again["config"]["scores"].startswith("reused")
     assert main(["report", str(pair_dir)]) == 0
     assert main(["gap", str(pair_dir / "nope")]) == 2
     assert "not a pair directory" in capsys.readouterr().err

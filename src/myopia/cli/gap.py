@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--max-docs", type=int, default=None, help="evaluate only the first N held-out documents")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default %(default)s)")
     p.add_argument("--top", type=int, default=20, help="top contexts kept per arm (default %(default)s)")
+    p.add_argument("--reuse-scores", action="store_true",
+                   help="re-analyse the per-token losses of an earlier run (DIR/gap/per_token.npz of the same tokens, "
+                   "seeds and arms) instead of scoring again; refused if a model is newer than those scores")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -27,7 +30,7 @@ def run(args) -> int:
     from ..experiments.gap import run_gap
 
     g = run_gap(args.dir, split=args.split, data=args.data, max_docs=args.max_docs, n_boot=args.bootstrap,
-                top_k=args.top, device=args.device, progress=not args.no_progress)
+                top_k=args.top, device=args.device, progress=not args.no_progress, reuse_scores=args.reuse_scores)
     for line in gap_lines(g, format_interval):
         print(line)
     print(f"-> {args.dir}/gap.json")

@@ -93,6 +93,24 @@ def held_out(corpus, split: str, seq_len: int, own_corpus: bool, max_docs=None) 
     return document_windows(corpus, split, seq_len, max_docs=max_docs)
 
 
+def reused_scores(pair_dir: Path, held: HeldOut, arms: list[str], seeds: list[int]) -> tuple[dict, dict]:
+    """(losses, kls) from ``DIR/gap/per_token.npz`` when it holds exactly these tokens, arms and seeds and no model
+    is newer than it; else MyopiaError."""
+    path = pair_dir / ARRAYS
+    a = load_arrays(path)
+    same = (a["seeds"].tolist() == list(seeds) and len(a["doc"]) == held.n_tokens
+            and all(np.array_equal(a[k], getattr(held, k)) for k in ("doc", "position", "target"))
+            and all(f"loss.{arm}" in a for arm in arms) and all(f"kl.{arm}" in a for arm in arms if arm != "vanilla"))
+    if not same:
+        raise MyopiaError(f"{path} holds scores of other tokens, seeds or arms; run myopia gap without reusing them")
+    stamp = path.stat().st_mtime
+    newer = [str(run_dir(pair_dir, arm, s)) for arm in arms for s in seeds
+             if (run_dir(pair_dir, arm, s) / MODEL).stat().st_mtime > stamp]
+    if newer:
+        raise MyopiaError(f"{newer[0]} was trained after {path} was scored; run myopia gap without reusing scores")
+    return ({arm: a[f"loss.{arm}"] for arm in arms}, {arm: a[f"kl.{arm}"] for arm in arms if arm != "vanilla"})
+
+
 def check_overlap(own_corpus, corpus, held: HeldOut, own: bool, *, what: str) -> dict:
     """Refuse (MyopiaError naming how many overlap) held-out documents of foreign data whose content is one of the
     pair's training documents; returns what was checked, for the result file."""
@@ -107,8 +125,11 @@ def check_overlap(own_corpus, corpus, held: HeldOut, own: bool, *, what: str) ->
 
 
 def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = None, n_boot: int = 2000,
-            top_k: int = 20, device: str = "cpu", progress: bool = True) -> dict:
-    """Evaluate every arm of the pair on held-out documents; write gap.json and per-token arrays."""
+            top_k: int = 20, device: str = "cpu", progress: bool = True, reuse_scores: bool = False) -> dict:
+    """Evaluate every arm of the pair on held-out documents; write gap.json and per-token arrays.
+
+    ``reuse_scores``: take the per-token losses from an earlier ``gap/per_token.npz`` of exactly these tokens, seeds
+    and arms instead of scoring again (refused when a model is newer than those scores), e.g. to re-analyse."""
     pair_dir = Path(pair_dir)
     manifest = read_manifest(pair_dir)
     corpus, own_corpus = pair_corpus(pair_dir, manifest, data)
@@ -125,7 +146,9 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
               f"({len(np.unique(held.doc))} documents)", file=sys.stderr, flush=True)
     losses = {a: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for a in arms}
     kls = {a: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for a in arms if a != "vanilla"}
-    for si, seed in enumerate(seeds):
+    if reuse_scores:
+        losses, kls = reused_scores(pair_dir, held, arms, seeds)
+    for si, seed in enumerate([] if reuse_scores else seeds):
         models = {a: load_run_model(run_dir(pair_dir, a, seed), device=device, corpus=corpus, finished=True)
                   for a in arms}
         res = evaluate_per_token({a: model_scorer(m) for a, m in models.items()}, held, reference="vanilla",
@@ -159,7 +182,9 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
         "seeds": seeds,
         "skipped_arms": skipped,
         "config": {"pair_dir": str(pair_dir), "split": split, "data": str(data) if data else "pair corpus",
-                   "max_docs": max_docs, "n_boot": n_boot, "top_k": top_k, "model": manifest["model"],
+                   "max_docs": max_docs, "n_boot": n_boot, "top_k": top_k,
+                   "scores": f"reused from {ARRAYS}" if reuse_scores else "scored here",
+                   "model": manifest["model"],
                    "train": manifest["train"], "corpus": corpus.describe(),
                    "runs": {a: {str(s): str(run_dir(pair_dir, a, s).relative_to(pair_dir)) for s in seeds}
                             for a in arms}},
