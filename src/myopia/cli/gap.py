@@ -33,6 +33,8 @@ def run(args) -> int:
                 top_k=args.top, device=args.device, progress=not args.no_progress, reuse_scores=args.reuse_scores)
     for line in gap_lines(g, format_interval):
         print(line)
+    if "scoring" in g:
+        print(f"scoring: {g['scoring']['note']}")
     print(f"-> {args.dir}/gap.json")
     return 0
 
