@@ -208,6 +208,17 @@ def test_bonus_trains_and_decomposes_the_gap(pair_dir):
     shutil.rmtree(copy)
 
 
+def test_cli_bonus_flags_one_seed(pair_dir, capsys):
+    from myopia.cli import main
+
+    run_bonus(pair_dir, steps=3, n_boot=50, progress=False)  # trainees exist: the CLI below only scores
+    assert main(["bonus", str(pair_dir), "--steps", "3", "--bootstrap", "50", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "training noise not measured (1 seed)" in out and "bonus vs continued" in out
+    assert "scored with vanilla's past" in out
+    assert read_json(pair_dir / "bonus.json")["training_noise"] == "not measured (1 seed)"
+
+
 def test_bonus_from_scratch_learns(pair_dir):
     b = run_bonus(pair_dir, init="scratch", steps=12, lr=3e-2, n_boot=100, progress=False)
     assert set(b["trainees"]) == {"local", "local-scratch"}
