@@ -393,6 +393,10 @@ def test_bonus_phase_stops_at_a_validation_plateau(pair_dir, tmp_path):
     result = read_json(copy / "bonus" / "local" / "seed0" / "result.json")
     assert result["stopped_early"] and result["steps"] == 2 and result["examples_seen"] == 2 * 4
     assert phase["schedule"].startswith("constant")
+    from myopia.report.natural_language import _plateau_note
+
+    assert "2 of 2 runs stopped at the plateau" in _plateau_note(phase)
+    assert "no run reached the plateau" in _plateau_note({**phase, "stopped_at_plateau": {"local": {"0": False}}})
 
 
 def LMTaskFor(corpus):

@@ -233,7 +233,7 @@ def _distinguishable(g: dict, trained: list[str]) -> str:
 def _plateau_note(phase: dict) -> str:
     """' (every run stopped at the cap: no plateau reached)' and the like."""
     flags = [v for runs in (phase.get("stopped_at_plateau") or {}).values() for v in runs.values()]
-    if not flags or "plateau" not in phase.get("stopping", ""):
+    if not flags or phase.get("stopping", "").startswith("fixed"):
         return ""
     if not any(flags):
         return " — **no run reached the plateau: every run stopped at the cap** (a longer cap may change the bonus)"
