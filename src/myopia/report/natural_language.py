@@ -142,10 +142,12 @@ def gap_section(d: Path) -> list:
         rel, kl = gap.get("relative"), gap.get("kl_from_vanilla")
         vs_null = "-" if gap.get("against_null") is None else f"{gap['against_null']:+.1f}"
         rows.append([a, fmt_ci(g["loss"].get(a)), fmt_ci(gap, 4, signed=True),
-                     fmt_ci(gap.get("bits_per_byte"), 4, signed=True), _percent_ci(gap.get("fraction_of_context_value")),
-                     _percent_ci(rel), vs_null if null else "not measured (1 seed)"])
+                     fmt_ci(gap.get("bits_per_byte"), 4, signed=True),
+                     _percent_ci(gap.get("fraction_of_context_value")), _percent_ci(rel),
+                     vs_null if null else "not measured (1 seed)"])
     if null:
-        rows.append(["null: vanilla vs vanilla (other seed)", "-", f"{fmt_ci(null, 4, signed=True)} (sd {null['sd']:.4f})",
+        rows.append(["null: vanilla vs vanilla (other seed)", "-",
+                     f"{fmt_ci(null, 4, signed=True)} (sd {null['sd']:.4f})",
                      fmt_ci(null.get("bits_per_byte"), 4, signed=True), "-", "-", "±1 by definition"])
     else:
         rows.append(["null: vanilla vs vanilla (other seed)", "-", "not measured (1 seed)", "-", "-", "-", "-"])
@@ -292,8 +294,8 @@ def bonus_section(d: Path) -> list:
         blocks.append(Paragraph(
             f"**{name}** (init {phase['init']}): lr {phase['lr']}, {phase['schedule']}; {phase['stopping']} (cap "
             f"{phase['cap_steps']} steps, evaluations every {phase['eval_every']}); steps taken "
-            f"{phase['steps_taken']}" + _plateau_note(phase) + ". Data: " + ("; ".join(repeats) if repeats else fresh.get("note", "?"))
-            + f". Data order: {phase.get('data_order', '?')}."))
+            f"{phase['steps_taken']}" + _plateau_note(phase) + ". Data: "
+            + ("; ".join(repeats) if repeats else fresh.get("note", "?")) + f". Data order: {phase.get('data_order', '?')}."))
     blocks.append(Table(["model", "held-out loss [95% CI]"], [[n, fmt_ci(v)] for n, v in b["loss"].items()]))
     for name, t in b["trainees"].items():
         rows = [["bonus = vanilla - " + name, fmt_ci(t["bonus"], 4, signed=True)]]
