@@ -231,6 +231,8 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "36 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings x 3 seeds (the cpu preset default)
+    assert main(args + ["--seeds", "0"]) == 0
+    assert "training noise not measured (1 seed)" in capsys.readouterr().err
     assert "1x16h1-D1k-myopic-hidden-s0" in out
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err

@@ -75,7 +75,13 @@ def settings_from_args(args, *, gradients_default=None):
         lr_ref_width=args.lr_ref_width, eval_tokens=args.eval_tokens, ckpt_every=args.ckpt_every,
         device=args.device, precision=args.precision,
     )
-    return SweepSettings.from_preset(preset, **overrides)
+    settings = SweepSettings.from_preset(preset, **overrides)
+    if len(settings.seeds) == 1:
+        import sys
+
+        print("warning: one seed: training noise not measured (1 seed); gap intervals are evaluation noise only "
+              "(use --seeds 0,1,2)", file=sys.stderr)
+    return settings
 
 
 def register(sub) -> None:
