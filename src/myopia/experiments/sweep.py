@@ -204,9 +204,10 @@ class SweepSettings:
         """The preset's settings (its ladder, budgets and every field it shares with this class by name), with
         the ``overrides`` that are not None applied by :func:`dataclasses.replace`."""
         p = PRESETS[preset] if isinstance(preset, str) else preset
-        shared = {f.name for f in fields(cls)} & {f.name for f in fields(p)} - {"tokens", "gradients"}
+        shared = {f.name for f in fields(cls)} & {f.name for f in fields(p)} - {"tokens", "gradients", "seeds"}
         base = cls(sizes=ladder(p.widths, p.aspect, p.head_dim), tokens=parse_tokens(",".join(p.tokens)),
-                   gradients=list(p.gradients), preset=p.name, **{name: getattr(p, name) for name in shared})
+                   gradients=list(p.gradients), seeds=list(p.seeds), preset=p.name,
+                   **{name: getattr(p, name) for name in shared})
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -243,8 +244,8 @@ def run_name(size: ModelSize, budget: TokenBudget, gradient: str, seed: int) -> 
 def plan_runs(settings: SweepSettings, vocab_size: int) -> list[SweepRun]:
     """The grid, ordered size-major (small first) so that an interrupted sweep has whole sizes done."""
     runs = []
-    for size in sorted(settings.sizes, key=lambda s: non_embedding_params(_model_cfg(settings, s, vocab_size))):
-        base_cfg = _model_cfg(settings, size, vocab_size)
+    for size in sorted(settings.sizes, key=lambda s: non_embedding_params(model_config_for(settings, s, vocab_size))):
+        base_cfg = model_config_for(settings, size, vocab_size)
         n_ne = non_embedding_params(base_cfg)
         n_total = n_ne + vocab_size * size.d_model
         for budget in settings.tokens:
@@ -277,9 +278,13 @@ def steps_for(settings: SweepSettings, budget: TokenBudget, n_params_non_embeddi
     return max(1, round(budget.resolve(n_params_non_embedding) / (settings.batch_size * settings.seq_len)))
 
 
-def _model_cfg(settings: SweepSettings, size: ModelSize, vocab_size: int) -> GPTConfig:
+def model_config_for(settings: SweepSettings, size: ModelSize, vocab_size: int) -> GPTConfig:
+    """The GPT config of one size of the sweep (its context and gradient knobs from ``settings``)."""
     return GPTConfig(vocab_size=vocab_size, n_layer=size.n_layer, n_head=size.n_head, d_model=size.d_model,
                      seq_len=settings.seq_len, beta=settings.beta, horizon=settings.horizon)
+
+
+_model_cfg = model_config_for  # the name code written before model_config_for existed may still use
 
 
 # --------------------------------------------------------------------------------------------------------------
