@@ -299,8 +299,9 @@ def run_status(run_dir: Path) -> str:
 
 
 def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, *, corpus, eval_tokens: int,
-               log=print) -> str:
-    """Train the run in ``run_dir`` unless finished (resuming a partial one); then its per-window evaluation.
+               log=print, window_eval: bool = True) -> str:
+    """Train the run in ``run_dir`` unless finished (resuming a partial one); then (``window_eval``) its
+    per-window validation evaluation.
 
     Returns the status before the call (``done``, ``partial`` or ``new``).
     """
@@ -319,15 +320,17 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
             before = read_json(timing_path)["wall_s"] if timing_path.exists() else 0.0
             write_json(timing_path, {"wall_s": before + time.perf_counter() - t0})
             log(f"  {run_dir.name}: eval loss {result['eval_loss']:.4f} ({time.perf_counter() - t0:.0f} s)")
-    if dist_info()[0] == 0 and not (run_dir / EVAL_FILE).exists():
+    if window_eval and dist_info()[0] == 0 and not (run_dir / EVAL_FILE).exists():
         evaluate_windows(run_dir, corpus, eval_tokens, train_cfg.seed)
     return status
 
 
 @torch.no_grad()
-def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_size: int = 32) -> dict:
-    """Per-window held-out loss of the run's final model (the trainer's evaluation windows), and each window's
-    document (for the document bootstrap). Checks that the mean equals the trainer's eval loss. Writes EVAL_FILE.
+def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_size: int = 32, *,
+                     split: str = "val", file: str = EVAL_FILE) -> dict:
+    """Per-window held-out loss of the run's final model on ``split`` (for "val": the trainer's evaluation
+    windows, checked against its eval loss), and each window's document (for the document bootstrap). Writes
+    ``file`` in the run folder.
     """
     from ..data import LMTask
 
@@ -337,7 +340,7 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     state, _ = load_model_state(run_dir / "model.safetensors")
     model.load_state_dict(state)
     model.eval()
-    task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens)
+    task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens, eval_split=split)
     x, y = task.eval_windows()
     losses = []
     for i in range(0, len(x), batch_size):
@@ -348,12 +351,12 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     starts = np.arange(len(x)) * cfg.seq_len
     doc_of_window = task.eval_doc_ids[starts + 1]  # the document of each window's first target token
     mean = float(per_window.mean())
-    if abs(mean - result["eval_loss"]) > 1e-4 * max(1.0, abs(mean)):
+    if split == "val" and abs(mean - result["eval_loss"]) > 1e-4 * max(1.0, abs(mean)):
         raise MyopiaError(f"{run_dir}: per-window evaluation {mean:.6f} disagrees with result.json "
                           f"{result['eval_loss']:.6f} (was the corpus or tokenizer changed?)")
     out = {"loss_per_window": per_window.tolist(), "doc_of_window": doc_of_window.tolist(), "mean": mean,
            "seq_len": cfg.seq_len, "split": task.eval_split}
-    write_json(run_dir / EVAL_FILE, out)
+    write_json(run_dir / file, out)
     return out
 
 
