@@ -230,7 +230,7 @@ def fit_power_law(
     seed: int = 0,
     huber_delta: float = HUBER_DELTA,
 ) -> PowerLawFit:
-    """Fit L(C) = E + A·C^(-alpha) to (compute FLOPs, loss nats/token) points (at least 3; 4+ for intervals).
+    """Fit L(C) = E + A·C^(-alpha) to (compute FLOPs, loss nats/token) points (at least 3; 5+ for intervals).
 
     Robust: Huber loss in log space, 24 initialisations, the best optimum. ``bootstrap`` residual-bootstrap refits
     give 95% intervals for E, A, alpha (and ``fit.samples`` for bands); 0 disables them.
@@ -253,7 +253,7 @@ def fit_power_law(
 
     E, A, alpha = to_params(p)
     fit = PowerLawFit(E, A, alpha, n_points=len(c), objective=obj)
-    if bootstrap > 0 and len(c) > 3:
+    if bootstrap > 0 and len(c) - 3 >= 2:  # no interval with fewer than 2 residual degrees of freedom
         y_hat = np.logaddexp(p[0], p[1] - p[2] * x)
 
         def refit(y_b):
