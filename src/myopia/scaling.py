@@ -757,8 +757,9 @@ def _verdict_sentence(r: dict, arm: str, baseline: str, lo: float, hi: float) ->
     if s is None:
         return f"{arm} vs {baseline}: fewer than 2 budgets, no growth measured {rng}."
     if ci is None:
-        return (f"{arm} vs {baseline} {rng}: frontier-gap slope {s:+.4f} nats/token per decade, no interval "
-                f"({r.get('slope_note', '')}); the data do not support any change.")
+        why = r.get("slope_note", "").removeprefix("no interval: ")
+        return (f"{arm} vs {baseline} {rng}: frontier-gap slope {s:+.4f} nats/token per decade without an interval "
+                f"({why}); the data do not support a change either way.")
     what = {"grows": "the frontier gap grows with compute", "shrinks": "the frontier gap shrinks with compute",
             "no detectable change": "no detectable change of the frontier gap with compute"}[r["verdict"]]
     return (f"{arm} vs {baseline} {rng}: {what} (slope {s:+.4f} nats/token per decade, 95% CI "

@@ -37,6 +37,7 @@ from .sweep import (
     SWEEP_FILE,
     TIMING_FILE,
     ModelSize,
+    doc_means,
     ensure_run,
     evaluate_windows,
     heads_for,
@@ -375,12 +376,9 @@ def _run_record(run: IsoRun, out: Path) -> dict:
 
 
 def _doc_losses(ev: dict) -> tuple[list[float], list[float]]:
-    """Per-document mean loss and token count of a per-window evaluation (windows have equal token counts)."""
-    docs = np.asarray(ev["doc_of_window"])
-    w = np.asarray(ev["loss_per_window"], dtype=np.float64)
-    uniq, inv = np.unique(docs, return_inverse=True)
-    n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    return (np.bincount(inv, weights=w, minlength=len(uniq)) / n).tolist(), (n * ev["seq_len"]).tolist()
+    """Per-document mean loss and token count of a per-window evaluation."""
+    _, mean, tokens = doc_means(ev)
+    return mean.tolist(), tokens.tolist()
 
 
 def summarise_isoflop(out, cells: list[dict], s: IsoFlopSettings, *, data=None, corpus=None, n_boot: int = 1000,
