@@ -13,8 +13,9 @@ from _hf_tiny import (  # noqa: E402,F401
 
 from myopia.checkpoint import load_tensors, save_model  # noqa: E402
 from myopia.cli import main  # noqa: E402
-from myopia.hf.model import HFCausalLM, load_run_model  # noqa: E402
+from myopia.hf.model import HFCausalLM  # noqa: E402
 from myopia.io import read_json, read_jsonl  # noqa: E402
+from myopia.rundir import load_run_model  # noqa: E402
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from", "home", "at", "night"]
 

@@ -10,10 +10,11 @@ import torch
 from myopia.data.cache import build_cache
 from myopia.errors import MyopiaError
 from myopia.experiments.bonus import LocalTask, local_scorer, run_bonus
-from myopia.experiments.gap import load_arrays, load_run_model, run_gap
+from myopia.experiments.gap import load_arrays, run_gap
 from myopia.experiments.pair import parse_arms, run_dir, run_pair
 from myopia.io import read_json, read_jsonl
 from myopia.model import GPTConfig
+from myopia.rundir import load_run_model
 from myopia.train import TrainConfig
 
 WORDS = "the cat sat on a mat and dog ran far away home with big red hat".split()
@@ -132,8 +133,8 @@ def test_rerunning_a_pair_reproduces_per_token_losses_exactly(pair_dir, corpus_d
 
 def test_local_trainee_equals_vanilla_at_initialisation_and_freezes_the_past(pair_dir):
     corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
-    vanilla = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus)
-    trainee = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus)
+    vanilla = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus=corpus, finished=True)
+    trainee = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus=corpus, finished=True)
     x = torch.from_numpy(np.asarray(corpus.tokens[:64], dtype=np.int64)).view(4, 16)
     with torch.no_grad():
         torch.testing.assert_close(local_scorer(trainee, vanilla)(x), vanilla(x), rtol=1e-4, atol=1e-5)

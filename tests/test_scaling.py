@@ -321,7 +321,7 @@ def test_no_interval_for_under_determined_fits():
     assert all(f["loss_opt_ci95"] is None and "no interval" in f["note"] for f in fr)
     g = frontier_gap(pts, "myopic-hidden", n_boot=100)
     assert g["slope_ci95"] is None and "residual degrees of freedom" in g["slope_note"]
-    assert g["verdict"] == "no detectable change" and "no interval" in g["verdict_sentence"]
+    assert g["verdict"] == "no detectable change" and "without an interval" in g["verdict_sentence"]
     assert all(b["gap_ci95"] is None for b in g["budgets"])
     # 4 sizes x 1 seed: 1 residual dof -> still no interval; 2 sizes: no parabola at all
     pts4 = planted_points(lambda c: 0.0, budgets=(1e18,), n_sizes=4, seeds=(0,))

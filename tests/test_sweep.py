@@ -15,7 +15,6 @@ from myopia.experiments.horizon_sweep import default_horizons, horizon_arms, run
 from myopia.experiments.scaling_presets import PRESETS
 from myopia.experiments.sweep import (
     SweepSettings,
-    _doc_bootstrap_means,
     ladder,
     parse_sizes,
     parse_tokens,
@@ -117,15 +116,34 @@ def test_plan_pairs_gradients_within_a_size():
     assert len({r.name for r in runs}) == len(runs)
 
 
-def test_doc_bootstrap_is_paired():
+def test_gap_interval_is_paired_and_includes_training_noise():
+    """The ladder's gap interval comes from the statistics module: a constant shift on shared documents has no
+    evaluation spread; two seeds with different gaps widen it (training noise), one seed says it is unmeasured."""
     rng = np.random.default_rng(0)
     docs = np.repeat(np.arange(10), 3)
     base = rng.normal(3.0, 0.3, len(docs))
-    evals = [{"loss_per_window": (base + 0.1).tolist(), "doc_of_window": docs.tolist()},
-             {"loss_per_window": base.tolist(), "doc_of_window": docs.tolist()}]
-    means = _doc_bootstrap_means(evals, 200, seed=0)
-    np.testing.assert_allclose(means[:, 0] - means[:, 1], 0.1, atol=1e-12)  # a constant shift has no spread
-    assert means[:, 1].std() > 0.01
+
+    def ev(x):
+        return {"loss_per_window": list(x), "doc_of_window": docs.tolist(), "seq_len": 4}
+
+    def rows(gaps):
+        by = {"vanilla": [], "myopic": []}
+        evals = {}
+        for seed, g in enumerate(gaps):
+            for arm, shift in (("vanilla", 0.0), ("myopic", g)):
+                name = f"{arm}-s{seed}"
+                by[arm].append({"seed": seed, "name": name, "status": "done",
+                                "eval_loss": float(np.mean(base + shift))})
+                evals[name] = ev(base + shift)
+        return by, evals
+
+    by, evals = rows([0.1])
+    gap, ci, sd, summary = sweep_mod._gap(by, "myopic", evals, 200)
+    assert gap == pytest.approx(0.1) and ci == pytest.approx([0.1, 0.1], abs=1e-12) and sd is None
+    assert summary["training_noise"] == "not measured (1 seed)"
+    gap, ci, sd, summary = sweep_mod._gap(rows([0.05, 0.15])[0], "myopic", rows([0.05, 0.15])[1], 400)
+    assert gap == pytest.approx(0.1) and sd == pytest.approx(0.1 / 2 ** 0.5)
+    assert ci[0] < 0.07 and ci[1] > 0.13 and summary["n_seeds"] == 2
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -288,8 +306,8 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     the report shows it in the right columns."""
     from myopia.io import write_json
 
-    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"),
-                             seeds=[0, 1])
+    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48,3x48", 16), tokens=parse_tokens("1k,2k,4k"),
+                             seeds=[0, 1])  # 5 sizes: a 3-parameter fit keeps 2 residual dof, so it has intervals
     runs = plan_runs(settings, 257)
     k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
     rng = np.random.default_rng(0)
@@ -304,8 +322,8 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
         write_json(tmp_path / r.name / "eval_windows.json",
                    {"loss_per_window": per_window.tolist(), "doc_of_window": docs.tolist()})
     s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=10)
-    assert s["complete"] and len(s["table"]) == 12
-    assert [e["budget"] for e in s["table"]] == ["1k"] * 4 + ["2k"] * 4 + ["4k"] * 4
+    assert s["complete"] and len(s["table"]) == 15
+    assert [e["budget"] for e in s["table"]] == ["1k"] * 5 + ["2k"] * 5 + ["4k"] * 5
     for e in s["table"]:
         for arm, k in k_planted.items():
             assert e["k"][arm] == pytest.approx(k, rel=1e-3)
@@ -333,7 +351,7 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     assert header == ["size", "N non-emb", "N total", "tokens", "FLOPs", "vanilla", "myopic", "myopic-hidden",
                       "gap myopic [95% CI]", "gap myopic-hidden [95% CI]", "k myopic [95% CI]",
                       "k myopic-hidden [95% CI]"]
-    assert len(rows) == 12
+    assert len(rows) == 15
     for row, e in zip(rows, s["table"]):
         cell = dict(zip(header, row))
         assert cell["size"] == e["size"] and cell["myopic"] == f"{e['loss']['myopic']:.3f}"

@@ -1,4 +1,4 @@
-"""The one exception type the command line turns into a one-line message."""
+"""The one exception type the command line turns into a one-line message, and the one way to shorten a message."""
 
 
 class MyopiaError(Exception):
@@ -9,7 +9,9 @@ class MyopiaError(Exception):
     """
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`MyopiaError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise MyopiaError(message)
+def first_line(exc: BaseException, empty: str | None = None) -> str:
+    """The first line of an exception's message; ``empty`` (default: the exception type's name) when it has none."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(exc).__name__ if empty is None else empty

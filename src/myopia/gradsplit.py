@@ -24,9 +24,9 @@ import re
 import torch
 import torch.nn.functional as F
 
+from .arms import MYOPIC_ARMS as PARTS  # the myopic part of the gradient under each myopic setting
 from .errors import MyopiaError
 
-PARTS = ("myopic", "myopic-hidden")
 _LAYER = re.compile(r"(?:^|\.)(?:h|layers|blocks|layer)\.(\d+)\.")
 
 

@@ -26,9 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import bigram_attention, myopic_attention, myopic_attention_split, split_linear
+from .arms import GRADIENTS
 from .errors import MyopiaError
-
-GRADIENTS = ("vanilla", "myopic", "myopic-hidden", "bigram")
 
 
 @dataclass

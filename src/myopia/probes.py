@@ -18,18 +18,19 @@ from .errors import MyopiaError
 
 
 @torch.no_grad()
-def hidden_states(model, inputs: torch.Tensor, layers: list[int], *, device="cpu", batch_size: int = 16
-                  ) -> dict[int, torch.Tensor]:
-    """Residual stream after layer ℓ (0 = embeddings) for each ℓ in ``layers``: ``{ℓ: (N, T, d) float32}``."""
+def hidden_states(model, inputs: torch.Tensor, layers: list[int] | None = None, *, device="cpu",
+                  batch_size: int = 16) -> dict[int, torch.Tensor]:
+    """Residual stream after layer ℓ (0 = embeddings, ℓ = output of block ℓ) for each ℓ in ``layers`` (default:
+    every layer), from any model that fills ``hidden_out``: ``{ℓ: (N, T, d) float32 on the CPU}``."""
     model.eval()
-    out: dict[int, list] = {layer: [] for layer in layers}
+    out: dict[int, list] = {layer: [] for layer in layers or []}
     for i in range(0, len(inputs), batch_size):
         hs: list = []
         model(inputs[i : i + batch_size].to(device), hidden_out=hs)
-        for layer in layers:
+        for layer in range(len(hs)) if layers is None else layers:
             if layer >= len(hs):
                 raise MyopiaError(f"layer {layer} does not exist (the model has {len(hs) - 1} layers)")
-            out[layer].append(hs[layer].float().cpu())
+            out.setdefault(layer, []).append(hs[layer].float().cpu())
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arms import MYOPIC_ARMS as REQUIRED  # always reported side by side, even when not trained
+from ..arms import REFERENCE
 from .bootstrap import DocBootstrap, interval, summary
 from .heldout import HeldOut
 from .token_classes import CLASSES
 
-REFERENCE = "vanilla"
-REQUIRED = ("myopic", "myopic-hidden")  # always reported side by side, even when not trained
 POSITION_BUCKETS = (0, 8, 32, 64)
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from ..errors import MyopiaError
+from ..errors import MyopiaError, first_line
 
 # One line per subcommand module (kept sorted), so that adding a command touches one line here.
 COMMANDS = [
@@ -29,7 +29,6 @@ COMMANDS = [
     "probe",
     "report",
     "sweep",
-    "sweep_report",
     "synthetic",
     "train",
 ]
@@ -113,17 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if debug:
             raise
-        _report(f"{type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)", exc)
+        _report(f"{type(exc).__name__}: {first_line(exc, empty='')} (run with --debug for the traceback)", exc)
         return 1
     finally:
         from ..train import shutdown_distributed
 
         shutdown_distributed()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 if __name__ == "__main__":

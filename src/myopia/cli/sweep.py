@@ -229,7 +229,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..data import load_corpus
-    from ..experiments.sweep import plan_runs, run_status, run_sweep
+    from ..experiments.sweep import plan_runs, run_sweep
+    from ..rundir import run_status
     from ..train import init_distributed
 
     if design_of(args) == "isoflop":

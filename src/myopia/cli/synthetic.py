@@ -35,6 +35,7 @@ def run(args) -> int:
     from ..errors import MyopiaError
     from ..experiments.regression import compare_regression
     from ..io import provenance, write_json
+    from ..rundir import RESULT
     from ..synthetic.regression import RegressionSpec, regressor_config
     from .common import train_config
     from .demo import parse_gradients
@@ -42,7 +43,7 @@ def run(args) -> int:
     if args.n_seeds < 1:
         raise MyopiaError(f"--n-seeds must be >= 1, got {args.n_seeds}")
     out = Path(args.out)
-    if (out / "result.json").exists():
+    if (out / RESULT).exists():
         raise MyopiaError(f"{out} already holds a result; choose another --out")
     spec = RegressionSpec(task=args.task, omega=args.omega, window=args.window, p=args.p, seq_len=args.seq_len)
     model_cfg = regressor_config(n_layer=args.n_layer, n_head=args.n_head, d_model=args.d_model, seq_len=args.seq_len)
@@ -53,7 +54,7 @@ def run(args) -> int:
                                     probe_max_lag=args.probe_max_lag)
     result = {"command": "synthetic", "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
               args.task: summary, **provenance()}
-    write_json(out / "result.json", result)
+    write_json(out / RESULT, result)
     print(f"{args.task}: held-out Huber/p (fraction of trivial), {args.eval_sequences} sequences, seeds {seeds}")
     for g in ["trivial", *parse_gradients(args.gradients)]:
         gap = summary.get("gap", {}).get(g)

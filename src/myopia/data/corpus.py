@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import MyopiaError
-from .sources import DataSource
 from .text import Document
-from .tokenizer import ByteTokenizer, make_tokenizer
+from .tokenizer import make_tokenizer
 
 SPLITS = ("train", "val", "test")
 TOKEN_FILE_BLOCK = 4096  # a raw token file has no documents: it is split in blocks of this many tokens
@@ -160,42 +159,4 @@ def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_s
     )
 
 
-def load_corpus(
-    path: str | Path,
-    tokenizer=None,
-    *,
-    val_frac: float = 0.05,
-    test_frac: float = 0.05,
-    split_seed: int = 0,
-    text_field: str = "text",
-    label_field: str | None = None,
-    hf_config: str | None = None,
-    hf_split: str | None = None,
-    cache: str | Path | None = None,
-    progress: bool = False,
-) -> TokenCorpus:
-    """A corpus from any data source (see :mod:`myopia.data.sources`), a token cache folder, or ``.npy`` tokens.
-
-    Text is tokenized with ``tokenizer`` (an object or a spec such as ``bytes``, ``bpe:4096``, ``hf:gpt2``;
-    default bytes). With ``cache`` (a folder) the tokens are built into an on-disk memory-mapped cache there,
-    or reused from it when it matches the source, tokenizer and split settings. A cache folder given as ``path``
-    is opened as it is (``tokenizer``, if given, must match the one it was built with).
-    """
-    from .cache import build_cache, is_cache, open_cache
-
-    if not str(path).startswith("hf:"):
-        p = Path(path)
-        if p.suffix == ".npy" and p.is_file():
-            return corpus_from_token_file(p, val_frac=val_frac, test_frac=test_frac, split_seed=split_seed)
-        if is_cache(p):
-            return open_cache(p, expect_tokenizer=tokenizer)
-    source = DataSource.from_spec(path, text_field=text_field, label_field=label_field, hf_config=hf_config,
-                                  hf_split=hf_split)
-    if cache is not None:
-        return build_cache(source, tokenizer or "bytes", cache, val_frac=val_frac, test_frac=test_frac,
-                           split_seed=split_seed, progress=progress)
-    return corpus_from_documents(source.documents(), tokenizer or ByteTokenizer(), val_frac=val_frac,
-                                 test_frac=test_frac, split_seed=split_seed, source=str(path))
-
-
-__all__ = ["TokenCorpus", "Document", "assign_splits", "corpus_from_documents", "load_corpus", "SPLITS"]
+__all__ = ["TokenCorpus", "Document", "assign_splits", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]

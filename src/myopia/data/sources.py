@@ -249,3 +249,11 @@ class DataSource:
                     doc = self._record_document(text, label, f"dataset {self.location} row {row}", default)
                     if doc is not None:
                         yield doc
+
+
+def read_text_documents(path: str | Path) -> list[Document]:
+    """Documents of a text file or of every text file in a folder (sorted by name, slice = file stem)."""
+    docs = list(DataSource.from_spec(path).documents())
+    if not docs:
+        raise MyopiaError(f"corpus {path} is empty (no non-blank text)")
+    return docs

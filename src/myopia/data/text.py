@@ -66,13 +66,3 @@ def iter_text_file(path: Path, slice_name: str | None = None) -> Iterator[Docume
 
 def read_text_file(path: Path, slice_name: str | None = None) -> list[Document]:
     return list(iter_text_file(Path(path), slice_name))
-
-
-def read_text_documents(path: str | Path) -> list[Document]:
-    """Documents of a text file or of every text file in a folder (sorted by name, slice = file stem)."""
-    from .sources import DataSource  # the general readers (jsonl, parquet, datasets) live there
-
-    docs = list(DataSource.from_spec(path).documents())
-    if not docs:
-        raise MyopiaError(f"corpus {path} is empty (no non-blank text)")
-    return docs

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import MyopiaError
 from ..io import provenance, write_json
 from ..model import GPTConfig
+from ..rundir import RESULT
 from ..synthetic.arithmetic import VOCAB, ArithmeticFormat, MultiplicationTask
 from ..train import TrainConfig, train
 from .train_lm import build_model
@@ -47,7 +48,7 @@ def run_arithmetic_grid(
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
-    if (out / "result.json").exists():
+    if (out / RESULT).exists():
         raise MyopiaError(f"{out} already holds a result; choose another --out")
     t0 = time.perf_counter()
     result: dict = {"command": "arithmetic", "digits": digits, "fillers": list(fillers), "gradients": list(gradients),
@@ -81,10 +82,10 @@ def run_arithmetic_grid(
     result["table"] = format_grid(result)
     result["wall_time_s"] = time.perf_counter() - t0
     result.update(provenance())
-    from .plots import accuracy_grid
+    from ..plots.report import accuracy_grid
 
     accuracy_grid(result, out / "accuracy.png")
-    write_json(out / "result.json", result)
+    write_json(out / RESULT, result)
     return result
 
 

@@ -35,9 +35,10 @@ from ..data.cache import open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import flops_per_token
+from ..rundir import CHECKPOINT, CONFIG, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
 from .gap import ARRAYS as GAP_ARRAYS
-from .gap import load_arrays, load_run_model, save_arrays, trained_arms
+from .gap import load_arrays, save_arrays, trained_arms
 from .pair import read_manifest, resolve_cache, run_dir
 from .train_lm import build_model
 
@@ -84,8 +85,8 @@ def local_scorer(trainee, frozen):
 
 
 def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: dict, progress: bool) -> dict:
-    if (out / "result.json").is_file():
-        saved = read_json(out / "config.json")
+    if (out / RESULT).is_file():
+        saved = read_json(out / CONFIG)
         where = ("pair_dir", "vanilla_run")  # paths may change when a pair directory is moved or copied
         same_run = {k: v for k, v in saved["run"].items() if k not in where} == {
             k: v for k, v in run_config.items() if k not in where}
@@ -93,8 +94,8 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
             raise MyopiaError(f"{out} holds a {name} run with different settings; delete it or use other settings")
         if progress:
             print(f"[bonus] {name}: already trained", file=sys.stderr)
-        return read_json(out / "result.json")
-    resume = (out / "checkpoint.safetensors").is_file()
+        return read_json(out / RESULT)
+    resume = (out / CHECKPOINT).is_file()
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
     return train(model, task, cfg, out, run_config=run_config, resume=resume,
@@ -122,13 +123,13 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
     trainees, controls = {}, {}
     for seed in seeds:
         vdir = run_dir(pair_dir, "vanilla", seed)
-        vanilla_result = read_json(vdir / "result.json")
+        vanilla_result = read_json(vdir / RESULT)
         offset = int(vanilla_result["examples_seen"]) if init == "vanilla" else 0
         cfg = TrainConfig.from_dict({**pair_train, "steps": steps, "lr": lr, "seed": seed, "device": device,
                                      "progress": progress, "warmup_steps": -1})
         run_config = {"command": "bonus", "trainee": trainee_name, "init": init, "pair_dir": str(pair_dir),
                       "vanilla_run": str(vdir), "example_offset": offset, "model": manifest["model"]}
-        frozen = load_run_model(vdir, corpus)
+        frozen = load_run_model(vdir, corpus=corpus, finished=True)
         trainee = build_model(frozen.cfg, seed)
         if init == "vanilla":
             trainee.load_state_dict(frozen.state_dict())
@@ -137,7 +138,7 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
         _train_arm(f"{trainee_name} seed {seed}", trainee, task, cfg, tdir, run_config, progress)
         trainees[seed] = tdir
         if init == "vanilla" and control:
-            cont = load_run_model(vdir, corpus)
+            cont = load_run_model(vdir, corpus=corpus, finished=True)
             ctask = LMTask(corpus, seq_len, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
             cdir = pair_dir / "bonus" / "continued" / f"seed{seed}"
             _train_arm(f"continued seed {seed}", cont, ctask, cfg, cdir,
@@ -158,7 +159,7 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
     arms, seeds, _ = trained_arms(manifest, pair_dir)
     held = document_windows(corpus, split, int(manifest["model"]["seq_len"]), max_docs=max_docs)
     found = [n for n in ("local", "local-scratch", "continued")
-             if all((pair_dir / "bonus" / n / f"seed{s}" / "model.safetensors").is_file() for s in seeds)]
+             if all((pair_dir / "bonus" / n / f"seed{s}" / MODEL).is_file() for s in seeds)]
     local_names = [n for n in found if n.startswith("local")]
     if not local_names:
         raise MyopiaError(f"{pair_dir}: no finished local trainee for every seed; run myopia bonus first")
@@ -166,14 +167,15 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
     losses = {n: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for n in names}
     reused = _gap_losses(pair_dir, held, seeds, arms)
     for si, seed in enumerate(seeds):
-        vanilla = load_run_model(run_dir(pair_dir, "vanilla", seed), corpus, device)
-        scorers = {} if reused else {a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), corpus, device))
-                                     for a in arms}
+        vanilla = load_run_model(run_dir(pair_dir, "vanilla", seed), device=device, corpus=corpus, finished=True)
+        scorers = {} if reused else {
+            a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), device=device, corpus=corpus, finished=True))
+            for a in arms}
         if reused:
             for a in arms:
                 losses[a][si] = reused[a][si]
         for n in found:
-            model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", corpus, device)
+            model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", device=device, corpus=corpus, finished=True)
             scorers[n] = local_scorer(model, vanilla) if n.startswith("local") else model_scorer(model)
         res = evaluate_per_token(scorers, held, vocab_size=corpus.vocab_size, device=device)
         for n in res:

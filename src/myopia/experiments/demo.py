@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import MyopiaError
 from ..io import provenance, write_json
+from ..rundir import RESULT
 from ..synthetic.regression import RegressionSpec, regressor_config
 from ..synthetic.sampling import BASELINE_FIT, EVAL, PROBE_FIT, PROBE_TEST, TRAIN
 from ..train import TrainConfig, resolve_device
@@ -191,7 +192,7 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
         raise MyopiaError("the demo compares against vanilla: include it in --gradients")
     if out is not None:
         out = Path(out)
-        if (out / "result.json").exists() or (out / "runs").exists():
+        if (out / RESULT).exists() or (out / "runs").exists():
             raise MyopiaError(f"{out} already holds a (possibly unfinished) demo; remove it or choose another --out")
     with tempfile.TemporaryDirectory(prefix="myopia-demo-") as scratch:
         runs_root = (out / "runs") if out is not None else Path(scratch)
@@ -219,16 +220,17 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
         result.update(provenance())
         if out is not None:
             if plots:
-                from .plots import probe_heatmap, training_curves
+                from ..plots.probes import probe_heatmap
+                from ..plots.training import synthetic_training_curves
 
-                training_curves({t: {g: p[0] for g, p in result[t]["runs"].items()} for t in cfg.tasks},
-                                out / "training_curves.png")
+                synthetic_training_curves({t: {g: p[0] for g, p in result[t]["runs"].items()} for t in cfg.tasks},
+                                          out / "training_curves.png")
                 for t in cfg.tasks:
                     probe_heatmap(result[t]["probes"], out / f"probes_{t}.png",
                                   title=f"{t}: ridge-probe R² by layer and lookback (ω={cfg.omega:g})")
                 result["plots"] = ["training_curves.png"] + [f"probes_{t}.png" for t in cfg.tasks]
             result["wall_time_s"] = time.perf_counter() - t0
-            write_json(out / "result.json", result)
+            write_json(out / RESULT, result)
     return result
 
 

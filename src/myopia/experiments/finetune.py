@@ -16,15 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..arms import PAIR_ARMS
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
 from ..errors import MyopiaError
 from ..hf.model import HFCausalLM, load_hf_model
 from ..hf.tokenizer import load_hf_tokenizer
 from ..io import provenance, write_json
+from ..rundir import SNAPSHOTS
 from ..train import TrainConfig, dist_info, resolve_device, train
 
-ARMS = ("vanilla", "myopic", "myopic-hidden")
+ARMS = PAIR_ARMS
 
 
 @torch.no_grad()
@@ -111,7 +113,7 @@ def finetune(
 
         def snapshot(step, m, run_dir=run_dir):
             if snapshot_every and step % snapshot_every == 0:
-                save_model(run_dir / "snapshots" / f"step_{step:07d}.safetensors", m,
+                save_model(run_dir / SNAPSHOTS / f"step_{step:07d}.safetensors", m,
                            {"config": run_config, "step": step})
 
         torch.manual_seed(train_cfg.seed)

@@ -17,45 +17,16 @@ import numpy as np
 from ..analysis.gap import analyse_gap
 from ..analysis.heldout import HeldOut, count_bigram_losses, document_windows, evaluate_per_token, model_scorer
 from ..analysis.token_classes import CLASSES, classify_tokens
-from ..checkpoint import load_model_state
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..data.sources import DataSource
 from ..errors import MyopiaError
 from ..io import atomic_write_bytes, provenance, read_json, write_json
-from ..model import GPT, GPTConfig
+from ..rundir import MODEL, load_run_model
 from .pair import read_manifest, resolve_cache, run_dir
 
 GAP_JSON = "gap.json"
 ARRAYS = Path("gap") / "per_token.npz"
-
-
-def check_tokenizer(config: dict, model_cfg: GPTConfig, corpus, where) -> None:
-    """Refuse data tokenized differently from what the model in ``where`` was trained on."""
-    trained = config.get("task", {}).get("corpus", {}).get("tokenizer") or {}
-    fp = trained.get("fingerprint")
-    have = corpus.tokenizer.fingerprint() if corpus.tokenizer is not None else None
-    if model_cfg.vocab_size != corpus.vocab_size or (fp and have and fp != have):
-        kind = corpus.tokenizer.kind if corpus.tokenizer is not None else "raw ids"
-        raise MyopiaError(
-            f"tokenizer/vocabulary mismatch: {where} was trained on {trained.get('kind', '?')} tokens "
-            f"(vocab {model_cfg.vocab_size}, fingerprint {fp}) but the data is {kind} tokens "
-            f"(vocab {corpus.vocab_size}, fingerprint {have})")
-
-
-def load_run_model(rd: Path, corpus=None, device="cpu") -> GPT:
-    """The trained model of a run folder (config.json + model.safetensors), checked against ``corpus``."""
-    rd = Path(rd)
-    if not (rd / "model.safetensors").is_file():
-        raise MyopiaError(f"{rd} holds no finished run (no model.safetensors)")
-    config = read_json(rd / "config.json")
-    model_cfg = GPTConfig.from_dict(config["run"]["model"])
-    if corpus is not None:
-        check_tokenizer(config, model_cfg, corpus, rd)
-    model = GPT(model_cfg)
-    state, _ = load_model_state(rd / "model.safetensors")
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -96,10 +67,10 @@ def pair_corpus(pair_dir: Path, manifest: dict, data=None):
 def trained_arms(manifest: dict, pair_dir: Path) -> tuple[list[str], list[int], list[str]]:
     """(arms finished for every seed that has vanilla, those seeds, arms skipped)."""
     names = [a["name"] for a in manifest["arms"]]
-    seeds = [s for s in manifest["seeds"] if (run_dir(pair_dir, "vanilla", s) / "model.safetensors").is_file()]
+    seeds = [s for s in manifest["seeds"] if (run_dir(pair_dir, "vanilla", s) / MODEL).is_file()]
     if not seeds:
         raise MyopiaError(f"{pair_dir}: no finished vanilla run; train the pair first (myopia pair)")
-    arms = [a for a in names if all((run_dir(pair_dir, a, s) / "model.safetensors").is_file() for s in seeds)]
+    arms = [a for a in names if all((run_dir(pair_dir, a, s) / MODEL).is_file() for s in seeds)]
     return arms, seeds, [a for a in names if a not in arms]
 
 
@@ -130,7 +101,8 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
     losses = {a: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for a in arms}
     kls = {a: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for a in arms if a != "vanilla"}
     for si, seed in enumerate(seeds):
-        models = {a: load_run_model(run_dir(pair_dir, a, seed), corpus, device) for a in arms}
+        models = {a: load_run_model(run_dir(pair_dir, a, seed), device=device, corpus=corpus, finished=True)
+                  for a in arms}
         res = evaluate_per_token({a: model_scorer(m) for a, m in models.items()}, held, reference="vanilla",
                                  vocab_size=corpus.vocab_size, device=device)
         for a in arms:

@@ -4,7 +4,7 @@ Checkpoints: run directories of either kind (ours, ``myopia finetune`` arms), we
 (``snapshots/step_*.safetensors``, ``checkpoint.safetensors``), or Hugging Face directories / hub names (e.g. a
 series of Pythia revisions). The sample is the first ``windows`` windows of ``seq_len`` tokens of a held-out
 split (default ``val``), identical for every checkpoint of a series. Writes ``grad.json`` (numbers) and, with
-matplotlib, ``grad.png`` (dynamics over the series; :mod:`myopia.experiments.grad_plot`).
+matplotlib, ``grad.png`` (dynamics over the series; :mod:`myopia.plots.gradients`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from ..data import LMTask, load_corpus
 from ..errors import MyopiaError
 from ..gradsplit import PARTS, decomposition_stats
-from ..hf.model import load_model
 from ..io import provenance, read_json, write_json
+from ..rundir import CONFIG, RESULT, SNAPSHOTS, load_model, run_dir_of
 
 
 def expand_series(specs: list[str], snapshots: bool) -> list[str]:
@@ -25,11 +25,11 @@ def expand_series(specs: list[str], snapshots: bool) -> list[str]:
     out = []
     for spec in specs:
         path = Path(spec)
-        snap_dir = path / "snapshots"
+        snap_dir = path / SNAPSHOTS
         if snapshots and path.is_dir() and snap_dir.is_dir():
             snaps = sorted(snap_dir.glob("step_*.safetensors"))
             out.extend(str(p) for p in snaps)
-            final_steps = read_json(path / "result.json").get("steps") if (path / "result.json").exists() else None
+            final_steps = read_json(path / RESULT).get("steps") if (path / RESULT).exists() else None
             if snaps and final_steps is not None and int(snaps[-1].stem.split("_")[1]) == int(final_steps):
                 continue  # the last snapshot is the final model
         out.append(str(spec))
@@ -37,10 +37,9 @@ def expand_series(specs: list[str], snapshots: bool) -> list[str]:
 
 
 def _default_seq_len(spec: str, model) -> int:
-    path = Path(spec)
-    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "snapshots" else path.parent
-    if (run_dir / "config.json").exists():
-        cfg = read_json(run_dir / "config.json")
+    run_dir = run_dir_of(spec)
+    if (run_dir / CONFIG).exists():
+        cfg = read_json(run_dir / CONFIG)
         seq = cfg.get("task", {}).get("seq_len") or cfg.get("run", {}).get("seq_len")
         if seq:
             return int(seq)
@@ -90,7 +89,7 @@ def grad_decomposition(specs: list[str], data: str | Path, out: str | Path, *, s
     out = Path(out)
     write_json(out / "grad.json", summary)
     if plot:
-        from .grad_plot import plot_grad
+        from ..plots.gradients import plot_grad
 
         plot_grad(summary, out / "grad.png")
     return summary

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import non_embedding_params
+from ..rundir import RESULT, run_status
 from .sweep import (
     EVAL_FILE,
     MYOPIC_ARMS,
@@ -33,7 +34,6 @@ from .sweep import (
     _doc_bootstrap_means,
     _model_cfg,
     ensure_run,
-    run_status,
     steps_for,
     train_config_for,
 )
@@ -121,7 +121,7 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
             row = {"name": run_dir.name, "arm": arm.name, "gradient": arm.gradient, "horizon": arm.horizon,
                    "beta": arm.beta, "seed": seed, "status": run_status(run_dir)}
             if row["status"] == "done":
-                row["eval_loss"] = read_json(run_dir / "result.json")["eval_loss"]
+                row["eval_loss"] = read_json(run_dir / RESULT)["eval_loss"]
                 if (run_dir / EVAL_FILE).exists():
                     evals[run_dir.name] = read_json(run_dir / EVAL_FILE)
             rows.append(row)

@@ -33,7 +33,6 @@ from ..io import provenance, read_json, write_json
 from ..model import GPTConfig, flops_per_token, non_embedding_params
 from ..train import TrainConfig, dist_info
 from .sweep import (
-    MYOPIC_ARMS,
     SWEEP_FILE,
     TIMING_FILE,
     ModelSize,

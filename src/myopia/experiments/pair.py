@@ -20,15 +20,17 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..arms import PAIR_ARMS
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
+from ..rundir import CHECKPOINT, CONFIG, RESULT
 from ..train import TrainConfig
 from .train_lm import train_lm
 
-DEFAULT_ARMS = ("vanilla", "myopic", "myopic-hidden")
+DEFAULT_ARMS = PAIR_ARMS
 MANIFEST = "pair.json"
 _ARM = re.compile(r"^(myopic-hidden|myopic)(?:-(beta|horizon)(\d+(?:\.\d+)?))?$")
 
@@ -184,16 +186,16 @@ def run_pair(
             rd = run_dir(out, arm.name, seed)
             cfg = arm.model_config(base)
             tcfg = replace(train_cfg, seed=seed)
-            if (rd / "result.json").is_file():
-                saved = read_json(rd / "config.json")["run"]["model"]
+            if (rd / RESULT).is_file():
+                saved = read_json(rd / CONFIG)["run"]["model"]
                 if saved != cfg.to_dict():
                     raise MyopiaError(f"{rd} holds a run with a different model config; use another --out")
-                result = read_json(rd / "result.json")
+                result = read_json(rd / RESULT)
                 if progress:
                     print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
                           file=sys.stderr)
             else:
-                resume = (rd / "checkpoint.safetensors").is_file()
+                resume = (rd / CHECKPOINT).is_file()
                 if progress:
                     print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
                           file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 Every model is probed on the same windows: probes are trained on ``train_split`` windows and scored on
 ``eval_split`` windows (default val -> test, both held out from language-model training). Models must share a
-tokenizer. Writes ``probe.json`` and, with matplotlib, ``probe.png`` (:mod:`myopia.experiments.probe_plot`).
+tokenizer. Writes ``probe.json`` and, with matplotlib, ``probe.png`` (:mod:`myopia.plots.probes`).
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from pathlib import Path
 import torch
 
 from ..data import LMTask, load_corpus
+from ..arms import PAIR_ARMS
 from ..errors import MyopiaError
-from ..hf.model import load_model
 from ..io import provenance, write_json
 from ..probes import probe_model
+from ..rundir import CONFIG, load_model
 
-PAIR_ARMS = ("vanilla", "myopic", "myopic-hidden")
 
 
 def pair_models(pair_dir: str | Path) -> dict[str, str]:
     """The arms present in a pair / finetune directory: ``{arm: run dir}``."""
     pair_dir = Path(pair_dir)
-    found = {arm: str(pair_dir / arm) for arm in PAIR_ARMS if (pair_dir / arm / "config.json").exists()}
+    found = {arm: str(pair_dir / arm) for arm in PAIR_ARMS if (pair_dir / arm / CONFIG).exists()}
     if not found:
         raise MyopiaError(f"{pair_dir} holds none of the run directories {', '.join(PAIR_ARMS)}")
     return found
@@ -79,7 +79,7 @@ def probe_comparison(models: dict[str, str], data: str | Path, out: str | Path, 
     out = Path(out)
     write_json(out / "probe.json", summary)
     if plot:
-        from .probe_plot import plot_probe
+        from ..plots.probes import plot_probe
 
         plot_probe(summary, out / "probe.png")
     return summary

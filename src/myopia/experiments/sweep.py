@@ -21,21 +21,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_model_state
+from ..arms import MYOPIC_ARMS
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
-from ..model import GPT, GPTConfig, flops_per_token, non_embedding_params
+from ..model import GPTConfig, flops_per_token, non_embedding_params
 from ..scaling import (
     compute_multiplier,
     fit_chinchilla,
     fit_power_law,
     multiplier_curve,
 )
-from ..train import CHECKPOINT, PREVIOUS_CHECKPOINT, TrainConfig, dist_info
+from ..rundir import CONFIG, METRICS, RESULT, load_run_model, run_status
+from ..train import TrainConfig, dist_info
 from .scaling_presets import PRESETS, SweepPreset
 from .train_lm import train_lm
 
-MYOPIC_ARMS = ("myopic", "myopic-hidden")  # every myopic number is reported beside its hidden-state twin
 SWEEP_FILE = "sweep.json"
 EVAL_FILE = "eval_windows.json"
 TIMING_FILE = "timing.json"
@@ -288,15 +288,6 @@ def _model_cfg(settings: SweepSettings, size: ModelSize, vocab_size: int) -> GPT
 # --------------------------------------------------------------------------------------------------------------
 
 
-def run_status(run_dir: Path) -> str:
-    """``done`` (result.json), ``partial`` (a checkpoint to resume) or ``new``."""
-    if (run_dir / "result.json").exists():
-        return "done"
-    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
-        return "partial"
-    return "new"
-
-
 def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, *, corpus, eval_tokens: int,
                log=print, window_eval: bool = True) -> str:
     """Train the run in ``run_dir`` unless finished (resuming a partial one); then (``window_eval``) its
@@ -306,7 +297,7 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
     """
     status = run_status(run_dir)
     if status == "new" and dist_info()[0] == 0:
-        for leftover in ("config.json", "metrics.jsonl"):  # an attempt killed before its first checkpoint
+        for leftover in (CONFIG, METRICS):  # an attempt killed before its first checkpoint
             (run_dir / leftover).unlink(missing_ok=True)
     if status != "done":
         log(f"{'resuming' if status == 'partial' else 'training'} {run_dir.name} "
@@ -333,12 +324,9 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     """
     from ..data import LMTask
 
-    result = read_json(run_dir / "result.json")
-    cfg = GPTConfig.from_dict(result["config"]["run"]["model"])
-    model = GPT(cfg)
-    state, _ = load_model_state(run_dir / "model.safetensors")
-    model.load_state_dict(state)
-    model.eval()
+    result = read_json(run_dir / RESULT)
+    model = load_run_model(run_dir, finished=True)
+    cfg = model.cfg
     task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens, eval_split=split)
     x, y = task.eval_windows()
     losses = []
@@ -432,7 +420,7 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
         run_dir = out / run.name
         row["status"] = run_status(run_dir)
         if row["status"] == "done":
-            result = read_json(run_dir / "result.json")
+            result = read_json(run_dir / RESULT)
             row["eval_loss"] = result["eval_loss"]
             row["eval_tokens"] = result["final_eval"].get("tokens")
             timing = run_dir / TIMING_FILE

@@ -3,14 +3,13 @@
 - :func:`apply` (``myopia.hf.apply(model, gradient="myopic", beta=0.0, horizon=0)``): switch a transformers
   model's attention to myopic gradients (``"vanilla"`` restores the original attention).
 - :class:`HFCausalLM`: a transformers model with the interface of :class:`myopia.model.GPT`.
-- :func:`load_run_model` (a run directory of either kind -> its model), :func:`load_model` (also HF names).
+- Run folders of either kind (ours, ``myopia finetune``) load with :func:`myopia.rundir.load_run`.
 - :func:`myopia.hf.export.export_run`: our GPT runs as transformers GPT-NeoX models.
 
 Importing this package does not import transformers; the functions do when called.
 """
 
 from .attention import apply, current_gradient
-from .model import HFCausalLM, load_hf_model, load_model, load_run_model, run_tokenizer
+from .model import HFCausalLM, load_hf_model
 
-__all__ = ["apply", "current_gradient", "HFCausalLM", "load_hf_model", "load_model", "load_run_model",
-           "run_tokenizer"]
+__all__ = ["apply", "current_gradient", "HFCausalLM", "load_hf_model"]

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..arms import GRADIENTS, check_gradient
 from ..attention import bigram_attention, myopic_attention, myopic_attention_split
 from ..errors import MyopiaError
 
 ATTN_NAME = "myopia"
-GRADIENTS = ("vanilla", "myopic", "myopic-hidden", "bigram")
 
 __all__ = ["apply", "ATTN_NAME", "GRADIENTS", "MyopiaSettings", "attention_modules", "current_gradient"]
 
@@ -85,22 +85,13 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
 
 
-def _check_args(gradient, beta, horizon) -> None:
-    if gradient not in GRADIENTS:
-        raise MyopiaError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= float(beta) <= 1.0:
-        raise MyopiaError(f"beta must lie in [0, 1], got {beta!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
-        raise MyopiaError(f"horizon must be an integer >= 0, got {horizon!r}")
-
-
 def apply(model, gradient: str = "myopic", beta: float = 0.0, horizon: int = 0):
     """Make a transformers causal LM train with the given gradient setting; returns ``model`` (changed in place).
 
     ``gradient="vanilla"`` restores the model's original attention implementation exactly. Raises
     :class:`MyopiaError` for models whose attention layers do not use transformers' attention interface.
     """
-    _check_args(gradient, beta, horizon)
+    check_gradient(gradient, beta, horizon)
     if gradient == "vanilla":
         _uninstall(model)
         return model
@@ -123,7 +114,7 @@ def install(model, settings: MyopiaSettings) -> MyopiaSettings:
 
     if not isinstance(model, PreTrainedModel):
         raise MyopiaError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
-    _check_args(settings.gradient, settings.beta, settings.horizon)
+    check_gradient(settings.gradient, settings.beta, settings.horizon)
     layers = attention_modules(model)
     if not layers:
         raise MyopiaError(f"{type(model).__name__}: found no attention layers (modules named *Attention)")

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
+from ..rundir import CONFIG, MODEL, load_run_model, run_kind
 
 __all__ = ["gpt_to_neox", "neox_config", "export_run"]
 
@@ -99,8 +100,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str | Path 
 
     Returns a summary (also written to ``out_dir/myopia_export.json``).
     """
-    from .model import load_run_model, run_kind
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if run_kind(run_dir) != "gpt":
         raise MyopiaError(f"{run_dir} is a Hugging Face fine-tune; its transformers model is already in "
@@ -110,7 +109,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str | Path 
     model = load_run_model(run_dir, weights=weights)
     neox = gpt_to_neox(model)
     neox.save_pretrained(out_dir)
-    cfg = read_json(run_dir / "config.json")
+    cfg = read_json(run_dir / CONFIG)
     tok_kind = cfg.get("task", {}).get("corpus", {}).get("tokenizer", {}).get("kind")
     tokenizer = None
     if tok_kind in (None, "bytes") and model.cfg.vocab_size == 257:
@@ -120,7 +119,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str | Path 
         tokenizer = "bytes"
     summary = {
         "source_run": str(run_dir),
-        "weights": str(weights) if weights else "model.safetensors",
+        "weights": str(weights) if weights else MODEL,
         "architecture": "GPTNeoXForCausalLM",
         "tokenizer": tokenizer,
         "trained_gradient": model.cfg.gradient,

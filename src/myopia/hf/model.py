@@ -6,8 +6,8 @@ the embedding output and each layer's output, the last one after the final norm)
 post-RoPE (k, v), shaped (B, H_kv, T, D)), ``past_kv=[...]`` (queries read positions j < i from it) and
 ``set_gradient(gradient, beta, horizon)``. Its state dict is the HF model's under the prefix ``hf.``.
 
-:func:`load_run_model` returns the trained model of a run directory of either kind (ours: :class:`GPT`;
-``myopia finetune``: :class:`HFCausalLM`); :func:`load_model` also takes a Hugging Face directory or hub name.
+:func:`load_hf_model` loads a transformers model (hub name or directory); a run folder of either kind (ours or
+``myopia finetune``) is loaded by :func:`myopia.rundir.load_run`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_tensors
-from ..errors import MyopiaError
-from ..io import read_json
-from .attention import GRADIENTS, MyopiaSettings, _check_args, install
+from ..errors import MyopiaError, first_line
+from ..arms import check_gradient
+from .attention import MyopiaSettings, install
 
-__all__ = ["HFCausalLM", "HFModelInfo", "load_hf_model", "load_run_model", "load_model", "run_kind"]
+__all__ = ["HFCausalLM", "HFModelInfo", "load_hf_model"]
 
 
 @dataclass
@@ -73,7 +72,7 @@ class HFCausalLM(nn.Module):
         """Switch the gradient setting in place (vanilla, myopic, myopic-hidden, bigram)."""
         beta = self.cfg.beta if beta is None else beta
         horizon = self.cfg.horizon if horizon is None else horizon
-        _check_args(gradient, beta, horizon)
+        check_gradient(gradient, beta, horizon)
         self.cfg.gradient, self.cfg.beta, self.cfg.horizon = gradient, float(beta), int(horizon)
         self._settings.gradient, self._settings.beta, self._settings.horizon = gradient, float(beta), int(horizon)
 
@@ -137,8 +136,7 @@ def load_hf_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float3
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MyopiaError(f"cannot load a causal language model from {name_or_path}: {first}") from None
+        raise MyopiaError(f"cannot load a causal language model from {name_or_path}: {first_line(exc)}") from None
     set_attention_dropout(model, attention_dropout)
     return model
 
@@ -170,103 +168,4 @@ def hf_model_from_config(config_dict: dict):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def run_kind(run_dir: str | Path) -> str:
-    """``"hf"`` for a ``myopia finetune`` run, ``"gpt"`` for our own model, from the run's config.json."""
-    run = read_json(Path(run_dir) / "config.json").get("run", {})
-    return "hf" if run.get("model_kind") == "hf" else "gpt"
-
-
-def _weights_file(run_dir: Path, weights) -> Path:
-    if weights is not None:
-        return Path(weights)
-    for name in ("model.safetensors", "checkpoint.safetensors"):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise MyopiaError(f"{run_dir} holds no model.safetensors or checkpoint.safetensors (is it a run directory?)")
-
-
-def load_run_model(run_dir: str | Path, weights: str | Path | None = None, device="cpu") -> nn.Module:
-    """The model of a run directory of either kind, in eval mode, with its trained weights.
-
-    Our runs (``myopia train`` / pair runs) give a :class:`myopia.model.GPT`; ``myopia finetune`` runs give a
-    :class:`HFCausalLM`. Both map ``model(idx)`` to logits and have ``set_gradient``. ``weights`` picks another
-    weights file of the run (a snapshot, ``checkpoint.safetensors``); default: the final ``model.safetensors``.
-    The gradient setting is the run's own (it only affects training).
-    """
-    return _load_run(run_dir, weights, device)[0]
-
-
-def _load_run(run_dir, weights, device) -> tuple[nn.Module, dict]:
-    """(model, weights-file metadata) of a run directory; see :func:`load_run_model`."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise MyopiaError(f"{run_dir} is not a run directory (no config.json)")
-    run = read_json(run_dir / "config.json").get("run", {})
-    tensors, meta = load_tensors(_weights_file(run_dir, weights))
-    if any(k.startswith("optim.") for k in tensors):  # a full training checkpoint
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    if run.get("model_kind") == "hf":
-        if "hf_config" not in run:
-            raise MyopiaError(f"{run_dir}/config.json lacks the Hugging Face config (hf_config)")
-        model = HFCausalLM(hf_model_from_config(run["hf_config"]))
-        model.set_gradient(run.get("gradient", "vanilla"), run.get("beta", 0.0), run.get("horizon", 0))
-    else:
-        from ..model import GPT, GPTConfig
-
-        if "model" not in run:
-            raise MyopiaError(f"{run_dir}/config.json has no model config (run.model)")
-        model = GPT(GPTConfig.from_dict(run["model"]))
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise MyopiaError(f"weights in {run_dir} do not match its model ({first})") from None
-    return model.to(device).eval(), meta
-
-
-def run_tokenizer(run_dir: str | Path):
-    """The tokenizer a run was trained with: bytes for our runs, the saved HF tokenizer for finetune runs."""
-    run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    if cfg.get("run", {}).get("model_kind") == "hf":
-        from .tokenizer import load_hf_tokenizer
-
-        return load_hf_tokenizer(run_dir / "tokenizer")
-    kind = cfg.get("task", {}).get("corpus", {}).get("tokenizer", {}).get("kind")
-    if kind in (None, "bytes"):
-        from ..data import ByteTokenizer
-
-        return ByteTokenizer()
-    raise MyopiaError(f"{run_dir} was trained with a {kind!r} tokenizer, which this command cannot rebuild")
-
-
-def load_model(spec: str | Path, device="cpu"):
-    """``(model, tokenizer, info)`` for a run directory, a weights file inside one, or a Hugging Face model.
-
-    A Hugging Face directory or hub name is wrapped in :class:`HFCausalLM` with its own tokenizer.
-    ``info`` records what was loaded (kind, path, training step when known).
-    """
-    path = Path(spec)
-    if path.is_file() and path.suffix == ".safetensors":
-        run_dir = path.parent if (path.parent / "config.json").exists() else path.parent.parent
-        model, meta = _load_run(run_dir, path, device)
-        return model, run_tokenizer(run_dir), {"kind": run_kind(run_dir), "path": str(path),
-                                               "step": meta.get("step")}
-    if path.is_dir() and (path / "config.json").exists() and "run" in read_json(path / "config.json"):
-        model, meta = _load_run(path, None, device)
-        return model, run_tokenizer(path), {"kind": run_kind(path), "path": str(path), "step": meta.get("step")}
-    from .tokenizer import load_hf_tokenizer
-
-    hf = load_hf_model(spec)
-    model = HFCausalLM(hf).to(device).eval()
-    return model, load_hf_tokenizer(spec), {"kind": "hf-pretrained", "path": str(spec), "step": _step_from_name(spec)}
-
-
-def _step_from_name(spec) -> int | None:
-    import re
-
-    m = re.search(r"step[-_]?(\d+)", str(spec))
-    return int(m.group(1)) if m else None
-
-
-__all__ += ["run_tokenizer", "hf_model_from_config", "GRADIENTS"]
+__all__ += ["hf_model_from_config", "set_attention_dropout"]

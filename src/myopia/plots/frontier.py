@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..report.plots import arm_color, plt, to_png
+from .style import arm_color, pyplot, save
 
 
 def _arms(fr: dict) -> list[str]:
@@ -25,6 +25,7 @@ def _num(x) -> float:
 def plot_isoflop_profiles(sweep: dict) -> bytes:
     """One panel per arm: held-out loss of every run against N (per seed), the fitted parabola in log N per
     budget over the measured sizes, and the optimum (open marker where it sits at the edge)."""
+    plt = pyplot()
     fr = sweep["frontier"]
     arms = _arms(fr)
     fig, axes = plt.subplots(1, len(arms), figsize=(4.6 * len(arms), 4.2), sharey=True, squeeze=False)
@@ -54,12 +55,13 @@ def plot_isoflop_profiles(sweep: dict) -> bytes:
     axes[0][0].set_ylabel("held-out loss (nats/token)")
     axes[0][0].legend(fontsize=7, title="budget (FLOPs)", title_fontsize=7)
     fig.suptitle("IsoFLOP profiles: runs (dots), parabola in log N, optimum (star; open = at the edge)", fontsize=9)
-    return to_png(fig)
+    return save(fig)
 
 
 def plot_frontiers(sweep: dict) -> bytes:
     """Left: the frontiers L*(C) of every arm with 95% intervals. Right: Δ(C) = L*_arm − L*_vanilla with 95%
     intervals and the fitted slope per decade (dashed), inside the measured compute range."""
+    plt = pyplot()
     fr = sweep["frontier"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, arm in enumerate(_arms(fr)):
@@ -100,12 +102,13 @@ def plot_frontiers(sweep: dict) -> bytes:
     ax2.set_title("Δ(C) = L*_arm − L*_vanilla (95% CI) and its slope")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=7)
-    return to_png(fig)
+    return save(fig)
 
 
 def plot_k_vs_null(sweep: dict) -> bytes:
     """k(C) between the measured frontiers (95% CI) and the constant-gap null k (dashed, with its CI): k falling
     faster than the null is the evidence that the gap grows; NaN (not drawn) outside the measured compute."""
+    plt = pyplot()
     fr = sweep["frontier"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (arm, g) in enumerate(fr["gaps"].items()):
@@ -130,4 +133,4 @@ def plot_k_vs_null(sweep: dict) -> bytes:
     ax.set_title("k between frontiers vs the constant-gap null (measured range only)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return to_png(fig)
+    return save(fig)

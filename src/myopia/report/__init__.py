@@ -1,9 +1,9 @@
 """``myopia report DIR``: one Markdown and one self-contained HTML report of whatever results DIR holds.
 
 A report is a list of *sections*. Each section is registered with the files it needs (``applies(dir)``) and a
-renderer that reads the result files (JSON / arrays) and returns blocks (:mod:`myopia.report.blocks`); plots
-live in :mod:`myopia.report.plots` (scaling figures in :mod:`myopia.scaling_plots`). To add a result type, write
-a module that calls :func:`register_section` and add its name to ``SECTION_MODULES`` (one line).
+renderer that reads the result files (JSON / arrays) and returns blocks (:mod:`myopia.report.blocks`); figures
+come from :mod:`myopia.plots`. To add a result type, write a module that calls :func:`register_section` and add
+its name to ``SECTION_MODULES`` (one line).
 """
 
 from __future__ import annotations

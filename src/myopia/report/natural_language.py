@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..arms import MYOPIC_ARMS as SIDE_BY_SIDE
 from ..io import read_json, read_jsonl
-from . import plots, register_section
+from ..rundir import METRICS
+from ..plots.report import gap_bars, gap_by_position, loss_bars
+from ..plots.training import pair_training_curves
+from . import register_section
 from .blocks import Figure, Heading, Paragraph, Table
 
-SIDE_BY_SIDE = ("myopic", "myopic-hidden")
 TOP_IN_REPORT = 10
 FEW_DOCS = 5
 
@@ -60,7 +63,7 @@ def pair_section(d: Path) -> list:
         for seed, run in sorted(m.get("runs", {}).get(arm, {}).items(), key=lambda kv: int(kv[0])):
             rows.append([arm, seed, fmt(run.get("eval_loss"), 4), f"{run.get('tokens_seen') or 0:,}",
                          f"{(run.get('train_time_s') or 0) / 60:.1f}"])
-            path = d / run["dir"] / "metrics.jsonl"
+            path = d / run["dir"] / METRICS
             if path.is_file():
                 recs = read_jsonl(path)
                 tr = [r for r in recs if "train_loss" in r]
@@ -70,7 +73,7 @@ def pair_section(d: Path) -> list:
                     "eval_step": [r["step"] for r in ev], "eval_loss": [r["eval_loss"] for r in ev]})
     blocks.append(Table(["arm", "seed", "final validation loss", "tokens seen", "train minutes"], rows))
     if curves:
-        blocks.append(Figure("training_curves", plots.training_curves(curves),
+        blocks.append(Figure("training_curves", pair_training_curves(curves),
                              "Training loss (smoothed) and validation loss of every arm; faint lines: other seeds."))
     return blocks
 
@@ -105,21 +108,21 @@ def gap_section(d: Path) -> list:
                                                       for a in trained]))
 
     blocks.append(Heading("Gap by position in the context", 3))
-    blocks.append(Figure("gap_by_position", plots.gap_by_position(g["by_position"], trained),
+    blocks.append(Figure("gap_by_position", gap_by_position(g["by_position"], trained),
                          "Left: gap per position with 95% bands. Right: each arm's loss per position."))
     blocks.append(_group_table(g["by_position_bucket"], arms, "positions"))
 
     blocks.append(Heading("Gap by slice", 3))
     blocks.append(_group_table(g["by_slice"], arms, "slice"))
     if g["by_slice"]:
-        blocks.append(Figure("gap_by_slice", plots.gap_bars(g["by_slice"], trained, "gap by slice (95% CI)")))
+        blocks.append(Figure("gap_by_slice", gap_bars(g["by_slice"], trained, "gap by slice (95% CI)")))
 
     blocks.append(Heading("Gap by token class", 3))
     blocks.append(Paragraph("Classes come from each token's decoded text and the token before it: word-start "
                             "(a letter after whitespace, punctuation or a line break), word-continuation (a letter "
                             "right after a letter or digit), digit, punctuation, whitespace, newline."))
     blocks.append(_group_table(g["by_class"], arms, "class", shares=True))
-    blocks.append(Figure("gap_by_class", plots.gap_bars(g["by_class"], trained, "gap by token class (95% CI)")))
+    blocks.append(Figure("gap_by_class", gap_bars(g["by_class"], trained, "gap by token class (95% CI)")))
 
     if g.get("top_contexts"):
         blocks.append(Heading("Where vanilla beats the myopic models most", 3))
@@ -197,5 +200,5 @@ def bonus_section(d: Path) -> list:
                               fmt_ci(dec["vanilla_minus_local"], signed=True), fmt_ci(dec["gap"], signed=True)])
         blocks.append(Table(["arm", "arm - local", "vanilla - local", "gap = difference"], drows,
                             caption=f"Decomposition of the gap through **{name}**"))
-    blocks.append(Figure("bonus_losses", plots.loss_bars(b["loss"], "held-out loss (95% CI)")))
+    blocks.append(Figure("bonus_losses", loss_bars(b["loss"], "held-out loss (95% CI)")))
     return blocks

@@ -2,7 +2,7 @@
 and a horizon/beta sweep (``horizon.json``: loss against the gradient horizon and against beta, one figure).
 
 Numbers come from the result files written by :mod:`myopia.experiments.sweep` and
-:mod:`myopia.experiments.horizon_sweep`; figures from :mod:`myopia.scaling_plots`.
+:mod:`myopia.experiments.horizon_sweep`; figures from :mod:`myopia.plots.scaling`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..arms import MYOPIC_ARMS
 from ..io import read_json
-from ..scaling_plots import MYOPIC_ARMS, plot_gap_vs_params, plot_horizon, plot_loss_vs_compute, plot_multiplier
+from ..plots.scaling import plot_gap_vs_params, plot_horizon, plot_loss_vs_compute, plot_multiplier
 from . import register_section
 from .blocks import Figure, Heading, Paragraph, Table
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import MyopiaError
+from ..probes import hidden_states
 from .regression import SequenceRegressionTask
 from .sampling import PROBE_FIT, PROBE_TEST
 
@@ -59,18 +60,6 @@ def probe_r2(X_fit, Y_fit, X_test, Y_test, alpha: float = 1e-3) -> torch.Tensor:
     return r2_score(Y_test, X_test.double() @ W + b)
 
 
-@torch.no_grad()
-def hidden_states(model, inputs: torch.Tensor, batch_size: int = 512) -> list[torch.Tensor]:
-    """Residual stream of a :class:`Regressor` at every layer: n_layer + 1 tensors (N, T, d), float32 on CPU."""
-    model.eval()
-    chunks: list[list[torch.Tensor]] = []
-    for i in range(0, inputs.shape[0], batch_size):
-        hid: list[torch.Tensor] = []
-        model(inputs[i : i + batch_size], hidden_out=hid)
-        chunks.append([h.float().cpu() for h in hid])
-    return [torch.cat(layer) for layer in zip(*chunks)]
-
-
 def lookback_probes(
     model,
     task: SequenceRegressionTask,
@@ -95,7 +84,7 @@ def lookback_probes(
         batch = task.to_batch(arrays)
         x = batch["x"]
         values = torch.stack([torch.sin(task.spec.omega * x.double()), x.double()], dim=-1)  # (n, T, 2)
-        data[name] = (hidden_states(model.to(device), batch["inputs"].to(device)), values)
+        data[name] = (hidden_states(model.to(device), batch["inputs"], device=device, batch_size=512), values)
     n_layers = len(data["fit"][0])
     r2 = np.full((len(PROBE_TARGETS), n_layers, len(lags)), np.nan)
     vf, vt = data["fit"][1], data["test"][1]

@@ -1,4 +1,4 @@
-"""Figures of a scaling sweep (from sweep.json) and a horizon sweep (from horizon.json). Matplotlib, Agg backend.
+"""Figures of a scaling sweep (from sweep.json) and a horizon sweep (from horizon.json).
 
 Numbers come from :mod:`myopia.experiments.sweep` and :mod:`myopia.experiments.horizon_sweep`; this module only
 draws them. Each function takes the summary dict and returns PNG bytes (what :mod:`myopia.report.scaling` puts in
@@ -10,21 +10,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib.ticker import NullFormatter
 
-from .report.plots import ARM_COLORS, plt, to_png
-from .scaling import PowerLawFit
-
-COLORS = ARM_COLORS  # the same arm colours as every other report figure
-MYOPIC_ARMS = ("myopic", "myopic-hidden")
+from ..arms import MYOPIC_ARMS
+from ..scaling import PowerLawFit
+from .style import ARM_COLORS as COLORS
+from .style import LINESTYLES, MARKERS, pyplot, save
 
 
 def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-LINESTYLES = ("-", "--", ":", "-.")
-MARKERS = "osD^v"
 
 
 def _budgets(sweep: dict) -> list[str]:
@@ -34,6 +28,7 @@ def _budgets(sweep: dict) -> list[str]:
 def plot_loss_vs_compute(sweep: dict) -> bytes:
     """Held-out loss against training FLOPs, every arm, with its fitted L(C) (one curve per token budget) and the
     95% bootstrap band."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     table = sweep["table"]
     budgets = _budgets(sweep)
@@ -67,6 +62,7 @@ def plot_loss_vs_compute(sweep: dict) -> bytes:
 
 def plot_gap_vs_params(sweep: dict) -> bytes:
     """Myopia gap (myopic - vanilla) against non-embedding parameters, both variants, 95% intervals."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     budgets = _budgets(sweep)
     markers = MARKERS
@@ -84,6 +80,8 @@ def plot_gap_vs_params(sweep: dict) -> bytes:
                         label=label)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("gap: loss - vanilla loss (nats/token)")
@@ -96,6 +94,7 @@ def plot_gap_vs_params(sweep: dict) -> bytes:
 def plot_multiplier(sweep: dict) -> bytes:
     """Compute multiplier k(C): measured points (95% intervals) and the fitted curve with its bootstrap band,
     extrapolated beyond the measured compute range (shaded region = extrapolation). One curve per budget."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     drew = False
     budgets = _budgets(sweep)
@@ -145,6 +144,7 @@ def plot_multiplier(sweep: dict) -> bytes:
 
 def plot_horizon(summary: dict) -> bytes:
     """Loss against the gradient horizon h (left) and against beta (right), both myopic variants and vanilla."""
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.0), sharey=True)
     van = summary["vanilla"]["loss"]
     for arm in MYOPIC_ARMS:
@@ -179,4 +179,4 @@ def _num(x):
 
 def _png(fig) -> bytes:
     fig.tight_layout()
-    return to_png(fig)
+    return save(fig)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .style import pyplot, save
+
 STYLE = {"myopic": "-", "myopic-hidden": "--"}
 
 
-def plot_grad(summary: dict, path: str | Path) -> None:
-    """Four panels: norms (group ``all``), cosines, future share over the series; future share per layer (last)."""
-    import matplotlib
+def plot_grad(summary: dict, path: str | Path) -> bytes:
+    """Four panels: norms (group ``all``), cosines, future share over the series; future share per layer (last).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Writes ``path``; returns the PNG bytes.
+    """
+    plt = pyplot()
     results = summary["results"]
     have_steps = all(r.get("step") is not None for r in results)
     steps = [r["step"] for r in results] if have_steps else list(range(len(results)))
@@ -53,6 +54,4 @@ def plot_grad(summary: dict, path: str | Path) -> None:
     fig.suptitle(f"gradient decomposition on {summary['sample']['windows']} windows x {summary['sample']['seq_len']} "
                  f"tokens of {Path(summary['data']).name} ({summary['split']})", fontsize=9)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return save(fig, path)

@@ -1,63 +1,21 @@
-"""Figures for reports (matplotlib, Agg backend). Each function takes plain numbers and returns PNG bytes."""
+"""Figures of the natural-language report (the gap by position, slice and class; the bonus; arithmetic accuracy).
+
+Each function takes plain numbers (what :mod:`myopia.report` reads from gap.json / bonus.json) and returns PNG bytes
+(:func:`myopia.plots.style.save`).
+"""
 
 from __future__ import annotations
 
-import io
+from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-ARM_COLORS = {"vanilla": "#1f4e9c", "myopic": "#c62828", "myopic-hidden": "#ef8f00", "bigram": "#7f7f7f",
-              "local": "#2e7d32", "local-scratch": "#66bb6a", "continued": "#5c6bc0"}
-_EXTRA = ["#8e24aa", "#00897b", "#6d4c41", "#d81b60", "#3949ab", "#7cb342"]
-
-
-def arm_color(arm: str, i: int = 0) -> str:
-    return ARM_COLORS.get(arm, _EXTRA[i % len(_EXTRA)])
-
-
-def to_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _ema(y: np.ndarray, alpha: float = 0.1) -> np.ndarray:
-    out = np.empty(len(y))
-    acc = y[0] if len(y) else 0.0
-    for i, v in enumerate(y):
-        acc = alpha * v + (1 - alpha) * acc
-        out[i] = acc
-    return out
-
-
-def training_curves(curves: dict[str, list[dict]]) -> bytes:
-    """curves: {arm: [{"seed", "step": [...], "train_loss": [...], "eval_step": [...], "eval_loss": [...]}]}."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (arm, runs) in enumerate(curves.items()):
-        c = arm_color(arm, i)
-        for j, r in enumerate(runs):
-            label = arm if j == 0 else None
-            alpha = 1.0 if j == 0 else 0.45
-            if len(r["step"]):
-                ax1.plot(r["step"], _ema(np.asarray(r["train_loss"], dtype=float)), color=c, alpha=alpha,
-                         lw=1.2, label=label)
-            if len(r["eval_step"]):
-                ax2.plot(r["eval_step"], r["eval_loss"], "o-", color=c, alpha=alpha, ms=3, lw=1, label=label)
-    ax1.set(xlabel="step", ylabel="train loss (nats/token, EMA 0.1)", title="training loss")
-    ax2.set(xlabel="step", ylabel="validation loss (nats/token)", title="held-out loss during training")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return to_png(fig)
+from .style import arm_color, pyplot, save
 
 
 def gap_by_position(curve: dict, arms: list[str]) -> bytes:
     """Gap (arm - vanilla) per context position with 95% bands, and each arm's loss per position."""
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     pos = np.asarray(curve["position"])
     ax2.plot(pos, np.asarray(curve["vanilla"], dtype=float), color=arm_color("vanilla"), label="vanilla")
@@ -78,11 +36,12 @@ def gap_by_position(curve: dict, arms: list[str]) -> bytes:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return to_png(fig)
+    return save(fig)
 
 
 def gap_bars(rows: dict[str, dict], arms: list[str], title: str, ylabel: str = "gap (nats/token)") -> bytes:
     """Grouped horizontal bars: one group per row label, one bar per arm, 95% CI whiskers."""
+    plt = pyplot()
     labels = list(rows)
     arms = [a for a in arms if a != "bigram"]
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(3, len(labels)) * max(1, len(arms)) / 1.6 + 1))
@@ -102,11 +61,12 @@ def gap_bars(rows: dict[str, dict], arms: list[str], title: str, ylabel: str = "
     ax.set(xlabel=ylabel, title=title)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8)
-    return to_png(fig)
+    return save(fig)
 
 
 def loss_bars(losses: dict[str, dict], title: str) -> bytes:
     """One bar per model: mean held-out loss with 95% CI."""
+    plt = pyplot()
     names = list(losses)
     mean = np.array([losses[n]["mean"] for n in names], dtype=float)
     lo = np.array([losses[n]["ci95"][0] for n in names], dtype=float)
@@ -121,4 +81,24 @@ def loss_bars(losses: dict[str, dict], title: str) -> bytes:
     ax.set(ylabel="held-out loss (nats/token)", title=title)
     ax.grid(axis="y", alpha=0.3)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
-    return to_png(fig)
+    return save(fig)
+
+
+def accuracy_grid(result: dict, path: str | Path | None = None) -> bytes:
+    """Bar chart of exact-match accuracy: gradient settings × filler settings (the multiplication grid of
+    ``myopia arithmetic``). Writes ``path`` when given; returns the PNG bytes."""
+    plt = pyplot()
+    fillers = result["fillers"]
+    gradients = result["gradients"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(fillers), 3.2), layout="constrained")
+    width = 0.8 / len(gradients)
+    for k, g in enumerate(gradients):
+        acc = [result["accuracy"][f"filler={f}"][g] for f in fillers]
+        ax.bar(np.arange(len(fillers)) + (k - (len(gradients) - 1) / 2) * width, acc, width, label=g,
+               color=arm_color(g, k))
+    ax.set_xticks(range(len(fillers)))
+    ax.set_xticklabels([f"F = {f}" for f in fillers])
+    ax.set_ylabel("exact-match accuracy (greedy)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    return save(fig, path)

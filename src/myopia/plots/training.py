@@ -1,0 +1,80 @@
+"""Training curves: loss against step for the arms of a pair (natural language) and of the synthetic tasks.
+
+Numbers come from the runs' metrics.jsonl records only (read by the caller or here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io import read_jsonl
+from ..rundir import METRICS
+from .style import arm_color, pyplot, save
+
+
+def ema(y: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """Exponential moving average of a 1-D series (``alpha``: the weight of each new value)."""
+    out = np.empty(len(y))
+    acc = y[0] if len(y) else 0.0
+    for i, v in enumerate(y):
+        acc = alpha * v + (1 - alpha) * acc
+        out[i] = acc
+    return out
+
+
+def pair_training_curves(curves: dict[str, list[dict]]) -> bytes:
+    """Training loss (EMA) and held-out loss against step, one colour per arm, one line per seed; PNG bytes.
+
+    ``curves``: {arm: [{"seed", "step": [...], "train_loss": [...], "eval_step": [...], "eval_loss": [...]}]}.
+    """
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (arm, runs) in enumerate(curves.items()):
+        c = arm_color(arm, i)
+        for j, r in enumerate(runs):
+            label = arm if j == 0 else None
+            alpha = 1.0 if j == 0 else 0.45
+            if len(r["step"]):
+                ax1.plot(r["step"], ema(np.asarray(r["train_loss"], dtype=float)), color=c, alpha=alpha,
+                         lw=1.2, label=label)
+            if len(r["eval_step"]):
+                ax2.plot(r["eval_step"], r["eval_loss"], "o-", color=c, alpha=alpha, ms=3, lw=1, label=label)
+    ax1.set(xlabel="step", ylabel="train loss (nats/token, EMA 0.1)", title="training loss")
+    ax2.set(xlabel="step", ylabel="validation loss (nats/token)", title="held-out loss during training")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save(fig)
+
+
+def synthetic_training_curves(tasks: dict, path: str | Path) -> bytes:
+    """One panel per task: loss as a fraction of the trivial predictor's against step, one colour per gradient.
+
+    Thin lines: training loss (logged every few steps, divided by the held-out trivial loss); markers:
+    held-out evaluations. ``tasks``: {task name: {gradient: run directory holding metrics.jsonl}}. Writes ``path``
+    and returns the PNG bytes.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False, layout="constrained")
+    for ax, (name, runs) in zip(axes[0], tasks.items()):
+        for gradient, run_dir in runs.items():
+            records = read_jsonl(Path(run_dir) / METRICS)
+            evals = [r for r in records if "eval_fraction_of_trivial" in r]
+            colour = arm_color(gradient)
+            if not evals:
+                continue
+            trivial = evals[-1]["eval_loss"] / evals[-1]["eval_fraction_of_trivial"]
+            train = [(r["step"], r["train_loss"] / trivial) for r in records if "train_loss" in r]
+            if train:
+                ax.plot(*zip(*train), color=colour, alpha=0.35, lw=0.8)
+            ax.plot([r["step"] for r in evals], [r["eval_fraction_of_trivial"] for r in evals], "o-", ms=3,
+                    color=colour, label=gradient)
+        ax.axhline(1.0, color="k", ls=":", lw=1, label="trivial predictor")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss / trivial predictor's (held-out: markers)")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    return save(fig, path)

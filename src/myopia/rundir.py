@@ -1,0 +1,226 @@
+"""Run folders: the names of the files a run writes, its status, and loading its trained model.
+
+A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia finetune``) holds:
+
+- ``config.json`` (:data:`CONFIG`): the full configuration, under ``run`` (model, gradient, training) and ``task``
+  (corpus, tokenizer, sequence length); ``run.model_kind == "hf"`` marks a Hugging Face fine-tune;
+- ``metrics.jsonl`` (:data:`METRICS`): one JSON record per logged step or evaluation;
+- ``checkpoint.safetensors`` (:data:`CHECKPOINT`, and the one before it, :data:`PREVIOUS_CHECKPOINT`): what a
+  resumed run continues from;
+- ``model.safetensors`` (:data:`MODEL`): the final weights, written with ``result.json`` (:data:`RESULT`) when
+  the run finishes; ``snapshots/step_*.safetensors`` when asked for; ``tokenizer/`` for Hugging Face runs.
+
+:func:`load_run` rebuilds the model of either kind (our :class:`myopia.model.GPT`, or
+:class:`myopia.hf.model.HFCausalLM`) from these files; :func:`load_model` also takes a weights file inside a run or
+a Hugging Face directory / hub name. This module is the only place that spells these file names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import MyopiaError, first_line
+from .io import read_json
+
+if TYPE_CHECKING:  # importing this module does not import torch (plots and reports read the file names)
+    import torch.nn as nn
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.safetensors"  # myopia.checkpoint.previous_path(CHECKPOINT)
+SNAPSHOTS = "snapshots"
+TOKENIZER = "tokenizer"
+STATUSES = ("new", "partial", "done")
+
+__all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "SNAPSHOTS", "TOKENIZER",
+           "Run", "is_run", "read_config", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
+           "load_run", "load_run_model", "run_tokenizer", "load_model"]
+
+
+@dataclass
+class Run:
+    """A loaded run: its folder, its ``config.json``, the model (eval mode) and the weights file's metadata."""
+
+    path: Path
+    config: dict
+    model: nn.Module
+    meta: dict
+
+    @property
+    def kind(self) -> str:
+        """``"hf"`` (a ``myopia finetune`` run) or ``"gpt"`` (our own model)."""
+        return "hf" if self.config.get("run", {}).get("model_kind") == "hf" else "gpt"
+
+    @property
+    def step(self) -> int | None:
+        """The training step the loaded weights were saved at, when the file records it."""
+        return self.meta.get("step")
+
+
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run folder (a directory whose config.json has a ``run`` section)."""
+    path = Path(path)
+    return (path / CONFIG).is_file() and "run" in read_json(path / CONFIG)
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """The run's ``config.json``; a clear error when ``run_dir`` is not a run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise MyopiaError(f"{run_dir} is not a run directory (no {CONFIG})")
+    return read_json(run_dir / CONFIG)
+
+
+def run_status(run_dir: str | Path) -> str:
+    """``done`` (result.json), ``partial`` (a checkpoint to resume) or ``new``."""
+    run_dir = Path(run_dir)
+    if (run_dir / RESULT).exists():
+        return "done"
+    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
+        return "partial"
+    return "new"
+
+
+def run_kind(run_dir: str | Path) -> str:
+    """``"hf"`` for a ``myopia finetune`` run, ``"gpt"`` for our own model, from the run's config.json."""
+    run = read_json(Path(run_dir) / CONFIG).get("run", {})
+    return "hf" if run.get("model_kind") == "hf" else "gpt"
+
+
+def run_dir_of(weights: str | Path) -> Path:
+    """The run folder a weights file belongs to: its folder, or the run above ``snapshots/``."""
+    path = Path(weights)
+    if path.is_dir():
+        return path
+    return path.parent if (path.parent / CONFIG).exists() else path.parent.parent
+
+
+def weights_file(run_dir: str | Path, weights: str | Path | None = None, *, finished: bool = False) -> Path:
+    """The weights file to load: ``weights`` if given, else ``model.safetensors``, else (unless ``finished``) the
+    latest training checkpoint."""
+    run_dir = Path(run_dir)
+    if weights is not None:
+        return Path(weights)
+    if finished:
+        if not (run_dir / MODEL).is_file():
+            raise MyopiaError(f"{run_dir} holds no finished run (no {MODEL})")
+        return run_dir / MODEL
+    for name in (MODEL, CHECKPOINT):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise MyopiaError(f"{run_dir} holds no {MODEL} or {CHECKPOINT} (is it a run directory?)")
+
+
+def check_tokenizer(config: dict, vocab_size: int, corpus, where) -> None:
+    """Refuse data tokenized differently from what the run (``config``, ``vocab_size``) was trained on."""
+    trained = config.get("task", {}).get("corpus", {}).get("tokenizer") or {}
+    fp = trained.get("fingerprint")
+    have = corpus.tokenizer.fingerprint() if corpus.tokenizer is not None else None
+    if vocab_size != corpus.vocab_size or (fp and have and fp != have):
+        kind = corpus.tokenizer.kind if corpus.tokenizer is not None else "raw ids"
+        raise MyopiaError(
+            f"tokenizer/vocabulary mismatch: {where} was trained on {trained.get('kind', '?')} tokens "
+            f"(vocab {vocab_size}, fingerprint {fp}) but the data is {kind} tokens "
+            f"(vocab {corpus.vocab_size}, fingerprint {have})")
+
+
+def _build_model(run_dir: Path, run: dict) -> nn.Module:
+    """A freshly built model of the run's kind and shape (untrained)."""
+    if run.get("model_kind") == "hf":
+        from .hf.model import HFCausalLM, hf_model_from_config
+
+        if "hf_config" not in run:
+            raise MyopiaError(f"{run_dir}/{CONFIG} lacks the Hugging Face config (hf_config)")
+        model = HFCausalLM(hf_model_from_config(run["hf_config"]))
+        model.set_gradient(run.get("gradient", "vanilla"), run.get("beta", 0.0), run.get("horizon", 0))
+        return model
+    from .model import GPT, GPTConfig
+
+    if "model" not in run:
+        raise MyopiaError(f"{run_dir}/{CONFIG} has no model config (run.model)")
+    return GPT(GPTConfig.from_dict(run["model"]))
+
+
+def load_run(run_dir: str | Path, weights: str | Path | None = None, *, device="cpu", corpus=None,
+             finished: bool = False) -> Run:
+    """The run in ``run_dir`` with its trained weights, in eval mode on ``device``.
+
+    ``weights`` picks another weights file of the run (a snapshot, ``checkpoint.safetensors``); default: the final
+    ``model.safetensors`` (or, unless ``finished``, the latest checkpoint of an unfinished run). With ``corpus``,
+    data tokenized differently from the run's training data is refused. The gradient setting is the run's own
+    (it only affects training).
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    run = config.get("run", {})
+    path = weights_file(run_dir, weights, finished=finished)
+    model = _build_model(run_dir, run)
+    if corpus is not None:
+        check_tokenizer(config, int(model.cfg.vocab_size), corpus, run_dir)
+    from .checkpoint import load_tensors
+
+    tensors, meta = load_tensors(path)
+    if any(k.startswith("optim.") for k in tensors):  # a full training checkpoint
+        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise MyopiaError(f"weights in {run_dir} do not match its model ({first_line(exc)})") from None
+    return Run(path=run_dir, config=config, model=model.to(device).eval(), meta=meta)
+
+
+def load_run_model(run_dir: str | Path, weights: str | Path | None = None, device="cpu", *, corpus=None,
+                   finished: bool = False) -> nn.Module:
+    """The model of a run directory of either kind, in eval mode, with its trained weights (see :func:`load_run`).
+
+    Our runs (``myopia train`` / pair runs) give a :class:`myopia.model.GPT`; ``myopia finetune`` runs give a
+    :class:`myopia.hf.model.HFCausalLM`. Both map ``model(idx)`` to logits ``(B, T, vocab)``.
+    """
+    return load_run(run_dir, weights, device=device, corpus=corpus, finished=finished).model
+
+
+def run_tokenizer(run_dir: str | Path):
+    """The tokenizer a run was trained with: bytes for our runs, the saved HF tokenizer for finetune runs."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if cfg.get("run", {}).get("model_kind") == "hf":
+        from .hf.tokenizer import load_hf_tokenizer
+
+        return load_hf_tokenizer(run_dir / TOKENIZER)
+    kind = cfg.get("task", {}).get("corpus", {}).get("tokenizer", {}).get("kind")
+    if kind in (None, "bytes"):
+        from .data import ByteTokenizer
+
+        return ByteTokenizer()
+    raise MyopiaError(f"{run_dir} was trained with a {kind!r} tokenizer, which this command cannot rebuild")
+
+
+def load_model(spec: str | Path, device="cpu"):
+    """``(model, tokenizer, info)`` for a run directory, a weights file inside one, or a Hugging Face model.
+
+    A Hugging Face directory or hub name is wrapped in :class:`myopia.hf.model.HFCausalLM` with its own
+    tokenizer. ``info`` records what was loaded (kind, path, training step when known).
+    """
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".safetensors":
+        run = load_run(run_dir_of(path), path, device=device)
+        return run.model, run_tokenizer(run.path), {"kind": run.kind, "path": str(path), "step": run.step}
+    if path.is_dir() and is_run(path):
+        run = load_run(path, None, device=device)
+        return run.model, run_tokenizer(path), {"kind": run.kind, "path": str(path), "step": run.step}
+    from .hf.model import HFCausalLM, load_hf_model
+    from .hf.tokenizer import load_hf_tokenizer
+
+    model = HFCausalLM(load_hf_model(spec)).to(device).eval()
+    return model, load_hf_tokenizer(spec), {"kind": "hf-pretrained", "path": str(spec), "step": _step_from_name(spec)}
+
+
+def _step_from_name(spec) -> int | None:
+    m = re.search(r"step[-_]?(\d+)", str(spec))
+    return int(m.group(1)) if m else None
