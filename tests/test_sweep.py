@@ -365,3 +365,138 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     assert "L(N, D)" in md and len(markdown_table(md, "arm | E")[1]) == 3
     html = (tmp_path / "report.html").read_text()
     assert "<th>k myopic-hidden [95% CI]</th>" in html and "Scaling: the cost of myopia" in html
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --design isoflop
+# ------------------------------------------------------------------------------------------------------------
+
+
+def tiny_iso(**kw):
+    from myopia.experiments.isoflop import IsoFlopSettings
+
+    # tiny on purpose: 0.1-10 tokens/parameter keeps the runs at a few dozen steps (the design rules are the same)
+    base = dict(budgets=[1e8, 2e8], gradients=["vanilla", "myopic-hidden"], n_sizes=3, ratio_range=(0.1, 10.0),
+                aspect=16, head_dim=16, min_width=8, lr_grid=[2e-3, 6e-3], seeds=[0, 1], frontier_seeds=[2], n_frontier=1,
+                seq_len=16, batch_size=4, eval_tokens=256, ckpt_every=2, device="cpu")
+    base.update(kw)
+    return IsoFlopSettings(**base)
+
+
+def test_isoflop_plan_follows_the_design():
+    from myopia.experiments.isoflop import IsoFlopSettings, plan_cells, shard_cells
+
+    s = tiny_iso(strict_budgets=[2e8])
+    cells = plan_cells(s, 257, train_tokens=10_000)
+    assert [c["budget"] for c in cells] == [1e8] * 3 + [2e8] * 3
+    for c in cells:
+        assert c["arms"] == (["vanilla", "myopic-hidden"] + (["myopic"] if c["budget"] == 2e8 else []))
+        runs = [r for a in c["runs"].values() for r in a["grid"]]
+        assert len({r.train_cfg.steps for r in runs}) == 1  # the same schedule for every arm and lr
+        assert all(r.train_cfg.warmup_steps >= 0.05 * r.train_cfg.steps for r in runs)
+        assert all(abs(r.flops / c["budget"] - 1) < 0.05 for r in runs)
+        assert all(r.seed == 0 for r in runs) and sorted(r.lr for r in c["runs"]["vanilla"]["grid"]) == [2e-3, 6e-3]
+    # sizes: small to large, tokens/param falling through the range; the middle size gets the extra seed
+    for b in (1e8, 2e8):
+        mine = [c for c in cells if c["budget"] == b]
+        ratios = [c["ratio"] for c in mine]
+        assert ratios == sorted(ratios, reverse=True) and 0.05 < min(ratios) and max(ratios) < 20
+        assert [c["seeds"] for c in mine] == [[0, 1], [0, 1, 2], [0, 1]]
+    shards = [shard_cells(cells, (k, 2), 2) for k in range(2)]
+    names = [c["cell"] for sh in shards for c in sh]
+    assert sorted(names) == sorted(c["cell"] for c in cells) and len(set(names)) == len(names)
+    assert all(shards)
+    with pytest.raises(MyopiaError, match="at least 5%"):
+        tiny_iso(warmup_frac=0.01)
+    with pytest.raises(MyopiaError, match="at least 2 seeds"):
+        tiny_iso(seeds=[0])
+    with pytest.raises(MyopiaError, match="vanilla"):
+        IsoFlopSettings(budgets=[1e9], gradients=["myopic"])
+
+
+def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, monkeypatch, capsys):
+    from myopia.experiments import isoflop
+
+    corpus = load_corpus(corpus_file)
+    out = tmp_path / "iso"
+    s = tiny_iso(budgets=[1e8])
+    first = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, max_runs=3, n_boot=50, log=lambda m: None)
+    assert not first["complete"] and sum(r["status"] == "done" for r in first["runs"]) == 3
+
+    # kill a pending lr-grid run after its step-2 checkpoint
+    cells = isoflop.plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
+    target = cells[2]["runs"]["myopic-hidden"]["grid"][1]
+    calls = {"n": 0}
+    real_examples = LMTask.examples
+
+    def dying_examples(self, indices, device="cpu"):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_examples(self, indices, device)
+
+    monkeypatch.setattr(LMTask, "examples", dying_examples)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
+                             eval_tokens=s.eval_tokens, log=lambda m: None, window_eval=False)
+    monkeypatch.setattr(LMTask, "examples", real_examples)
+    assert run_status(out / target.name) == "partial"
+
+    trained = []
+    real_train_lm = sweep_mod.train_lm
+
+    def recording_train_lm(data, run_out, *a, resume=False, **kw):
+        trained.append((run_out.name, resume))
+        return real_train_lm(data, run_out, *a, resume=resume, **kw)
+
+    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
+    done_before = {r["name"] for r in first["runs"] if r["status"] == "done"}
+    second = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert second["complete"], second["pending"]
+    assert (target.name, True) in trained and not any(n in done_before for n, _ in trained)
+    assert all(not resume for n, resume in trained if n != target.name)
+    trained.clear()
+    third = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert trained == [] and third["complete"]
+
+    # what was trained: per arm and size, 2 lr-grid runs at seed 0 and the other seeds at the chosen lr only
+    sel = {(x["cell"], x["arm"]): x for x in third["lr_selection"]}
+    assert len(sel) == 6 and all(x["lr"] in (2e-3, 6e-3) and x["grid_done"] for x in sel.values())
+    for x in sel.values():
+        assert f"{x['lr']:g}" == min(x["val_loss_by_lr"], key=x["val_loss_by_lr"].get)  # lowest validation loss
+    pts = third["points"]
+    assert len(pts) == 2 * (2 + 3 + 2)  # arms x seeds over the three sizes (the middle one has 3)
+    for p in pts:
+        assert p["lr"] == sel[(f"C1e8-{p['size']}", p["arm"])]["lr"]
+        assert set(p) >= {"arm", "flops", "n_params", "tokens", "loss", "seed"}
+        assert np.average(p["doc_loss"], weights=p["doc_tokens"]) == pytest.approx(p["loss"], rel=1e-6)
+        run = next(r for r in third["runs"] if r["status"] == "done" and r["gradient"] == p["arm"]
+                   and r["size"] == p["size"] and r["seed"] == p["seed"] and r["lr"] == p["lr"])
+        test_eval = json.loads((out / run["name"] / isoflop.TEST_EVAL_FILE).read_text())
+        assert test_eval["split"] == "test"
+    fr = third["frontier"]
+    assert set(fr["frontiers"]) == {"vanilla", "myopic-hidden"} and len(fr["frontiers"]["vanilla"]) == 1
+    g = fr["gaps"]["myopic-hidden"]
+    assert g["verdict"] == "no detectable change" and g["slope_ci95"] is None  # one budget: no slope at all
+    assert third["data_repeat"]["max_epochs"] > 0
+
+    assert main(["report", str(out)]) == 0
+    md = assert_report_files(out, ["isoflop_profiles", "isoflop_frontiers", "isoflop_k_vs_null"])
+    assert "Scaling on the compute-optimal frontier" in md and "**Verdict (myopic-hidden):**" in md
+    header, rows = markdown_table(md, "budget (FLOPs)")
+    assert len(rows) == 1 and rows[0][1] == "myopic-hidden"
+    assert "constant-gap null" in md and "Learning-rate selection" in md and "Cross-check only" in md
+
+
+def test_isoflop_cli_errors_and_dry_run(corpus_file, tmp_path, capsys):
+    base = ["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s")]
+    assert main(base + ["--design", "isoflop", "--extrapolate"]) == 2
+    assert "--asymptote" in capsys.readouterr().err
+    assert main(base + ["--budgets", "1e9"]) == 2  # a ladder option? no: an isoflop one on the ladder design
+    assert "--design isoflop" in capsys.readouterr().err
+    assert main(base + ["--preset", "cpu-isoflop", "--tokens", "1M"]) == 2
+    assert "--design ladder" in capsys.readouterr().err
+    assert main(base + ["--preset", "cpu-isoflop", "--shard", "2/2", "--dry-run"]) == 2
+    assert main(base + ["--preset", "cpu-isoflop", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "C3e10-" in out and "training FLOPs in all" in out and "epochs" in out

@@ -413,7 +413,9 @@ def summarise_isoflop(out, cells: list[dict], s: IsoFlopSettings, *, data=None, 
                     continue
                 ev = read_json(out / r["name"] / TEST_EVAL_FILE)
                 doc_loss, doc_tokens = _doc_losses(ev)
-                points.append({"arm": arm, "flops": r["flops"], "budget": cell["budget"],
+                # flops: the budget (whole steps put the actual FLOPs within a step of it: flops_actual), so that
+                # the runs of one budget group together even when rounding to whole steps differs by > 1%
+                points.append({"arm": arm, "flops": cell["budget"], "flops_actual": r["flops"],
                                "n_params": r["params_non_embedding"], "tokens": r["tokens"], "loss": r["test_loss"],
                                "seed": r["seed"], "lr": r["lr"], "size": r["size"], "epochs": r["epochs"],
                                "doc_loss": doc_loss, "doc_tokens": doc_tokens})

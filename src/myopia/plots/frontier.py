@@ -101,7 +101,8 @@ def plot_frontiers(sweep: dict) -> bytes:
     ax2.set_ylabel("frontier gap Δ(C) (nats/token)")
     ax2.set_title("Δ(C) = L*_arm − L*_vanilla (95% CI) and its slope")
     ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=7)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=7)
     return save(fig)
 
 
@@ -132,5 +133,8 @@ def plot_k_vs_null(sweep: dict) -> bytes:
     ax.set_ylabel("compute multiplier k = C*/C")
     ax.set_title("k between frontiers vs the constant-gap null (measured range only)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "k needs at least 2 budgets", ha="center", transform=ax.transAxes)
     return save(fig)
