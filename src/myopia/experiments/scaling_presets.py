@@ -112,14 +112,14 @@ class IsoFlopPreset:
 
 ISOFLOP_PRESETS: dict[str, IsoFlopPreset] = {
     # Sized to this 2-core machine (measured: ~2-3e10 training FLOP/s per single-threaded process on byte-level
-    # Brown while other work shares the cores): 4 budgets over ~1 decade (4 so that the slope of the gap has 2
-    # residual degrees of freedom), 4 sizes each (~5 to ~100 tokens/parameter), vanilla and myopic-hidden
+    # Brown while other work shares the cores): 5 budgets over 1.2 decades (>= 4 so that the slope of the gap has 2
+    # residual degrees of freedom; 5 here), 4 sizes each (~5 to ~100 tokens/parameter), vanilla and myopic-hidden
     # everywhere, strict myopic at the second budget, lr grid of 3 on validation, 2 seeds (3 at the 2 middle sizes).
     "cpu-isoflop": IsoFlopPreset(
         name="cpu-isoflop",
-        description="2-core CPU IsoFLOP: budgets 3e10-2.4e11 FLOPs, 4 sizes each (~5-100 tokens/param), vanilla + "
+        description="2-core CPU IsoFLOP: budgets 3e10-4.8e11 FLOPs, 4 sizes each (~5-100 tokens/param), vanilla + "
         "myopic-hidden (+ strict myopic at 6e10), lr grid 1.5e-3/3e-3/6e-3 on validation, seeds 0,1 (+2 mid)",
-        budgets=(3e10, 6e10, 1.2e11, 2.4e11),
+        budgets=(3e10, 6e10, 1.2e11, 2.4e11, 4.8e11),
         strict_budgets=(6e10,),
         n_sizes=4,
         aspect=32,
