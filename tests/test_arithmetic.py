@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from myopia.errors import MyopiaError
-from myopia.experiments.arithmetic import wilson_interval
+from myopia.experiments.arithmetic import interaction, summarise_scores
+from myopia.model import GPT, GPTConfig
 from myopia.synthetic.arithmetic import (
     EQUALS,
     IGNORE,
@@ -13,10 +14,13 @@ from myopia.synthetic.arithmetic import (
     VOCAB,
     ArithmeticFormat,
     MultiplicationTask,
+    filler_masked_logits,
     format_problems,
-    is_heldout,
+    heldout_problems,
+    pair_keys,
     parse_problem,
     text,
+    unordered_pairs,
 )
 
 
@@ -60,19 +64,34 @@ def test_parser_rejects_malformed_sequences():
         format_problems([100], [1], fmt)  # operand too large
 
 
-def test_training_never_sees_heldout_problems_and_eval_only_heldout():
-    fmt = ArithmeticFormat(digits=2, filler=0)
-    task = MultiplicationTask(fmt, seed=0, eval_problems=300)
-    batch = task.examples(np.arange(3000))
-    assert not is_heldout(batch["a"].numpy(), batch["b"].numpy()).any()
+@pytest.mark.parametrize("digits,count", [(2, 400), (3, 1000), (5, 300)])
+def test_no_unordered_heldout_pair_is_trained_on_and_each_is_evaluated_once(digits, count):
+    task = MultiplicationTask(ArithmeticFormat(digits=digits, filler=1), seed=3, heldout_pairs=count)
     a, b = task.eval_set()
-    assert is_heldout(a, b).all()
-    # the held-out share is about the requested fraction
-    grid_a, grid_b = np.meshgrid(np.arange(100), np.arange(100))
-    assert 0.08 < is_heldout(grid_a.ravel(), grid_b.ravel()).mean() < 0.12
-    # deterministic by (seed, index)
-    again = MultiplicationTask(fmt, seed=0).examples(np.array([2999, 0]))
-    torch.testing.assert_close(again["x"], batch["x"][[2999, 0]])
+    keys = pair_keys(a, b, digits)
+    assert len(a) == count and len(np.unique(keys)) == count  # every held-out pair exactly once
+    # independent check with Python sets of frozensets: neither a×b nor b×a of a held-out pair in training
+    held = {frozenset((int(x), int(y))) for x, y in zip(a, b)}
+    batch = task.examples(np.arange(20000))
+    trained = {frozenset((int(x), int(y))) for x, y in zip(batch["a"].numpy(), batch["b"].numpy())}
+    assert not held & trained
+    assert len(trained) > 1000  # training does draw (both orientations of) the other pairs
+    swapped = task.is_heldout(b, a)
+    assert swapped.all() and not task.is_heldout(batch["a"].numpy(), batch["b"].numpy()).any()
+    # the held-out set depends on the eval seed only (every training seed and filler scores the same pairs)
+    other = MultiplicationTask(ArithmeticFormat(digits=digits, filler=0), seed=9, heldout_pairs=count)
+    np.testing.assert_array_equal(other.eval_set()[0], a)
+    with pytest.raises(MyopiaError, match="fifth"):
+        heldout_problems(digits, unordered_pairs(digits) // 5 + 1)
+
+
+def test_commuted_twins_of_heldout_pairs_would_have_been_drawn():
+    """The training sampler really rejects b×a: with N = 1 every pair is hit often, yet none held out appears."""
+    task = MultiplicationTask(ArithmeticFormat(digits=1, filler=0), seed=0, heldout_pairs=5)
+    batch = task.examples(np.arange(5000))
+    ordered = {(int(x), int(y)) for x, y in zip(batch["a"].numpy(), batch["b"].numpy())}
+    held = list(zip(*task.eval_set()))
+    assert len(ordered) == 100 - sum(2 - (x == y) for x, y in held)  # everything else appears
 
 
 def test_loss_is_on_answer_digits_only():
@@ -121,12 +140,69 @@ class Oracle(torch.nn.Module):
 
 def test_greedy_exact_match_with_oracle_models():
     fmt = ArithmeticFormat(digits=2, filler=1)
-    task = MultiplicationTask(fmt, seed=0, eval_problems=50)
+    task = MultiplicationTask(fmt, seed=0, heldout_pairs=50)
     assert task.evaluate(Oracle(fmt))["accuracy"] == 1.0
     wrong = task.evaluate(Oracle(fmt, wrong_digit=3))
     assert wrong["accuracy"] == 0.0 and wrong["digit_accuracy"] == pytest.approx(0.75)
+    scores = task.problem_scores(Oracle(fmt, wrong_digit=3))
+    assert scores["exact"].shape == (50,) and np.all(scores["digits"] == 0.75)
 
 
-def test_wilson_interval_known_value():
-    lo, hi = wilson_interval(36, 100)
-    assert lo == pytest.approx(0.2728, abs=1e-3) and hi == pytest.approx(0.4571, abs=1e-3)
+def _gpt(fmt, seed=0, gradient="vanilla"):
+    torch.manual_seed(seed)
+    g = GPT(GPTConfig(vocab_size=len(VOCAB), n_layer=2, n_head=2, d_model=16, seq_len=fmt.seq_len, gradient=gradient))
+    return g.eval()
+
+
+def test_filler_mask_ablation_changes_nothing_for_a_model_that_ignores_filler():
+    fmt = ArithmeticFormat(digits=2, filler=3)
+    task = MultiplicationTask(fmt, seed=0, heldout_pairs=60)
+    idx = task.to_batch(*task.eval_set())["x"]
+    model = _gpt(fmt)
+    # a model that ignores the filler: zero attention output projections, so no position reads any other
+    # (filler included) and masking the filler keys cannot change anything
+    ignores = _gpt(fmt, seed=1)
+    with torch.no_grad():
+        for block in ignores.blocks:
+            block.attn.proj.weight.zero_()
+    torch.testing.assert_close(filler_masked_logits(ignores, idx, fmt), ignores(idx), rtol=0, atol=1e-6)
+    a = task.problem_scores(ignores)
+    b = task.problem_scores(ignores, mask_filler=True)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6)
+    # the masked forward is the model's forward when there is no filler, and differs when there is
+    fmt0 = ArithmeticFormat(digits=2, filler=0)
+    idx0 = MultiplicationTask(fmt0, heldout_pairs=60).to_batch(*task.eval_set())["x"]
+    m0 = _gpt(fmt0, gradient="myopic-hidden")
+    torch.testing.assert_close(filler_masked_logits(m0, idx0, fmt0), m0(idx0), rtol=0, atol=1e-5)
+    assert (filler_masked_logits(model, idx, fmt) - model(idx)).abs().max() > 1e-3  # the test can fail
+    # only queries *after* a filler position are affected: before the first filler nothing changes
+    torch.testing.assert_close(filler_masked_logits(model, idx, fmt)[:, : fmt.digits + 1],
+                               model(idx)[:, : fmt.digits + 1], rtol=0, atol=1e-5)
+
+
+def test_interaction_and_its_interval_on_planted_accuracies():
+    """Planted per-problem exact matches: vanilla gains 0.3 from filler, myopic-hidden 0.1, myopic 0.3."""
+    rng = np.random.default_rng(0)
+    S, U = 4, 3000
+    planted = {"filler=0": {"vanilla": 0.2, "myopic-hidden": 0.2, "myopic": 0.1},
+               "filler=4": {"vanilla": 0.5, "myopic-hidden": 0.3, "myopic": 0.4}}
+    seed_shift = rng.normal(0, 0.02, size=(S, 1))  # training noise, shared by the arms of a seed
+    exact = {k: {g: (rng.random((S, U)) < p + seed_shift).astype(float) for g, p in per.items()}
+             for k, per in planted.items()}
+    scores = {"exact": exact, "digits": exact, "loss": {k: {g: 1 - v for g, v in per.items()} for k, per in exact.items()}}
+    out = summarise_scores(scores, [0, 4], ["vanilla", "myopic-hidden", "myopic"], n_boot=500)
+    assert out["n_seeds"] == S and out["heldout_pairs"] == U
+    ih, im = out["interaction"]["myopic-hidden"], out["interaction"]["myopic"]
+    truth_h = (0.5 - 0.2) - (0.3 - 0.2)
+    assert ih["mean"] == pytest.approx(truth_h, abs=0.03) and ih["ci95"][0] < truth_h < ih["ci95"][1]
+    assert ih["ci95"][0] > 0.1  # detectably positive
+    assert im["ci95"][0] < 0 < im["ci95"][1]  # no interaction planted for strict myopia: interval covers 0
+    # the interaction is exactly the arithmetic of the four accuracies, seed by seed
+    acc = out["accuracy"]
+    assert ih["mean"] == pytest.approx(interaction(acc, "filler=4", "filler=0", "myopic-hidden"), abs=1e-12)
+    assert ih["n_seeds"] == S and ih["training_noise"].startswith("included")
+    lo, hi = out["accuracy_ci95"]["filler=4"]["vanilla"]
+    assert lo < 0.5 < hi
+    # the loss interaction has the opposite sign convention (lower loss is better): same number here
+    assert out["interaction_answer_loss"]["filler=4"]["myopic-hidden"]["mean"] == pytest.approx(ih["mean"])

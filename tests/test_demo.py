@@ -6,10 +6,10 @@ import pytest
 
 from myopia.cli import main
 from myopia.errors import MyopiaError
-from myopia.experiments.demo import DEMO, FULL, demo_config, run_demo, verdict
+from myopia.experiments.demo import DEMO, FULL, demo_config, meets_target, run_demo, target_checks, verdict
 
 TINY = dict(seq_len=8, d_model=16, n_head=2, n_layer=1, steps=3, batch_size=8, eval_sequences=32, eval_every=2,
-            probe_max_lag=4, probe_fit_sequences=64, probe_test_sequences=32, device="cpu")
+            probe_max_lag=4, probe_fit_sequences=64, probe_test_sequences=32, device="cpu", seeds=(0, 1))
 
 
 def test_demo_smoke_writes_result_and_plots(tmp_path):
@@ -24,13 +24,30 @@ def test_demo_smoke_writes_result_and_plots(tmp_path):
         assert set(saved[task]["gap"]) == {"myopic", "myopic-hidden", "bigram"}
         probes = saved[task]["probes"]["vanilla"]
         assert probes["lags"] == [0, 1, 2, 3, 4] and len(probes["sin"]) == 2  # embedding + 1 block
-    assert saved["config"]["steps"] == 3 and saved["seeds"]["init_and_data"] == 0
+    assert saved["config"]["steps"] == 3 and saved["seeds"]["init_and_data"] == [0, 1]
+    for task in ("precache", "control"):  # the issue-15 contract
+        r = saved[task]
+        assert r["n_seeds"] == 2 and len(r["per_seed"]["vanilla"]) == 2
+        for arm in ("myopic", "myopic-hidden"):
+            assert r["fraction_of_trivial"][arm] == pytest.approx(
+                sum(v / t for v, t in zip(r["per_seed"][arm], r["per_seed"]["trivial"])) / 2)
+            gap = r["gap"][arm]
+            assert gap["n_seeds"] == 2 and gap["training_noise"].startswith("included")
+            lo, hi = gap["ci95"]
+            assert lo <= gap["mean"] <= hi and [gap["lo"], gap["hi"]] == gap["ci95"]
+            assert hi - lo >= gap["ci95_eval"][1] - gap["ci95_eval"][0]  # never narrower than evaluation-only
+        bp = r["probes"]["vanilla"]["by_position"]
+        assert bp["last_positions"] == [7] and bp["future_positions"] == list(range(7))
+        assert len(bp["sin"]) == 2 and len(bp["sin"][0]) == 8
+        assert r["reproducibility"]["torch_threads"] >= 1
+    assert set(saved["target"]["checks"]) == {"precache", "control"} and "Target" in saved["verdict"]
     assert saved["git"]["commit"] and saved["versions"]["torch"]
     assert saved["verdict"] == result["verdict"] and "myopic-hidden" in saved["table"]
     for name in ("training_curves.png", "probes_precache.png", "probes_control.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000
     for task, runs in saved["precache"]["runs"].items():
-        assert (tmp_path / "demo" / "runs" / "precache" / f"precache-{task}" / "metrics.jsonl").exists()
+        for seed in (0, 1):
+            assert (tmp_path / "demo" / "runs" / "precache" / f"precache-{task}-seed{seed}" / "metrics.jsonl").exists()
     with pytest.raises(MyopiaError):  # never overwrite a finished demo
         run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
 
@@ -48,6 +65,38 @@ def test_demo_tasks_in_parallel_processes_match_serial(tmp_path):
             assert parallel[task][key] == pytest.approx(serial[task][key], rel=1e-4), (task, key)
     with pytest.raises(MyopiaError, match="workers"):
         run_demo(cfg, None, progress=False, log=lambda m: None, workers=0)
+
+
+def test_two_runs_of_one_small_config_are_bitwise_identical():
+    """Reproducibility: same config, seeds and thread count -> identical numbers, not merely close ones."""
+    import torch
+
+    cfg = demo_config(**{**TINY, "steps": 6}, gradients=["vanilla", "myopic-hidden", "myopic"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = run_demo(cfg, None, progress=False, log=lambda m: None, workers=1, plots=False)
+        b = run_demo(cfg, None, progress=False, log=lambda m: None, workers=1, plots=False)
+    finally:
+        torch.set_num_threads(threads)
+    for task in ("precache", "control"):
+        assert a[task]["per_seed"] == b[task]["per_seed"]
+        assert a[task]["gap"]["myopic-hidden"]["ci95"] == b[task]["gap"]["myopic-hidden"]["ci95"]
+        assert a[task]["probes"]["myopic"]["by_position"]["sin"] == b[task]["probes"]["myopic"]["by_position"]["sin"]
+    assert a["precache"]["per_seed"]["vanilla"] != a["control"]["per_seed"]["vanilla"]  # not a constant
+
+
+def test_target_is_checked_on_every_arm():
+    ok = {"precache": {"vanilla": 0.1, "myopic-hidden": 0.95, "myopic": 0.99},
+          "control": {"vanilla": 0.05, "myopic-hidden": 0.12, "myopic": 0.6}}
+    assert meets_target(ok)  # strict myopia on control is not part of the target
+    for task, arm, bad in (("precache", "myopic", 0.85), ("precache", "vanilla", 0.2),
+                           ("control", "myopic-hidden", 0.2), ("control", "vanilla", 0.16)):
+        f = {t: dict(v) for t, v in ok.items()}
+        f[task][arm] = bad
+        checks = target_checks(f)
+        assert not meets_target(f) and not checks[task][arm]
+        assert sum(not c for arms in checks.values() for c in arms.values()) == 1
 
 
 def test_paper_scale_config_is_the_papers():
@@ -80,12 +129,21 @@ def test_cli_synthetic_and_arithmetic_tiny(tmp_path, capsys):
     assert {"trivial", "vanilla", "myopic"} <= set(saved["control"]) and "gap" in saved["control"]
     code = main(["arithmetic", "--digits", "1", "--fillers", "0,1", "--gradients", "vanilla,myopic-hidden",
                  "--out", str(tmp_path / "a"), "--steps", "2", "--batch-size", "4", "--d-model", "16",
-                 "--n-head", "2", "--n-layer", "1", "--eval-problems", "20", "--no-progress", "--device", "cpu"])
+                 "--n-head", "2", "--n-layer", "1", "--heldout-pairs", "8", "--seeds", "0,1,2", "--no-progress",
+                 "--device", "cpu"])
     assert code == 0
     saved = json.loads((tmp_path / "a" / "result.json").read_text())
     assert set(saved["accuracy"]) == {"filler=0", "filler=1"}
+    assert saved["n_seeds"] == 3 and saved["heldout_pairs"] == 8  # the issue-15 contract
+    inter = saved["interaction"]["myopic-hidden"]
+    assert inter["n_seeds"] == 3 and len(inter["ci95"]) == 2 and inter["mean"] is not None
+    for key in ("answer_loss", "accuracy", "accuracy_ci95"):
+        assert set(saved[key]["filler=1"]) == {"vanilla", "myopic-hidden"}
+    assert "filler=1" in saved["filler_masked"]["accuracy"] and "filler=0" not in saved["filler_masked"]["accuracy"]
     assert 0.0 <= saved["accuracy"]["filler=1"]["myopic-hidden"] <= 1.0
     assert (tmp_path / "a" / "accuracy.png").exists()
     assert main(["arithmetic", "--fillers", "x", "--out", str(tmp_path / "b")]) == 2
+    assert main(["arithmetic", "--seeds", "0,0", "--out", str(tmp_path / "b")]) == 2
+    assert not (tmp_path / "b").exists()
     assert main(["demo", "--gradients", "vanilla,bogus"]) == 2
     assert "error:" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from myopia.errors import MyopiaError
-from myopia.synthetic.bootstrap import paired_bootstrap
+from myopia.analysis.stats import paired_gap
 from myopia.synthetic.probes import lookback_probes, probe_r2, r2_score, ridge_fit
 from myopia.synthetic.regression import (
     Regressor,
@@ -201,10 +201,49 @@ def test_lookback_probe_aligns_lags_with_positions():
     assert np.all(np.abs(np.delete(sin[1], 2)) < 0.1)
 
 
-def test_paired_bootstrap_interval():
+def test_paired_gap_on_sequence_losses_is_seed_inclusive():
+    """The regression comparisons' gap: per-sequence losses of seeds × the same held-out sequences."""
     rng = np.random.default_rng(1)
     a = rng.normal(1.0, 1.0, 4000)
     b = a - 0.25 + rng.normal(0, 0.1, 4000)
-    gap = paired_bootstrap(a, b, resamples=500)
-    assert gap["lo"] < 0.25 < gap["hi"] and gap["hi"] - gap["lo"] < 0.02
-    assert gap["mean"] == pytest.approx(float((a - b).mean()))
+    gap = paired_gap(a, b, n_boot=500)
+    assert gap["ci95"][0] < 0.25 < gap["ci95"][1] and gap["ci95"][1] - gap["ci95"][0] < 0.02
+    assert gap["mean"] == pytest.approx(float((a - b).mean())) and gap["n_seeds"] == 1
+    # three seeds whose gaps differ by much more than the evaluation noise: the interval must widen
+    seeds = np.stack([a, a + 0.1, a - 0.1]) - np.stack([b, b, b])
+    wide = paired_gap(seeds, np.zeros_like(seeds), n_boot=500)
+    assert wide["ci95"][1] - wide["ci95"][0] > 0.2 and wide["n_seeds"] == 3
+
+
+def test_all_training_seeds_score_the_same_heldout_sequences():
+    spec = RegressionSpec(task="precache", omega=3.0, window=3, p=0.5, seq_len=8)
+    t1 = SequenceRegressionTask(spec, seed=1, eval_sequences=16, eval_seed=0)
+    t2 = SequenceRegressionTask(spec, seed=2, eval_sequences=16, eval_seed=0)
+    np.testing.assert_array_equal(t1.eval_batch()["x"].numpy(), t2.eval_batch()["x"].numpy())
+    assert t1.constant == t2.constant
+    assert not np.array_equal(t1.examples(np.arange(4))["x"], t2.examples(np.arange(4))["x"])  # training differs
+    # training never reads the held-out streams: seed-0's TRAIN stream is not the eval stream of eval_seed 0
+    t0 = SequenceRegressionTask(spec, seed=0, eval_sequences=16, eval_seed=0)
+    assert not np.array_equal(t0.examples(np.arange(16))["x"], t0.eval_batch()["x"])
+
+
+def test_position_probes_find_the_feature_where_it_is_planted():
+    """A planted model writes sin(ω x_n) into its residual stream: per-position R² ≈ 1 at every position."""
+    from myopia.synthetic.probes import future_positions, position_probes
+
+    spec = RegressionSpec(task="precache", omega=3.0, window=2, p=1.0, seq_len=6)
+    task = SequenceRegressionTask(spec, seed=0)
+
+    class Planted(torch.nn.Module):
+        def forward(self, inputs, hidden_out=None):
+            x = inputs[..., 0]
+            h = torch.stack([torch.sin(3.0 * x), torch.randn_like(x)], dim=-1)
+            if hidden_out is not None:
+                hidden_out.extend([inputs, h])
+            return x
+
+    out = position_probes(Planted(), task, fit_sequences=256, test_sequences=128)
+    assert out["future_positions"] == [0, 1, 2, 3, 4] and out["last_positions"] == [5]
+    assert min(out["sin"][1]) > 0.99 and out["sin_with_future"][1] > 0.99 and out["sin_last"][1] > 0.99
+    assert max(out["sin"][0]) < 0.05  # the raw input holds x, not sin(3x) (nearly uncorrelated)
+    assert future_positions(RegressionSpec(task="control", window=1, seq_len=4)) == ([], [0, 1, 2, 3])

@@ -18,7 +18,10 @@ def register(sub) -> None:
     p.add_argument("--eval-sequences", type=int, default=None, help="held-out sequences per evaluation")
     p.add_argument("--gradients", default=None,
                    help=f"comma-separated subset of {','.join(GRADIENTS)} (default: vanilla,myopic-hidden,myopic)")
-    p.add_argument("--seed", type=int, default=None, help="initialisation and data seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="first initialisation and data seed (default 0)")
+    p.add_argument("--n-seeds", type=int, default=None,
+                   help="seeds per arm: seed, seed+1, ... (default 3; intervals include training noise from 2)")
+    p.add_argument("--p", type=float, default=None, help="Bernoulli p of the z_n = 1 branch (default 1)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, ...")
     p.add_argument("--workers", type=int, default=None,
                    help="processes training the tasks side by side (default: one per task on a multi-core CPU)")
@@ -48,6 +51,7 @@ def run(args) -> int:
 
     gradients = parse_gradients(args.gradients)
     cfg = demo_config(args.full, steps=args.steps, eval_sequences=args.eval_sequences, seed=args.seed,
+                      n_seeds=args.n_seeds, p=args.p,
                       device=args.device, gradients=gradients,
                       eval_every=None if args.steps is None else max(1, args.steps // 6))
     if args.full and not torch.cuda.is_available() and cfg.device in ("auto", "cpu"):
@@ -57,7 +61,8 @@ def run(args) -> int:
                       workers=args.workers)
     print(f"myopia demo ({'full' if args.full else 'CPU'} configuration): ω={cfg.omega:g}, window {cfg.window}, "
           f"{cfg.seq_len} positions, p={cfg.p:g}; GPT {cfg.n_layer} layers × width {cfg.d_model}; "
-          f"{cfg.steps} steps × batch {cfg.batch_size} per model; {cfg.eval_sequences} fresh held-out sequences")
+          f"{cfg.steps} steps × batch {cfg.batch_size} per model; seeds {list(cfg.seeds)}; "
+          f"{cfg.eval_sequences} fresh held-out sequences")
     print()
     print(result["table"])
     print()

@@ -1,17 +1,19 @@
-"""``myopia demo``: the pre-caching task and its breadcrumbs control, every gradient setting, probes, a verdict.
+"""``myopia demo``: the pre-caching task and its breadcrumbs control, every gradient setting, 3 seeds, probes, a verdict.
 
 Two configurations:
 
-- :data:`DEMO` (the default) is sized to finish in under 5 minutes on a 2-core CPU: ω = 3, window 8,
-  16 positions, p = 1, a 2-layer width-64 GPT, 1000 AdamW steps of 128 sequences per model (lr 3e-3,
-  cosine to half of it: with a full decay over so few steps vanilla stalls on a plateau before it finds the
-  pre-caching solution). The two tasks train in two processes side by side. (With window 2 a 2-layer model
-  can instead read x_{n-1}, x_{n-2} and compute the sines at the destination, so the task then does not force
-  pre-caching; window 8 does.)
+- :data:`DEMO` (the default) is sized for a 2-core CPU: ω = 3, window 8, 16 positions, p = 1, a 2-layer
+  width-64 GPT, 1000 AdamW steps of 128 sequences per model (lr 3e-3, cosine to half of it), 3 seeds per arm.
+  The two tasks train in two single-threaded processes side by side. p = 1 and not 0.5: in the configuration
+  search (docs/synthetic.md, :mod:`myopia.experiments.demo_search`) p = 0.5 failed more of the target's
+  conditions than p = 1 (it let myopic-hidden partly solve ``precache``: 0.69 of the trivial loss against 1.00),
+  so at this budget p < 1 does not work. The target (:data:`TARGET`) is not met at this budget: myopic-hidden
+  does not solve ``control`` (see the docs for the measured numbers and what was and was not searched).
 - :data:`FULL` (``--full``) is the paper's scale (ω = 10, window 10, 64 positions, width 128) for a GPU.
 
-Each task trains vanilla, myopic-hidden and myopic (strict) models (``--gradients`` may add ``bigram``) from one
-initialisation on one data order and evaluates them on the same fresh sequences.
+Each seed trains vanilla, myopic-hidden and myopic (strict) models (``--gradients`` may add ``bigram``) from one
+initialisation on one data order; every model of every seed is evaluated on the same fresh held-out sequences,
+so gaps get seed-inclusive intervals (:mod:`myopia.analysis.stats`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class DemoConfig:
     probe_test_sequences: int = 1024
     gradients: tuple = DEMO_GRADIENTS
     tasks: tuple = ("precache", "control")
-    seed: int = 0
+    seeds: tuple = (0, 1, 2)
     device: str = "auto"
     notes: str = ""
 
@@ -71,18 +73,52 @@ class DemoConfig:
     def train(self, progress: bool) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, min_lr_ratio=self.min_lr_ratio,
                            weight_decay=self.weight_decay,
-                           eval_every=self.eval_every, ckpt_every=0, log_every=25, seed=self.seed,
+                           eval_every=self.eval_every, ckpt_every=0, log_every=25, seed=self.seeds[0],
                            device=self.device, progress=progress)
 
 
-DEMO = DemoConfig(notes="CPU scale: under 5 minutes on a 2-core machine")
+DEMO = DemoConfig(notes="CPU scale, 3 seeds: 18 models of 1000 steps; about 5 minutes on an idle 2-core machine "
+                         "(estimated from per-step timings, see docs/synthetic.md); the target is not met at this budget")
 FULL = DemoConfig(omega=10.0, window=10, seq_len=64, d_model=128, n_layer=2, n_head=4, steps=20000, batch_size=256,
                   lr=1e-3, eval_sequences=4096, eval_every=1000,
                   notes="paper scale (Wu et al. 2024, synthetic task): for a GPU; not measured on the CPU machine")
 
 
+# The demo's target, fixed before the configuration search (issue 15) and checked on every arm.
+TARGET = {"precache": {"myopic-hidden": (">=", 0.9), "myopic": (">=", 0.9), "vanilla": ("<=", 0.15)},
+          "control": {"myopic-hidden": ("<=", 0.15), "vanilla": ("<=", 0.15)}}
+
+
+def target_checks(fractions: dict) -> dict:
+    """{task: {arm: bool}} for every condition of :data:`TARGET`; ``fractions``: {task: {arm: fraction of trivial}}."""
+    out = {}
+    for task, conds in TARGET.items():
+        out[task] = {}
+        for arm, (op, bound) in conds.items():
+            v = fractions.get(task, {}).get(arm)
+            out[task][arm] = v is not None and (v >= bound if op == ">=" else v <= bound)
+    return out
+
+
+def meets_target(fractions: dict) -> bool:
+    """Whether every condition of :data:`TARGET` holds."""
+    return all(all(c.values()) for c in target_checks(fractions).values())
+
+
 def _level(frac: float) -> str:
     return "at the trivial predictor" if frac >= 0.9 else ("near it" if frac >= 0.7 else "below it")
+
+
+def target_line(result: dict) -> str:
+    """'Target met on every arm' or the conditions that failed (with the measured fractions)."""
+    t = result.get("target")
+    if not t:
+        return ""
+    if t["met"]:
+        return "Target (fixed before the configuration search) met on every arm."
+    failed = [f"{task} {arm} {result[task]['fraction_of_trivial'][arm]:.3f} (needs {t['conditions'][task][arm]})"
+              for task, arms in t["checks"].items() for arm, ok in arms.items() if not ok and task in result]
+    return "Target (fixed before the configuration search) NOT met: " + "; ".join(failed) + "."
 
 
 def verdict(result: dict) -> str:
@@ -113,7 +149,10 @@ def verdict(result: dict) -> str:
 
 
 def format_table(result: dict) -> str:
-    """Plain-text table: per task, each model's held-out Huber/p and (in brackets) its fraction of trivial."""
+    """Plain-text table: per task, each model's held-out Huber/p and (in brackets) its fraction of trivial
+    (means over seeds), and each myopic variant's gap with its seed-inclusive 95% interval."""
+    from ..analysis.stats import format_interval
+
     tasks = [t for t in ("precache", "control") if t in result]
     gradients = [g for g in GRADIENT_ORDER if g in result[tasks[0]]]
     header = ["task", "trivial"] + [("myopic (strict)" if g == "myopic" else g) for g in gradients]
@@ -125,35 +164,56 @@ def format_table(result: dict) -> str:
         row += [f"{r[g]:.4f} ({r['fraction_of_trivial'][g]:.3f})" for g in gradients]
         for g in ("myopic-hidden", "myopic"):
             if g in gradients:
-                gap = r["gap"][g]
-                row.append(f"{gap['mean']:+.4f} [{gap['lo']:+.4f}, {gap['hi']:+.4f}]")
+                row.append(format_interval(r["gap"][g], 4))
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    out.append("Held-out Huber loss / p (fraction of the trivial predictor's); gap = model − vanilla, paired "
-               "bootstrap 95% CI over held-out sequences.")
+    n = result[tasks[0]].get("n_seeds", 1)
+    out.append(f"Held-out Huber loss / p (fraction of the trivial predictor's), means over {n} seed(s); gap = model − "
+               f"vanilla with a 95% interval over seeds and held-out sequences "
+               f"(training noise {'included' if n > 1 else 'not measured: 1 seed'}).")
     return "\n".join(out)
 
 
 def probe_summary(result: dict, task: str = "precache", layer: int = 1) -> str:
+    """One line: R² of sin(ω·x_n) from block ``layer`` at the positions with a future in the window, and at the
+    last position (nothing to pre-cache for), per arm (seed 0)."""
     probes = result.get(task, {}).get("probes")
     if not probes:
         return ""
     parts = []
     for g in GRADIENT_ORDER:
         if g in probes and layer < len(probes[g]["layers"]):
-            parts.append(f"{g} {probes[g]['sin'][layer][0]:.3f}")
-    return (f"Probe R² for sin(ω·x_n) from block-{layer} output at position n ({task}, held-out): "
-            + ", ".join(parts))
+            bp = probes[g].get("by_position")
+            if bp and bp["sin_last"][layer] is not None:
+                parts.append(f"{g} {bp['sin_with_future'][layer]:.3f} (last position {bp['sin_last'][layer]:.3f})")
+            else:
+                parts.append(f"{g} {probes[g]['sin'][layer][0]:.3f}")
+    return (f"Probe R² for sin(ω·x_n) from block-{layer} output at positions n with a future in the window "
+            f"({task}, held-out, seed {result[task]['seeds'][0]}): " + ", ".join(parts))
 
 
-def _run_task(cfg: DemoConfig, task: str, runs_dir: Path, progress: bool, log) -> dict:
+def reproducibility() -> dict:
+    """What bitwise reproduction of the numbers on CPU needs besides the config and seeds: intra-op threads of
+    the process that trained, the thread environment, deterministic-algorithm mode, library versions (recorded
+    beside this in ``versions``)."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "mkldnn": torch.backends.mkldnn.is_available(), "dtype": "float32 (fp32 on CPU)"}
+
+
+def _run_task(cfg: DemoConfig, task: str, runs_dir: Path, progress: bool, log, probe: bool = True) -> dict:
     summary, _ = compare_regression(
         cfg.spec(task), list(cfg.gradients), cfg.model(), cfg.train(progress), runs_dir,
-        seeds=[cfg.seed], eval_sequences=cfg.eval_sequences, probe=True, probe_max_lag=cfg.probe_max_lag,
+        seeds=list(cfg.seeds), eval_sequences=cfg.eval_sequences, probe=probe, probe_max_lag=cfg.probe_max_lag,
         probe_sequences=(cfg.probe_fit_sequences, cfg.probe_test_sequences), log=log,
     )
+    summary["reproducibility"] = reproducibility()
     return summary
 
 
@@ -197,7 +257,7 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
     with tempfile.TemporaryDirectory(prefix="myopia-demo-") as scratch:
         runs_root = (out / "runs") if out is not None else Path(scratch)
         result: dict = {"command": "demo", "full": full, "config": asdict(cfg), "unit": UNIT,
-                        "seeds": {"init_and_data": cfg.seed, "streams": {"train": TRAIN, "eval": EVAL,
+                        "seeds": {"init_and_data": list(cfg.seeds), "streams": {"train": TRAIN, "eval": EVAL,
                                   "probe_fit": PROBE_FIT, "probe_test": PROBE_TEST, "baseline_fit": BASELINE_FIT}}}
         workers = task_workers(cfg, workers)
         threads = _threads_per_worker(workers)
@@ -213,7 +273,10 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
                            for t in cfg.tasks}
                 for task, fut in futures.items():
                     result[task] = fut.result()
-        result["verdict"] = verdict(result)
+        fractions = {t: result[t]["fraction_of_trivial"] for t in cfg.tasks}
+        result["target"] = {"conditions": {t: {g: f"{op} {b}" for g, (op, b) in c.items()} for t, c in TARGET.items()},
+                            "checks": target_checks(fractions), "met": meets_target(fractions)}
+        result["verdict"] = verdict(result) + " " + target_line(result)
         result["table"] = format_table(result)
         result["probe_summary"] = probe_summary(result)
         result["wall_time_s"] = time.perf_counter() - t0
@@ -237,6 +300,18 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
 def demo_config(full: bool = False, **overrides) -> DemoConfig:
     """The default (or ``full``) configuration with the overrides that are not None applied."""
     changes = {k: v for k, v in overrides.items() if v is not None}
+    base = FULL if full else DEMO
+    seed, n_seeds = changes.pop("seed", None), changes.pop("n_seeds", None)
+    if seed is not None or n_seeds is not None:
+        first = base.seeds[0] if seed is None else int(seed)
+        n = len(base.seeds) if n_seeds is None else int(n_seeds)
+        if n < 1:
+            raise MyopiaError(f"--n-seeds must be >= 1, got {n}")
+        changes["seeds"] = tuple(range(first, first + n))
+    if "seeds" in changes:
+        changes["seeds"] = tuple(int(x) for x in changes["seeds"])
+        if not changes["seeds"]:
+            raise MyopiaError("the demo needs at least one seed")
     if "gradients" in changes:
         changes["gradients"] = tuple(changes["gradients"])
-    return replace(FULL if full else DEMO, **changes)
+    return replace(base, **changes)

@@ -3,9 +3,10 @@
 Each arm (vanilla, myopic, myopic-hidden) starts from the same pretrained weights and continues training on the
 same tokenized corpus in the same window order (:class:`myopia.data.LMTask`, one data seed) with the same
 optimiser settings; only the gradient differs. Each arm is an ordinary run directory written by
-:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors, result.json)
+:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoints/, model.safetensors, result.json)
 plus ``tokenizer/`` and, at the end, ``hf/`` (the trained model as a transformers directory). ``finetune.json``
-compares the arms on held-out *test* windows: mean loss per arm and the gap to vanilla with a paired bootstrap.
+compares the arms on held-out *test* windows: mean loss per arm and the gap to vanilla with a paired bootstrap over
+test documents (:mod:`myopia.analysis.stats`; one seed, so training noise is not measured and says so).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..analysis.stats import HierarchicalBootstrap
 from ..arms import PAIR_ARMS
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
@@ -23,7 +25,7 @@ from ..errors import MyopiaError
 from ..hf.model import HFCausalLM, load_hf_model
 from ..hf.tokenizer import load_hf_tokenizer
 from ..io import provenance, write_json
-from ..rundir import SNAPSHOTS
+from ..rundir import SNAPSHOTS, load_run_model
 from ..train import TrainConfig, dist_info, resolve_device, train
 
 ARMS = PAIR_ARMS
@@ -33,25 +35,33 @@ ARMS = PAIR_ARMS
 def window_losses(model, task: LMTask, device, precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
     """Mean next-token loss (nats/token) of each of the task's held-out windows, shape (n_windows,)."""
     x, y = task.eval_windows()
+    docs = task.eval_docs()  # None unless the task masks documents
     model.eval()
     out = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         with autocast:
-            logits = model(xb)
+            logits = task.logits(model, xb, None if docs is None else docs[i : i + batch_size].to(device))
         loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none").view_as(yb)
         out.append(loss.mean(1).double().cpu().numpy())
     return np.concatenate(out)
 
 
-def paired_gap(a: np.ndarray, b: np.ndarray, *, resamples: int = 1000, seed: int = 0) -> dict:
-    """Mean of a - b over paired windows with a 95% percentile bootstrap interval (windows resampled)."""
+def window_docs(task: LMTask) -> np.ndarray:
+    """The document of each held-out window (the document of its first token), (n_windows,)."""
+    starts = np.arange(task.n_eval_windows, dtype=np.int64) * task.seq_len
+    return np.asarray(task.eval_doc_ids, dtype=np.int64)[starts]
+
+
+def window_gap(a: np.ndarray, b: np.ndarray, docs: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean of a - b over paired held-out windows (equal length, so token-weighted) with the statistics module's
+    interval: documents are the resampled unit (as in ``myopia gap``); one seed, so training noise is not measured."""
+    _, unit = np.unique(np.asarray(docs), return_inverse=True)
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)], "windows": int(len(d)), "resamples": resamples}
+    s = HierarchicalBootstrap(int(unit.max()) + 1, 1, n_boot, seed).means(d, unit).summary()
+    return {**s, "windows": int(len(d)), "documents": int(unit.max()) + 1, "unit": "document",
+            "resamples": n_boot}
 
 
 def finetune(
@@ -82,7 +92,8 @@ def finetune(
     tokenizer = load_hf_tokenizer(model_name)
     corpus = load_corpus(data, tokenizer)
     device = resolve_device(train_cfg.device)
-    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens)
+    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens,
+                       document_mask=train_cfg.document_mask)
     results, losses = {}, {}
     for arm in arms:
         hf = load_hf_model(model_name)
@@ -120,6 +131,8 @@ def finetune(
         results[arm] = train(model, task, train_cfg, run_dir, run_config=run_config, resume=resume,
                              flops_per_example=model.flops_per_token(seq_len) * seq_len, on_checkpoint=snapshot)
         if dist_info()[0] == 0:
+            if train_cfg.shard != "none" and torch.distributed.is_initialized():
+                model = load_run_model(run_dir)  # the trained model's parameters are left sharded over ranks
             model.hf.save_pretrained(run_dir / "hf")
             tokenizer.tok.save_pretrained(run_dir / "hf")
             losses[arm] = window_losses(model.to(device), test_task, device, train_cfg.precision)
@@ -135,8 +148,10 @@ def finetune(
         "eval_split": "test",
         "arms": {a: {"run_dir": str(out / a), "val_loss": results[a].get("eval_loss"),
                      "test_loss": float(losses[a].mean()), "test_windows": int(len(losses[a]))} for a in arms},
-        "gap_vs_vanilla": ({a: paired_gap(losses[a], losses["vanilla"], seed=train_cfg.seed)
+        "gap_vs_vanilla": ({a: window_gap(losses[a], losses["vanilla"], window_docs(test_task), seed=train_cfg.seed)
                             for a in arms if a != "vanilla"} if "vanilla" in arms else {}),
+        "n_seeds": 1,
+        "training_noise": "not measured (1 seed)",
         **provenance(),
     }
     write_json(out / "finetune.json", summary)

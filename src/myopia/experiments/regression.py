@@ -3,7 +3,9 @@
 
 Every gradient setting of a comparison trains from the same initialisation (seeded by ``seed``) on the same
 examples in the same order with the same hyperparameters, and is evaluated on the same fresh held-out
-sequences; gaps come with a paired bootstrap interval over those sequences.
+sequences. All seeds are scored on the same held-out sequences (drawn from :data:`EVAL_SEED`, never from a
+training stream), so gaps get the seed-inclusive interval of :mod:`myopia.analysis.stats` (seeds × sequences,
+crossed).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import torch
 
 from ..errors import MyopiaError
 from ..model import GPTConfig
-from ..synthetic.bootstrap import paired_bootstrap
-from ..synthetic.probes import lookback_probes
+from ..analysis.stats import HierarchicalBootstrap, null_gap, paired_gap, training_noise_note
+from ..synthetic.probes import lookback_probes, position_probes
 from ..synthetic.regression import Regressor, RegressionSpec, SequenceRegressionTask
 from ..train import TrainConfig, resolve_device, train
 
 UNIT = "Huber loss (delta 1) per position, divided by p, on fresh held-out sequences"
+EVAL_SEED = 0  # the held-out sequences (and probe/baseline data) of every comparison, whatever the training seed
 
 
 def build_regressor(model_cfg: GPTConfig, seed: int) -> Regressor:
@@ -38,14 +41,17 @@ def train_regression(
     out: str | Path,
     *,
     eval_sequences: int = 2048,
+    eval_seed: int | None = EVAL_SEED,
 ) -> tuple[Regressor, SequenceRegressionTask, dict]:
-    """Train one regressor (gradient setting in ``model_cfg``) on ``spec``; the run directory is ``out``."""
+    """Train one regressor (gradient setting in ``model_cfg``) on ``spec``; the run directory is ``out``.
+
+    Training data and initialisation come from ``train_cfg.seed``; held-out data from ``eval_seed``."""
     if model_cfg.seq_len < spec.seq_len:
         raise MyopiaError(f"the model's seq_len {model_cfg.seq_len} is shorter than the task's {spec.seq_len}")
-    task = SequenceRegressionTask(spec, seed=train_cfg.seed, eval_sequences=eval_sequences)
+    task = SequenceRegressionTask(spec, seed=train_cfg.seed, eval_sequences=eval_sequences, eval_seed=eval_seed)
     model = build_regressor(model_cfg, train_cfg.seed)
     run_config = {"command": "synthetic", "spec": spec.to_dict(), "model": model_cfg.to_dict(),
-                  "eval_sequences": eval_sequences}
+                  "eval_sequences": eval_sequences, "eval_seed": task.eval_seed}
     result = train(model, task, train_cfg, out, run_config=run_config)
     return model, task, result
 
@@ -67,18 +73,21 @@ def compare_regression(
     """Train every gradient setting for every seed on ``spec``; return (summary, {gradient: seed-0 model}).
 
     The summary holds, in units of :data:`UNIT`, ``trivial`` and one key per gradient (means over seeds),
-    ``fraction_of_trivial``, ``per_seed``, ``gap`` (gradient − vanilla with a paired bootstrap 95% interval,
-    seed 0; and the across-seed mean/sd when several seeds ran) and, with ``probe``, lookback-probe R² tables.
+    ``fraction_of_trivial`` (mean over seeds of each seed's fraction) with ``fraction_of_trivial_ci95``,
+    ``per_seed``, ``n_seeds``, ``gap`` (gradient − vanilla: :func:`myopia.analysis.stats.paired_gap` over
+    seeds × held-out sequences, seed-inclusive ``ci95``; ``lo``/``hi`` repeat it), ``null`` (vanilla against
+    vanilla across seeds) and, with ``probe``, lookback-probe R² tables and per-position probes (seed 0).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out_root = Path(out_root)
+    seeds = list(seeds)
     device = resolve_device(train_cfg.device)
     seq_losses: dict[str, list[np.ndarray]] = {g: [] for g in gradients}
-    trivial_losses: list[np.ndarray] = []
     runs: dict[str, list[str]] = {g: [] for g in gradients}
     train_time: dict[str, list[float]] = {g: [] for g in gradients}
     models: dict[str, Regressor] = {}
     tasks: dict[str, SequenceRegressionTask] = {}
+    trivial = None
     for seed in seeds:
         for gradient in gradients:
             run_dir = out_root / (f"{spec.task}-{gradient}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
@@ -93,38 +102,44 @@ def compare_regression(
             train_time[gradient].append(result["train_time_s"])
             if seed == seeds[0]:
                 models[gradient], tasks[gradient] = model, task
+            if trivial is None:  # the same held-out sequences for every seed: one trivial loss per sequence
+                trivial = task.sequence_losses(None, device) / spec.p
             log(f"[{spec.task}] {gradient}: {seq_losses[gradient][-1].mean():.4f} Huber/p "
                 f"({result['train_time_s']:.0f} s)")
-        trivial_losses.append(task.sequence_losses(None, device) / spec.p)
 
-    trivial_means = [float(t.mean()) for t in trivial_losses]
-    summary: dict = {"task": spec.to_dict(), "unit": UNIT, "seeds": list(seeds),
-                     "trivial": float(np.mean(trivial_means))}
-    per_seed = {"trivial": trivial_means}
+    losses = {g: np.stack(v) for g, v in seq_losses.items()}  # (S, U)
+    S, U = len(seeds), len(trivial)
+    boot = HierarchicalBootstrap(U, S, seed=seeds[0])
+    triv = boot.unit_means(trivial)
+    summary: dict = {"task": spec.to_dict(), "unit": UNIT, "seeds": seeds, "n_seeds": S, "eval_seed": EVAL_SEED,
+                     "eval_sequences": U, "trivial": float(trivial.mean()),
+                     "training_noise": training_noise_note(S)}
+    per_seed = {"trivial": [float(trivial.mean())] * S}
     for g in gradients:
-        per_seed[g] = [float(s.mean()) for s in seq_losses[g]]
+        per_seed[g] = [float(row.mean()) for row in losses[g]]
         summary[g] = float(np.mean(per_seed[g]))
-    summary["fraction_of_trivial"] = {g: float(np.mean([v / t for v, t in zip(per_seed[g], trivial_means)]))
-                                      for g in ["trivial", *gradients]}
+    fractions = {g: boot.unit_means(losses[g]) / triv for g in gradients}
+    summary["fraction_of_trivial"] = {"trivial": 1.0, **{g: float(fractions[g].point[0]) for g in gradients}}
+    summary["fraction_of_trivial_ci95"] = {g: fractions[g].summary()["ci95"] for g in gradients}
     summary["per_seed"] = per_seed
     if "vanilla" in gradients:
         gaps = {}
         for g in gradients:
             if g == "vanilla":
                 continue
-            gap = paired_bootstrap(seq_losses[g][0], seq_losses["vanilla"][0], seed=seeds[0])
-            if len(seeds) > 1:
-                diffs = np.array(per_seed[g]) - np.array(per_seed["vanilla"])
-                gap["seed_mean"], gap["seed_sd"] = float(diffs.mean()), float(diffs.std(ddof=1))
+            gap = paired_gap(losses[g], losses["vanilla"], seed=seeds[0])
+            gap["lo"], gap["hi"] = gap["ci95"]
+            gap["fraction_of_trivial"] = (fractions[g] - fractions["vanilla"]).summary()
             gaps[g] = gap
         summary["gap"] = gaps
+        summary["null"] = null_gap(losses["vanilla"], np.arange(U), seed=seeds[0])
     summary["runs"] = runs
     summary["train_time_s"] = {g: float(np.mean(v)) for g, v in train_time.items()}
     if probe:
         summary["probes"] = {}
         for g in gradients:
             log(f"[{spec.task}] probing {g}")
-            summary["probes"][g] = lookback_probes(models[g], tasks[g], max_lag=probe_max_lag, device=device,
-                                                     fit_sequences=probe_sequences[0],
-                                                     test_sequences=probe_sequences[1])
+            kw = dict(device=device, fit_sequences=probe_sequences[0], test_sequences=probe_sequences[1])
+            summary["probes"][g] = lookback_probes(models[g], tasks[g], max_lag=probe_max_lag, **kw)
+            summary["probes"][g]["by_position"] = position_probes(models[g], tasks[g], **kw)
     return summary, models

@@ -11,7 +11,10 @@ no information: they only give the model extra positions to compute in. The loss
 so nothing but the off-diagonal gradient (later answer positions reaching back) can teach the filler positions
 to compute. Accuracy is exact match of all 2N answer digits under greedy decoding.
 
-Held-out problems are a fixed deterministic subset (a hash of (a, b)); training never samples them.
+Held-out problems are a fixed set of *unordered* pairs {a, b} (drawn from ``eval_seed``, the same for every
+training seed and filler setting): training never samples a × b or b × a of a held-out pair, and evaluation
+scores every held-out pair exactly once (in the orientation it was drawn). :func:`filler_masked_logits` is the
+evaluation-time ablation that forbids every query to read the filler positions (does the model use them?).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MyopiaError
-from .sampling import EVAL, TRAIN, BlockSampler
+from .sampling import TRAIN, BlockSampler
 
 VOCAB = tuple("0123456789") + ("*", "=")
 TOKEN = {s: i for i, s in enumerate(VOCAB)}
@@ -130,17 +133,42 @@ def tokens_from_text(s: str) -> np.ndarray:
         raise MyopiaError(f"unknown symbol {exc.args[0]!r} (vocabulary: {''.join(VOCAB)})") from None
 
 
-def is_heldout(a, b, fraction: float = 0.1) -> np.ndarray:
-    """Whether problem (a, b) belongs to the fixed held-out set (a 64-bit hash of the pair, ~``fraction``)."""
-    a = np.atleast_1d(np.asarray(a, dtype=np.uint64))
-    b = np.atleast_1d(np.asarray(b, dtype=np.uint64))
-    h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ b  # wraps modulo 2^64 (array arithmetic does not warn)
-    h = (h ^ (h >> np.uint64(31))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(29))
-    return (h % np.uint64(1_000_000)).astype(np.int64) < int(round(fraction * 1_000_000))
+def pair_keys(a, b, digits: int) -> np.ndarray:
+    """One int64 key per *unordered* pair {a, b}: min·10^N + max (a × b and b × a share it)."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    return np.minimum(a, b) * np.int64(10**digits) + np.maximum(a, b)
 
 
-def _draw_problems(fmt: ArithmeticFormat, heldout: bool, fraction: float):
+def unordered_pairs(digits: int) -> int:
+    """How many unordered pairs {a, b} of N-digit operands exist (a = b included)."""
+    n = 10**digits
+    return n * (n + 1) // 2
+
+
+def heldout_problems(digits: int, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct unordered pairs, each once, as (a, b) in the orientation drawn (deterministic in seed).
+
+    At most a fifth of all unordered pairs may be held out (training needs the rest)."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise MyopiaError(f"heldout-pairs must be a positive integer, got {count!r}")
+    total = unordered_pairs(digits)
+    if count > total // 5:
+        raise MyopiaError(f"heldout-pairs {count} is more than a fifth of the {total} unordered pairs for N={digits}")
+    rng = np.random.default_rng([seed, 0xA417])
+    limit = 10**digits
+    a_out, b_out, keys = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    while len(keys) < count:
+        a = rng.integers(0, limit, size=2 * count)
+        b = rng.integers(0, limit, size=2 * count)
+        a_out, b_out = np.concatenate([a_out, a]), np.concatenate([b_out, b])
+        k = pair_keys(a_out, b_out, digits)
+        _, first = np.unique(k, return_index=True)
+        first = np.sort(first)[:count]  # first occurrence of each pair, in draw order
+        a_out, b_out, keys = a_out[first], b_out[first], k[first]
+    return a_out, b_out
+
+
+def _draw_problems(fmt: ArithmeticFormat, heldout_sorted_keys: np.ndarray):
     limit = 10**fmt.digits
 
     def draw(rng: np.random.Generator, n: int) -> dict:
@@ -148,7 +176,7 @@ def _draw_problems(fmt: ArithmeticFormat, heldout: bool, fraction: float):
         while have < n:
             a = rng.integers(0, limit, size=2 * n)
             b = rng.integers(0, limit, size=2 * n)
-            keep = is_heldout(a, b, fraction) == heldout
+            keep = ~_member(pair_keys(a, b, fmt.digits), heldout_sorted_keys)
             a_out.append(a[keep])
             b_out.append(b[keep])
             have += int(keep.sum())
@@ -157,26 +185,60 @@ def _draw_problems(fmt: ArithmeticFormat, heldout: bool, fraction: float):
     return draw
 
 
+def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if sorted_keys.size == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    i = np.clip(np.searchsorted(sorted_keys, keys), 0, sorted_keys.size - 1)
+    return sorted_keys[i] == keys
+
+
+@torch.no_grad()
+def filler_masked_logits(gpt, idx: torch.Tensor, fmt: ArithmeticFormat) -> torch.Tensor:
+    """Logits (B, T, vocab) of ``gpt`` with attention *to* the filler positions removed for every other query.
+
+    An evaluation-only re-run of the GPT's forward (every gradient setting has the vanilla forward value) with
+    an explicit mask: no position reads a filler position's keys/values, so whatever the model computed there
+    cannot reach the answer. A model that ignores the filler gives the same logits as ``gpt(idx)``."""
+    B, T = idx.shape
+    cfg = gpt.cfg
+    L = fmt.operand_len
+    filler = torch.zeros(T, dtype=torch.bool, device=idx.device)
+    filler[fmt.digits : min(L, T)] = True
+    filler[min(L + 1 + fmt.digits, T) : min(2 * L + 1, T)] = True
+    pos = torch.arange(T, device=idx.device)
+    allowed = (pos[None, :] <= pos[:, None]) & (~filler[None, :] | (pos[None, :] == pos[:, None]))  # (query, key)
+    cos, sin = gpt.rope_cos[:T], gpt.rope_sin[:T]
+    x = gpt.wte(idx)
+    for block in gpt.blocks:
+        attn = block.attn
+        q, k, v = attn._split_qkv(attn.qkv(block.ln1(x)), B, T, cos, sin)
+        scores = (q @ k.transpose(-1, -2)).float() * cfg.head_dim ** -0.5
+        o = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).to(v.dtype) @ v
+        x = x + attn.proj(o.transpose(1, 2).reshape(B, T, cfg.d_model))
+        x = x + block.mlp(block.ln2(x))
+    return torch.nn.functional.linear(gpt.ln_f(x), gpt.wte.weight)
+
+
 class MultiplicationTask:
     """Next-token task for :func:`myopia.train.train`: cross-entropy on the answer digits only.
 
-    Training problems come from stream TRAIN excluding the held-out set; evaluation uses ``eval_problems``
-    problems drawn (with replacement) from the held-out set only.
+    Training problems come from stream TRAIN of ``seed`` with every held-out unordered pair removed (in both
+    orientations); evaluation scores each of the ``heldout_pairs`` held-out pairs (from ``eval_seed``) once.
     """
 
-    def __init__(self, fmt: ArithmeticFormat, *, seed: int = 0, eval_problems: int = 1000,
-                 heldout_fraction: float = 0.1, eval_batch_size: int = 500):
-        if not 0.0 < heldout_fraction < 1.0:
-            raise MyopiaError(f"heldout-fraction must lie in (0, 1), got {heldout_fraction}")
-        if eval_problems < 1:
-            raise MyopiaError(f"eval-problems must be >= 1, got {eval_problems}")
-        self.fmt, self.seed = fmt, int(seed)
-        self.heldout_fraction = heldout_fraction
-        self.train_sampler = BlockSampler(seed, _draw_problems(fmt, False, heldout_fraction))
-        self.eval_sampler = BlockSampler(seed, _draw_problems(fmt, True, heldout_fraction))
-        self.eval_problems, self.eval_batch_size = int(eval_problems), int(eval_batch_size)
+    def __init__(self, fmt: ArithmeticFormat, *, seed: int = 0, heldout_pairs: int = 1000, eval_seed: int = 0,
+                 eval_batch_size: int = 500):
+        self.fmt, self.seed, self.eval_seed = fmt, int(seed), int(eval_seed)
+        self.heldout_a, self.heldout_b = heldout_problems(fmt.digits, heldout_pairs, eval_seed)
+        self.heldout_keys = np.sort(pair_keys(self.heldout_a, self.heldout_b, fmt.digits))
+        self.train_sampler = BlockSampler(seed, _draw_problems(fmt, self.heldout_keys))
+        self.heldout_pairs, self.eval_batch_size = int(heldout_pairs), int(eval_batch_size)
         self.tokens_per_example = fmt.seq_len - 1
         self.vocab_size = len(VOCAB)
+
+    def is_heldout(self, a, b) -> np.ndarray:
+        """Whether the unordered pair {a, b} is held out (either orientation)."""
+        return _member(pair_keys(a, b, self.fmt.digits), self.heldout_keys)
 
     def to_batch(self, a, b, device="cpu") -> dict:
         """{"x": (n, L−1) inputs, "y": (n, L−1) next tokens with IGNORE outside the answer digits}."""
@@ -191,8 +253,8 @@ class MultiplicationTask:
         return self.to_batch(d["a"], d["b"], device)
 
     def eval_set(self) -> tuple[np.ndarray, np.ndarray]:
-        d = self.eval_sampler.rows(EVAL, np.arange(self.eval_problems))
-        return d["a"], d["b"]
+        """Every held-out pair once: (a, b) each (heldout_pairs,)."""
+        return self.heldout_a, self.heldout_b
 
     @staticmethod
     def count(batch: dict) -> int:
@@ -205,35 +267,50 @@ class MultiplicationTask:
         return F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), ignore_index=IGNORE,
                                reduction="sum")
 
+    def _logits(self, model, seq, mask_filler: bool):
+        if not mask_filler:
+            return model(seq)
+        gpt = getattr(model, "gpt", model)
+        return filler_masked_logits(gpt, seq, self.fmt)
+
     @torch.no_grad()
-    def greedy_answers(self, model, a, b, device="cpu") -> np.ndarray:
+    def greedy_answers(self, model, a, b, device="cpu", mask_filler: bool = False) -> np.ndarray:
         """The model's answer digits (n, 2N) by greedy decoding after the prompt (argmax over all tokens)."""
-        prompt = torch.from_numpy(format_problems(a, b, self.fmt)[:, : self.fmt.prompt_len]).to(device)
-        seq = prompt
+        seq = torch.from_numpy(format_problems(a, b, self.fmt)[:, : self.fmt.prompt_len]).to(device)
         for _ in range(self.fmt.answer_len):
-            nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+            nxt = self._logits(model, seq, mask_filler)[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
         return seq[:, self.fmt.prompt_len :].cpu().numpy()
 
     @torch.no_grad()
-    def evaluate(self, model, device="cpu") -> dict:
-        """Held-out answer-digit loss (nats/digit), greedy exact-match accuracy and per-digit accuracy."""
+    def problem_scores(self, model, device="cpu", mask_filler: bool = False) -> dict:
+        """Per held-out problem (heldout_pairs,) float64: ``exact`` (0/1 greedy exact match), ``digits`` (share of
+        the 2N answer digits right) and ``loss`` (answer cross-entropy, nats per digit, teacher-forced)."""
         a, b = self.eval_set()
-        total, n, exact, digit_hits = 0.0, 0, 0, 0
+        exact, digits, loss = [], [], []
         for i in range(0, len(a), self.eval_batch_size):
             ab, bb = a[i : i + self.eval_batch_size], b[i : i + self.eval_batch_size]
             batch = self.to_batch(ab, bb, device)
-            total += self.loss(model, batch).item()
-            n += self.count(batch)
-            got = self.greedy_answers(model, ab, bb, device)
-            want = digits_lsb(ab * bb, self.fmt.answer_len)
-            exact += int((got == want).all(1).sum())
-            digit_hits += int((got == want).sum())
-        if not np.isfinite(total):
+            logits = self._logits(model, batch["x"], mask_filler).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), batch["y"], ignore_index=IGNORE, reduction="none")
+            loss.append((ce.sum(1) / self.fmt.answer_len).double().cpu().numpy())
+            got = self.greedy_answers(model, ab, bb, device, mask_filler)
+            hit = got == digits_lsb(ab * bb, self.fmt.answer_len)
+            exact.append(hit.all(1).astype(np.float64))
+            digits.append(hit.mean(1))
+        out = {"exact": np.concatenate(exact), "digits": np.concatenate(digits), "loss": np.concatenate(loss)}
+        if not np.isfinite(out["loss"]).all():
             raise MyopiaError("non-finite evaluation loss (NaN or inf); try a lower --lr")
-        return {"loss": total / n, "accuracy": exact / len(a), "digit_accuracy": digit_hits / (len(a) * self.fmt.answer_len)}
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model, device="cpu") -> dict:
+        """Held-out answer-digit loss (nats/digit), greedy exact-match accuracy and per-digit accuracy."""
+        s = self.problem_scores(model, device)
+        return {"loss": float(s["loss"].mean()), "accuracy": float(s["exact"].mean()),
+                "digit_accuracy": float(s["digits"].mean())}
 
     def describe(self) -> dict:
         return {"kind": "multiplication", **self.fmt.to_dict(), "seq_len": self.fmt.seq_len, "data_seed": self.seed,
-                "eval_problems": self.eval_problems, "heldout_fraction": self.heldout_fraction,
-                "vocab": "".join(VOCAB)}
+                "eval_seed": self.eval_seed, "heldout_pairs": self.heldout_pairs,
+                "heldout": "unordered pairs {a, b}, each evaluated once", "vocab": "".join(VOCAB)}

@@ -110,3 +110,47 @@ def lookback_probes(
         "fit_sequences": fit_sequences,
         "test_sequences": test_sequences,
     }
+
+
+def future_positions(spec) -> tuple[list[int], list[int]]:
+    """(positions m whose sin(ω x_m) enters a later target y_n, n > m, within the sequence; the others).
+
+    The others — the last position — have nothing to pre-cache for: a probe there is a built-in null."""
+    T = spec.seq_len
+    has_future = [m for m in range(T) if any(m + i < T for i in spec.lags if i >= 1)]
+    return has_future, [m for m in range(T) if m not in has_future]
+
+
+@torch.no_grad()
+def position_probes(
+    model,
+    task: SequenceRegressionTask,
+    *,
+    fit_sequences: int = 2048,
+    test_sequences: int = 1024,
+    alpha: float = 1e-3,
+    device="cpu",
+) -> dict:
+    """R² of a ridge probe from each layer's hidden state at position n to sin(ω x_n), one probe per position.
+
+    Fitted on stream PROBE_FIT, scored on PROBE_TEST. Returns {"positions", "layers", "sin": [[R²]] indexed
+    [layer][position], "future_positions", "last_positions", "sin_with_future" and "sin_last" (per layer: mean
+    R² over the positions whose feature serves a later target, and over those with no later target)}."""
+    T = task.spec.seq_len
+    data = {}
+    for name, stream, n in (("fit", PROBE_FIT, fit_sequences), ("test", PROBE_TEST, test_sequences)):
+        batch = task.to_batch(task.arrays(stream, np.arange(n)))
+        target = torch.sin(task.spec.omega * batch["x"].double())  # (n, T)
+        data[name] = (hidden_states(model.to(device), batch["inputs"], device=device, batch_size=512), target)
+    n_layers = len(data["fit"][0])
+    r2 = np.full((n_layers, T), np.nan)
+    for layer in range(n_layers):
+        for pos in range(T):
+            r2[layer, pos] = float(probe_r2(data["fit"][0][layer][:, pos], data["fit"][1][:, pos, None],
+                                            data["test"][0][layer][:, pos], data["test"][1][:, pos, None], alpha)[0])
+    future, last = future_positions(task.spec)
+    mean_over = lambda cols: [float(r2[layer, cols].mean()) if cols else None for layer in range(n_layers)]
+    return {"positions": list(range(T)), "layers": list(range(n_layers)), "sin": r2.tolist(),
+            "future_positions": future, "last_positions": last,
+            "sin_with_future": mean_over(future), "sin_last": mean_over(last),
+            "alpha": alpha, "fit_sequences": fit_sequences, "test_sequences": test_sequences}

@@ -141,16 +141,22 @@ def regressor_config(**kw) -> GPTConfig:
 class SequenceRegressionTask:
     """The ``precache``/``control`` task for :func:`myopia.train.train`.
 
-    Training examples come from stream TRAIN, evaluation from the fixed first ``eval_sequences`` examples of
-    stream EVAL (fresh samples, never trained on), and the trivial predictor's constant is fitted on stream
-    BASELINE_FIT.
+    Training examples come from stream TRAIN of ``seed``, evaluation from the fixed first ``eval_sequences``
+    examples of stream EVAL of ``eval_seed`` (default ``seed``; fresh samples, never trained on), and the trivial
+    predictor's constant is fitted on stream BASELINE_FIT of ``eval_seed``.
     """
 
-    def __init__(self, spec: RegressionSpec, *, seed: int = 0, eval_sequences: int = 2048, eval_batch_size: int = 512):
+    def __init__(self, spec: RegressionSpec, *, seed: int = 0, eval_sequences: int = 2048, eval_batch_size: int = 512,
+                 eval_seed: int | None = None):
         if eval_sequences < 1:
             raise MyopiaError(f"eval-sequences must be >= 1, got {eval_sequences}")
         self.spec, self.seed = spec, int(seed)
+        self.eval_seed = self.seed if eval_seed is None else int(eval_seed)
         self.sampler = BlockSampler(seed, _draw_sequences(spec))
+        # every stream but TRAIN (evaluation, probes, baseline fit) comes from eval_seed: runs with different
+        # training seeds can then be scored on the same held-out sequences (a crossed seeds x units design)
+        self.heldout_sampler = (self.sampler if self.eval_seed == self.seed
+                                else BlockSampler(self.eval_seed, _draw_sequences(spec)))
         self.eval_sequences, self.eval_batch_size = int(eval_sequences), int(eval_batch_size)
         self.tokens_per_example = spec.seq_len
         self._constant: float | None = None
@@ -159,8 +165,9 @@ class SequenceRegressionTask:
 
     # ---- data ------------------------------------------------------------------------------------------------
     def arrays(self, stream: int, indices) -> dict:
-        """numpy {"x", "z", "y"} (n, T) for the given examples of a stream."""
-        d = self.sampler.rows(stream, indices)
+        """numpy {"x", "z", "y"} (n, T) for the given examples of a stream (TRAIN from ``seed``, others from
+        ``eval_seed``)."""
+        d = (self.sampler if stream == TRAIN else self.heldout_sampler).rows(stream, indices)
         return {"x": d["x"], "z": d["z"], "y": regression_targets(d["x"], d["z"], self.spec)}
 
     @staticmethod
@@ -229,6 +236,6 @@ class SequenceRegressionTask:
         return self.summarise(self.sequence_losses(model, device), self._trivial)
 
     def describe(self) -> dict:
-        return {"kind": "regression", **self.spec.to_dict(), "data_seed": self.seed,
+        return {"kind": "regression", **self.spec.to_dict(), "data_seed": self.seed, "eval_seed": self.eval_seed,
                 "eval_sequences": self.eval_sequences, "huber_delta": HUBER_DELTA,
                 "trivial_constant": self.constant}
