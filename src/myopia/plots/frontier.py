@@ -18,6 +18,14 @@ def _arms(fr: dict) -> list[str]:
     return list(fr["frontiers"])
 
 
+def _log_x(ax) -> None:
+    """Log x axis with labels on the decades only (minor-tick labels of a short range overlap)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _num(x) -> float:
     return math.nan if x is None else float(x)
 
@@ -71,7 +79,7 @@ def plot_frontiers(sweep: dict) -> bytes:
         ci = np.array([x["loss_opt_ci95"] or [math.nan, math.nan] for x in f], dtype=float).reshape(-1, 2)
         ax1.errorbar(c, y, yerr=np.abs(np.stack([y - ci[:, 0], ci[:, 1] - y])), color=arm_color(arm, i),
                      marker="o", ms=4, capsize=3, lw=1.2, label=arm)
-    ax1.set_xscale("log")
+    _log_x(ax1)
     ax1.set_xlabel("training compute C (FLOPs)")
     ax1.set_ylabel("frontier loss L*(C) (nats/token)")
     ax1.set_title("compute-optimal frontiers (95% CI)")
@@ -96,7 +104,7 @@ def plot_frontiers(sweep: dict) -> bytes:
                      + (f" [{ci_s[0]:+.4f}, {ci_s[1]:+.4f}]" if ci_s else " (no interval)"))
             ax2.plot(10 ** xs, ys, color=color, ls="--", lw=1, label=label)
     ax2.axhline(0, color="black", lw=0.6)
-    ax2.set_xscale("log")
+    _log_x(ax2)
     ax2.set_xlabel("training compute C (FLOPs)")
     ax2.set_ylabel("frontier gap Δ(C) (nats/token)")
     ax2.set_title("Δ(C) = L*_arm − L*_vanilla (95% CI) and its slope")
@@ -128,7 +136,7 @@ def plot_k_vs_null(sweep: dict) -> bytes:
                 hi = np.array([_num(x[1]) if x else math.nan for x in cis])
                 ax.fill_between(c, lo, hi, color=color, alpha=0.12 if ls == "-" else 0.06, lw=0)
     ax.axhline(1, color="black", lw=0.6)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("compute multiplier k = C*/C")
     ax.set_title("k between frontiers vs the constant-gap null (measured range only)", fontsize=9)
