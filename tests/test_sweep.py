@@ -407,7 +407,9 @@ def test_isoflop_plan_follows_the_design():
     shards = [shard_cells(cells, (k, 2), 2) for k in range(2)]
     names = [c["cell"] for sh in shards for c in sh]
     assert sorted(names) == sorted(c["cell"] for c in cells) and len(set(names)) == len(names)
-    assert all(shards)
+    assert [sorted({c["budget"] for c in sh}) for sh in shards] == [[2e8], [1e8]]  # whole budgets, largest first
+    three = [shard_cells(cells, (k, 3), 2) for k in range(3)]  # more shards than budgets: single cells
+    assert sorted(c["cell"] for sh in three for c in sh) == sorted(c["cell"] for c in cells) and all(three)
     with pytest.raises(MyopiaError, match="at least 5%"):
         tiny_iso(warmup_frac=0.01)
     with pytest.raises(MyopiaError, match="at least 2 seeds"):

@@ -264,16 +264,22 @@ def cell_cost(cell: dict, n_lr: int) -> float:
 
 
 def shard_cells(cells: list[dict], shard: tuple[int, int] | None, n_lr: int) -> list[dict]:
-    """The cells of shard K of N: greedy by cost (largest first onto the lightest shard), deterministic."""
+    """The cells of shard K of N, deterministic: whole budgets when there are at least N of them (so a shard that
+    finishes leaves complete IsoFLOP profiles: the analysis needs every size of a budget), greedily by cost
+    (largest first onto the lightest shard); otherwise single cells the same way."""
     if shard is None:
         return cells
     k, n = shard
+    budgets = sorted({c["budget"] for c in cells})
+    units = ([[c for c in cells if c["budget"] == b] for b in budgets] if len(budgets) >= n
+             else [[c] for c in cells])
     loads = [0.0] * n
     owner = {}
-    for c in sorted(cells, key=lambda c: (-cell_cost(c, n_lr), c["cell"])):
+    for unit in sorted(units, key=lambda u: (-sum(cell_cost(c, n_lr) for c in u), u[0]["cell"])):
         j = min(range(n), key=lambda i: (loads[i], i))
-        loads[j] += cell_cost(c, n_lr)
-        owner[c["cell"]] = j
+        loads[j] += sum(cell_cost(c, n_lr) for c in unit)
+        for c in unit:
+            owner[c["cell"]] = j
     return [c for c in cells if owner[c["cell"]] == k]
 
 
