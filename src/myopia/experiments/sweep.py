@@ -379,22 +379,6 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _doc_bootstrap_means(evals: list[dict], n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, len(evals)) mean losses under shared document resamples. Kept only for horizon_sweep until it
-    moves to myopia.analysis.stats (issue 12); the sweep itself uses the statistics module."""
-    docs = np.asarray(evals[0]["doc_of_window"])
-    for e in evals[1:]:
-        if not np.array_equal(np.asarray(e["doc_of_window"]), docs):
-            raise MyopiaError("runs to be compared were evaluated on different windows")
-    uniq, inv = np.unique(docs, return_inverse=True)
-    per_doc_sum = np.stack([np.bincount(inv, weights=np.asarray(e["loss_per_window"]), minlength=len(uniq))
-                            for e in evals], axis=1)
-    per_doc_n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    draws = np.random.default_rng(seed).integers(0, len(uniq), size=(n_boot, len(uniq)))
-    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws]).astype(np.float64)
-    return (counts @ per_doc_sum) / (counts @ per_doc_n)[:, None]
-
-
 def doc_means(ev: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(document ids, per-document mean loss, tokens per document) of a per-window evaluation (EVAL_FILE)."""
     docs = np.asarray(ev["doc_of_window"])
