@@ -270,7 +270,7 @@ def _dist():
 
 
 # A one-process run uses DCP without a process group on purpose: DCP's warning about it is noise here.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+warnings.filterwarnings("ignore", message=r"torch\.distributed is (disabled, )?unavailable or uninitialized",
                         category=UserWarning)
 
 
@@ -550,6 +550,8 @@ class RunLock:
 RESUMABLE_KEYS = ("resume", "progress", "tensorboard", "world_size", "debug", "shard", "activation_checkpointing",
                   "async_checkpoint", "device_memory_gb")
 RUN_FILES = (CONFIG, METRICS, RESULT)
+# Config keys that runs saved before they existed lack, with the behaviour those runs had.
+LEGACY_DEFAULTS = {"document_mask": False}
 
 
 def config_mismatch(saved: dict, current: dict) -> str:
@@ -560,6 +562,8 @@ def config_mismatch(saved: dict, current: dict) -> str:
             for k in sorted(set(a) | set(b)):
                 if k in RESUMABLE_KEYS:
                     continue
+                if k in LEGACY_DEFAULTS and (k in a) != (k in b):  # saved before the key existed
+                    a, b = {k: LEGACY_DEFAULTS[k], **a}, {k: LEGACY_DEFAULTS[k], **b}
                 if k not in a or k not in b:
                     return f"{path}{k} present in only one"
                 d = walk(a[k], b[k], f"{path}{k}.")

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .checkpoint import (
+    LEGACY_DEFAULTS,
     RunLock,
     export_model,
     full_model_state,
@@ -60,7 +61,7 @@ from .distributed import (
     sum_over_ranks,
 )
 from .errors import MyopiaError
-from .io import MetricsLog, provenance, write_json
+from .io import MetricsLog, provenance, read_json, write_json
 from .progress import Recorder
 from .rundir import CONFIG, METRICS, MODEL, RESULT
 
@@ -98,6 +99,7 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
     async_checkpoint: bool = False  # write checkpoints in the background (DCP async_save)
     device_memory_gb: float = 0.0  # refuse a run whose memory plan exceeds this per process; 0: the GPU's own
+    document_mask: bool = True  # attention stays inside documents (runs saved without this field: False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -143,7 +145,8 @@ class TrainConfig:
         number("device_memory_gb", 0)
         if self.shard not in SHARD_MODES:
             raise MyopiaError(f"shard must be one of {', '.join(SHARD_MODES)}, got {self.shard!r}")
-        for name in ("progress", "compile", "tensorboard", "activation_checkpointing", "async_checkpoint"):
+        for name in ("progress", "compile", "tensorboard", "activation_checkpointing", "async_checkpoint",
+                     "document_mask"):
             if not isinstance(getattr(self, name), bool):
                 raise MyopiaError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.compile_backend, str) or not self.compile_backend:
@@ -158,8 +161,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild a saved config; one saved before a field existed keeps that field's old behaviour."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in known}})
+
+
+LEGACY_NOTE = ("{out} predates --document-mask: it keeps training without document masks (positions attend "
+               "across document boundaries, as before)")
+
+
+def legacy_document_mask(cfg: TrainConfig, out: Path, resume: bool) -> tuple[TrainConfig, list[str]]:
+    """A resumed run whose saved config has no ``document_mask`` continues as it was trained (without)."""
+    path = Path(out) / CONFIG
+    if not (resume and path.is_file() and cfg.document_mask):
+        return cfg, []
+    try:
+        saved = read_json(path).get("train", {})
+    except (MyopiaError, AttributeError):
+        return cfg, []
+    if "document_mask" in saved:
+        return cfg, []
+    return replace(cfg, document_mask=False), [LEGACY_NOTE.format(out=out)]
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -318,12 +340,16 @@ def train(
     init_distributed(cfg.device, force=cfg.shard != "none")
     rank, world, _ = dist_info()
     out = Path(out_dir)
+    cfg, legacy_notes = legacy_document_mask(cfg, out, resume)
+    if hasattr(task, "use_document_mask"):  # tasks with documents keep attention inside them when asked
+        task.use_document_mask(cfg.document_mask)
     device, precision, memory = on_all_ranks(lambda: check_inputs(model, task, cfg, world, rank), world)
     full_config = {"run": run_config, "train": cfg.to_dict(), "task": task.describe(), "world_size": world,
                    "precision": precision}
     lock = on_all_ranks(lambda: RunLock(out).acquire() if rank == 0 else None, world)
     try:
         plan = on_all_ranks(lambda: plan_resume(out, full_config, resume) if rank == 0 else None, world, share=True)
+        plan["notes"] = legacy_notes + plan["notes"]
         engine = Engine(model, task, device=device, precision=precision, shard=cfg.shard,
                         activation_checkpointing=cfg.activation_checkpointing, world=world, rank=rank)
         optimizer = make_optimizer(model, cfg)
@@ -379,7 +405,10 @@ def restore(plan: dict, model, optimizer, cfg: TrainConfig, device, rank: int, w
 
 def prepare_run_dir(out: Path, plan: dict, full_config: dict, memory: dict, engine: Engine) -> None:
     """Rank 0: warnings, config.json, the memory plan line, and for a resumed run drop what came after its step."""
-    for note in plan["notes"]:
+    notes = list(plan["notes"])
+    if engine.kind == "single" and full_config["train"]["shard"] != "none":
+        notes.append("--shard has no effect in one process started without torchrun (it needs a process group)")
+    for note in notes:
         print(f"warning: {note}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     if plan["fresh"] or not (out / CONFIG).exists():

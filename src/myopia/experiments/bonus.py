@@ -57,17 +57,17 @@ class LocalTask(LMTask):
         for p in self.frozen.parameters():
             p.requires_grad_(False)
 
-    def past(self, x: torch.Tensor) -> list:
-        """The frozen model's per-layer (k, v) for inputs x, (B, H, T, head_dim) each."""
+    def past(self, x: torch.Tensor, doc: torch.Tensor | None = None) -> list:
+        """The frozen model's per-layer (k, v) for inputs x, (B, H, T, head_dim) each (documents ``doc``)."""
         if next(self.frozen.parameters()).device != x.device:
             self.frozen.to(x.device)
         kv: list = []
         with torch.no_grad():
-            self.frozen(x, kv_out=kv)
+            self.frozen(x, kv_out=kv, doc_ids=doc)
         return kv
 
-    def logits(self, model, x: torch.Tensor) -> torch.Tensor:
-        return model(x, past_kv=self.past(x))
+    def logits(self, model, x: torch.Tensor, doc: torch.Tensor | None = None) -> torch.Tensor:
+        return model(x, past_kv=self.past(x, doc), doc_ids=doc)
 
     def describe(self) -> dict:
         return {**super().describe(), "kind": "lm-local", "past": "frozen vanilla keys/values"}

@@ -33,13 +33,14 @@ ARMS = PAIR_ARMS
 def window_losses(model, task: LMTask, device, precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
     """Mean next-token loss (nats/token) of each of the task's held-out windows, shape (n_windows,)."""
     x, y = task.eval_windows()
+    docs = task.eval_docs()  # None unless the task masks documents
     model.eval()
     out = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         with autocast:
-            logits = model(xb)
+            logits = task.logits(model, xb, None if docs is None else docs[i : i + batch_size].to(device))
         loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none").view_as(yb)
         out.append(loss.mean(1).double().cpu().numpy())
     return np.concatenate(out)
@@ -82,7 +83,8 @@ def finetune(
     tokenizer = load_hf_tokenizer(model_name)
     corpus = load_corpus(data, tokenizer)
     device = resolve_device(train_cfg.device)
-    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens)
+    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens,
+                       document_mask=train_cfg.document_mask)
     results, losses = {}, {}
     for arm in arms:
         hf = load_hf_model(model_name)

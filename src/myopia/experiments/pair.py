@@ -168,6 +168,10 @@ def run_pair(
     }
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
+        if "document_mask" not in old.get("train", {}) and manifest["train"].get("document_mask"):
+            raise MyopiaError(f"{out} holds a pair trained without document masks (it predates --document-mask); "
+                              "extend it with --no-document-mask, or use another --out")
+        old["train"] = {"document_mask": False, **old.get("train", {})}
         for key in ("model", "train", "eval_tokens"):
             if old.get(key) != manifest[key]:
                 raise MyopiaError(f"{out} holds a pair with a different {key} configuration; use another --out")
