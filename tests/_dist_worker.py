@@ -1,7 +1,8 @@
 """Worker of the multi-process tests: under torchrun, trains every configuration of RUNS with :func:`train`.
 
-``python -m torch.distributed.run --nproc_per_node=2 tests/_dist_worker.py OUT DATA`` writes one run directory per
-configuration to OUT and ``OUT/sharded_eval.json`` (sharded vs single-process evaluation of the same weights).
+``python -m torch.distributed.run --nproc_per_node=2 tests/_dist_worker.py OUT DATA [KIND]`` writes one run directory
+per configuration (of model KIND, default all) to OUT and, with our GPT, ``OUT/sharded_eval.json`` (sharded vs
+single-process evaluation of the same weights).
 The tests import ``build``, ``task`` and ``train_config`` to make the one-process references.
 """
 
@@ -55,16 +56,21 @@ def train_config(shard: str = "none", activation_checkpointing: bool = False, **
     return TrainConfig(**{**base, **kw})
 
 
-def main(out: str, data: str) -> None:
+def main(out: str, data: str, kind_only: str | None = None) -> None:
     from myopia.checkpoint import load_model_state
     from myopia.distributed import EvalShard, dist_info, shutdown_distributed
     from myopia.train import train
 
     out_dir = Path(out)
     for name, kind, gradient, shard, ac in RUNS:
+        if kind_only is not None and kind != kind_only:
+            continue
         train(build(kind, gradient), task(data), train_config(shard, ac), out_dir / name,
               run_config={"kind": kind, "gradient": gradient})
     rank, world, _ = dist_info()
+    if kind_only not in (None, "gpt"):
+        shutdown_distributed()
+        return
     model = build("gpt", "myopic")
     model.load_state_dict(load_model_state(out_dir / "gpt-myopic-none" / "model.safetensors")[0])
     t = task(data)
@@ -76,4 +82,4 @@ def main(out: str, data: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

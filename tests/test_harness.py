@@ -12,7 +12,7 @@ from myopia.cli import main
 from myopia.errors import MyopiaError
 from myopia.experiments.harness import gold_loglikelihood, import_lm_eval, run_harness
 from myopia.experiments.pair import run_dir, run_pair
-from myopia.hf.model import load_run_model
+from myopia.rundir import load_run_model
 from myopia.io import read_json
 from myopia.model import GPTConfig
 from myopia.train import TrainConfig

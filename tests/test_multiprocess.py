@@ -49,12 +49,19 @@ def tokens(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_process_runs(tokens, tmp_path_factory):
-    """Every configuration of _dist_worker.RUNS trained by one 2-process torchrun launch."""
-    out = tmp_path_factory.mktemp("two")
-    proc = subprocess.run([*TORCHRUN, str(TESTS / "_dist_worker.py"), str(out), str(tokens)], env=env_one_thread(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return out
+    """``runs(kind)``: the folder where one 2-process torchrun launch trained every configuration of that model kind
+    in _dist_worker.RUNS (launched on first use, one launch per kind)."""
+    out, done = tmp_path_factory.mktemp("two"), set()
+
+    def runs(kind: str) -> Path:
+        if kind not in done:
+            proc = subprocess.run([*TORCHRUN, str(TESTS / "_dist_worker.py"), str(out), str(tokens), kind],
+                                  env=env_one_thread(), capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            done.add(kind)
+        return out
+
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +80,7 @@ def curve(run, key):
 
 @pytest.mark.parametrize("name,kind,gradient,shard,ac", RUNS, ids=[r[0] for r in RUNS])
 def test_two_processes_equal_one(two_process_runs, references, name, kind, gradient, shard, ac):
-    run, ref = two_process_runs / name, references / f"{kind}-{gradient}"
+    run, ref = two_process_runs(kind) / name, references / f"{kind}-{gradient}"
     result = json.loads((run / "result.json").read_text())
     assert result["world_size"] == 2 and result["engine"] == ("ddp" if shard == "none" else "fsdp")
     assert len(curve(run, "train_loss")) == 3
@@ -90,7 +97,7 @@ def test_two_processes_equal_one(two_process_runs, references, name, kind, gradi
 
 
 def test_sharded_evaluation_equals_one_process(two_process_runs):
-    got = json.loads((two_process_runs / "sharded_eval.json").read_text())
+    got = json.loads((two_process_runs("gpt") / "sharded_eval.json").read_text())
     assert got["sharded"] == got["whole"] and got["whole"]["tokens"] == 96  # bit for bit, every window once
 
 

@@ -118,17 +118,21 @@ def test_activation_checkpointing_changes_no_gradient_hf(gradient):
     from myopia.hf.model import HFCausalLM
 
     x = torch.randint(0, 41, (2, 10), generator=torch.Generator().manual_seed(0))
-    models = []
-    for _ in range(2):
-        m = HFCausalLM(tiny("llama", dtype=torch.float64).train())
-        m.set_gradient(gradient)
-        models.append(m)
-    assert len(apply_activation_checkpointing(models[1])) == 2
-    loss = lambda m: torch.nn.functional.cross_entropy(m(x).flatten(0, 1), x.flatten(), reduction="sum")  # noqa: E731
-    g1, g2 = _grads(models[0], loss), _grads(models[1], loss)
-    assert g1.keys() == g2.keys()
-    for k in g1:
-        assert torch.equal(g1[k], g2[k]), k
+    frozen, kv = HFCausalLM(tiny("llama", dtype=torch.float64, seed=1).eval()), []
+    with torch.no_grad():
+        frozen(x, kv_out=kv)
+    for past in (None, kv):  # past_kv lives in the model's settings only during the call: recomputation restores it
+        models = []
+        for _ in range(2):
+            m = HFCausalLM(tiny("llama", dtype=torch.float64).train())
+            m.set_gradient(gradient)
+            models.append(m)
+        assert len(apply_activation_checkpointing(models[1])) == 2
+        loss = lambda m: torch.nn.functional.cross_entropy(m(x, past_kv=past).flatten(0, 1), x.flatten(), reduction="sum")  # noqa: E731
+        g1, g2 = _grads(models[0], loss), _grads(models[1], loss)
+        assert g1.keys() == g2.keys()
+        for k in g1:
+            assert torch.equal(g1[k], g2[k]), (past is None, k)
 
 
 # ---- sharded evaluation -----------------------------------------------------------------------------------------

@@ -296,3 +296,9 @@ def test_data_that_overlaps_the_training_split_is_refused(pair_dir, corpus_dir, 
                  "--tasks", "closing,repeat-mention", "--no-progress", "--bootstrap", "50"]) == 0
     r = read_json(out / "tasks.json")
     assert set(r["tasks"]) == {"closing", "repeat-mention"} and r["held_out"]["n_docs"] == 1
+    # any runs (one seed each here), the first one the baseline unless --baseline says otherwise
+    assert main(["tasks", "--runs", *runs, "--baseline", "myopic", "--data", str(held), "--out", str(tmp_path / "r"),
+                 "--tasks", "repeat-mention", "--no-progress", "--bootstrap", "50"]) == 0
+    r = read_json(tmp_path / "r" / "tasks.json")
+    assert r["baseline"] == "myopic" and list(r["tasks"]["repeat-mention"]["gap"]) == ["vanilla"]
+    assert r["n_seeds"] == 1 and r["config"]["overlap"] == "checked against the baseline's training split"

@@ -436,7 +436,7 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
             # write the myopic ones in the layout of k, v, which spares a later copy (the kernel's is (B, T, H, D))
             del dk, dv
             dk, dv = torch.empty_like(k), torch.empty_like(v)
-        _finish_band(dk, dv, q, k, v, out, lse, g, horizon, beta, scale)
+        dk, dv = _finish_band(dk, dv, q, k, v, out, lse, g, horizon, beta, scale)
         return dq, dk, dv, dk_full, dv_full
     work = torch.promote_types(q.dtype, torch.float32)
     s = horizon + 1  # the far triangle: queries s.., keys ..T-s-1
@@ -488,21 +488,29 @@ def _near_grads(q, k, v, out, lse, g, horizon: int, scale: float):
     front, back = (m - 1) * c, N * c - T
     kp = F.pad(_expand_heads(k, H).to(work), (0, 0, front, back))  # zero keys before 0 and after T: their
     vp = F.pad(_expand_heads(v, H).to(work), (0, 0, front, back))  # dq terms vanish, dk/dv terms are dropped
-    qc = F.pad(q.to(work), (0, 0, 0, back)).view(B, H, N, c, D)
-    gc = F.pad(g.to(work), (0, 0, 0, back)).view(B, H, N, c, -1)
-    delta = F.pad((g.to(work) * out.to(work)).sum(-1), (0, back)).view(B, H, N, c, 1)
-    lc = F.pad(lse.to(work), (0, back)).view(B, H, N, c, 1)
+    def pad_end(t):  # queries after T: zero, so that their terms vanish (no copy when c divides T)
+        return F.pad(t, (0, 0, 0, back) if t.dim() == 4 else (0, back)) if back else t
+
+    qc = pad_end(q.to(work)).reshape(B, H, N, c, D)
+    gc = pad_end(g.to(work)).reshape(B, H, N, c, -1)
+    delta = pad_end((g.to(work) * out.to(work)).sum(-1)).reshape(B, H, N, c, 1)
+    lc = pad_end(lse.to(work)).reshape(B, H, N, c, 1)
     kw = kp.unfold(-2, W, c).transpose(-1, -2)  # (B, H, N, W, D) windows, views of kp
     vw = vp.unfold(-2, W, c).transpose(-1, -2)
     r = torch.arange(c, device=q.device).unsqueeze(1)
     t = torch.arange(W, device=q.device).unsqueeze(0)
     dist = r + front - t  # query offset r against window key t: distance i - j, the same in every chunk
-    outside = (dist < 0) | (dist > horizon)
-    p = torch.exp((qc @ kw.transpose(-1, -2)).mul_(scale).sub_(lc)).masked_fill_(outside, 0.0)
-    ds = (gc @ vw.transpose(-1, -2)).sub_(delta).mul_(p)
-    dq = (ds @ kw).mul_(scale).view(B, H, N * c, D).narrow(-2, 0, T)
-    dkw = (ds.transpose(-1, -2) @ qc).mul_(scale).view(B, H, N, m, c, D)
-    dvw = (p.transpose(-1, -2) @ gc).view(B, H, N, m, c, -1)
+    outside = torch.zeros(c, W, dtype=work, device=q.device).masked_fill_((dist < 0) | (dist > horizon), -math.inf)
+    # Few passes over the (chunk x window) tensors: the bias (-L_i, -inf off the band) rides in baddbmm, the exp
+    # is in place, and s (dP - Delta) comes from one more baddbmm, so p and s dS take four passes in all.
+    bh = B * H * N
+    q3, g3 = qc.reshape(bh, c, D), gc.reshape(bh, c, -1)
+    k3, v3 = kw.reshape(bh, W, D), vw.reshape(bh, W, -1)
+    p = torch.baddbmm(outside - lc.reshape(bh, c, 1), q3, k3.transpose(-1, -2), alpha=scale).exp_()
+    ds = torch.baddbmm(delta.reshape(bh, c, 1), g3, v3.transpose(-1, -2), beta=-scale, alpha=scale).mul_(p)
+    dq = torch.bmm(ds, k3).view(B, H, N * c, D).narrow(-2, 0, T)
+    dkw = torch.bmm(ds.transpose(-1, -2), q3).view(B, H, N, m, c, D)
+    dvw = torch.bmm(p.transpose(-1, -2), g3).view(B, H, N, m, c, -1)
     dk = dkw.new_zeros(B, H, N + m - 1, c, D)
     dv = dvw.new_zeros(B, H, N + m - 1, c, dvw.shape[-1])
     for j in range(m):  # window piece j of chunk n is key chunk n - (m - 1) + j
@@ -513,26 +521,25 @@ def _near_grads(q, k, v, out, lse, g, horizon: int, scale: float):
     return dq, _sum_groups(dk, h_kv), _sum_groups(dv, h_kv)
 
 
-def _finish_band(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: float) -> None:
-    """Add (1 - beta) x the in-band terms to dk, dv in place, which hold beta x the vanilla gradient (anything
-    at all when beta = 0: then they are overwritten). In low precision, or with grouped-query heads, the band
-    sums run in fp32 at the query heads on the side and are added afterwards."""
+def _finish_band(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: float):
+    """dk, dv + (1 - beta) x the in-band terms, where dk, dv hold beta x the vanilla gradient (anything at all
+    when beta = 0: then they are overwritten); returns the result (dk, dv themselves, except on the fused
+    path). In low precision, or with grouped-query heads, the band sums run in fp32 at the query heads on
+    the side and are added afterwards."""
     work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
     grouped = k.shape[1] != q.shape[1]
-    if dk.dtype == work and dv.dtype == work and not grouped and not _compiled_band_for(q.device):
-        _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
-        return
     H = q.shape[1]
-    if _compiled_band_for(q.device):
-        band_k, band_v = _compiled_band(horizon)(q, _expand_heads(k, H), _expand_heads(v, H), o, lse, g, scale,
-                                                 1.0 - beta)
-    else:
-        band_k = torch.empty(q.shape, dtype=work, device=k.device)
-        band_v = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=work, device=v.device)
-        qw, ow, gw = (t.to(work) for t in (q, o, g))
-        kw, vw = _expand_heads(k, H).to(work), _expand_heads(v, H).to(work)
-        _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta,
-                        overwrite=True)
+    if _compiled_band_for(q.device):  # one fused kernel: band, group sum, combine and cast
+        return _compiled_band(horizon)(q, _expand_heads(k, H), _expand_heads(v, H), o, lse, g, scale, 1.0 - beta,
+                                       dk if beta else None, dv if beta else None, k.shape[1], dk.dtype)
+    if dk.dtype == work and dv.dtype == work and not grouped:
+        _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
+        return dk, dv
+    band_k = torch.empty(q.shape, dtype=work, device=k.device)
+    band_v = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=work, device=v.device)
+    qw, ow, gw = (t.to(work) for t in (q, o, g))
+    kw, vw = _expand_heads(k, H).to(work), _expand_heads(v, H).to(work)
+    _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta, overwrite=True)
     band_k, band_v = _sum_groups(band_k, k.shape[1]), _sum_groups(band_v, v.shape[1])
     if beta:
         dk.add_(band_k.to(dk.dtype))
@@ -540,6 +547,7 @@ def _finish_band(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: f
     else:
         dk.copy_(band_k)
         dv.copy_(band_v)
+    return dk, dv
 
 
 def _flat_view(buf: torch.Tensor, shape) -> torch.Tensor:
@@ -595,14 +603,18 @@ def _compiled_band_for(device: torch.device) -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def band_grads(q, k, v, o, lse, g, horizon: int, scale: float, weight: float):
-    """``weight`` x the in-band dk, dv (fp32 or wider, at q's head count) as one pure function, written for
-    Inductor to fuse: per diagonal d it reads q, k, v, g once and the accumulation stays in registers, so the
-    whole band costs about one read of q, k, v, o, g and one write of dk, dv (the plain loop
-    :func:`_add_band_grads` makes ~10 passes per diagonal). Same formulas; the plain loop stays the fallback."""
+def band_grads(q, k, v, o, lse, g, horizon: int, scale: float, weight: float, base_k=None, base_v=None,
+               h_kv: int | None = None, out_dtype: torch.dtype | None = None):
+    """``base + weight`` x the in-band dk, dv as one pure function, written for Inductor to fuse. q, k, v, o, g
+    (B, H, T, D) (k, v already expanded to the query heads), lse (B, H, T); the band terms are summed over
+    each group of ``H / h_kv`` query heads, added to ``base_k``/``base_v`` (B, h_kv, T, D) if given and cast to
+    ``out_dtype``. Per diagonal it reads q, k, v, g once; fused, the whole correction reads q, k, v, o, g once
+    and writes dk, dv once (14 B per element in bf16 at h = 0; the plain loop :func:`_add_band_grads` moves
+    ~100). Same formulas as the plain loop, which stays the fallback."""
     work = torch.promote_types(q.dtype, torch.float32)
+    out_dtype = out_dtype or k.dtype
     q, k, v, o, g, lse = (t.to(work) for t in (q, k, v, o, g, lse))
-    T = q.shape[-2]
+    B, H, T, D = q.shape
     delta = (g * o).sum(-1)
     dk, dv = torch.zeros_like(q), torch.zeros_like(g)
     for d in range(min(horizon, T - 1) + 1):
@@ -612,7 +624,12 @@ def band_grads(q, k, v, o, lse, g, horizon: int, scale: float, weight: float):
         coef_k = (scale * p * ((gi * vj).sum(-1) - di)).unsqueeze(-1)
         dv = dv + F.pad(gi * p.unsqueeze(-1), (0, 0, 0, d))
         dk = dk + F.pad(qi * coef_k, (0, 0, 0, d))
-    return dk, dv
+    h_kv = h_kv or H
+    if h_kv != H:
+        dk, dv = dk.view(B, h_kv, H // h_kv, T, D).sum(2), dv.view(B, h_kv, H // h_kv, T, -1).sum(2)
+    if base_k is not None:
+        dk, dv = dk + base_k.to(work), dv + base_v.to(work)
+    return dk.to(out_dtype), dv.to(out_dtype)
 
 
 _compiled_bands: dict = {}
@@ -622,8 +639,10 @@ def _compiled_band(horizon: int):
     """:func:`band_grads` compiled by Inductor for one horizon (dynamic in the sizes), cached."""
     fn = _compiled_bands.get(horizon)
     if fn is None:
-        fn = torch.compile(lambda q, k, v, o, lse, g, scale, weight: band_grads(q, k, v, o, lse, g, horizon, scale,
-                                                                             weight), dynamic=True, fullgraph=True)
+        def band(q, k, v, o, lse, g, scale, weight, base_k, base_v, h_kv, out_dtype):
+            return band_grads(q, k, v, o, lse, g, horizon, scale, weight, base_k, base_v, h_kv, out_dtype)
+
+        fn = torch.compile(band, dynamic=True, fullgraph=True)
         _compiled_bands[horizon] = fn
     return fn
 
@@ -657,7 +676,7 @@ def _fused_with_past(q, k, v, past_k, past_v, scale):
     work = torch.promote_types(q.dtype, torch.float32)
     lse_live = lse.unsqueeze(-1).to(work) + scale * ((qn - qn.detach()) * mean_key).sum(-1, keepdim=True).to(work)
     logit = lse_live - diag[..., 1:, :].to(work)
-    rest = torch.sigmoid(logit).to(a.dtype) * a + torch.sigmoid(-logit).to(v.dtype) * v[..., 1:, :]
+    rest = (torch.sigmoid(logit) * a.to(work) + torch.sigmoid(-logit) * v[..., 1:, :].to(work)).to(v.dtype)
     first = v[..., :1, :] + 0.0 * diag[..., :1, :]
     return torch.cat([first, rest], dim=-2)
 

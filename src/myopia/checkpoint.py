@@ -270,7 +270,7 @@ def _dist():
 
 
 # A one-process run uses DCP without a process group on purpose: DCP's warning about it is noise here.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+warnings.filterwarnings("ignore", message=r"torch\.distributed is (disabled, )?unavailable or uninitialized",
                         category=UserWarning)
 
 

@@ -8,8 +8,8 @@ launcher (:func:`die_with_launcher`: ``PR_SET_PDEATHSIG`` on Linux, a watchdog t
 is fully alive, then the objects holding the group (DDP's reducer, FSDP state, pending work) are collected; the
 command line then ends a torchrun worker with ``os._exit``. The abort seen before (``terminate called without an
 active exception`` after rank 0 had printed its result) is a C++ thread of the communication stack being torn
-down during interpreter finalisation; it was not reproduced here in 14 runs of the earlier code (both ranks
-pinned to one loaded core), so the fix is by construction: nothing of the group is left for finalisation, and
+down during interpreter finalisation; it was not reproduced here in 24 two-process runs of the earlier code
+(both ranks pinned to one core, 18 of them next to a busy loop on that core), so the fix is by construction: nothing of the group is left for finalisation, and
 ``tests/test_multiprocess.py`` runs the 2-process command line five times in a row.
 
 **The engine.** :class:`TaskLoss` is a small module whose ``forward(batch)`` is the task's summed loss, so every
@@ -124,6 +124,8 @@ def init_distributed(device: str = "auto", *, force: bool = False) -> None:
     ``force`` joins even a 1-process torchrun (FSDP needs a group). The collective timeout is
     ``MYOPIA_DIST_TIMEOUT_MIN`` minutes (default 60).
     """
+    if launched_by_torchrun():
+        die_with_launcher()  # also a 1-process torchrun worker that needs no group
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
     if launched_world_size() <= 1 and not (force and launched_by_torchrun()):
@@ -133,7 +135,6 @@ def init_distributed(device: str = "auto", *, force: bool = False) -> None:
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise MyopiaError(f"WORLD_SIZE is set but {var} is not: launch several processes with torchrun")
-    die_with_launcher()
     local = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
     if use_cuda:
@@ -321,12 +322,44 @@ def apply_activation_checkpointing(model: nn.Module) -> list[nn.Module]:
 
     blocks = transformer_blocks(model)
     if not blocks:
-        raise MyopiaError(f"--activation-checkpointing: found no transformer blocks in {type(model).__name__}")
+        raise mark_all_ranks(MyopiaError(f"--activation-checkpointing: found no transformer blocks in "
+                                         f"{type(model).__name__}"))
     wrapped = []
     for parent, name, block in blocks:
-        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT))
+        wrapped.append(checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                                          checkpoint_fn=_checkpoint_block))
         parent.register_module(name, wrapped[-1])
     return wrapped
+
+
+def _checkpoint_block(block: nn.Module, *args, **kwargs):
+    """Non-reentrant checkpoint of one block whose recomputation sees the forward pass's myopia settings.
+
+    A Hugging Face model's ``past_kv`` lives in its :class:`myopia.hf.attention.MyopiaSettings` only while the
+    model call runs; the backward pass recomputes the block later, so the values of the forward pass are put back
+    for the recomputation (and keys/values are not collected twice).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    settings = next((m._myopia for m in block.modules() if getattr(m, "_myopia", None) is not None), None)
+
+    def contexts():
+        if settings is None:
+            return contextlib.nullcontext(), contextlib.nullcontext()
+        past = settings.past_kv
+
+        @contextlib.contextmanager
+        def as_in_forward():
+            before = (settings.past_kv, settings.kv_out)
+            settings.past_kv, settings.kv_out = past, None
+            try:
+                yield
+            finally:
+                settings.past_kv, settings.kv_out = before
+
+        return contextlib.nullcontext(), as_in_forward()
+
+    return checkpoint(block, *args, use_reentrant=False, context_fn=contexts, **kwargs)
 
 
 class Engine:
@@ -369,10 +402,27 @@ class Engine:
               if self.precision == "bf16" else MixedPrecisionPolicy())
         reshard = self.shard == "full"
         if not self.blocks:
-            raise MyopiaError(f"--shard {self.shard}: found no transformer blocks in {type(self.model).__name__}")
+            raise mark_all_ranks(MyopiaError(f"--shard {self.shard}: found no transformer blocks in "
+                                             f"{type(self.model).__name__}"))
+        self._check_identical_on_ranks()
         for block in self.blocks:
             fully_shard(block, reshard_after_forward=reshard, mp_policy=mp)
         return fully_shard(self.inner, reshard_after_forward=reshard, mp_policy=mp)
+
+    def _check_identical_on_ranks(self) -> None:
+        """FSDP shards each rank's own copy (it does not broadcast, unlike DDP): refuse models that differ."""
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            mine = [float(p.detach().double().sum()) for p in self.model.parameters()]
+        names = [n for n, _ in self.model.named_parameters()]
+        everyone = gather(mine, self.world)
+        for r, theirs in enumerate(everyone):
+            for name, a, b in zip(names, everyone[0], theirs):
+                if a != b:
+                    raise mark_all_ranks(MyopiaError(
+                        f"--shard {self.shard}: the model differs between processes 0 and {r} ({name}): build it "
+                        "identically on every rank (same seed, same weights) before train()"))
 
     @property
     def description(self) -> str:

@@ -123,7 +123,8 @@ def weights_file(run_dir: str | Path, weights: str | Path | None = None, *, fini
 
     for path in [p for _, p in checkpoint_steps(run_dir)] + legacy_checkpoints(run_dir):
         return path
-    raise MyopiaError(f"{run_dir} holds no {MODEL} and no checkpoint (is it a run directory?)")
+    raise MyopiaError(f"{run_dir} holds no {MODEL} or {CHECKPOINT} and no {CHECKPOINTS}/step_* folder "
+                      "(is it a run directory?)")
 
 
 def check_tokenizer(config: dict, vocab_size: int, corpus, where) -> None:

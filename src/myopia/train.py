@@ -405,7 +405,10 @@ def restore(plan: dict, model, optimizer, cfg: TrainConfig, device, rank: int, w
 
 def prepare_run_dir(out: Path, plan: dict, full_config: dict, memory: dict, engine: Engine) -> None:
     """Rank 0: warnings, config.json, the memory plan line, and for a resumed run drop what came after its step."""
-    for note in plan["notes"]:
+    notes = list(plan["notes"])
+    if engine.kind == "single" and full_config["train"]["shard"] != "none":
+        notes.append("--shard has no effect in one process started without torchrun (it needs a process group)")
+    for note in notes:
         print(f"warning: {note}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     if plan["fresh"] or not (out / CONFIG).exists():

@@ -52,10 +52,6 @@ def check_harness_tasks(task_manager, tasks: list[str]) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _is_run(path: Path) -> bool:
-    return (path / "config.json").is_file() and "run" in read_json(path / "config.json")
-
-
 def _save_corpus_tokenizer(run: Path, out_dir: Path) -> None:
     """A ``PreTrainedTokenizerFast`` for a run trained with our BPE tokenizer (the export only writes bytes)."""
     from transformers import PreTrainedTokenizerFast
@@ -75,10 +71,10 @@ def hf_directory(path: Path, cache: Path) -> Path:
     """A directory ``AutoModelForCausalLM``/``AutoTokenizer`` load for ``path`` (run of ours: exported into
     ``cache`` once; finetune run: its ``hf/``; anything else: itself)."""
     from ..hf.export import export_run
-    from ..hf.model import run_kind
+    from ..rundir import is_run, run_kind
 
     path = Path(path)
-    if not _is_run(path):
+    if not is_run(path):
         return path
     if run_kind(path) == "hf":
         if not (path / "hf").is_dir():

@@ -55,21 +55,21 @@ class ArmSet:
 
 def load_any(path: Path, device="cpu"):
     """The model of a run folder of ours or of ``myopia finetune``, or of a Hugging Face model directory."""
-    from ..hf.model import load_model, load_run_model
+    from ..rundir import is_run, load_model, load_run_model
 
     path = Path(path)
-    if (path / "config.json").is_file() and "run" in read_json(path / "config.json"):
-        return load_run_model(path, device=device)
+    if is_run(path):
+        return load_run_model(path, device=device, finished=True)
     return load_model(path, device=device)[0]
 
 
 def load_tokenizer(path: Path):
     """The tokenizer of a run folder (bytes, a finetune's saved one) or of a Hugging Face model directory."""
-    from ..hf.model import run_tokenizer
     from ..hf.tokenizer import load_hf_tokenizer
+    from ..rundir import is_run, run_tokenizer
 
     path = Path(path)
-    if (path / "config.json").is_file() and "run" in read_json(path / "config.json"):
+    if is_run(path):
         return run_tokenizer(path)
     return load_hf_tokenizer(path)
 

@@ -5,19 +5,9 @@ Plain numbers in (rows of task, arm, mean, interval, Holm p), PNG bytes out; mat
 
 from __future__ import annotations
 
-import io
+from .style import arm_color, pyplot, save
 
 ALPHA = 0.05
-_COLORS = {"myopic": "#c62828", "myopic-hidden": "#ef8f00"}
-_EXTRA = ["#8e24aa", "#00897b", "#6d4c41", "#d81b60", "#3949ab", "#7cb342"]
-
-
-def _color(arm: str, i: int) -> str:
-    try:
-        from ..report.plots import arm_color  # the report's palette, while it lives there
-    except ImportError:
-        return _COLORS.get(arm, _EXTRA[i % len(_EXTRA)])
-    return arm_color(arm, i)
 
 
 def forest_rows(result: dict, key: str = "gap") -> list[dict]:
@@ -40,11 +30,7 @@ def forest_rows(result: dict, key: str = "gap") -> list[dict]:
 
 def forest_plot(rows: list[dict], title: str = "myopia gap per task (95% CI, seed-inclusive)") -> bytes:
     """Gap ± interval per task and arm, vertical line at 0; filled markers: Holm-adjusted p < 0.05."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = [("nats/token", [r for r in rows if not r["per_item"]]), ("nats/item (user tasks)",
                                                                      [r for r in rows if r["per_item"]])]
     groups = [(u, rs) for u, rs in groups if rs]
@@ -59,7 +45,7 @@ def forest_plot(rows: list[dict], title: str = "myopia gap per task (95% CI, see
             if r["mean"] is None:
                 continue
             y = labels.index(r["label"]) + offset[r["arm"]]
-            c = _color(r["arm"], arms.index(r["arm"]))
+            c = arm_color(r["arm"], arms.index(r["arm"]))
             if r["lo"] is not None and r["hi"] is not None:
                 ax.plot([r["lo"], r["hi"]], [y, y], color=c, lw=1.6)
             sig = r["p_holm"] is not None and r["p_holm"] < ALPHA
@@ -70,12 +56,9 @@ def forest_plot(rows: list[dict], title: str = "myopia gap per task (95% CI, see
         ax.set_xlabel(f"gap = loss(arm) - loss(vanilla), {unit}")
         ax.grid(axis="x", alpha=0.3)
     for i, a in enumerate(arms):
-        axes[0, 0].plot([], [], "o-", color=_color(a, i), label=a)
+        axes[0, 0].plot([], [], "o-", color=arm_color(a, i), label=a)
     axes[0, 0].plot([], [], "o", color="k", label=f"filled: Holm p < {ALPHA}")
     axes[0, 0].plot([], [], "o", color="k", markerfacecolor="white", label="hollow: not significant")
     axes[0, 0].legend(fontsize=7, loc="best")
     axes[0, 0].set_title(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return save(fig)
