@@ -207,6 +207,7 @@ class SweepSettings:
             gradients=list(p.gradients), seq_len=p.seq_len, batch_size=p.batch_size, lr=p.lr,
             lr_ref_width=p.lr_ref_width, lr_max=p.lr_max, warmup_frac=p.warmup_frac, weight_decay=p.weight_decay,
             min_lr_ratio=p.min_lr_ratio, eval_tokens=p.eval_tokens, precision=p.precision, preset=p.name,
+            seeds=list(p.seeds),
         )
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
