@@ -230,7 +230,9 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
             "--tokens", "1k,2k", "--seq-len", "16", "--batch-size", "4", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "12 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings
+    assert "36 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings x 3 seeds (the cpu preset default)
+    assert main(args + ["--seeds", "0"]) == 0
+    assert "training noise not measured (1 seed)" in capsys.readouterr().err
     assert "1x16h1-D1k-myopic-hidden-s0" in out
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
@@ -347,3 +349,31 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     assert "L(N, D)" in md and len(markdown_table(md, "arm | E")[1]) == 3
     html = (tmp_path / "report.html").read_text()
     assert "<th>k myopic-hidden [95% CI]</th>" in html and "Scaling: the cost of myopia" in html
+
+
+def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_path):
+    """Fake finished horizon runs (no training): 3 seeds whose vanilla losses differ by a seed shift; the h = 0 gap
+    interval includes that training noise (wider than documents alone) and the null is measured."""
+    from myopia.experiments.horizon_sweep import horizon_arms, summarise_horizon
+    from myopia.experiments.sweep import EVAL_FILE, steps_for
+    from myopia.io import write_json
+
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0, 1, 2])
+    arms = horizon_arms(16, horizons=[0], betas=[])
+    rng = np.random.default_rng(0)
+    docs = np.repeat(np.arange(10), 3)
+    gap_by_seed = {0: 0.05, 1: 0.15, 2: 0.10}
+    for seed in settings.seeds:
+        van = 2.0 + 0.03 * seed + rng.normal(0, 0.01, len(docs))
+        for arm in arms:
+            loss = van + (gap_by_seed[seed] if arm.gradient != "vanilla" else 0.0)
+            d = tmp_path / f"{arm.name}-s{seed}"
+            write_json(d / "result.json", {"eval_loss": float(loss.mean())})
+            write_json(d / EVAL_FILE, {"doc_of_window": docs.tolist(), "loss_per_window": loss.tolist()})
+    size, budget = settings.sizes[0], settings.tokens[0]
+    s = summarise_horizon(tmp_path, arms, settings, size, budget, steps_for(settings, budget, 1000), bootstrap=300)
+    p = s["horizon"]["myopic-hidden"][0]
+    assert p["seeds"] == 3 and p["per_seed"] == pytest.approx([0.05, 0.15, 0.10])
+    assert p["gap"] == pytest.approx(0.10) and p["gap_ci"][0] < 0.06 and p["gap_ci"][1] > 0.14
+    assert p["gap_ci_eval"][1] - p["gap_ci_eval"][0] < 0.01 and p["training_noise"].startswith("included (3")
+    assert s["n_seeds"] == 3 and s["null_gap"]["n_pairs"] == 3 and s["null_gap"]["sd"] > 0.02

@@ -25,7 +25,8 @@ def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None 
     if default_gradients is not None:
         g.add_argument("--gradients", default=None,
                        help=f"comma-separated gradient settings (default {default_gradients})")
-    g.add_argument("--seeds", default="0", help="comma-separated seeds (initialisation and data order)")
+    g.add_argument("--seeds", default=None, help="comma-separated seeds (initialisation and data order; default: the "
+                   "preset's, 0,1,2 for cpu; one seed leaves training noise unmeasured)")
     g.add_argument("--seq-len", type=int)
     g.add_argument("--batch-size", type=int, help="global batch in sequences")
     g.add_argument("--micro-batch-size", type=int, default=0)
@@ -69,12 +70,18 @@ def settings_from_args(args, *, gradients_default=None):
         sizes=sizes,
         tokens=parse_tokens(args.tokens) if args.tokens else None,
         gradients=parse_list(gradients, str, "--gradients") if gradients else gradients_default,
-        seeds=parse_list(args.seeds, int, "--seeds"),
+        seeds=parse_list(args.seeds, int, "--seeds") if args.seeds else None,
         seq_len=args.seq_len, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, lr=args.lr,
         lr_ref_width=args.lr_ref_width, eval_tokens=args.eval_tokens, ckpt_every=args.ckpt_every,
         device=args.device, precision=args.precision,
     )
-    return SweepSettings.from_preset(preset, **overrides)
+    settings = SweepSettings.from_preset(preset, **overrides)
+    if len(settings.seeds) == 1:
+        import sys
+
+        print("warning: one seed: training noise not measured (1 seed); gap intervals are evaluation noise only "
+              "(use --seeds 0,1,2)", file=sys.stderr)
+    return settings
 
 
 def register(sub) -> None:

@@ -31,6 +31,7 @@ class SweepPreset:
     eval_tokens: int = 262144
     precision: str = "fp32"
     gradients: tuple[str, ...] = ("vanilla", "myopic", "myopic-hidden")
+    seeds: tuple[int, ...] = (0,)  # CPU presets train 3 seeds (training noise measured); GPU ones 1 unless asked
     extra: dict = field(default_factory=dict)
 
 
@@ -48,6 +49,7 @@ PRESETS: dict[str, SweepPreset] = {
         batch_size=32,
         tokens=("0.5M", "1M", "4M"),
         lr=2e-3,
+        seeds=(0, 1, 2),
     ),
     # The paper's 64-token setting; GPT-2 small (12 x 768, 85M non-embedding, 124M with a 50257 vocabulary) on top.
     "gpu-64": SweepPreset(

@@ -178,7 +178,8 @@ def horizon_section(d: Path) -> list:
     blocks = [Heading("How far ahead are activations shaped for? (horizon and beta sweep)"), Paragraph(
         f"Size {s['size']} ({si(s['params_non_embedding'])} non-embedding parameters), {si(s['tokens'])} tokens "
         f"({s['steps']} steps), context {s['settings']['seq_len']}, data `{s.get('data')}`. Vanilla loss "
-        f"{fmt(s['vanilla']['loss'])} nats/token. Gap = loss − vanilla loss [95% document-bootstrap CI].")]
+        f"{fmt(s['vanilla']['loss'])} nats/token. Gap = loss − vanilla loss [95% interval; "
+        f"{_horizon_noise(s)}].")]
     if not s["complete"]:
         blocks.append(Paragraph(f"**Incomplete**: {len(s['pending'])} runs pending."))
     blocks.append(_by_setting_table(s["horizon"], "horizon", "horizon h", str))
@@ -189,6 +190,18 @@ def horizon_section(d: Path) -> list:
     if s.get("provenance"):
         blocks.append(provenance_line(s["provenance"]))
     return blocks
+
+
+def _horizon_noise(s: dict) -> str:
+    """What the horizon sweep's intervals include (one seed: training noise not measured), and the null."""
+    n = s.get("n_seeds", s.get("vanilla", {}).get("seeds", 1))
+    if n <= 1:
+        return "1 seed, training noise not measured: validation documents resampled only"
+    null = s.get("null_gap")
+    text = f"seed-inclusive over {n} seeds and validation documents"
+    if null:
+        text += f"; null (vanilla vs vanilla across seeds): sd {null['sd']:.4f} nats/token"
+    return text
 
 
 def _by_setting_table(points: dict, key: str, label: str, show) -> Table:
