@@ -358,7 +358,7 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
     corpus = corpus if corpus is not None else load_corpus(data)
-    runs = plan_runs(settings, corpus.vocab_size)
+    runs = _keep_legacy_document_masks(out, plan_runs(settings, corpus.vocab_size), log)
     trained = 0
     for run in runs:
         run_dir = out / run.name
@@ -372,6 +372,20 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
     if dist_info()[0] == 0:
         write_json(out / SWEEP_FILE, summary)
     return summary
+
+
+def _keep_legacy_document_masks(out: Path, runs: list, log) -> list:
+    """A sweep folder whose runs predate ``document_mask`` keeps training without document masks (its runs are
+    compared with each other), and says so."""
+    def predates(run_dir: Path) -> bool:
+        train = read_json(run_dir / CONFIG).get("train") if (run_dir / CONFIG).is_file() else None
+        return isinstance(train, dict) and "document_mask" not in train
+
+    legacy = [r.name for r in runs if predates(out / r.name)]
+    if not legacy:
+        return runs
+    log(f"warning: {out} predates --document-mask (e.g. {legacy[0]}): all its runs train without document masks")
+    return [replace(r, train_cfg=replace(r.train_cfg, document_mask=False)) for r in runs]
 
 
 # --------------------------------------------------------------------------------------------------------------
