@@ -187,10 +187,10 @@ def legacy_document_mask(cfg: TrainConfig, out: Path, resume: bool) -> tuple[Tra
     if not (resume and path.is_file() and cfg.document_mask):
         return cfg, []
     try:
-        saved = read_json(path).get("train", {})
+        saved = read_json(path).get("train")
     except (MyopiaError, AttributeError):
         return cfg, []
-    if "document_mask" in saved:
+    if not isinstance(saved, dict) or "document_mask" in saved:  # no saved config to speak of, or a new one
         return cfg, []
     return replace(cfg, document_mask=False), [LEGACY_NOTE.format(out=out)]
 
