@@ -20,8 +20,9 @@ GRADIENTS = ("vanilla", "myopic", "myopic-hidden", "bigram")
 REFERENCE = "vanilla"  # every gap is an arm's loss minus this arm's loss
 MYOPIC_ARMS = ("myopic", "myopic-hidden")  # every myopic number is reported beside its hidden-state twin
 PAIR_ARMS = (REFERENCE, *MYOPIC_ARMS)  # the arms of a pair / finetune directory
+PRIMARY_FIRST = ("myopic-hidden", "myopic")  # display order where one is read first: the primary measure first
 
-__all__ = ["GRADIENTS", "REFERENCE", "MYOPIC_ARMS", "PAIR_ARMS", "check_gradient"]
+__all__ = ["GRADIENTS", "REFERENCE", "MYOPIC_ARMS", "PAIR_ARMS", "PRIMARY_FIRST", "check_gradient"]
 
 
 def check_gradient(gradient, beta, horizon) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..arms import MYOPIC_ARMS
 from .sweep import add_sweep_args, settings_from_args
 
 
@@ -43,7 +44,7 @@ def run(args) -> int:
     s = run_horizon_sweep(args.data, args.out, settings, horizons=horizons, betas=betas, corpus=corpus,
                           max_runs=args.max_runs, bootstrap=args.bootstrap)
     print(f"vanilla {s['vanilla']['loss']} ({s['vanilla']['seeds']} seed(s); training noise {s['training_noise']})")
-    for v in ("myopic", "myopic-hidden"):
+    for v in MYOPIC_ARMS:
         pts = ", ".join(f"h={p['horizon']}: {p['loss']:.3f}" for p in s["horizon"][v] if p.get("loss") is not None)
         print(f"{v}: {pts}")
     print("complete" if s["complete"] else f"{len(s['pending'])} runs pending")

@@ -27,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..arms import PRIMARY_FIRST
 from ..errors import MyopiaError
 from ..io import provenance, write_json
 from ..rundir import RESULT
@@ -156,13 +157,13 @@ def format_table(result: dict) -> str:
     tasks = [t for t in ("precache", "control") if t in result]
     gradients = [g for g in GRADIENT_ORDER if g in result[tasks[0]]]
     header = ["task", "trivial"] + [("myopic (strict)" if g == "myopic" else g) for g in gradients]
-    header += [f"gap {g}" for g in ("myopic-hidden", "myopic") if g in gradients]
+    header += [f"gap {g}" for g in PRIMARY_FIRST if g in gradients]
     rows = []
     for t in tasks:
         r = result[t]
         row = [t, f"{r['trivial']:.4f}"]
         row += [f"{r[g]:.4f} ({r['fraction_of_trivial'][g]:.3f})" for g in gradients]
-        for g in ("myopic-hidden", "myopic"):
+        for g in PRIMARY_FIRST:
             if g in gradients:
                 row.append(format_interval(r["gap"][g], 4))
         rows.append(row)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..arms import PAIR_ARMS
+
 
 @dataclass(frozen=True)
 class SweepPreset:
@@ -30,7 +32,7 @@ class SweepPreset:
     min_lr_ratio: float = 0.1
     eval_tokens: int = 262144
     precision: str = "fp32"
-    gradients: tuple[str, ...] = ("vanilla", "myopic", "myopic-hidden")
+    gradients: tuple[str, ...] = PAIR_ARMS
     seeds: tuple[int, ...] = (0,)  # CPU presets train 3 seeds (training noise measured); GPU ones 1 unless asked
     extra: dict = field(default_factory=dict)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..arms import PRIMARY_FIRST
 from ..io import read_json
 from . import register_section
 from .blocks import Figure, Heading, Paragraph, Table
 
-SIDE_BY_SIDE = ("myopic-hidden", "myopic")  # hidden-state myopia first: the primary measure of pre-caching
+SIDE_BY_SIDE = PRIMARY_FIRST  # hidden-state myopia first: the primary measure of pre-caching
 
 
 def _num(x, digits=4, signed=True):
