@@ -53,7 +53,7 @@ STATUSES = ("new", "partial", "done")
 __all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINTS", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "LOCK",
            "SNAPSHOTS", "TOKENIZER", "PAIR_JSON", "GAP_JSON", "BONUS_JSON", "SWEEP_JSON", "HORIZON_JSON",
            "Run", "is_run", "read_config", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
-           "load_run", "load_run_model", "run_tokenizer", "load_model"]
+           "load_run", "load_run_model", "run_tokenizer", "load_model", "read_manifest", "resolve_cache"]
 
 
 @dataclass
@@ -241,3 +241,17 @@ def load_model(spec: str | Path, device="cpu"):
 def _step_from_name(spec) -> int | None:
     m = re.search(r"step[-_]?(\d+)", str(spec))
     return int(m.group(1)) if m else None
+
+
+def read_manifest(pair_dir: str | Path) -> dict:
+    """The pair directory's pair.json; a clear error when DIR is not a pair directory."""
+    path = Path(pair_dir) / PAIR_JSON
+    if not path.is_file():
+        raise MyopiaError(f"{pair_dir} is not a pair directory (no {PAIR_JSON}); create one with myopia pair")
+    return read_json(path)
+
+
+def resolve_cache(pair_dir: str | Path, manifest: dict) -> Path:
+    """The pair's token cache folder (relative paths in pair.json are relative to the pair directory)."""
+    p = Path(manifest["data"]["cache"])
+    return p if p.is_absolute() else Path(pair_dir) / p

@@ -27,7 +27,7 @@ from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
-from ..rundir import CONFIG, RESULT
+from ..rundir import CONFIG, RESULT, read_manifest, resolve_cache
 from ..rundir import PAIR_JSON as MANIFEST
 from ..train import TrainConfig
 from .train_lm import train_lm
@@ -125,20 +125,6 @@ def _relative(path: Path, root: Path) -> str:
         return str(Path(path).resolve().relative_to(Path(root).resolve()))
     except ValueError:
         return str(Path(path).resolve())
-
-
-def resolve_cache(pair_dir: Path, manifest: dict) -> Path:
-    """The pair's token cache folder (relative paths in pair.json are relative to the pair directory)."""
-    p = Path(manifest["data"]["cache"])
-    return p if p.is_absolute() else Path(pair_dir) / p
-
-
-def read_manifest(pair_dir: str | Path) -> dict:
-    """The pair directory's pair.json; a clear error when DIR is not a pair directory."""
-    path = Path(pair_dir) / MANIFEST
-    if not path.is_file():
-        raise MyopiaError(f"{pair_dir} is not a pair directory (no {MANIFEST}); create one with myopia pair")
-    return read_json(path)
 
 
 def run_pair(

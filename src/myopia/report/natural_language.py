@@ -52,7 +52,7 @@ def check_leakage(d: Path, g: dict) -> None:
                           f"pair's training documents; rerun myopia gap {d} --data {data}")
     from ..data.cache import is_cache, open_cache
     from ..data.overlap import refuse_overlap
-    from ..experiments.pair import read_manifest, resolve_cache
+    from ..rundir import read_manifest, resolve_cache
 
     if (d / PAIR_JSON).is_file() and is_cache(data) and (d / "gap" / "per_token.npz").is_file():
         import numpy as np

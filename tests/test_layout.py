@@ -1,0 +1,81 @@
+"""The package's shape: no import circles (top-level or inside functions), the library below experiments and CLI."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "myopia"
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the myopia modules it imports anywhere (importing a.b.c also runs the package a.b)."""
+    mods = {}
+    for p in SRC.rglob("*.py"):
+        parts = list(p.relative_to(SRC.parent).with_suffix("").parts)
+        pkg = parts[:-1]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+            pkg = parts
+        mods[".".join(parts)] = (p, pkg)
+    graph = {}
+    for name, (p, pkg) in mods.items():
+        deps = set()
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom):
+                base = ".".join(pkg[: len(pkg) - n.level + 1] + ([n.module] if n.module else [])) if n.level else (
+                    n.module or "")
+                for a in n.names:
+                    target = f"{base}.{a.name}"
+                    deps.add(target if target in mods else base)
+            elif isinstance(n, ast.Import):
+                deps.update(a.name for a in n.names)
+        deps = {d for d in deps if d in mods}
+        for d in list(deps):
+            pieces = d.split(".")
+            deps.update(".".join(pieces[:k]) for k in range(2, len(pieces))
+                        if not name.startswith(".".join(pieces[:k]) + ".") and name != ".".join(pieces[:k]))
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def test_no_import_circles():
+    graph = _imports()
+    index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+def test_the_library_never_imports_experiments_or_the_command_line():
+    for name, deps in _imports().items():
+        if name.startswith(("myopia.experiments", "myopia.cli")) or name == "myopia.__main__":
+            continue
+        bad = {d for d in deps if d.startswith(("myopia.experiments", "myopia.cli"))}
+        assert not bad, f"{name} imports {sorted(bad)}"
+    for name, deps in _imports().items():
+        if name.startswith("myopia.experiments"):
+            assert not {d for d in deps if d.startswith("myopia.cli")}, name
