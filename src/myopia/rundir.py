@@ -15,7 +15,8 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
 :class:`myopia.hf.model.HFCausalLM`) from these files; :func:`load_model` also takes a weights file inside a run or
 a Hugging Face directory / hub name. The file names (and those of the summaries that folders of several runs hold:
 ``pair.json``, ``gap.json``, ``bonus.json``, ``sweep.json``, ``horizon.json``) are spelled once, in
-:mod:`myopia.runfiles`, and re-exported here. Importing this module does not import torch.
+:mod:`myopia.runfiles`, and re-exported here; :func:`read_manifest` reads a pair folder's ``pair.json``. Importing
+this module does not import torch.
 """
 
 from __future__ import annotations
