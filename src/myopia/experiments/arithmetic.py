@@ -191,6 +191,10 @@ def verdict(result: dict) -> str:
     if not inter:
         return "no interaction: needs vanilla and at least two filler settings"
     F = result["interaction_filler"]
+    if all(v == 0 for per in result["accuracy"].values() for v in per.values()):
+        return (f"N={result['digits']}, F={F} vs 0, {result['n_seeds']} seeds, {result['heldout_pairs']} held-out "
+                "pairs: exact match is 0 for every arm and setting, so the interaction in accuracy is not measurable "
+                "at this budget (see the per-digit and answer-loss interactions)")
     parts = []
     for g, s in inter.items():
         lo, hi = s["ci95"]
