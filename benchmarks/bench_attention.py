@@ -13,7 +13,9 @@ ratio of their median step times is taken; the median over several such processe
 variant in its own process (also printed, "separate": best of the rounds) swings by ±15% on a shared machine
 with where a process's memory lands. Ratios, not absolute times, are the result.
 
-    python benchmarks/bench_attention.py                 # attention at T = 256, 1024, 2048, 4096, then GPT step
+    python benchmarks/bench_attention.py                 # horizon rows at T = 1024, attention at T = 256 ... 4096,
+                                                         # then the GPT step
+    python benchmarks/bench_attention.py --lengths none --gpt none --paths 64:near,64:complement  # horizons only
     python benchmarks/bench_attention.py --quick         # a smoke run in seconds
 """
 
@@ -44,8 +46,18 @@ def _peak_bytes() -> int:
 
 
 def _attention_fn(variant):
+    """vanilla | myopic | eager | h<N> (strict myopia at horizon N, the path by the rule) | h<N>:<path>."""
+    import myopia.attention as attention
     from myopia.attention import causal_attention, myopic_attention
 
+    if variant.startswith("h"):
+        horizon, _, path = variant[1:].partition(":")
+
+        def fn(q, k, v):
+            attention.FORCE_PATH = path or None  # read in backward; the step resets it afterwards
+            return myopic_attention(q, k, v, horizon=int(horizon))
+
+        return fn
     if variant == "vanilla":
         return lambda q, k, v: causal_attention(q, k, v)
     if variant == "myopic":
@@ -67,6 +79,9 @@ def _attention_steps(variants, T, B, H, D, device):
         def step():
             fn(q, k, v).backward(g)
             q.grad = k.grad = v.grad = None
+            import myopia.attention as attention
+
+            attention.FORCE_PATH = None
         return step
 
     return {name: make_step(_attention_fn(name)) for name in variants}
@@ -261,6 +276,85 @@ def bench_attention(lengths, rounds, iters, device, B, H, D, eager_max, paired_s
     return rows
 
 
+def bench_horizons(T, horizons, rounds, device, B, H, D, paired_seconds, paths=()):
+    """Strict myopia at each horizon against vanilla, all variants alternating in ONE process per round (the
+    paths by the switch rule; ``paths`` adds pinned ones, e.g. "64:near"); median ratio over the rounds."""
+    from myopia.attention import choose_path
+
+    import torch
+
+    variants = ["vanilla"] + [f"h{h}" for h in horizons] + [f"h{p}" for p in paths]
+    per_round = [run_child("attention_paired", variants=variants, T=T, B=B, H=H, D=D, device=device,
+                           seconds=paired_seconds * len(variants) / 2) for _ in range(rounds)]
+    ok = [p for p in per_round if "error" not in p]
+    if not ok:
+        return {"error": per_round[0]["error"]}
+    rows = []
+    for name in variants[1:]:
+        h, _, pinned = name[1:].partition(":")
+        ratios = [p[name]["time_s"] / p["vanilla"]["time_s"] for p in ok]
+        row = {"horizon": int(h), "path": pinned or choose_path(T, int(h), torch.float32), "pinned": bool(pinned),
+               "paired_time_ratio": statistics.median(ratios), "paired_time_ratios": ratios,
+               "time_s": statistics.median(p[name]["time_s"] for p in ok)}
+        rows.append(row)
+        print(f"T={T} h={row['horizon']:4d} ({row['path']:10s}{' pinned' if pinned else ''})  "
+              f"{row['time_s'] * 1e3:7.1f} ms  x{row['paired_time_ratio']:.3f} vanilla "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})", flush=True)
+    van = statistics.median(p["vanilla"]["time_s"] for p in ok)
+    print(f"T={T} vanilla {van * 1e3:7.1f} ms", flush=True)
+    return {"T": T, "vanilla_time_s": van, "rows": rows}
+
+
+def count_band_bytes(T=1024, B=1, H=12, D=64, dtype="bfloat16"):
+    """Bytes moved per element of (B, H, T, D) by the h = 0 band correction, counted on meta tensors: every
+    data-moving aten op's tensor inputs and outputs, each once (the plain loop), and the inputs + outputs of the
+    fused pass (what one Inductor kernel touches: :func:`myopia.attention.band_grads` with the combine)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import myopia.attention as attention
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes = self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            ins = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+            outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)
+                    and not any(t is i for i in ins)]  # an in-place op's result is its input: count it once
+            if func not in VIEW_OPS:  # views move no data
+                self.bytes += sum(t.numel() * t.element_size() for t in ins + outs)
+                self.ops += 1
+            return out
+
+    aten = torch.ops.aten
+    VIEW_OPS = {aten.view.default, aten.slice.Tensor, aten.narrow.default, aten.unsqueeze.default,
+                aten.expand.default, aten._unsafe_view.default, aten.alias.default, aten.t.default,
+                aten.transpose.int, aten.select.int, aten.as_strided.default, aten.empty.memory_format,
+                aten.empty_like.default, aten.empty_strided.default}
+    dt = getattr(torch, dtype)
+    q, k, v, o, g = (torch.empty(B, H, T, D, dtype=dt, device="meta") for _ in range(5))
+    lse = torch.empty(B, H, T, device="meta")
+    elems = B * H * T * D
+    res = {"shape": [B, H, T, D], "dtype": dtype}
+    for name, compiled in (("plain", False), ("fused", True)):
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        attention.BAND_COMPILE = False
+        counter = Count()
+        with counter:
+            if compiled:  # the fused kernel (band, combine and cast in one): its inputs and outputs
+                counter.bytes += sum(t.numel() * t.element_size() for t in (q, k, v, o, g, lse, dk, dv))
+                counter.ops += 1
+            else:
+                attention._finish_band(dk, dv, q, k, v, o, lse, g, 0, 0.0, D**-0.5)
+        attention.BAND_COMPILE = None
+        res[name] = {"bytes_per_element": counter.bytes / elems, "kernels": counter.ops}
+        print(f"band pass h=0 {dtype} {name:6s}: {counter.bytes / elems:6.1f} B/elem in {counter.ops} ops", flush=True)
+    return res
+
+
 def _print_attention_row(row):
     van, my = row["vanilla"], row["myopic"]
     line = (f"T={row['T']:5d}  vanilla {van['time_s'] * 1e3:8.1f} ms {_fmt_mb(van['peak_bytes'])} MB | "
@@ -329,6 +423,9 @@ def main():
     ap.add_argument("--gpt", default="384,6,6,256,8", help="d_model,n_layer,n_head,seq_len,batch of the GPT step; 'none' skips it")
     ap.add_argument("--paired-seconds", type=float, default=4.0,
                     help="length of each paired-timing process (the variants alternate in blocks inside it)")
+    ap.add_argument("--horizons", default="0,8,64,256", help="horizon rows (strict myopia); 'none' skips them")
+    ap.add_argument("--horizon-T", type=int, default=1024, help="sequence length of the horizon rows")
+    ap.add_argument("--paths", default="", help="extra pinned rows for the horizon table, e.g. 64:near,64:complement")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test")
     ap.add_argument("--json", help="also write all numbers to this file")
     args = ap.parse_args()
@@ -341,17 +438,26 @@ def main():
         return
     if args.quick:
         args.lengths, args.rounds, args.iters, args.gpt = "64,128", 1, 2, "64,2,2,64,2"
-        args.paired_seconds = 0.3
+        args.paired_seconds, args.horizon_T, args.horizons = 0.3, 128, "0,8,64"
     import torch
 
-    lengths = [int(x) for x in args.lengths.split(",")]
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths != "none" else []
     print(f"machine: {platform.platform()} | {os.cpu_count()} CPUs | torch {torch.__version__} "
           f"threads {torch.get_num_threads()} | device {args.device} | {time.strftime('%Y-%m-%d %H:%M')}")
     peak = max(run_child("matmul", device=args.device)["flops_per_s"] for _ in range(2))
     print(f"measured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     print(f"attention forward+backward, batch {args.batch} x {args.heads} heads x head_dim {args.head_dim}, fp32:")
-    att = bench_attention(lengths, args.rounds, args.iters, args.device, args.batch, args.heads, args.head_dim,
-                          args.eager_max, args.paired_seconds)
+    band_bytes = count_band_bytes()
+    horizons = None
+    if args.horizons != "none":
+        print(f"horizon rows, T = {args.horizon_T}, paired against vanilla in one process per round:")
+        horizons = bench_horizons(args.horizon_T, [int(h) for h in args.horizons.split(",")], args.rounds,
+                                  args.device, args.batch, args.heads, args.head_dim, args.paired_seconds,
+                                  [p for p in args.paths.split(",") if p])
+    att = []
+    if args.lengths != "none":
+        att = bench_attention(lengths, args.rounds, args.iters, args.device, args.batch, args.heads,
+                              args.head_dim, args.eager_max, args.paired_seconds)
     gpt = None
     if args.gpt != "none":
         d_model, n_layer, n_head, T, B = (int(x) for x in args.gpt.split(","))
@@ -360,7 +466,9 @@ def main():
     if args.json:
         from myopia.io import provenance, write_json
 
-        write_json(args.json, {"matmul_peak_flops": peak, "attention": att, "gpt": gpt, "args": vars(args),
+        write_json(args.json, {"matmul_peak_flops": peak, "attention": att, "horizons": horizons,
+                               "band_bytes": band_bytes, "gpt": gpt, "args": vars(args),
+                               "note": "2-core machine shared with other engineers' work during the run",
                                "provenance": provenance()})
 
 

@@ -1,9 +1,8 @@
-"""Tiny randomly initialised transformers models (built locally, no download) and independent brute forces."""
+"""Tiny randomly initialised transformers models (built locally, no download) (the brute-force references live in myopia.testing)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 V = 41  # vocabulary of the tiny models
 
@@ -50,95 +49,15 @@ def tiny(arch: str, *, n_layer: int = 2, seed: int = 0, dtype=torch.float64):
     return model
 
 
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum of cross-entropies: logits (..., V) vs targets (...)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-
-
-
-
-def model_loss(model, x: torch.Tensor) -> torch.Tensor:
-    """Next-token loss of an (B, T+1) id tensor, summed over the first T positions."""
-    return token_loss(model(x[:, :-1], use_cache=False).logits, x[:, 1:])
-
-
-def position_logits_with_cache(model, x, i, cache_from=None, zero_cache=False):
-    """Logits at position i computed from token i alone, every earlier key/value read from a cache.
-
-    The cache is built by a no-grad pass of ``cache_from`` (default: ``model``) on positions < i, or filled with
-    zeros (the bigram baseline). Only position i's own computation is live: this is strict myopia by definition.
-    """
-    if i == 0:
-        return model(x[:, :1], use_cache=False).logits[:, -1]
-    with torch.no_grad():
-        cache = (cache_from or model)(x[:, :i], use_cache=True).past_key_values
-        if zero_cache:
-            for layer in cache.layers:
-                layer.keys.zero_()
-                layer.values.zero_()
-    return model(x[:, i : i + 1], cache=cache, use_cache=True).logits[:, -1]
-
-
-def brute_force_loss(model, x, **kw):
-    """sum_i loss_i, each position's loss computed on its own with constant earlier keys/values."""
-    T = x.shape[1] - 1
-    return sum(F.cross_entropy(position_logits_with_cache(model, x, i, **kw), x[:, i + 1], reduction="sum")
-               for i in range(T))
-
-
-def window_loss(model, x, i, horizon):
-    """Loss at position i with positions i-horizon..i live and earlier ones from a no-grad cache."""
-    lo = max(0, i - horizon)
-    if lo == 0:
-        logits = model(x[:, : i + 1], use_cache=False).logits[:, -1]
-    else:
-        with torch.no_grad():
-            cache = model(x[:, :lo], use_cache=True).past_key_values
-        logits = model(x[:, lo : i + 1], cache=cache, use_cache=True).logits[:, -1]
-    return F.cross_entropy(logits, x[:, i + 1], reduction="sum")
-
-
-def attention_inputs(model):
-    """The self-attention modules of a transformers model."""
-    return [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
-
-
-def hidden_brute_force_loss(model, x):
-    """sum_i loss_i where, for position i, every attention layer's *input* at positions < i is a constant.
-
-    Constants come from a no-grad pass; forward pre-hooks splice them in front of the live input of position i,
-    so the layers' projection weights still act live on the earlier (constant) inputs: hidden-state myopia.
-    """
-    layers = attention_inputs(model)
-    const: dict = {}
-
-    def record(module, args, kwargs):
-        const[module] = (kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]).detach()
-
-    handles = [m.register_forward_pre_hook(record, with_kwargs=True) for m in layers]
-    with torch.no_grad():
-        model(x[:, :-1], use_cache=False)
-    for h in handles:
-        h.remove()
-    total = 0.0
-    T = x.shape[1] - 1
-    for i in range(T):
-
-        def splice(module, args, kwargs, i=i):
-            live = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            mixed = torch.cat([const[module][:, :i], live[:, i : i + 1]], dim=1)
-            if "hidden_states" in kwargs:
-                return args, {**kwargs, "hidden_states": mixed}
-            return (mixed, *args[1:]), kwargs
-
-        handles = [m.register_forward_pre_hook(splice, with_kwargs=True) for m in layers]
-        try:
-            logits = model(x[:, : i + 1], use_cache=False).logits[:, -1]
-        finally:
-            for h in handles:
-                h.remove()
-        total = total + F.cross_entropy(logits, x[:, i + 1], reduction="sum")
-    return total
+from myopia.testing import (  # noqa: E402,F401  (the references live in one importable module)
+    attention_inputs,
+    brute_force_loss,
+    hidden_brute_force_loss,
+    model_loss,
+    position_logits_with_cache,
+    token_loss,
+    window_loss,
+)
 
 
 def tolerance(arch: str) -> dict:

@@ -13,45 +13,10 @@ from myopia.attention import (
     split_linear,
 )
 from myopia.errors import MyopiaError
+from myopia.testing import attention_brute_force as brute_force
+from myopia.testing import attention_brute_force_past as brute_force_past
 
 SHAPES = [(1, 1, 1, 4), (2, 3, 7, 5), (1, 2, 13, 3), (3, 1, 9, 8), (2, 2, 16, 7)]
-
-
-def _weight(i: int, j: int, horizon: int, beta: float) -> float:
-    return 1.0 if j >= i - horizon else beta
-
-
-def brute_force(q, k, v, g, horizon, beta, scale):
-    """sum_i <g_i, o_i>, where o_i is computed on its own with keys/values whose gradient is scaled by w_ij.
-
-    Each query builds its own copy of the past: k_j^(i) = stop(k_j) + w_ij (k_j - stop(k_j)).
-    """
-    T = q.shape[-2]
-    total = 0.0
-    for i in range(T):
-        ks, vs = [], []
-        for j in range(i + 1):
-            w = _weight(i, j, horizon, beta)
-            kd, vd = k[..., j, :].detach(), v[..., j, :].detach()
-            ks.append(kd + w * (k[..., j, :] - kd))
-            vs.append(vd + w * (v[..., j, :] - vd))
-        K, V = torch.stack(ks, -2), torch.stack(vs, -2)
-        p = torch.softmax(scale * (K @ q[..., i, :].unsqueeze(-1)).squeeze(-1), dim=-1)
-        o_i = (p.unsqueeze(-1) * V).sum(-2)
-        total = total + (g[..., i, :] * o_i).sum()
-    return total
-
-
-def brute_force_past(q, k, v, pk, pv, g, scale):
-    """Query i attends to constant past keys/values j < i and its own live k_i, v_i."""
-    T = q.shape[-2]
-    total = 0.0
-    for i in range(T):
-        K = torch.cat([pk[..., :i, :].detach(), k[..., i : i + 1, :]], -2)
-        V = torch.cat([pv[..., :i, :].detach(), v[..., i : i + 1, :]], -2)
-        p = torch.softmax(scale * (K @ q[..., i, :].unsqueeze(-1)).squeeze(-1), dim=-1)
-        total = total + (g[..., i, :] * (p.unsqueeze(-1) * V).sum(-2)).sum()
-    return total
 
 
 def _inputs(shape, seed, n=3):
@@ -75,30 +40,99 @@ def test_gradient_matches_brute_force(shape, horizon, beta, impl):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name} differs")
 
 
-@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (2, 0.0), (0, 0.3), (2, 0.3)])
-@pytest.mark.parametrize("split", [False, True])
-def test_device_generic_path_matches_brute_force(monkeypatch, horizon, beta, split):
-    """CUDA and other devices take the two-node path (kernel autograd + band correction); run it on CPU too."""
+def _path_grads(monkeypatch, path, shape, horizon, beta, split, kv_heads=None, dtype=torch.float64, seed=7):
+    """Gradients of fused myopic attention with the backward path pinned, and the brute force's."""
     import myopia.attention as attention
 
-    monkeypatch.setattr(attention, "ONE_NODE_CPU", False)
-    shape = (2, 3, 9, 5)
-    q, k, v = _inputs(shape, seed=7)
-    g = torch.randn(shape, dtype=torch.float64)
-    scale = shape[-1] ** -0.5
+    monkeypatch.setattr(attention, "FORCE_PATH", path)
+    B, H, T, D = shape
+    kv_shape = (B, kv_heads or H, T, D)
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(shape, generator=gen, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(kv_shape, generator=gen, dtype=dtype, requires_grad=True) for _ in range(2))
+    g = torch.randn(shape, generator=gen, dtype=dtype)
+    scale = D**-0.5
     if split:
         k_w, v_w = k.detach().clone().requires_grad_(), v.detach().clone().requires_grad_()
         out = myopic_attention_split(q, k_w, v_w, k, v, horizon=horizon, beta=beta, impl="fused")
         got = torch.autograd.grad((out * g).sum(), (q, k, v, k_w, v_w))
         kf, vf = (t.detach().clone().requires_grad_() for t in (k, v))
-        full = torch.autograd.grad(brute_force(q, kf, vf, g, shape[-2], 1.0, scale), (kf, vf))
+        full = torch.autograd.grad(brute_force(q, kf, vf, g, T, 1.0, scale), (kf, vf))
     else:
         out = myopic_attention(q, k, v, horizon=horizon, beta=beta, impl="fused")
         got = torch.autograd.grad((out * g).sum(), (q, k, v))
         full = ()
+    monkeypatch.setattr(attention, "FORCE_PATH", None)
     want = torch.autograd.grad(brute_force(q, k, v, g, horizon, beta, scale), (q, k, v)) + full
+    return got, want
+
+
+@pytest.mark.parametrize("path", ["band", "near", "complement"])
+@pytest.mark.parametrize("horizon,beta", [(0, 0.0), (1, 0.0), (5, 0.0), (5, 0.3), (16, 0.0), (17, 0.5)])
+@pytest.mark.parametrize("split", [False, True])
+def test_every_backward_path_matches_brute_force(monkeypatch, path, horizon, beta, split):
+    """The three exact backward paths (band loop, blocked band + far triangle, vanilla minus far triangle)."""
+    got, want = _path_grads(monkeypatch, path, (1, 2, 37, 4), horizon, beta, split)
     for name, a, b in zip(["q", "k", "v", "k_w", "v_w"], got, want):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"d{name} differs")
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
+
+
+@pytest.mark.parametrize("path", ["band", "near", "complement"])
+@pytest.mark.parametrize("split", [False, True])
+def test_grouped_query_heads_match_brute_force(monkeypatch, path, split):
+    """k/v with fewer heads than q (grouped-query attention) go to the kernels unrepeated; the gradient of a
+    shared key/value head is the sum over its query heads."""
+    got, want = _path_grads(monkeypatch, path, (2, 4, 21, 6), 3, 0.25, split, kv_heads=2)
+    for name, a, b in zip(["q", "k", "v", "k_w", "v_w"], got, want):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
+
+
+def test_switch_rule_and_its_neighbourhood(monkeypatch):
+    """choose_path picks by horizon, length and dtype; at and around each switch point the automatic choice
+    matches the brute force, and the choice really changes there (a rule that never switches fails)."""
+    import myopia.attention as attention
+
+    T = 512
+    chosen = {h: attention.choose_path(T, h, torch.float32) for h in range(T - 1)}
+    assert chosen[0] == chosen[attention.BAND_MAX_HORIZON] == "band"
+    assert chosen[attention.BAND_MAX_HORIZON + 1] == "near"
+    switches = [h for h in range(1, T - 1) if chosen[h] != chosen[h - 1]]
+    assert len(switches) == 2 and chosen[T - 2] == "complement"
+    # low precision never takes the complement while the far triangle holds more than a quarter of the pairs
+    assert all(attention.choose_path(T, h, torch.bfloat16) != "complement" for h in range(T // 2 - 1))
+    # the float64 brute force at the switch points of a short sequence (the rule scales with T)
+    T = 48
+    chosen = [attention.choose_path(T, h, torch.float64) for h in range(T - 1)]
+    points = [h for h in range(1, T - 1) if chosen[h] != chosen[h - 1]]
+    assert points, chosen
+    for h0 in points:
+        for h in (h0 - 1, h0, h0 + 1):
+            if 0 <= h < T - 1:
+                got, want = _path_grads(monkeypatch, None, (1, 2, T, 4), h, 0.0, False, seed=h)
+                for a, b in zip(got, want):
+                    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"h={h} ({chosen[h]})")
+
+
+@pytest.mark.parametrize("path", ["band", "near", "complement"])
+def test_low_precision_paths_track_float64(monkeypatch, path):
+    """bf16 inputs: each path's error against the float64 brute force stays within a few bf16 ulps of the
+    gradient's scale (the near path accumulates in fp32; the complement only where its rule allows)."""
+    import myopia.attention as attention
+
+    monkeypatch.setattr(attention, "FORCE_PATH", path)
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 2, 64, 16, generator=gen, dtype=torch.float64)
+    k, v, g = (torch.randn(1, 2, 64, 16, generator=gen, dtype=torch.float64) for _ in range(3))
+    low = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+    out = myopic_attention(*low, horizon=40, impl="fused")
+    got = torch.autograd.grad((out * g.bfloat16()).sum(), low)
+    ref = [t.clone().requires_grad_() for t in (q, k, v)]
+    want = torch.autograd.grad(brute_force(*ref, g, 40, 0.0, 0.25), ref)
+    for a, b in zip(got, want):
+        assert a.dtype == torch.bfloat16
+        err = (a.double() - b).abs().max() / b.abs().max()
+        assert err < 0.03, f"{path}: relative error {err:.3g}"
 
 
 def test_gradients_keep_the_layout_of_k_and_v():

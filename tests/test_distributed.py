@@ -6,6 +6,7 @@ as subprocesses) on a tiny model, single-threaded so that in-process and subproc
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from myopia.checkpoint import load_model_state, load_tensors
+from myopia.checkpoint import checkpoint_steps, load_model_state, read_checkpoint_meta
 from myopia.cli import main
 from myopia.data import LMTask, load_corpus
 from myopia.errors import MyopiaError
@@ -65,46 +66,24 @@ def test_rank_slices_partition_the_global_batch(batch, world, micro):
         assert all(b - a <= micro for a, b in slices)
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
-def test_two_process_ddp_matches_one_process(corpus_file, tmp_path):
-    """torchrun --nproc_per_node=2 with gradient accumulation (uneven micro-batches 2+1 per rank) equals one
-    process on the whole global batch: loss curve and final weights within float tolerance."""
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    assert main(tiny_args(corpus_file, single, gradient="myopic-hidden")) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "myopia",
-           *tiny_args(corpus_file, ddp, gradient="myopic-hidden", micro_batch_size=2, progress=True)]
-    proc = subprocess.run(cmd, env=env_one_thread(), capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("eval loss") == 1  # rank 0 alone reports ...
-    progress = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
-    assert [line.split()[1] for line in progress] == ["4/8", "8/8"]  # ... and prints progress (plain lines)
-
-    result = json.loads((ddp / "result.json").read_text())
-    assert result["world_size"] == 2 and result["config"]["train"]["micro_batch_size"] == 2
-    m1, m2 = read_jsonl(single / "metrics.jsonl"), read_jsonl(ddp / "metrics.jsonl")
-    assert [r["step"] for r in m1] == [r["step"] for r in m2]  # one writer: no duplicated lines
-    train1 = [r["train_loss"] for r in m1 if "train_loss" in r]
-    train2 = [r["train_loss"] for r in m2 if "train_loss" in r]
-    assert len(train1) == 8 and np.allclose(train1, train2, rtol=1e-6, atol=0)
-    eval1 = [r["eval_loss"] for r in m1 if "eval_loss" in r]
-    eval2 = [r["eval_loss"] for r in m2 if "eval_loss" in r]
-    assert np.allclose(eval1, eval2, rtol=1e-6)
-    w1, w2 = weights(single), weights(ddp)
-    for k in w1:
-        assert torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6), k
-    # and the runs moved away from the common initialisation: the comparison is not vacuous
-    init = build_model(GPTConfig(vocab_size=257, n_layer=1, n_head=2, d_model=16, seq_len=16), 0).state_dict()
-    assert (w1["blocks.0.attn.qkv.weight"] - init["blocks.0.attn.qkv.weight"]).abs().max() > 1e-3
+# 2-process runs against one process (DDP, FSDP2, every gradient mode, HF models): tests/test_multiprocess.py
 
 
 # ---- SIGKILL and exact resume -------------------------------------------------------------------------------
 
 
-def _checkpoint_step(path: Path) -> int | None:
-    try:
-        return int(load_tensors(path)[1]["step"])
-    except (MyopiaError, KeyError, OSError):
-        return None
+def _newest_step(run: Path) -> int | None:
+    """The step of the newest complete checkpoint folder (meta.json written last), or None."""
+    for step, path in checkpoint_steps(run):
+        try:
+            return int(read_checkpoint_meta(path, verify=False)["step"])
+        except (MyopiaError, KeyError, OSError):
+            continue
+    return None
+
+
+def _newest_shard(run: Path) -> Path:
+    return checkpoint_steps(run)[0][1] / "__0_0.distcp"
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
@@ -114,10 +93,10 @@ def test_sigkill_mid_run_then_resume_is_bitwise_exact(corpus_file, tmp_path):
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "myopia", *tiny_args(corpus_file, cut, **args)],
                             env=env_one_thread(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt, deadline = cut / "checkpoint.safetensors", time.time() + 180
+    deadline = time.time() + 180
     try:
         while time.time() < deadline and proc.poll() is None:
-            step = _checkpoint_step(ckpt) if ckpt.exists() else None
+            step = _newest_step(cut)
             logged = [r["step"] for r in read_jsonl(cut / "metrics.jsonl")] if step else []
             # past a second checkpoint (so a previous one is kept too), with metrics logged beyond it
             if step is not None and step >= 10 and logged and logged[-1] > step:
@@ -130,10 +109,10 @@ def test_sigkill_mid_run_then_resume_is_bitwise_exact(corpus_file, tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (cut / "result.json").exists() and not (cut / "model.safetensors").exists()
-    killed_at = _checkpoint_step(ckpt)
+    killed_at = _newest_step(cut)
     assert 10 <= killed_at < steps
     assert read_jsonl(cut / "metrics.jsonl")[-1]["step"] > killed_at  # lines the resumed run must drop
-    assert (cut / "checkpoint.prev.safetensors").exists()
+    assert len(checkpoint_steps(cut)) >= 2  # the previous checkpoint is kept
 
     assert main(tiny_args(corpus_file, cut, resume=True, **args)) == 0
     assert main(tiny_args(corpus_file, tmp_path / "full", **args)) == 0
@@ -145,14 +124,14 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(corpus_file, tmp_pat
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(tiny_args(corpus_file, full)) == 0
     assert main(tiny_args(corpus_file, cut)) == 0
-    assert _checkpoint_step(cut / "checkpoint.prev.safetensors") == 6  # the last two checkpoints are kept
+    assert [s for s, _ in checkpoint_steps(cut)] == [8, 6]  # the last two checkpoints are kept
     # simulate a run killed at its end with a damaged newest checkpoint
     (cut / "result.json").unlink()
     (cut / "model.safetensors").unlink()
-    ckpt = cut / "checkpoint.safetensors"
-    data = bytearray(ckpt.read_bytes())
+    shard = _newest_shard(cut)
+    data = bytearray(shard.read_bytes())
     data[-100] ^= 0xFF  # one flipped byte in the tensor data
-    ckpt.write_bytes(bytes(data))
+    shard.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(tiny_args(corpus_file, cut, resume=True)) == 0
     err = capsys.readouterr().err
@@ -165,14 +144,15 @@ def test_every_checkpoint_corrupted_is_refused(corpus_file, tmp_path, capsys):
     cut = tmp_path / "cut"
     assert main(tiny_args(corpus_file, cut)) == 0
     (cut / "result.json").unlink()
-    (cut / "checkpoint.safetensors").write_bytes(b"\x00" * 50)  # cut short
-    prev = cut / "checkpoint.prev.safetensors"
-    prev.write_bytes(prev.read_bytes()[:-10])
+    (_, newest), (_, prev) = checkpoint_steps(cut)
+    (newest / "meta.json").unlink()  # the newest was cut short before its meta.json
+    shard = prev / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:-10])
     capsys.readouterr()
     assert main(tiny_args(corpus_file, cut, resume=True)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: checkpoint") and "corrupted" in err[0]
-    assert "no usable checkpoint" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: checkpoint") and "incomplete" in err[0]
+    assert "corrupted" in err[0] and "no usable checkpoint" in err[0]
     assert not (cut / "result.json").exists()
 
 
@@ -181,8 +161,8 @@ def test_checkpoint_from_another_run_is_refused(corpus_file, tmp_path, capsys):
     assert main(tiny_args(corpus_file, a, steps=4)) == 0
     assert main(tiny_args(corpus_file, b, steps=4, seed=1)) == 0
     (b / "result.json").unlink()
-    (b / "checkpoint.prev.safetensors").unlink()
-    (b / "checkpoint.safetensors").write_bytes((a / "checkpoint.safetensors").read_bytes())
+    shutil.rmtree(b / "checkpoints")
+    shutil.copytree(a / "checkpoints", b / "checkpoints")
     capsys.readouterr()
     assert main(tiny_args(corpus_file, b, steps=4, seed=1, resume=True)) == 2
     err = capsys.readouterr().err
@@ -225,7 +205,7 @@ def test_resume_before_the_first_checkpoint_restarts_cleanly(corpus_file, tmp_pa
     with pytest.raises(Crash):
         train(build_model(model_cfg, 0), CrashingTask(corpus, 16, eval_tokens=256), TrainConfig(**cfg["train"]),
               cut, run_config=cfg["run"])
-    assert len(read_jsonl(cut / "metrics.jsonl")) == 3 and not (cut / "checkpoint.safetensors").exists()
+    assert len(read_jsonl(cut / "metrics.jsonl")) == 3 and not checkpoint_steps(cut)
     capsys.readouterr()
     assert main(tiny_args(corpus_file, cut, steps=4, ckpt_every=0)) == 2  # without --resume: refused
     assert "already holds a run" in capsys.readouterr().err
@@ -236,16 +216,16 @@ def test_resume_before_the_first_checkpoint_restarts_cleanly(corpus_file, tmp_pa
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="recognises files through /proc/self/fd (Linux)")
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(corpus_file, tmp_path, capsys, monkeypatch):
-    """Disk full while writing checkpoint 4: one-line error, checkpoint 2 intact, no temp file, no result."""
+    """Disk full while completing checkpoint 4: one-line error, checkpoint 2 intact, no temporary folder left."""
     import myopia.io as mio
 
     real = mio.os.fsync
-    checkpoint_writes = []
+    meta_writes = []
 
-    def fsync(fd):  # the second checkpoint write (step 4) finds the disk full
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".checkpoint.safetensors."):
-            checkpoint_writes.append(fd)
-            if len(checkpoint_writes) == 2:
+    def fsync(fd):  # the second checkpoint's meta.json (step 4) finds the disk full
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".meta.json."):
+            meta_writes.append(fd)
+            if len(meta_writes) == 2:
                 raise OSError(28, "No space left on device")
         return real(fd)
 
@@ -254,9 +234,10 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(corpus_file, tmp
     assert main(tiny_args(corpus_file, run)) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "could not write" in err and "No space left on device" in err
-    assert _checkpoint_step(run / "checkpoint.safetensors") == 2
+    assert [s for s, _ in checkpoint_steps(run)] == [2]
+    read_checkpoint_meta(checkpoint_steps(run)[0][1])  # complete, checksums verified
     assert not (run / "result.json").exists()
-    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
 def test_checkpoint_restores_each_ranks_generator(tmp_path):
@@ -270,7 +251,7 @@ def test_checkpoint_restores_each_ranks_generator(tmp_path):
         torch.manual_seed(100 + r)
         states[r] = torch.get_rng_state()
     path = tmp_path / "c.safetensors"
-    from myopia.checkpoint import load_checkpoint, save_checkpoint
+    from myopia.checkpoint import load_checkpoint, load_tensors, save_checkpoint
 
     torch.manual_seed(7)  # this process's own state, distinct from both ranks'
     save_checkpoint(path, model, opt, {"step": 1}, rng_states={"torch.r0": states[0], "torch.r1": states[1]})

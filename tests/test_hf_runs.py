@@ -98,7 +98,7 @@ def test_finetune_protocol_end_to_end(tmp_path):
     first, last = {}, {}
     for arm in ("vanilla", "myopic", "myopic-hidden"):
         run = out / arm
-        for name in ("config.json", "metrics.jsonl", "result.json", "checkpoint.safetensors", "model.safetensors",
+        for name in ("config.json", "metrics.jsonl", "result.json", "checkpoints", "model.safetensors",
                      "tokenizer/tokenizer.json", "hf/config.json", "snapshots/step_0000002.safetensors"):
             assert (run / name).exists(), f"{arm}: {name} missing"
         cfg = read_json(run / "config.json")

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from myopia.errors import MyopiaError
-from myopia.model import GPT, GPTConfig, apply_rope, flops_per_token, non_embedding_params
+from myopia.model import GPT, GPTConfig, flops_per_token, non_embedding_params
+from myopia.testing import gpt_brute_force_loss as reference_loss
 
 
 def tiny(gradient="vanilla", **kw):
@@ -18,63 +19,6 @@ def tiny(gradient="vanilla", **kw):
             if "ln" in name:
                 p.add_(0.1 * torch.randn_like(p))
     return model
-
-
-def _ln(x, mod):
-    return F.layer_norm(x, mod.normalized_shape, mod.weight, mod.bias, mod.eps)
-
-
-def reference_loss(model: GPT, idx: torch.Tensor, mode: str) -> torch.Tensor:
-    """sum_i loss_i where position i's own computation is live and every earlier position is held constant.
-
-    An independent re-implementation of the forward pass, one query position at a time.
-    mode "myopic": earlier positions' keys/values are constants.
-    mode "myopic-hidden": earlier positions' attention inputs (LN1 outputs) are constants; W_K, W_V act on
-    them live.
-    """
-    cfg = model.cfg
-    B, T = idx.shape
-    H, hd, d = cfg.n_head, cfg.head_dim, cfg.d_model
-    cos, sin = model.rope_cos[:T].double(), model.rope_sin[:T].double()
-
-    # 1. A detached forward pass: every position's per-layer attention input, keys and values (constants).
-    const_h, const_k, const_v = [], [], []
-    with torch.no_grad():
-        x = model.wte(idx)
-        for blk in model.blocks:
-            h = _ln(x, blk.ln1)
-            q, k, v = F.linear(h, blk.attn.qkv.weight).split(d, -1)
-            q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in (q, k, v))
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            const_h.append(h), const_k.append(k), const_v.append(v)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + blk.attn.proj(o.transpose(1, 2).reshape(B, T, d))
-            x = x + blk.mlp(_ln(x, blk.ln2))
-
-    # 2. Each position on its own, live, reading the constant past.
-    total = 0.0
-    for i in range(T):
-        x = model.wte(idx[:, i])  # (B, d)
-        for layer, blk in enumerate(model.blocks):
-            h = _ln(x, blk.ln1)
-            q, k, v = F.linear(h, blk.attn.qkv.weight).split(d, -1)
-            q, k, v = (t.view(B, H, 1, hd) for t in (q, k, v))
-            q, k = apply_rope(q, cos[i : i + 1], sin[i : i + 1]), apply_rope(k, cos[i : i + 1], sin[i : i + 1])
-            if mode == "myopic":
-                past_k, past_v = const_k[layer][:, :, :i], const_v[layer][:, :, :i]
-            else:
-                wk, wv = blk.attn.qkv.weight[d : 2 * d], blk.attn.qkv.weight[2 * d :]
-                hp = const_h[layer][:, :i]
-                past_k = apply_rope(F.linear(hp, wk).view(B, i, H, hd).transpose(1, 2), cos[:i], sin[:i])
-                past_v = F.linear(hp, wv).view(B, i, H, hd).transpose(1, 2)
-            K, V = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
-            p = torch.softmax((q @ K.transpose(-1, -2)) * hd**-0.5, dim=-1)
-            o = (p @ V).reshape(B, d)
-            x = x + blk.attn.proj(o)
-            x = x + blk.mlp(_ln(x, blk.ln2))
-        logits = F.linear(_ln(x, model.ln_f), model.wte.weight)
-        total = total + F.cross_entropy(logits, idx[:, (i + 1) % T], reduction="sum")
-    return total
 
 
 def model_loss(model, idx):

@@ -23,8 +23,9 @@ def finished_run(tmp_path_factory, corpus_file):
 
 
 def test_the_file_names_are_the_ones_the_trainer_writes(finished_run):
-    for name in (rundir.CONFIG, rundir.METRICS, rundir.RESULT, rundir.MODEL, rundir.CHECKPOINT):
+    for name in (rundir.CONFIG, rundir.METRICS, rundir.RESULT, rundir.MODEL, rundir.LOCK):
         assert (finished_run / name).is_file(), name
+    assert (finished_run / rundir.CHECKPOINTS / "step_0000004").is_dir()
     assert rundir.PREVIOUS_CHECKPOINT == previous_path(rundir.CHECKPOINT).name
     assert rundir.is_run(finished_run) and not rundir.is_run(finished_run.parent)
 
@@ -55,11 +56,12 @@ def test_load_run_gives_the_trained_weights_and_config(finished_run):
 
 
 def test_a_checkpoint_of_the_run_loads_as_its_model_part(finished_run):
-    """A full training checkpoint (model + optimizer + RNG) loads as the weights it holds."""
-    run = rundir.load_run(finished_run, finished_run / rundir.CHECKPOINT)
-    tensors, _ = load_tensors(finished_run / rundir.CHECKPOINT)
+    """A training checkpoint folder (model + optimizer + RNG) loads as the weights it holds (here: the final ones)."""
+    run = rundir.load_run(finished_run, finished_run / rundir.CHECKPOINTS / "step_0000004")
+    assert run.step == 4
+    tensors, _ = load_tensors(finished_run / rundir.MODEL)
     for k, v in run.model.state_dict().items():
-        torch.testing.assert_close(v, tensors[f"model.{k}"], rtol=0, atol=0)
+        torch.testing.assert_close(v, tensors[k], rtol=0, atol=0)
 
 
 def test_unfinished_foreign_and_mismatched_folders_are_refused(tmp_path, finished_run, corpus_file):

@@ -46,6 +46,9 @@ stop-gradient algebra; it is the readable reference (and what the paper's code d
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -58,27 +61,101 @@ __all__ = [
     "causal_attention",
     "causal_attention_lse",
     "split_linear",
+    "kernel_for",
+    "choose_path",
+    "myopic_backward",
 ]
 
 IMPLS = ("auto", "fused", "eager")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Fused kernels that also return the log-sum-exp
+# Kernels: one place that picks the fused kernel for given inputs and calls its forward and backward
 # --------------------------------------------------------------------------------------------------------------
+#
+# Every call here is square and causal: (B, H, T, D) queries against (B, H_kv, T, D) keys/values, H_kv dividing
+# H (grouped-query attention). The log-sum-exp ``lse`` is always (B, H, T), contiguous, float32 (float64 for
+# float64 inputs); outputs and gradients are laid out like the tensors they belong to (``torch.empty_like``),
+# which is also what the fake implementations of the custom ops below promise.
+
+KERNELS = ("cpu_flash", "cuda_flash", "cuda_efficient", "math")
+_warned: set = set()
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-    """Ordinary causal attention ``(B, H, T, D) -> (B, H, T, D)``.
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    The same fused kernel as the myopic path, so vanilla and myopic forward passes agree bit for bit.
+
+def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _expand_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, H_kv, T, D) -> (B, n_heads, T, D) as a view: query head h reads key/value head h // (n_heads / H_kv)."""
+    b, h_kv, T, d = t.shape
+    if h_kv == n_heads:
+        return t
+    return t.unsqueeze(2).expand(b, h_kv, n_heads // h_kv, T, d).reshape(b, n_heads, T, d)
+
+
+def _sum_groups(t: torch.Tensor, h_kv: int) -> torch.Tensor:
+    """(B, H, T, D) -> (B, H_kv, T, D): the gradient of :func:`_expand_heads`."""
+    b, h, T, d = t.shape
+    return t if h == h_kv else t.view(b, h_kv, h // h_kv, T, d).sum(2)
+
+
+def kernel_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """The fused kernel our attention uses for these inputs (one of :data:`KERNELS`).
+
+    CPU: PyTorch's flash kernel (every floating dtype, grouped-query heads). CUDA: the flash kernel where PyTorch
+    says it supports the inputs, else the memory-efficient kernel, else (with one warning) the O(T^2) math path.
+    Only "this kernel does not support these inputs" leads to another kernel; errors inside a kernel propagate.
     """
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return causal_attention_lse(q, k, v, scale)[0]
+    dev = q.device.type
+    if dev == "cpu":
+        return "cpu_flash"
+    if dev == "cuda":
+        gqa = k.shape[1] != q.shape[1]
+        if torch.backends.cuda.can_use_flash_attention(
+            torch.backends.cuda.SDPAParams(q, k, v, None, 0.0, True, gqa), False
+        ):
+            return "cuda_flash"
+        ke, ve = _expand_heads(k, q.shape[1]), _expand_heads(v, q.shape[1])
+        if torch.backends.cuda.can_use_efficient_attention(
+            torch.backends.cuda.SDPAParams(q, ke, ve, None, 0.0, True, False), False
+        ):
+            return "cuda_efficient"
+    _warn_once(
+        f"math:{dev}:{q.dtype}:{q.shape[-1]}",
+        f"myopia: no fused attention kernel supports {dev} {q.dtype} head_dim {q.shape[-1]}; using the O(T^2) "
+        "math path (same values, quadratic memory)",
+    )
+    return "math"
+
+
+def _fixed_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides ``torch.empty_like(like)`` would have (the custom ops' fake implementations promise
+    them); a copy only where a kernel chose another layout."""
+    want = torch.empty_like(like, device="meta").stride()
+    if t.stride() == want:
+        return t
+    if like.is_contiguous():
+        return _contiguous(t)
+    out = torch.empty_like(like, dtype=t.dtype)
+    out.copy_(t)
+    return out
+
+
+def _contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t.contiguous()`` by ``clone`` (which fake CUDA tensors support on a machine without CUDA)."""
+    return t if t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
 
 
 def _math_attention_lse(q, k, v, scale):
     """Fallback with O(T^2) memory for devices without a fused kernel that returns the log-sum-exp."""
+    k, v = _expand_heads(k, q.shape[1]), _expand_heads(v, q.shape[1])
     T, S = q.shape[-2], k.shape[-2]
     scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) * scale
     mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
@@ -88,167 +165,268 @@ def _math_attention_lse(q, k, v, scale):
     return out, lse.detach()
 
 
+def _math_backward(g, q, k, v, out, lse, scale):
+    """The flash backward's formulas with O(T^2) memory, from a given ``out`` and ``lse`` (which need not be this
+    call's own: the off-band pass feeds the whole sequence's)."""
+    h_kv, work = k.shape[1], torch.promote_types(q.dtype, torch.float32)
+    qw, kw, vw = q.to(work), _expand_heads(k, q.shape[1]).to(work), _expand_heads(v, q.shape[1]).to(work)
+    gw = g.to(work)
+    T = q.shape[-2]
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    p = torch.exp((qw @ kw.transpose(-1, -2)) * scale - lse.to(work).unsqueeze(-1)).masked_fill(~causal, 0.0)
+    delta = (gw * out.to(work)).sum(-1, keepdim=True)
+    ds = p * (gw @ vw.transpose(-1, -2) - delta)
+    dq, dk, dv = scale * ds @ kw, scale * ds.transpose(-1, -2) @ qw, p.transpose(-1, -2) @ gw
+    return dq.to(q.dtype), _sum_groups(dk, h_kv).to(k.dtype), _sum_groups(dv, h_kv).to(v.dtype)
+
+
+def _kernel_forward(kind: str, q, k, v, scale: float):
+    """(out, lse) of causal attention with the given kernel; see the section comment for layouts."""
+    T = q.shape[-2]
+    if kind == "cpu_flash":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+    elif kind == "cuda_flash":
+        res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)
+        out, lse = res[0], res[1]
+    elif kind == "cuda_efficient":
+        ke, ve = _expand_heads(k, q.shape[1]), _expand_heads(v, q.shape[1])
+        res = torch.ops.aten._scaled_dot_product_efficient_attention(q, ke, ve, None, True, 0.0, True, scale=scale)
+        out, lse = res[0], res[1].narrow(-1, 0, T)
+    elif kind == "math":
+        out, lse = _math_attention_lse(q, k, v, scale)
+    else:
+        raise MyopiaError(f"unknown attention kernel {kind!r}")
+    return _fixed_layout(out, q), _contiguous(lse.to(_lse_dtype(q.dtype)))
+
+
+def _kernel_backward(kind: str, g, q, k, v, out, lse, scale: float):
+    """(dq, dk, dv) of causal attention from ``out``/``lse`` with the given kernel (dk, dv at k's head count)."""
+    T, dev = q.shape[-2], q.device
+    if kind == "cpu_flash":
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            g, q, k, v, out, lse, 0.0, True, scale=scale
+        )
+    elif kind == "cuda_flash":
+        seed = torch.empty(2, dtype=torch.uint64, device=dev)  # no dropout: the kernel does not read them
+        offset = torch.empty((), dtype=torch.uint64, device=dev)
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_backward(
+            g, q, k, v, out, _contiguous(lse), None, None, T, T, 0.0, True, seed, offset, scale=scale
+        )
+    elif kind == "cuda_efficient":
+        h_kv = k.shape[1]
+        ke, ve = _expand_heads(k, q.shape[1]), _expand_heads(v, q.shape[1])
+        padded = F.pad(lse.float(), (0, -T % 32))  # the kernel's log-sum-exp is padded to a multiple of 32
+        seed = torch.empty((), dtype=torch.long, device=dev)
+        offset = torch.empty((), dtype=torch.long, device=dev)
+        dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
+            g, q, ke, ve, None, out, padded, seed, offset, 0.0, [True, True, True, False], True, scale=scale
+        )
+        dk, dv = _sum_groups(dk, h_kv), _sum_groups(dv, h_kv)
+    elif kind == "math":
+        dq, dk, dv = _math_backward(g, q, k, v, out, lse, scale)
+    else:
+        raise MyopiaError(f"unknown attention kernel {kind!r}")
+    return dq, dk, dv
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The custom ops: what autograd, torch.compile and every device see
+# --------------------------------------------------------------------------------------------------------------
+#
+# ``myopia::causal_attention``  (q, k, v) -> (out, lse), vanilla gradient (``..._backward``)
+# ``myopia::myopic_attention``  (q, k, v, k_full?, v_full?) -> (out, lse), myopic gradient (``..._backward``)
+#
+# Both forwards are the same fused kernel (so myopic and vanilla values agree bit for bit); the backward ops call
+# the kernels' backward ops and the myopic passes below directly. No Python side channel, no tensor state outside
+# the saved inputs/outputs: Dynamo traces a model through them without a graph break, and the fake
+# implementations give every device's shapes, dtypes and layouts without running a kernel.
+
+
+def _fake_forward(q, k, v):
+    return torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
+
+
+@torch.library.custom_op("myopia::causal_attention", mutates_args=(),
+                         schema="(Tensor q, Tensor k, Tensor v, float scale) -> (Tensor, Tensor)")
+def _causal_op(q, k, v, scale):
+    return _kernel_forward(kernel_for(q, k, v), q, k, v, scale)
+
+
+@_causal_op.register_fake
+def _(q, k, v, scale):
+    return _fake_forward(q, k, v)
+
+
+@torch.library.custom_op("myopia::causal_attention_backward", mutates_args=(),
+                         schema="(Tensor g, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, float scale)"
+                                " -> (Tensor, Tensor, Tensor)")
+def _causal_backward_op(g, q, k, v, out, lse, scale):
+    dq, dk, dv = _kernel_backward(kernel_for(q, k, v), g, q, k, v, out, lse, scale)
+    return _fixed_layout(dq, q), _fixed_layout(dk, k), _fixed_layout(dv, v)
+
+
+@_causal_backward_op.register_fake
+def _(g, q, k, v, out, lse, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _save(ctx, inputs, output):
+    q, k, v = inputs[:3]
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.mark_non_differentiable(output[1])
+    ctx.args = inputs[3:]
+
+
+def _refuse_double_backward():
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        raise MyopiaError("myopic attention supports one backward pass, not create_graph=True")
+
+
+def _causal_grad(ctx, g, _g_lse):
+    _refuse_double_backward()
+    q, k, v, out, lse = ctx.saved_tensors
+    (scale,) = ctx.args
+    return (*torch.ops.myopia.causal_attention_backward(g, q, k, v, out, lse, scale), None)
+
+
+_causal_op.register_autograd(_causal_grad, setup_context=_save)
+
+
+@torch.library.custom_op(
+    "myopia::myopic_attention", mutates_args=(),
+    schema="(Tensor q, Tensor k, Tensor v, Tensor? k_full, Tensor? v_full, int horizon, float beta, float scale)"
+           " -> (Tensor, Tensor)")
+def _myopic_op(q, k, v, k_full, v_full, horizon, beta, scale):
+    return _kernel_forward(kernel_for(q, k, v), q, k, v, scale)
+
+
+@_myopic_op.register_fake
+def _(q, k, v, k_full, v_full, horizon, beta, scale):
+    return _fake_forward(q, k, v)
+
+
+@torch.library.custom_op(
+    "myopia::myopic_attention_backward", mutates_args=(),
+    schema="(Tensor g, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, int horizon, float beta, float scale,"
+           " bool split) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+def _myopic_backward_op(g, q, k, v, out, lse, horizon, beta, scale, split):
+    dq, dk, dv, dk_full, dv_full = myopic_backward(g, q, k, v, out, lse, horizon, beta, scale, split)
+    dq, dk, dv = _fixed_layout(dq, q), _fixed_layout(dk, k), _fixed_layout(dv, v)
+    if not split:
+        return dq, dk, dv, q.new_empty(0), q.new_empty(0)
+    return dq, dk, dv, _fixed_layout(dk_full, k), _fixed_layout(dv_full, v)
+
+
+@_myopic_backward_op.register_fake
+def _(g, q, k, v, out, lse, horizon, beta, scale, split):
+    if not split:
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), q.new_empty(0), q.new_empty(0)
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(k),
+            torch.empty_like(v))
+
+
+def _myopic_grad(ctx, g, _g_lse):
+    _refuse_double_backward()
+    q, k, v, out, lse = ctx.saved_tensors
+    k_full, v_full, horizon, beta, scale = ctx.args
+    split = k_full is not None
+    dq, dk, dv, dk_full, dv_full = torch.ops.myopia.myopic_attention_backward(
+        g, q, k, v, out, lse, horizon, beta, scale, split
+    )
+    if not split:
+        dk_full = dv_full = None
+    return dq, dk, dv, dk_full, dv_full, None, None, None
+
+
+_myopic_op.register_autograd(_myopic_grad, setup_context=_save)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Ordinary causal attention ``(B, H, T, D), (B, H_kv, T, D) x 2 -> (B, H, T, D)``.
+
+    The same fused kernel as the myopic path, so vanilla and myopic forward passes agree bit for bit.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return torch.ops.myopia.causal_attention(q, k, v, scale)[0]
+
+
 def causal_attention_lse(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused causal attention returning ``(out, lse)``.
 
     ``out`` (B, H, T, D) is differentiable in q, k, v; ``lse`` (B, H, T), float32 or wider, is a constant.
-    Uses the flash kernels on CPU and CUDA (memory-efficient kernel on CUDA float32), math elsewhere.
+    The kernel is :func:`kernel_for`'s choice (flash on CPU; flash, memory-efficient or math on CUDA).
     """
-    if q.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
-        return out, lse
-    if q.device.type == "cuda":
-        D = q.shape[-1]
-        if q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0 and D <= 256:
-            try:
-                res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)
-                return res[0], res[1]
-            except RuntimeError:
-                pass
-        try:
-            res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, True, scale=scale)
-            return res[0], res[1][..., : q.shape[-2]]
-        except RuntimeError:
-            pass
-    return _math_attention_lse(q, k, v, scale)
+    return torch.ops.myopia.causal_attention(q, k, v, float(scale))
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The band gradient
+# The myopic backward: three exact paths, chosen by horizon, length and dtype
 # --------------------------------------------------------------------------------------------------------------
+#
+# With W_band = {(i, j): i - h <= j <= i} and W_far = {(i, j): j < i - h} the vanilla gradients split as
+# dk = dk_band + dk_far (same for dv, dq). The far part is itself causal attention's backward on a shifted
+# triangle: queries h+1..T-1 against keys 0..T-h-2 (query h+1+r sees keys <= r), fed the FULL sequence's output o
+# and log-sum-exp L, so that p_ij = exp(s_ij - L_i) and Delta_i = <g_i, o_i> are the full softmax's. Then
+#
+#   "band"        vanilla kernel backward (dq, dk, dv) + the band terms one diagonal at a time (small h)
+#                 dk = beta dk + (1 - beta) dk_band
+#   "near"        dk_band, dv_band, dq_band from a blocked pass over the band (batched matmuls over chunks of
+#                 queries against their window of keys) + the far part by the kernel's backward on the shifted
+#                 triangle: dq = dq_band + dq_far, dk = dk_band + beta dk_far. Costs about one vanilla backward
+#                 (the two regions tile the triangle) plus the blocked pass's waste.
+#   "complement"  vanilla kernel backward + the far part: dk = dk - (1 - beta) dk_far (large h, where the far
+#                 triangle is small). The subtraction loses precision in bf16 when the far part dominates, so
+#                 low precision takes it only when the band holds most of the triangle.
+
+PATHS = ("band", "near", "complement")
+FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
+BAND_MAX_HORIZON = 2  # "band" up to this horizon
+NEAR_COST = 2.0  # the blocked pass's cost per (query, key) pair relative to the flash backward's (measured, CPU)
 
 
-class _Stash:
-    """Carries the attention output, its log-sum-exp and the gradient arriving at the output back to
-    :class:`_MyopicKV`, whose backward runs after the attention kernel's."""
-
-    out: torch.Tensor
-    lse: torch.Tensor
-    grad: torch.Tensor
-
-
-class _CaptureOutput(torch.autograd.Function):
-    """Identity on the attention output ``o``; remembers ``o`` and, in backward, g = dL/do."""
-
-    @staticmethod
-    def forward(ctx, o, stash):
-        stash.out = o.detach()
-        ctx.stash = stash
-        return o.view_as(o)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.stash.grad = grad
-        return grad, None
+def near_chunk(horizon: int) -> int:
+    """Queries per chunk of the blocked band pass: about the horizon, between 16 and 128."""
+    c = 16
+    while c < 128 and 2 * c <= horizon:
+        c *= 2
+    return c
 
 
-class _MyopicKV(torch.autograd.Function):
-    """Identity on (k, v). Backward receives the vanilla dk, dv from the attention kernel and turns them into
-    the myopic ones: beta x vanilla + (1 - beta) x in-band terms. With ``inplace`` it rewrites the kernel's
-    gradient buffers, so myopic attention allocates no more than vanilla attention."""
+def choose_path(T: int, horizon: int, dtype: torch.dtype) -> str:
+    """The myopic backward path for sequence length T, horizon h < T - 1 and dtype (see the section comment).
 
-    @staticmethod
-    def forward(ctx, k, v, q, stash, horizon: int, beta: float, scale: float, inplace: bool):
-        ctx.save_for_backward(q, k, v)
-        ctx.stash, ctx.horizon, ctx.beta, ctx.scale, ctx.inplace = stash, horizon, beta, scale, inplace
-        return k.view_as(k), v.view_as(v)
-
-    @staticmethod
-    def backward(ctx, dk, dv):
-        q, k, v = ctx.saved_tensors
-        st, beta = ctx.stash, ctx.beta
-        if ctx.inplace:
-            if beta:
-                dk, dv = dk.mul_(beta), dv.mul_(beta)
-        else:  # the kernel's dk, dv also feed the vanilla copies: leave them alone
-            dk, dv = (dk * beta, dv * beta) if beta else (torch.empty_like(k), torch.empty_like(v))
-        _finish_myopic_grads(dk, dv, q, k, v, st.out, st.lse, st.grad, ctx.horizon, beta, ctx.scale)
-        st.grad = None  # out and lse stay for a retained graph
-        return dk, dv, None, None, None, None, None, None
+    Costs in (query, key) pairs: "near" = NEAR_COST x T x window + far triangle, "complement" = the whole
+    triangle + the far triangle; "band" below BAND_MAX_HORIZON (a few elementwise passes per diagonal)."""
+    if FORCE_PATH is not None:
+        if FORCE_PATH not in PATHS:
+            raise MyopiaError(f"FORCE_PATH must be one of {PATHS} or None, got {FORCE_PATH!r}")
+        return FORCE_PATH
+    if horizon <= BAND_MAX_HORIZON:
+        return "band"
+    c = near_chunk(horizon)
+    window = (-(-horizon // c) + 1) * c
+    far = (T - horizon - 1) ** 2 / 2
+    near_cost = NEAR_COST * T * window + far
+    complement_cost = T * T / 2 + far
+    if dtype in (torch.float16, torch.bfloat16) and far > T * T / 8:
+        return "near"  # the complement's subtraction would cancel: the band is under ~half of the triangle
+    return "near" if near_cost <= complement_cost else "complement"
 
 
-def _finish_myopic_grads(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: float) -> None:
-    """Add (1 - beta) x the in-band terms to dk, dv in place, which hold beta x the vanilla gradient (anything
-    at all when beta = 0: then they are overwritten). In low precision the band sums run in fp32 on the side."""
-    work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
-    if dk.dtype == work and dv.dtype == work:
-        _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
-        return
-    band_k = torch.empty(k.shape, dtype=work, device=k.device)
-    band_v = torch.empty(v.shape, dtype=work, device=v.device)
-    qw, kw, vw, ow, gw = (t.to(work) for t in (q, k, v, o, g))
-    _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta, overwrite=True)
-    if beta:
-        dk.add_(band_k.to(dk.dtype))
-        dv.add_(band_v.to(dv.dtype))
-    else:
-        dk.copy_(band_k)
-        dv.copy_(band_v)
-
-
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<a_i, b_i> over the last dimension: (..., D) x (..., D) -> (...), without a (..., D) temporary."""
-    return torch.einsum("...d,...d->...", a, b)
-
-
-def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weight: float,
-                    overwrite: bool = False) -> None:
-    """dk += weight s sum_{d<=h} p_{i,i-d} <g_i, v_{i-d} - o_i> q_i and dv += weight sum_{d<=h} p_{i,i-d} g_i,
-    written into row i-d, in place. Recomputes p_{i,i-d} = exp(s <q_i, k_{i-d}> - L_i) one diagonal at a time.
-
-    With ``overwrite`` the main diagonal (d = 0, which covers every row) replaces dk, dv instead of adding to
-    them: their previous contents never matter (no zeroing pass), and they serve as scratch for that
-    diagonal's row dots. Allocates nothing of size (..., D). The op count is kept minimal on purpose: at short
-    sequences each extra elementwise pass over a (B, H, T, D) tensor costs about 1% of the attention step."""
+def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: float, split: bool = False,
+                    path: str | None = None):
+    """Myopic gradients ``(dq, dk, dv, dk_full, dv_full)`` of fused causal attention from its output and
+    log-sum-exp; dk, dv are myopic (weights w_ij), dk_full, dv_full the vanilla ones when ``split`` (else None).
+    q, out, g: (B, H, T, D); k, v: (B, H_kv, T, D); lse: (B, H, T)."""
+    kind = kernel_for(q, k, v)
     T = q.shape[-2]
-    for d in range(min(horizon, T - 1) + 1):
-        qi, gi, oi, li = q[..., d:, :], g[..., d:, :], o[..., d:, :], lse[..., d:]
-        kj, vj = k[..., : T - d, :], v[..., : T - d, :]
-        if overwrite and d == 0:
-            p = torch.mul(qi, kj, out=dk).sum(-1)
-            dp = torch.mul(gi, torch.sub(vj, oi, out=dv), out=dv).sum(-1)  # <g_i, v_i - o_i>
-        else:
-            p, dp = _rowdot(qi, kj), _rowdot(gi, vj).sub_(_rowdot(gi, oi))
-        p = p.mul_(scale).sub_(li).exp_()  # p_{i, i-d}
-        coef_k = dp.mul_(p).mul_(scale * weight).unsqueeze(-1)
-        coef_v = (p.mul_(weight) if weight != 1.0 else p).unsqueeze(-1)
-        if overwrite and d == 0:
-            torch.mul(gi, coef_v, out=dv)
-            torch.mul(qi, coef_k, out=dk)
-        else:
-            dv[..., : T - d, :].addcmul_(gi, coef_v)
-            dk[..., : T - d, :].addcmul_(qi, coef_k)
-
-
-class _MyopicFlashCPU(torch.autograd.Function):
-    """The whole fused myopic attention as one autograd node on CPU (the default path there).
-
-    Forward: PyTorch's flash kernel, ``(q, k, v) -> o`` with L kept. Backward: the kernel's own backward op
-    gives dq and the vanilla dk, dv; the band correction turns those into the myopic ones. Same mathematics
-    as the device-generic path (:class:`_MyopicKV` + :class:`_CaptureOutput`) with less Python per call, which
-    is what costs at short sequences. With ``k_full``/``v_full`` those receive the vanilla dk, dv and k, v the
-    myopic ones (hidden-state myopia). Differentiable once (a second backward raises a clear error)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, k_full, v_full, horizon: int, beta: float, scale: float):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.horizon, ctx.beta, ctx.scale, ctx.split = horizon, beta, scale, k_full is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        if torch.is_grad_enabled():  # (cheaper than torch.autograd.function.once_differentiable)
-            raise MyopiaError("myopic attention supports one backward pass, not create_graph=True")
-        q, k, v, out, lse = ctx.saved_tensors
-        beta, scale = ctx.beta, ctx.scale
-        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            g, q, k, v, out, lse, 0.0, True, scale=scale
-        )
+    path = path or choose_path(T, horizon, q.dtype)
+    if path == "band":
+        dq, dk, dv = _kernel_backward(kind, g, q, k, v, out, lse, scale)
         dk_full = dv_full = None
-        if ctx.split:  # vanilla gradient to the full copies; the myopic one is built beside it
+        if split:  # vanilla gradient to the full copies; the myopic one is built beside it
             dk_full, dv_full = dk, dv
             dk = dk * beta if beta else torch.empty_like(k)
             dv = dv * beta if beta else torch.empty_like(v)
@@ -258,30 +436,225 @@ class _MyopicFlashCPU(torch.autograd.Function):
             # write the myopic ones in the layout of k, v, which spares a later copy (the kernel's is (B, T, H, D))
             del dk, dv
             dk, dv = torch.empty_like(k), torch.empty_like(v)
-        _finish_myopic_grads(dk, dv, q, k, v, out, lse, g, ctx.horizon, beta, scale)
-        return dq if ctx.needs_input_grad[0] else None, dk, dv, dk_full, dv_full, None, None, None
+        dk, dv = _finish_band(dk, dv, q, k, v, out, lse, g, horizon, beta, scale)
+        return dq, dk, dv, dk_full, dv_full
+    work = torch.promote_types(q.dtype, torch.float32)
+    s = horizon + 1  # the far triangle: queries s.., keys ..T-s-1
+    if path == "near":
+        dq, dk_band, dv_band = _near_grads(q, k, v, out, lse, g, horizon, scale)
+    elif path == "complement":
+        dq, dk_van, dv_van = (t.to(work) for t in _kernel_backward(kind, g, q, k, v, out, lse, scale))
+    else:
+        raise MyopiaError(f"unknown myopic backward path {path!r}")
+    def late(t):  # queries s..T-1 (narrow, not indexing: the fake-tensor test runs this on fake CUDA tensors)
+        return t.narrow(-2, s, T - s)
+
+    def early(t):  # keys 0..T-s-1
+        return t.narrow(-2, 0, T - s)
+
+    dq_far, dk_far, dv_far = _kernel_backward(
+        kind, late(g), late(q), early(k), early(v), late(out), _contiguous(lse.narrow(-1, s, T - s)), scale
+    )
+    if path == "near":
+        late(dq).add_(dq_far)
+        if split:
+            dk_van, dv_van = dk_band.clone(), dv_band.clone()
+            early(dk_van).add_(dk_far)
+            early(dv_van).add_(dv_far)
+        if beta:
+            early(dk_band).add_(dk_far, alpha=beta)
+            early(dv_band).add_(dv_far, alpha=beta)
+        dk, dv = dk_band, dv_band
+    else:
+        dk, dv = (dk_van.clone(), dv_van.clone()) if split else (dk_van, dv_van)
+        early(dk).sub_(dk_far, alpha=1.0 - beta)
+        early(dv).sub_(dv_far, alpha=1.0 - beta)
+    full = (dk_van.to(k.dtype), dv_van.to(v.dtype)) if split else (None, None)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), *full
 
 
-ONE_NODE_CPU = True  # tests switch it off to check the device-generic path on CPU
+def _near_grads(q, k, v, out, lse, g, horizon: int, scale: float):
+    """dq, dk, dv of the band alone (weights 1 for i - h <= j <= i, 0 elsewhere), in fp32 or wider.
+
+    Queries in chunks of c against a window of m c keys ending at the chunk (m = ceil(h / c) + 1): per chunk
+    S = s Q K^T (c x m c), P = exp(S - L) on the band, dS = P (G V^T - Delta), dQ = s dS K, dK = s dS^T Q,
+    dV = P^T G, the window's dK, dV summed back onto the keys. Work ~ 5 x T x m c x D multiply-adds; memory
+    B x H x T x m c for the scores; nothing of size T x T."""
+    B, H, T, D = q.shape
+    h_kv, work = k.shape[1], torch.promote_types(q.dtype, torch.float32)
+    c = near_chunk(horizon)
+    m = -(-horizon // c) + 1
+    W, N = m * c, -(-T // c)
+    front, back = (m - 1) * c, N * c - T
+    kp = F.pad(_expand_heads(k, H).to(work), (0, 0, front, back))  # zero keys before 0 and after T: their
+    vp = F.pad(_expand_heads(v, H).to(work), (0, 0, front, back))  # dq terms vanish, dk/dv terms are dropped
+    def pad_end(t):  # queries after T: zero, so that their terms vanish (no copy when c divides T)
+        return F.pad(t, (0, 0, 0, back) if t.dim() == 4 else (0, back)) if back else t
+
+    qc = pad_end(q.to(work)).reshape(B, H, N, c, D)
+    gc = pad_end(g.to(work)).reshape(B, H, N, c, -1)
+    delta = pad_end((g.to(work) * out.to(work)).sum(-1)).reshape(B, H, N, c, 1)
+    lc = pad_end(lse.to(work)).reshape(B, H, N, c, 1)
+    kw = kp.unfold(-2, W, c).transpose(-1, -2)  # (B, H, N, W, D) windows, views of kp
+    vw = vp.unfold(-2, W, c).transpose(-1, -2)
+    r = torch.arange(c, device=q.device).unsqueeze(1)
+    t = torch.arange(W, device=q.device).unsqueeze(0)
+    dist = r + front - t  # query offset r against window key t: distance i - j, the same in every chunk
+    outside = torch.zeros(c, W, dtype=work, device=q.device).masked_fill_((dist < 0) | (dist > horizon), -math.inf)
+    # Few passes over the (chunk x window) tensors: the bias (-L_i, -inf off the band) rides in baddbmm, the exp
+    # is in place, and s (dP - Delta) comes from one more baddbmm, so p and s dS take four passes in all.
+    bh = B * H * N
+    q3, g3 = qc.reshape(bh, c, D), gc.reshape(bh, c, -1)
+    k3, v3 = kw.reshape(bh, W, D), vw.reshape(bh, W, -1)
+    p = torch.baddbmm(outside - lc.reshape(bh, c, 1), q3, k3.transpose(-1, -2), alpha=scale).exp_()
+    ds = torch.baddbmm(delta.reshape(bh, c, 1), g3, v3.transpose(-1, -2), beta=-scale, alpha=scale).mul_(p)
+    dq = torch.bmm(ds, k3).view(B, H, N * c, D).narrow(-2, 0, T)
+    dkw = torch.bmm(ds.transpose(-1, -2), q3).view(B, H, N, m, c, D)
+    dvw = torch.bmm(p.transpose(-1, -2), g3).view(B, H, N, m, c, -1)
+    dk = dkw.new_zeros(B, H, N + m - 1, c, D)
+    dv = dvw.new_zeros(B, H, N + m - 1, c, dvw.shape[-1])
+    for j in range(m):  # window piece j of chunk n is key chunk n - (m - 1) + j
+        dk.narrow(2, j, N).add_(dkw.select(3, j))
+        dv.narrow(2, j, N).add_(dvw.select(3, j))
+    dk = dk.view(B, H, -1, D).narrow(-2, front, T)
+    dv = dv.view(B, H, -1, dv.shape[-1]).narrow(-2, front, T)
+    return dq, _sum_groups(dk, h_kv), _sum_groups(dv, h_kv)
+
+
+def _finish_band(dk, dv, q, k, v, o, lse, g, horizon: int, beta: float, scale: float):
+    """dk, dv + (1 - beta) x the in-band terms, where dk, dv hold beta x the vanilla gradient (anything at all
+    when beta = 0: then they are overwritten); returns the result (dk, dv themselves, except on the fused
+    path). In low precision, or with grouped-query heads, the band sums run in fp32 at the query heads on
+    the side and are added afterwards."""
+    work = torch.promote_types(q.dtype, torch.float32)  # softmax statistics in fp32 (or fp64)
+    grouped = k.shape[1] != q.shape[1]
+    H = q.shape[1]
+    if _compiled_band_for(q.device):  # one fused kernel: band, group sum, combine and cast
+        return _compiled_band(horizon)(q, _expand_heads(k, H), _expand_heads(v, H), o, lse, g, scale, 1.0 - beta,
+                                       dk if beta else None, dv if beta else None, k.shape[1], dk.dtype)
+    if dk.dtype == work and dv.dtype == work and not grouped:
+        _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon, scale, 1.0 - beta, overwrite=beta == 0.0)
+        return dk, dv
+    band_k = torch.empty(q.shape, dtype=work, device=k.device)
+    band_v = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=work, device=v.device)
+    qw, ow, gw = (t.to(work) for t in (q, o, g))
+    kw, vw = _expand_heads(k, H).to(work), _expand_heads(v, H).to(work)
+    _add_band_grads(band_k, band_v, qw, kw, vw, ow, lse.to(work), gw, horizon, scale, 1.0 - beta, overwrite=True)
+    band_k, band_v = _sum_groups(band_k, k.shape[1]), _sum_groups(band_v, v.shape[1])
+    if beta:
+        dk.add_(band_k.to(dk.dtype))
+        dv.add_(band_v.to(dv.dtype))
+    else:
+        dk.copy_(band_k)
+        dv.copy_(band_v)
+    return dk, dv
+
+
+def _flat_view(buf: torch.Tensor, shape) -> torch.Tensor:
+    return buf.narrow(0, 0, math.prod(shape)).view(shape)
+
+
+def _add_band_grads(dk, dv, q, k, v, o, lse, g, horizon: int, scale: float, weight: float,
+                    overwrite: bool = False) -> None:
+    """dk += weight s sum_{d<=h} p_{i,i-d} (<g_i, v_{i-d}> - Delta_i) q_i and dv += weight sum_{d<=h}
+    p_{i,i-d} g_i, written into row i-d, in place (Delta_i = <g_i, o_i>). Recomputes p_{i,i-d} = exp(s <q_i,
+    k_{i-d}> - L_i) one diagonal at a time. All tensors share one head count.
+
+    With ``overwrite`` the main diagonal (d = 0, which covers every row) replaces dk, dv instead of adding to
+    them: their previous contents never matter (no zeroing pass), and they serve as scratch for that
+    diagonal's row dots. Later diagonals take their products in one contiguous scratch buffer (no batched
+    matmul, no copies of the slices). Per diagonal: two products, two row sums, four small (B, H, T) ops and
+    two fused multiply-adds over (B, H, T, D)."""
+    T = q.shape[-2]
+    delta = scratch = None
+    for d in range(min(horizon, T - 1) + 1):
+        (qi, gi, oi), li = (t.narrow(-2, d, T - d) for t in (q, g, o)), lse.narrow(-1, d, T - d)
+        kj, vj = k.narrow(-2, 0, T - d), v.narrow(-2, 0, T - d)
+        if overwrite and d == 0:
+            p = torch.mul(qi, kj, out=dk).sum(-1)
+            dp = torch.mul(gi, torch.sub(vj, oi, out=dv), out=dv).sum(-1)  # <g_i, v_i - o_i>
+        else:
+            if scratch is None:
+                scratch = torch.empty(max(q.numel(), g.numel()), dtype=q.dtype, device=q.device)
+                delta = torch.mul(g, o, out=_flat_view(scratch, g.shape)).sum(-1)
+            p = torch.mul(qi, kj, out=_flat_view(scratch, qi.shape)).sum(-1)
+            dp = torch.mul(gi, vj, out=_flat_view(scratch, gi.shape)).sum(-1).sub_(delta.narrow(-1, d, T - d))
+        p = p.mul_(scale).sub_(li).exp_()  # p_{i, i-d}
+        coef_k = dp.mul_(p).mul_(scale * weight).unsqueeze(-1)
+        coef_v = (p.mul_(weight) if weight != 1.0 else p).unsqueeze(-1)
+        if overwrite and d == 0:
+            torch.mul(gi, coef_v, out=dv)
+            torch.mul(qi, coef_k, out=dk)
+        else:
+            dv.narrow(-2, 0, T - d).addcmul_(gi, coef_v)
+            dk.narrow(-2, 0, T - d).addcmul_(qi, coef_k)
+
+
+BAND_COMPILE: bool | None = None  # the Inductor-fused band pass: None = on CUDA where Triton is installed
+
+
+def _compiled_band_for(device: torch.device) -> bool:
+    if BAND_COMPILE is not None:
+        return BAND_COMPILE
+    if device.type != "cuda":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def band_grads(q, k, v, o, lse, g, horizon: int, scale: float, weight: float, base_k=None, base_v=None,
+               h_kv: int | None = None, out_dtype: torch.dtype | None = None):
+    """``base + weight`` x the in-band dk, dv as one pure function, written for Inductor to fuse. q, k, v, o, g
+    (B, H, T, D) (k, v already expanded to the query heads), lse (B, H, T); the band terms are summed over
+    each group of ``H / h_kv`` query heads, added to ``base_k``/``base_v`` (B, h_kv, T, D) if given and cast to
+    ``out_dtype``. Per diagonal it reads q, k, v, g once; fused, the whole correction reads q, k, v, o, g once
+    and writes dk, dv once (14 B per element in bf16 at h = 0; the plain loop :func:`_add_band_grads` moves
+    ~100). Same formulas as the plain loop, which stays the fallback."""
+    work = torch.promote_types(q.dtype, torch.float32)
+    out_dtype = out_dtype or k.dtype
+    q, k, v, o, g, lse = (t.to(work) for t in (q, k, v, o, g, lse))
+    B, H, T, D = q.shape
+    delta = (g * o).sum(-1)
+    dk, dv = torch.zeros_like(q), torch.zeros_like(g)
+    for d in range(min(horizon, T - 1) + 1):
+        qi, gi, li, di = q[..., d:, :], g[..., d:, :], lse[..., d:], delta[..., d:]
+        kj, vj = k[..., : T - d, :], v[..., : T - d, :]
+        p = torch.exp(scale * (qi * kj).sum(-1) - li) * weight
+        coef_k = (scale * p * ((gi * vj).sum(-1) - di)).unsqueeze(-1)
+        dv = dv + F.pad(gi * p.unsqueeze(-1), (0, 0, 0, d))
+        dk = dk + F.pad(qi * coef_k, (0, 0, 0, d))
+    h_kv = h_kv or H
+    if h_kv != H:
+        dk, dv = dk.view(B, h_kv, H // h_kv, T, D).sum(2), dv.view(B, h_kv, H // h_kv, T, -1).sum(2)
+    if base_k is not None:
+        dk, dv = dk + base_k.to(work), dv + base_v.to(work)
+    return dk.to(out_dtype), dv.to(out_dtype)
+
+
+_compiled_bands: dict = {}
+
+
+def _compiled_band(horizon: int):
+    """:func:`band_grads` compiled by Inductor for one horizon (dynamic in the sizes), cached."""
+    fn = _compiled_bands.get(horizon)
+    if fn is None:
+        def band(q, k, v, o, lse, g, scale, weight, base_k, base_v, h_kv, out_dtype):
+            return band_grads(q, k, v, o, lse, g, horizon, scale, weight, base_k, base_v, h_kv, out_dtype)
+
+        fn = torch.compile(band, dynamic=True, fullgraph=True)
+        _compiled_bands[horizon] = fn
+    return fn
 
 
 def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
     """Fused attention whose k/v gradient is myopic (weights w_ij); with ``k_full``/``v_full`` (same values as
     k/v) those receive the full vanilla gradient instead of nothing (hidden-state myopia)."""
     if not (k.requires_grad or v.requires_grad):
-        if k_full is None:
-            return causal_attention_lse(q, k, v, scale)[0]
-        k, v = k_full, v_full
-        return causal_attention_lse(q, k, v, scale)[0]
-    if ONE_NODE_CPU and q.device.type == "cpu":
-        return _MyopicFlashCPU.apply(q, k, v, k_full, v_full, horizon, beta, scale)
-    stash = _Stash()
-    km, vm = _MyopicKV.apply(k, v, q.detach(), stash, horizon, beta, scale, k_full is None)
-    if k_full is not None:  # value k_full exactly; gradient 1 into k_full and into the myopic conversion
-        km, vm = k_full + (km - km.detach()), v_full + (vm - vm.detach())
-    o, lse = causal_attention_lse(q, km, vm, scale)
-    stash.lse = lse
-    return _CaptureOutput.apply(o, stash)
+        if k_full is not None:
+            k, v = k_full, v_full
+        return causal_attention(q, k, v, scale)
+    return torch.ops.myopia.myopic_attention(q, k, v, k_full, v_full, horizon, beta, scale)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,6 +663,7 @@ def _fused_myopic(q, k, v, horizon, beta, scale, k_full=None, v_full=None):
 
 
 def _fused_with_past(q, k, v, past_k, past_v, scale):
+    k, v, past_k, past_v = (_expand_heads(t, q.shape[1]) for t in (k, v, past_k, past_v))
     T = q.shape[-2]
     diag = scale * (q * k).sum(-1, keepdim=True)  # (B, H, T, 1)
     if T == 1:
@@ -302,7 +676,7 @@ def _fused_with_past(q, k, v, past_k, past_v, scale):
     work = torch.promote_types(q.dtype, torch.float32)
     lse_live = lse.unsqueeze(-1).to(work) + scale * ((qn - qn.detach()) * mean_key).sum(-1, keepdim=True).to(work)
     logit = lse_live - diag[..., 1:, :].to(work)
-    rest = torch.sigmoid(logit).to(a.dtype) * a + torch.sigmoid(-logit).to(v.dtype) * v[..., 1:, :]
+    rest = (torch.sigmoid(logit) * a.to(work) + torch.sigmoid(-logit) * v[..., 1:, :].to(work)).to(v.dtype)
     first = v[..., :1, :] + 0.0 * diag[..., :1, :]
     return torch.cat([first, rest], dim=-2)
 
@@ -321,6 +695,7 @@ def myopic_weights(T: int, horizon: int, beta: float, device=None, dtype=torch.f
 
 
 def _eager_myopic(q, k, v, horizon, beta, scale):
+    k, v = _expand_heads(k, q.shape[1]), _expand_heads(v, q.shape[1])
     T = q.shape[-2]
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     w = myopic_weights(T, horizon, beta, q.device, q.dtype)
@@ -334,6 +709,7 @@ def _eager_myopic(q, k, v, horizon, beta, scale):
 
 
 def _eager_with_past(q, k, v, past_k, past_v, scale):
+    k, v, past_k, past_v = (_expand_heads(t, q.shape[1]) for t in (k, v, past_k, past_v))
     T = q.shape[-2]
     eye = torch.eye(T, dtype=torch.bool, device=q.device)
     strict = torch.ones(T, T, dtype=torch.bool, device=q.device).tril(-1)
@@ -351,10 +727,12 @@ def _eager_with_past(q, k, v, past_k, past_v, scale):
 def _check(q, k, v, horizon, beta, impl):
     if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
         raise MyopiaError("q, k and v must be tensors of shape (batch, heads, seq, head_dim)")
-    if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+    ok = q.dim() == 4 and k.dim() == 4 and v.dim() == 4
+    ok = ok and k.shape[0] == q.shape[0] and k.shape[2:] == q.shape[2:] and v.shape[:-1] == k.shape[:-1]
+    if not ok or k.shape[1] < 1 or q.shape[1] % k.shape[1]:
         raise MyopiaError(
-            f"q, k, v must be (batch, heads, seq, head_dim) with matching shapes; got "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k, v must be (batch, heads, seq, head_dim) with matching shapes (k/v may have fewer heads, a "
+            f"divisor of q's: grouped-query attention); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
         raise MyopiaError(f"horizon must be an integer >= 0, got {horizon!r}")

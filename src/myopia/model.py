@@ -11,6 +11,9 @@ Gradient settings (``GPTConfig.gradient``):
 - ``bigram``: earlier positions' keys/values replaced by zeros; the model cannot read the past at all
   (its forward pass differs from vanilla by design).
 
+``doc_ids`` (B, T) in the forward pass masks attention to documents (no position attends across a document
+boundary; :mod:`myopia.masked_attention`), for every gradient setting.
+
 The forward value is identical (bit for bit) under ``vanilla``, ``myopic`` and ``myopic-hidden``. The layout
 (LayerNorm with bias, bias-free linear layers, exact GELU, rotate-half RoPE over the whole head, tied
 embeddings, sequential residual) maps one-to-one onto a Hugging Face GPT-NeoX config for export.
@@ -28,6 +31,13 @@ import torch.nn.functional as F
 from .attention import bigram_attention, myopic_attention, myopic_attention_split, split_linear
 from .arms import GRADIENTS
 from .errors import MyopiaError
+from .masked_attention import (
+    AttentionStructure,
+    document_bigram_attention,
+    masked_attention_with_past,
+    masked_myopic_attention,
+    masked_myopic_attention_split,
+)
 
 
 @dataclass
@@ -123,11 +133,14 @@ class Attention(nn.Module):
         q, k, v = (self._heads(t, B, T) for t in y.split(self.cfg.d_model, dim=-1))
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def forward(self, x, cos, sin, past_kv=None, kv_out=None):
-        """x (B, T, d); ``past_kv`` (k, v) each (B, H, T, hd) replaces the past; ``kv_out`` list collects (k, v)."""
+    def forward(self, x, cos, sin, past_kv=None, kv_out=None, docs=None):
+        """x (B, T, d); ``past_kv`` (k, v) each (B, H, T, hd) replaces the past; ``kv_out`` list collects (k, v);
+        ``docs`` (an :class:`AttentionStructure` of document ids) keeps attention inside documents."""
         cfg = self.cfg
         B, T, _ = x.shape
         gradient = cfg.gradient
+        if docs is not None:
+            return self._masked(x, cos, sin, past_kv, kv_out, docs)
         if gradient == "myopic-hidden" and past_kv is None and torch.is_grad_enabled():
             y_w, y_x = split_linear(x, self.qkv.weight, self.qkv.bias)
             q_w, k_w, v_w = self._split_qkv(y_w, B, T, cos, sin)
@@ -153,6 +166,34 @@ class Attention(nn.Module):
         o = o.transpose(1, 2).reshape(B, T, cfg.d_model)
         return F.dropout(self.proj(o), cfg.dropout, self.training)
 
+    def _masked(self, x, cos, sin, past_kv, kv_out, docs):
+        """The forward pass under document masks: the same gradient settings in the masked path."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        impl = "eager" if cfg.attention_impl == "eager" else "auto"
+        kw = dict(horizon=cfg.horizon, beta=cfg.beta, impl=impl)
+        if cfg.gradient == "myopic-hidden" and past_kv is None and torch.is_grad_enabled():
+            y_w, y_x = split_linear(x, self.qkv.weight, self.qkv.bias)
+            q_w, k_w, v_w = self._split_qkv(y_w, B, T, cos, sin)
+            q_x, k_x, v_x = self._split_qkv(y_x, B, T, cos, sin)
+            o = masked_myopic_attention_split(q_w + (q_x - q_x.detach()), k_w, v_w, k_x, v_x, docs, **kw)
+            if kv_out is not None:
+                kv_out.append((k_w.detach(), v_w.detach()))
+        else:
+            q, k, v = self._split_qkv(self.qkv(x), B, T, cos, sin)
+            if kv_out is not None:
+                kv_out.append((k.detach(), v.detach()))
+            if past_kv is not None:
+                o = masked_attention_with_past(q, k, v, past_kv[0], past_kv[1], docs)
+            elif cfg.gradient == "bigram":
+                o = document_bigram_attention(q, k, v, docs.doc_ids)
+            elif cfg.gradient == "vanilla":
+                o = masked_myopic_attention(q, k, v, docs, beta=1.0, impl=impl)
+            else:
+                o = masked_myopic_attention(q, k, v, docs, **kw)
+        o = o.transpose(1, 2).reshape(B, T, cfg.d_model)
+        return F.dropout(self.proj(o), cfg.dropout, self.training)
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -173,8 +214,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, past_kv=None, kv_out=None):
-        x = x + self.attn(self.ln1(x), cos, sin, past_kv, kv_out)
+    def forward(self, x, cos, sin, past_kv=None, kv_out=None, docs=None):
+        x = x + self.attn(self.ln1(x), cos, sin, past_kv, kv_out, docs)
         return x + self.mlp(self.ln2(x))
 
 
@@ -226,9 +267,11 @@ class GPT(nn.Module):
         past_kv: list | None = None,
         hidden_out: list | None = None,
         kv_out: list | None = None,
+        doc_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final normalised hidden states ``(B, T, d)``.
 
+        ``doc_ids`` (B, T) int: document of each position; attention never crosses a change of id.
         ``hidden_out`` (a list) collects the residual stream after the embedding and after each block
         (n_layer + 1 tensors); ``kv_out`` collects each layer's post-RoPE (k, v); ``past_kv`` (one (k, v) per
         layer, e.g. from a frozen model's ``kv_out``) makes every query read positions j < i from it.
@@ -248,19 +291,27 @@ class GPT(nn.Module):
             raise MyopiaError(f"sequence length {T} exceeds the model's context seq_len={self.cfg.seq_len}")
         if past_kv is not None and len(past_kv) != self.cfg.n_layer:
             raise MyopiaError(f"past_kv needs one (k, v) per layer ({self.cfg.n_layer}), got {len(past_kv)}")
+        docs = None
+        if doc_ids is not None:
+            if doc_ids.shape != x.shape[:2]:
+                raise MyopiaError(f"doc_ids must have shape (batch, seq) = {tuple(x.shape[:2])}, "
+                                  f"got {tuple(doc_ids.shape)}")
+            docs = AttentionStructure(doc_ids=doc_ids)  # one per forward pass: every layer shares its segments
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = F.dropout(x, self.cfg.dropout, self.training)
         if hidden_out is not None:
             hidden_out.append(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, None if past_kv is None else past_kv[layer], kv_out)
+            x = block(x, cos, sin, None if past_kv is None else past_kv[layer], kv_out, docs)
             if hidden_out is not None:
                 hidden_out.append(x)
         return self.ln_f(x)
 
-    def forward(self, idx=None, *, embeds=None, past_kv=None, hidden_out=None, kv_out=None) -> torch.Tensor:
-        """Logits ``(B, T, vocab)`` (head tied to the token embedding)."""
-        h = self.trunk(idx, embeds=embeds, past_kv=past_kv, hidden_out=hidden_out, kv_out=kv_out)
+    def forward(self, idx=None, *, embeds=None, past_kv=None, hidden_out=None, kv_out=None,
+                doc_ids=None) -> torch.Tensor:
+        """Logits ``(B, T, vocab)`` (head tied to the token embedding); ``doc_ids`` (B, T) masks documents."""
+        h = self.trunk(idx, embeds=embeds, past_kv=past_kv, hidden_out=hidden_out, kv_out=kv_out,
+                       doc_ids=doc_ids)
         return F.linear(h, self.wte.weight)
 
 

@@ -5,8 +5,9 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
 - ``config.json`` (:data:`CONFIG`): the full configuration, under ``run`` (model, gradient, training) and ``task``
   (corpus, tokenizer, sequence length); ``run.model_kind == "hf"`` marks a Hugging Face fine-tune;
 - ``metrics.jsonl`` (:data:`METRICS`): one JSON record per logged step or evaluation;
-- ``checkpoint.safetensors`` (:data:`CHECKPOINT`, and the one before it, :data:`PREVIOUS_CHECKPOINT`): what a
-  resumed run continues from;
+- ``checkpoints/step_XXXXXXX/`` (:data:`CHECKPOINTS`): the distributed checkpoints a resumed run continues from
+  (the newest and the one before; see :mod:`myopia.checkpoint`); ``checkpoint.safetensors`` (:data:`CHECKPOINT`,
+  and :data:`PREVIOUS_CHECKPOINT`) in runs of earlier versions; ``.lock`` (:data:`LOCK`) held by the writer;
 - ``model.safetensors`` (:data:`MODEL`): the final weights, written with ``result.json`` (:data:`RESULT`) when
   the run finishes; ``snapshots/step_*.safetensors`` when asked for; ``tokenizer/`` for Hugging Face runs.
 
@@ -32,13 +33,16 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 MODEL = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINTS = "checkpoints"  # one distributed-checkpoint folder per checkpointed step
+CHECKPOINT = "checkpoint.safetensors"  # the single-file checkpoint of earlier versions
 PREVIOUS_CHECKPOINT = "checkpoint.prev.safetensors"  # myopia.checkpoint.previous_path(CHECKPOINT)
+LOCK = ".lock"
 SNAPSHOTS = "snapshots"
 TOKENIZER = "tokenizer"
 STATUSES = ("new", "partial", "done")
 
-__all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "SNAPSHOTS", "TOKENIZER",
+__all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINTS", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "LOCK",
+           "SNAPSHOTS", "TOKENIZER",
            "Run", "is_run", "read_config", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
            "load_run", "load_run_model", "run_tokenizer", "load_model"]
 
@@ -82,7 +86,9 @@ def run_status(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     if (run_dir / RESULT).exists():
         return "done"
-    if (run_dir / CHECKPOINT).exists() or (run_dir / PREVIOUS_CHECKPOINT).exists():
+    from .checkpoint import has_checkpoint
+
+    if has_checkpoint(run_dir):
         return "partial"
     return "new"
 
@@ -97,7 +103,7 @@ def run_dir_of(weights: str | Path) -> Path:
     """The run folder a weights file belongs to: its folder, or the run above ``snapshots/``."""
     path = Path(weights)
     if path.is_dir():
-        return path
+        return path.parent.parent if path.parent.name == CHECKPOINTS else path
     return path.parent if (path.parent / CONFIG).exists() else path.parent.parent
 
 
@@ -111,10 +117,14 @@ def weights_file(run_dir: str | Path, weights: str | Path | None = None, *, fini
         if not (run_dir / MODEL).is_file():
             raise MyopiaError(f"{run_dir} holds no finished run (no {MODEL})")
         return run_dir / MODEL
-    for name in (MODEL, CHECKPOINT):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise MyopiaError(f"{run_dir} holds no {MODEL} or {CHECKPOINT} (is it a run directory?)")
+    if (run_dir / MODEL).exists():
+        return run_dir / MODEL
+    from .checkpoint import checkpoint_steps, legacy_checkpoints
+
+    for path in [p for _, p in checkpoint_steps(run_dir)] + legacy_checkpoints(run_dir):
+        return path
+    raise MyopiaError(f"{run_dir} holds no {MODEL} or {CHECKPOINT} and no {CHECKPOINTS}/step_* folder "
+                      "(is it a run directory?)")
 
 
 def check_tokenizer(config: dict, vocab_size: int, corpus, where) -> None:
@@ -151,7 +161,7 @@ def load_run(run_dir: str | Path, weights: str | Path | None = None, *, device="
              finished: bool = False) -> Run:
     """The run in ``run_dir`` with its trained weights, in eval mode on ``device``.
 
-    ``weights`` picks another weights file of the run (a snapshot, ``checkpoint.safetensors``); default: the final
+    ``weights`` picks another weights file of the run (a snapshot, a ``checkpoints/step_*`` folder); default: the final
     ``model.safetensors`` (or, unless ``finished``, the latest checkpoint of an unfinished run). With ``corpus``,
     data tokenized differently from the run's training data is refused. The gradient setting is the run's own
     (it only affects training).
@@ -163,11 +173,9 @@ def load_run(run_dir: str | Path, weights: str | Path | None = None, *, device="
     model = _build_model(run_dir, run)
     if corpus is not None:
         check_tokenizer(config, int(model.cfg.vocab_size), corpus, run_dir)
-    from .checkpoint import load_tensors
+    from .checkpoint import load_weights
 
-    tensors, meta = load_tensors(path)
-    if any(k.startswith("optim.") for k in tensors):  # a full training checkpoint
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    tensors, meta = load_weights(path)  # a weights file, a single-file checkpoint or a checkpoint folder
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -208,7 +216,7 @@ def load_model(spec: str | Path, device="cpu"):
     tokenizer. ``info`` records what was loaded (kind, path, training step when known).
     """
     path = Path(spec)
-    if path.is_file() and path.suffix == ".safetensors":
+    if (path.is_file() and path.suffix == ".safetensors") or (path.is_dir() and path.parent.name == CHECKPOINTS):
         run = load_run(run_dir_of(path), path, device=device)
         return run.model, run_tokenizer(run.path), {"kind": run.kind, "path": str(path), "step": run.step}
     if path.is_dir() and is_run(path):

@@ -331,3 +331,30 @@ def format_interval(summary: dict, digits: int = 3, signed: bool = True) -> str:
     if summary.get("n_seeds", 1) <= 1:
         text += " (training noise not measured: 1 seed)"
     return text
+
+
+# --- token sets that differ by seed (issue 14: the task suite's leave-one-seed-out selection) -------------------
+
+def masked_means(boot: HierarchicalBootstrap, values, mask, unit) -> Resampled:
+    """Like :meth:`HierarchicalBootstrap.means` (one group) when each seed averages its own token set:
+    values (S, N), mask (S, N) bool (the tokens seed s averages), unit (N,). With the same mask in every row it
+    equals ``boot.means(values[:, m], unit[m])``. ``counts`` is the per-seed token count averaged over seeds."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    mask = np.atleast_2d(np.asarray(mask, dtype=bool))
+    if values.shape[0] == 1 and boot.n_seeds > 1:
+        values = np.repeat(values, boot.n_seeds, axis=0)
+    if mask.shape[0] == 1 and boot.n_seeds > 1:
+        mask = np.repeat(mask, boot.n_seeds, axis=0)
+    if values.shape != mask.shape or values.shape[0] != boot.n_seeds:
+        raise MyopiaError(f"values {values.shape} and mask {mask.shape} must both be ({boot.n_seeds}, N)")
+    unit = np.asarray(unit, dtype=np.int64)
+    U = boot.n_units
+    sums = np.stack([np.bincount(unit, weights=np.where(m, v, 0.0), minlength=U) for v, m in zip(values, mask)])
+    counts = np.stack([np.bincount(unit, weights=m.astype(np.float64), minlength=U) for m in mask])  # (S, U)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_seed = sums.sum(1) / counts.sum(1)  # (S,)
+        per_rep_seed = (boot.unit_w @ sums.T) / (boot.unit_w @ counts.T)  # (B, S)
+        b = (boot.seed_w * per_rep_seed).sum(1)
+        b_eval = per_rep_seed.mean(1)
+    return Resampled(np.asarray([per_seed.mean()]), per_seed[:, None], b[:, None], b_eval[:, None],
+                     np.asarray([counts.sum(1).mean()]))

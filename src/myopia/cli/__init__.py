@@ -24,12 +24,14 @@ COMMANDS = [
     "finetune",
     "gap",
     "grad",
+    "harness",
     "horizon_sweep",
     "pair",
     "probe",
     "report",
     "sweep",
     "synthetic",
+    "tasks",
     "train",
 ]
 
@@ -82,7 +84,23 @@ def _report(message: str, exc: BaseException | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted)."""
+    """Run one command; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted).
+
+    A worker started by torchrun ends with ``os._exit`` once its process group is destroyed and its output
+    flushed: nothing is left for interpreter finalisation but tearing down the communication library's C++
+    threads, which is where finished 2-process runs used to abort (see myopia.distributed).
+    """
+    code = _run(argv)
+    from ..distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and os.environ.get("MYOPIA_KEEP_INTERPRETER") != "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
@@ -96,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("MYOPIA_DEBUG") == "1"
+    clean = False
     try:
         code = args.func(args)
+        clean = True
         return int(code or 0)
     except MyopiaError as exc:
+        clean = getattr(exc, "all_ranks", False)  # every rank stopped at the same point: teardown in step
         if debug:
             raise
         _report(str(exc), exc)
@@ -115,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(f"{type(exc).__name__}: {first_line(exc, empty='')} (run with --debug for the traceback)", exc)
         return 1
     finally:
-        from ..train import shutdown_distributed
+        from ..distributed import shutdown_distributed
 
-        shutdown_distributed()
+        shutdown_distributed(clean=clean)
 
 
 if __name__ == "__main__":

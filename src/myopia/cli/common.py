@@ -48,6 +48,17 @@ def add_train_args(p: argparse.ArgumentParser, *, steps=1000, batch_size=32, lr=
     g.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default %(default)s)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to OUT/tensorboard")
     g.add_argument("--no-progress", action="store_true", help="no progress bar / progress lines")
+    g.add_argument("--document-mask", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep attention inside documents: no position attends across an end-of-document "
+                        "boundary, in every gradient mode (default on; --no-document-mask: the old behaviour)")
+    g = p.add_argument_group("scale-out (under torchrun; see docs/multi-gpu.md)")
+    g.add_argument("--shard", choices=["none", "grad", "full"], default="none",
+                   help="none: DDP; grad: FSDP2, ZeRO-2-like; full: FSDP2, ZeRO-3-like (default %(default)s)")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in the backward pass (less memory, ~1/3 more compute)")
+    g.add_argument("--async-checkpoint", action="store_true", help="write checkpoints in the background")
+    g.add_argument("--device-memory-gb", type=float, default=0.0,
+                   help="refuse a run whose memory plan exceeds this per process (default: the GPU's own)")
 
 
 def model_config(args, vocab_size: int = 256, gradient: str | None = None) -> GPTConfig:
@@ -86,6 +97,11 @@ def train_config(args) -> TrainConfig:
         compile=getattr(args, "compile", False),
         compile_backend=getattr(args, "compile_backend", "inductor"),
         tensorboard=getattr(args, "tensorboard", False),
+        document_mask=getattr(args, "document_mask", True),
+        shard=getattr(args, "shard", "none"),
+        activation_checkpointing=getattr(args, "activation_checkpointing", False),
+        async_checkpoint=getattr(args, "async_checkpoint", False),
+        device_memory_gb=getattr(args, "device_memory_gb", 0.0),
     )
 
 

@@ -34,5 +34,7 @@ def run(args) -> int:
             lo, hi = gap["ci95"]
             print(f"{arm:<24} gap {gap['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] nats/token "
                   f"({100 * gap['relative']['mean']:+.1f}%)")
+    if "scoring" in g:
+        print(f"scoring: {g['scoring']['note']}")
     print(f"-> {args.dir}/gap.json")
     return 0

@@ -9,7 +9,7 @@ from .common import add_gradient_args, add_model_args, add_train_args, model_con
 def register(sub) -> None:
     p = sub.add_parser("train", help="train one GPT on a corpus with a chosen gradient setting",
                        description="Train a GPT (next-token prediction) on a text file, a folder of text files "
-                       "or a .npy token file. Writes config.json, metrics.jsonl, checkpoint.safetensors, "
+                       "or a .npy token file. Writes config.json, metrics.jsonl, checkpoints/, "
                        "model.safetensors and result.json to --out.")
     p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="run directory")

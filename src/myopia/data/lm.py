@@ -4,6 +4,11 @@ Example g of the run (g = step * global_batch + b) is window ``perm_e[g mod n]``
 where ``perm_e`` is a permutation seeded by (seed, e). The order therefore depends only on the data seed and
 the example index: runs that differ only in their gradient setting, world size or micro-batching see the same
 tokens in the same order, and a resumed run continues exactly where it stopped.
+
+With ``document_mask`` each example also carries ``doc`` (n, T): the document of each position's *target*
+token. Position t then attends only to positions of the same document, so the end-of-document token that
+precedes a document opens it (its context is exactly the held-out scoring's ``[eos] + document``), and no
+loss reaches across a document boundary.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ class LMTask:
         eval_tokens: int = 65536,
         eval_batch_size: int = 32,
         example_offset: int = 0,
+        document_mask: bool = False,
     ):
         """``example_offset`` shifts the example stream: example g serves window g + offset (a continuation of
-        an earlier run that consumed ``offset`` examples)."""
+        an earlier run that consumed ``offset`` examples). ``document_mask``: see the module docstring."""
         self.corpus, self.seq_len, self.seed = corpus, int(seq_len), int(seed)
         self.example_offset = int(example_offset)
         self.train_tokens = corpus.split_tokens("train")
@@ -54,6 +60,17 @@ class LMTask:
         self.eval_batch_size = eval_batch_size
         self._perm_epoch, self._perm = -1, None
         self.tokens_per_example = self.seq_len
+        self.document_mask = bool(document_mask)
+        self._train_doc_ends = np.cumsum(corpus.doc_lengths[corpus.split_docs("train")])
+
+    def use_document_mask(self, on: bool) -> None:
+        """Switch document masking (the trainer sets it from ``TrainConfig.document_mask``)."""
+        self.document_mask = bool(on)
+
+    def _target_docs(self, starts: np.ndarray) -> torch.Tensor:
+        """Training-stream document index of each window's target tokens, (n, T) int64."""
+        pos = np.asarray(starts, dtype=np.int64)[:, None] + 1 + np.arange(self.seq_len)
+        return torch.from_numpy(np.searchsorted(self._train_doc_ends, pos, side="right").astype(np.int64))
 
     # ---- training --------------------------------------------------------------------------------------------
     def _window_starts(self, indices: np.ndarray) -> np.ndarray:
@@ -75,20 +92,24 @@ class LMTask:
     def examples(self, indices, device="cpu") -> dict:
         """The training examples with global indices ``indices``: {"x": (n, T), "y": (n, T)} int64."""
         indices = np.asarray(indices, dtype=np.int64) + self.example_offset
-        x, y = self._windows(self.train_tokens, self._window_starts(indices))
+        starts = self._window_starts(indices)
+        x, y = self._windows(self.train_tokens, starts)
+        if self.document_mask:
+            return {"x": x.to(device), "y": y.to(device), "doc": self._target_docs(starts).to(device)}
         return {"x": x.to(device), "y": y.to(device)}
 
     @staticmethod
     def count(batch: dict) -> int:
         return batch["y"].numel()
 
-    def logits(self, model, x: torch.Tensor) -> torch.Tensor:
-        """The model's logits (B, T, vocab) for inputs x (B, T); subclasses may route the forward pass."""
-        return model(x)
+    def logits(self, model, x: torch.Tensor, doc: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's logits (B, T, vocab) for inputs x (B, T), attention kept inside the documents ``doc``
+        (B, T) when given; subclasses may route the forward pass."""
+        return model(x) if doc is None else model(x, doc_ids=doc)
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         """Sum of next-token cross-entropies (nats) over the batch."""
-        logits = self.logits(model, batch["x"])
+        logits = self.logits(model, batch["x"], batch.get("doc"))
         return F.cross_entropy(logits.float().flatten(0, 1), batch["y"].flatten(), reduction="sum")
 
     # ---- evaluation ------------------------------------------------------------------------------------------
@@ -97,16 +118,39 @@ class LMTask:
         starts = np.arange(self.n_eval_windows, dtype=np.int64) * self.seq_len
         return self._windows(self.eval_tokens, starts)
 
+    def eval_docs(self) -> torch.Tensor | None:
+        """Document ids of the held-out windows' targets (n_eval_windows, T) under document masking, else None."""
+        if not self.document_mask:
+            return None
+        starts = np.arange(self.n_eval_windows, dtype=np.int64) * self.seq_len
+        pos = starts[:, None] + 1 + np.arange(self.seq_len)
+        return torch.from_numpy(self.eval_doc_ids[pos].astype(np.int64))
+
     @torch.no_grad()
-    def evaluate(self, model, device="cpu") -> dict:
-        """Mean next-token loss (nats/token) on the held-out windows, never training tokens."""
+    def evaluate(self, model, device="cpu", shard=None) -> dict:
+        """Mean next-token loss (nats/token) on the held-out windows, never training tokens.
+
+        ``shard`` (:class:`myopia.distributed.EvalShard`): this rank scores its share of the batches and the
+        per-batch sums of every rank are combined in batch order, so the result equals one process's exactly.
+        """
         x, y = self.eval_windows()
+        docs = self.eval_docs()
+        bs = self.eval_batch_size
+        spans = shard.spans(len(x), bs) if shard is not None else [(i, min(i + bs, len(x))) for i in range(0, len(x), bs)]
+        sums = []
+        for span in spans:
+            a, b = span if span is not None else (0, 1)  # an idle round still runs a forward pass
+            xb, yb = x[a:b].to(device), y[a:b].to(device)
+            logits = self.logits(model, xb, None if docs is None else docs[a:b].to(device))
+            if span is not None:
+                sums.append((F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item(),
+                             yb.numel()))
+        if shard is not None:
+            sums = shard.gather(sums)
         total, n = 0.0, 0
-        for i in range(0, len(x), self.eval_batch_size):
-            xb, yb = x[i : i + self.eval_batch_size].to(device), y[i : i + self.eval_batch_size].to(device)
-            logits = self.logits(model, xb)
-            total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item()
-            n += yb.numel()
+        for loss_sum, count in sums:
+            total += loss_sum
+            n += count
         return {"loss": total / n, "tokens": n}
 
     def unigram_loss(self) -> float:
@@ -125,6 +169,7 @@ class LMTask:
             "seq_len": self.seq_len,
             "data_seed": self.seed,
             **({"example_offset": self.example_offset} if self.example_offset else {}),
+            **({"document_mask": True} if self.document_mask else {}),
             "train_windows": self.n_windows,
             "eval_split": self.eval_split,
             "eval_windows": self.n_eval_windows,

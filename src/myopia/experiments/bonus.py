@@ -35,7 +35,8 @@ from ..data.cache import open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import flops_per_token
-from ..rundir import CHECKPOINT, CONFIG, MODEL, RESULT, load_run_model
+from ..checkpoint import has_checkpoint
+from ..rundir import CONFIG, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
 from .gap import ARRAYS as GAP_ARRAYS
 from .gap import load_arrays, save_arrays, trained_arms
@@ -56,17 +57,17 @@ class LocalTask(LMTask):
         for p in self.frozen.parameters():
             p.requires_grad_(False)
 
-    def past(self, x: torch.Tensor) -> list:
-        """The frozen model's per-layer (k, v) for inputs x, (B, H, T, head_dim) each."""
+    def past(self, x: torch.Tensor, doc: torch.Tensor | None = None) -> list:
+        """The frozen model's per-layer (k, v) for inputs x, (B, H, T, head_dim) each (documents ``doc``)."""
         if next(self.frozen.parameters()).device != x.device:
             self.frozen.to(x.device)
         kv: list = []
         with torch.no_grad():
-            self.frozen(x, kv_out=kv)
+            self.frozen(x, kv_out=kv, doc_ids=doc)
         return kv
 
-    def logits(self, model, x: torch.Tensor) -> torch.Tensor:
-        return model(x, past_kv=self.past(x))
+    def logits(self, model, x: torch.Tensor, doc: torch.Tensor | None = None) -> torch.Tensor:
+        return model(x, past_kv=self.past(x, doc), doc_ids=doc)
 
     def describe(self) -> dict:
         return {**super().describe(), "kind": "lm-local", "past": "frozen vanilla keys/values"}
@@ -95,7 +96,7 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
         if progress:
             print(f"[bonus] {name}: already trained", file=sys.stderr)
         return read_json(out / RESULT)
-    resume = (out / CHECKPOINT).is_file()
+    resume = has_checkpoint(out)
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
     return train(model, task, cfg, out, run_config=run_config, resume=resume,

@@ -3,7 +3,7 @@
 Each arm (vanilla, myopic, myopic-hidden) starts from the same pretrained weights and continues training on the
 same tokenized corpus in the same window order (:class:`myopia.data.LMTask`, one data seed) with the same
 optimiser settings; only the gradient differs. Each arm is an ordinary run directory written by
-:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors, result.json)
+:func:`myopia.train.train` (config.json, metrics.jsonl, checkpoints/, model.safetensors, result.json)
 plus ``tokenizer/`` and, at the end, ``hf/`` (the trained model as a transformers directory). ``finetune.json``
 compares the arms on held-out *test* windows: mean loss per arm and the gap to vanilla with a paired bootstrap.
 """
@@ -23,7 +23,7 @@ from ..errors import MyopiaError
 from ..hf.model import HFCausalLM, load_hf_model
 from ..hf.tokenizer import load_hf_tokenizer
 from ..io import provenance, write_json
-from ..rundir import SNAPSHOTS
+from ..rundir import SNAPSHOTS, load_run_model
 from ..train import TrainConfig, dist_info, resolve_device, train
 
 ARMS = PAIR_ARMS
@@ -33,13 +33,14 @@ ARMS = PAIR_ARMS
 def window_losses(model, task: LMTask, device, precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
     """Mean next-token loss (nats/token) of each of the task's held-out windows, shape (n_windows,)."""
     x, y = task.eval_windows()
+    docs = task.eval_docs()  # None unless the task masks documents
     model.eval()
     out = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         with autocast:
-            logits = model(xb)
+            logits = task.logits(model, xb, None if docs is None else docs[i : i + batch_size].to(device))
         loss = F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none").view_as(yb)
         out.append(loss.mean(1).double().cpu().numpy())
     return np.concatenate(out)
@@ -82,7 +83,8 @@ def finetune(
     tokenizer = load_hf_tokenizer(model_name)
     corpus = load_corpus(data, tokenizer)
     device = resolve_device(train_cfg.device)
-    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens)
+    test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens,
+                       document_mask=train_cfg.document_mask)
     results, losses = {}, {}
     for arm in arms:
         hf = load_hf_model(model_name)
@@ -120,6 +122,8 @@ def finetune(
         results[arm] = train(model, task, train_cfg, run_dir, run_config=run_config, resume=resume,
                              flops_per_example=model.flops_per_token(seq_len) * seq_len, on_checkpoint=snapshot)
         if dist_info()[0] == 0:
+            if train_cfg.shard != "none" and torch.distributed.is_initialized():
+                model = load_run_model(run_dir)  # the trained model's parameters are left sharded over ranks
             model.hf.save_pretrained(run_dir / "hf")
             tokenizer.tok.save_pretrained(run_dir / "hf")
             losses[arm] = window_losses(model.to(device), test_task, device, train_cfg.precision)

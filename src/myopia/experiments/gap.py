@@ -85,6 +85,20 @@ def held_out(corpus, split: str, seq_len: int, own_corpus: bool, max_docs=None) 
     return document_windows(corpus, split, seq_len, max_docs=max_docs)
 
 
+def scoring_context(pair_dir: Path, arms: list[str], seeds: list[int]) -> dict:
+    """How held-out tokens are scored, and whether each arm trained with document masks (runs saved before
+    ``document_mask`` existed trained without)."""
+    masked = {a: all(read_json(run_dir(pair_dir, a, s) / "config.json").get("train", {}).get("document_mask", False)
+                     for s in seeds) for a in arms}
+    note = ("each held-out document is scored on its own ([eos] + document, windows of seq_len): exactly the "
+            "attention of document-masked training")
+    if not all(masked.values()):
+        unmasked = ", ".join(a for a in arms if not masked[a])
+        note += (f"; trained without document masks (attending across document boundaries): {unmasked}, whose "
+                 "training context differed from this scoring context at document starts")
+    return {"document_mask": masked, "note": note}
+
+
 def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = None, n_boot: int = 2000,
             top_k: int = 20, device: str = "cpu", progress: bool = True) -> dict:
     """Evaluate every arm of the pair on held-out documents; write gap.json and per-token arrays."""
@@ -126,6 +140,7 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
         "arms": arms,
         "seeds": seeds,
         "skipped_arms": skipped,
+        "scoring": scoring_context(pair_dir, arms, seeds),
         "config": {"pair_dir": str(pair_dir), "split": split, "data": str(data) if data else "pair corpus",
                    "max_docs": max_docs, "n_boot": n_boot, "top_k": top_k, "model": manifest["model"],
                    "train": manifest["train"], "corpus": corpus.describe(),

@@ -1,7 +1,7 @@
 """``myopia grad``: the myopic/future gradient decomposition of one or more checkpoints on a fixed data sample.
 
 Checkpoints: run directories of either kind (ours, ``myopia finetune`` arms), weights files inside them
-(``snapshots/step_*.safetensors``, ``checkpoint.safetensors``), or Hugging Face directories / hub names (e.g. a
+(``snapshots/step_*.safetensors``, ``checkpoints/step_*`` folders), or Hugging Face directories / hub names (e.g. a
 series of Pythia revisions). The sample is the first ``windows`` windows of ``seq_len`` tokens of a held-out
 split (default ``val``), identical for every checkpoint of a series. Writes ``grad.json`` (numbers) and, with
 matplotlib, ``grad.png`` (dynamics over the series; :mod:`myopia.plots.gradients`).

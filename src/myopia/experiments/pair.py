@@ -26,7 +26,8 @@ from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
-from ..rundir import CHECKPOINT, CONFIG, RESULT
+from ..checkpoint import has_checkpoint
+from ..rundir import CONFIG, RESULT
 from ..train import TrainConfig
 from .train_lm import train_lm
 
@@ -167,6 +168,10 @@ def run_pair(
     }
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
+        if "document_mask" not in old.get("train", {}) and manifest["train"].get("document_mask"):
+            raise MyopiaError(f"{out} holds a pair trained without document masks (it predates --document-mask); "
+                              "extend it with --no-document-mask, or use another --out")
+        old["train"] = {"document_mask": False, **old.get("train", {})}
         for key in ("model", "train", "eval_tokens"):
             if old.get(key) != manifest[key]:
                 raise MyopiaError(f"{out} holds a pair with a different {key} configuration; use another --out")
@@ -195,7 +200,7 @@ def run_pair(
                     print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
                           file=sys.stderr)
             else:
-                resume = (rd / CHECKPOINT).is_file()
+                resume = has_checkpoint(rd)
                 if progress:
                     print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
                           file=sys.stderr, flush=True)

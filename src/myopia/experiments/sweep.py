@@ -325,11 +325,13 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     result = read_json(run_dir / RESULT)
     model = load_run_model(run_dir, finished=True)
     cfg = model.cfg
-    task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens)
+    task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens,
+                  document_mask=result["config"]["train"].get("document_mask", False))
     x, y = task.eval_windows()
+    docs = task.eval_docs()  # the masking the run was trained and evaluated with
     losses = []
     for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size])
+        logits = task.logits(model, x[i : i + batch_size], None if docs is None else docs[i : i + batch_size])
         ce = F.cross_entropy(logits.float().flatten(0, 1), y[i : i + batch_size].flatten(), reduction="none")
         losses.append(ce.view(-1, cfg.seq_len).mean(1).double())
     per_window = torch.cat(losses).numpy()

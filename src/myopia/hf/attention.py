@@ -5,8 +5,8 @@
 the model to it with ``model.set_attn_implementation("myopia")``. Every architecture whose attention layers
 dispatch through ``ALL_ATTENTION_FUNCTIONS`` (GPT-2, GPT-NeoX/Pythia, Llama, Mistral, Qwen2, ...) is covered
 without touching model code. The function receives the layer's post-RoPE ``query`` (B, H, T, D) and
-``key``/``value`` (B, H_kv, T, D); grouped-query heads are repeated to H (their gradients sum back through the
-repeat) and the attention runs in :func:`myopia.attention.myopic_attention`'s fused, memory-linear path.
+``key``/``value`` (B, H_kv, T, D); grouped-query key/value heads go to :func:`myopia.attention.myopic_attention`'s
+fused, memory-linear path unrepeated (the kernels share them between query heads; the baselines repeat them).
 
 Gradient settings (the forward value equals the model's ordinary one except for ``bigram``):
 
@@ -20,14 +20,18 @@ Gradient settings (the forward value equals the model's ordinary one except for 
   cost: the q/k/v projections (and RoPE) run twice in the forward pass.
 - ``bigram``: earlier keys/values replaced by zeros (the transformer-bigram baseline; forward differs).
 
-Training with a myopic setting needs unpadded causal batches: no padding, no packed-sequence or sliding-window
-masks, no key/value cache longer than the query, no attention dropout. Those raise :class:`MyopiaError` when a
-gradient is required; without one (evaluation, ``generate``) the layer falls back to ordinary (sdpa) attention,
-which gives the same values.
+Padded batches, packed sequences (the block-diagonal masks transformers builds from ``position_ids``), sliding
+windows shorter than the sequence (Mistral, Gemma 2's local layers), logit soft-capping (Gemma 2) and additive
+position biases (``position_bias``) train in :mod:`myopia.masked_attention`'s exact masked path; plain causal
+batches keep the fused path. Refused with a one-line :class:`MyopiaError` when a gradient is required: a
+key/value cache longer than the query, attention dropout, attention sinks (``s_aux``), non-causal attention.
+Without a gradient (evaluation, ``generate``) the layer runs ordinary (sdpa) attention, which gives the same
+values (soft-capped layers, which sdpa cannot run, use the masked path's forward).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +39,7 @@ import torch
 from ..arms import GRADIENTS, check_gradient
 from ..attention import bigram_attention, myopic_attention, myopic_attention_split
 from ..errors import MyopiaError
+from ..masked_attention import AttentionStructure, masked_myopic_attention, masked_myopic_attention_split
 
 ATTN_NAME = "myopia"
 
@@ -59,11 +64,8 @@ class MyopiaSettings:
 
 
 class _Captured(Exception):
-    """Raised by the attention function to end the capture pass of ``myopic-hidden``."""
-
-    def __init__(self, tensors):
-        super().__init__("myopia capture pass")
-        self.tensors = tensors
+    """Raised by the attention function to end the capture pass of ``myopic-hidden``; ``args[0]`` holds the
+    captured (q, k, v). (No ``__init__`` of its own: Dynamo traces raising and catching it.)"""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def _hidden_pre_hook(module, args, kwargs):
     try:
         torch.func.functional_call(module, frozen, no_cache_args, no_cache_kwargs, strict=False)
     except _Captured as captured:
-        module._myopia_captured = captured.tensors
+        module._myopia_captured = captured.args[0]
     except BaseException:
         module._myopia_phase = None
         raise
@@ -255,11 +257,73 @@ def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, w
     if kwargs.get("is_causal") is False:
         raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
     if attention_mask is not None:
+        message = (f"{name}: {what} needs unpadded causal batches; this batch has padding or a packed-sequence "
+                   "mask (pack documents into full windows, or evaluate under no_grad)")
+        allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        if allowed.shape[-2:] != (T, S):
+            raise MyopiaError(message)
+        causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
+        if torch.compiler.is_compiling():  # inside a graph: the check runs on the device, no host sync
+            torch._assert_async((allowed == causal).all(), message)
+        elif not _mask_checked(attention_mask):  # all layers share one mask: one host sync per forward pass
+            if not bool((allowed == causal).all()):
+                raise MyopiaError(message)
+            _mask_checked.last = weakref.ref(attention_mask)
+
+
+def _mask_checked(mask: torch.Tensor) -> bool:
+    last = _mask_checked.last
+    return last is not None and last() is mask
+
+
+_mask_checked.last = None
+
+
+def _masked_structure(module, query, key, attention_mask, dropout, kwargs, what: str):
+    """``(structure, bias)`` of this call for :mod:`myopia.masked_attention`, or ``(None, None)`` for a plain
+    causal batch (the fused path). Refuses what no exact path covers, in one line naming the layer."""
+    name = type(module).__name__
+    T, S = query.shape[-2], key.shape[-2]
+    if S != T:
+        raise MyopiaError(f"{name}: {what} needs the whole sequence in one call (query length {T}, key length {S}); "
+                          "call the model with use_cache=False and no past key values")
+    if dropout and float(dropout) > 0:
+        raise MyopiaError(f"{name}: attention dropout p={dropout} is not supported by {what}; set the config's "
+                          "attention dropout (attn_pdrop / attention_dropout) to 0")
+    if kwargs.get("s_aux") is not None:
+        raise MyopiaError(f"{name}: attention with sinks (s_aux) is not supported by {what}")
+    if kwargs.get("is_causal") is False:
+        raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
+    softcap, bias = kwargs.get("softcap"), kwargs.get("position_bias")
+    window = kwargs.get("sliding_window")
+    window = int(window) if window is not None and T > int(window) else None
+    mask = None
+    if attention_mask is not None and torch.compiler.is_compiling():
+        # inside a graph there is no data-dependent branch: compiled training takes unpadded causal batches
+        # (checked on the device, no host sync); masks train eagerly (the masked path is not traceable)
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
         causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
-        if allowed.shape[-2:] != (T, S) or not bool((allowed == causal).all()):
-            raise MyopiaError(f"{name}: {what} needs unpadded causal batches; this batch has padding or a "
-                              "packed-sequence mask (pack documents into full windows, or evaluate under no_grad)")
+        torch._assert_async((allowed == causal).all(), f"{name}: compiled {what} needs unpadded causal batches")
+    elif attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            allowed = attention_mask
+        else:  # an additive float mask: -inf/min off the allowed edges, any other value a bias on them
+            allowed = attention_mask > torch.finfo(attention_mask.dtype).min / 2
+            extra = torch.where(allowed, attention_mask, torch.zeros_like(attention_mask))
+            if bool(extra.ne(0).any()):
+                bias = extra if bias is None else bias + extra
+        if allowed.dim() != 4 or allowed.shape[-2:] != (T, S):
+            raise MyopiaError(f"{name}: attention mask of shape {tuple(allowed.shape)} does not match the query and "
+                              f"key lengths ({T}, {S})")
+        if not _mask_checked(attention_mask):  # all layers share one mask: one host sync per forward pass
+            causal = torch.ones(T, S, dtype=torch.bool, device=allowed.device).tril(S - T)
+            if bool((allowed == causal).all()):
+                _mask_checked.last = weakref.ref(attention_mask)
+            else:
+                mask = allowed
+    if softcap is None and bias is None and window is None and mask is None:
+        return None, None
+    return AttentionStructure(window=window, mask=mask, softcap=softcap), bias
 
 
 def myopia_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -296,13 +360,17 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
         return out.transpose(1, 2).contiguous(), None
 
     live = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if gradient == "vanilla" or not live:  # same values: the ordinary (sdpa) attention on sdpa's masks
+    if (gradient == "vanilla" or not live) and kwargs.get("softcap") is None:
+        # same values: the ordinary (sdpa) attention on sdpa's masks
         return _ordinary_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                    **kwargs)
 
-    _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
+    structure, bias = _masked_structure(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
     query, key, value = _same_dtype(query, key, value)
-    k, v = _repeat_heads(key, n_heads), _repeat_heads(value, n_heads)
+    if structure is not None:  # documents, padding, windows, soft-caps, biases: the exact masked path
+        return _masked_forward(module, settings, query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads),
+                               structure, bias, scaling, phase, n_heads, gradient if live else "vanilla"), None
+    k, v = key, value  # grouped-query heads unrepeated: the kernels share them (myopic_attention checks counts)
     if gradient == "myopic-hidden":
         if phase != "use" or module._myopia_captured is None:
             raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
@@ -310,8 +378,30 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
         q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
         module._myopia_captured = None
         q = query + (q_x - q_x.detach())  # value of the real pass; gradient into the input via q_x
-        out = myopic_attention_split(q, k, v, _repeat_heads(k_x, n_heads), _repeat_heads(v_x, n_heads),
-                                     horizon=settings.horizon, beta=settings.beta, scale=scaling)
+        out = myopic_attention_split(q, k, v, k_x, v_x, horizon=settings.horizon, beta=settings.beta,
+                                     scale=scaling)
     else:
         out = myopic_attention(query, k, v, horizon=settings.horizon, beta=settings.beta, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _masked_forward(module, settings, query, k, v, structure, bias, scaling, phase, n_heads, gradient):
+    """The masked path of :func:`myopia_attention_forward`: (B, H, T, D) inputs -> (B, T, H, D)."""
+    if bias is not None:
+        bias = bias.to(query.dtype)
+    if gradient == "vanilla":
+        out = masked_myopic_attention(query, k, v, structure, bias=bias, beta=1.0, scale=scaling)
+    elif gradient == "myopic-hidden":
+        if phase != "use" or module._myopia_captured is None:
+            raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
+                              "(was the attention layer called through its module?)")
+        q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
+        module._myopia_captured = None
+        q = query + (q_x - q_x.detach())
+        out = masked_myopic_attention_split(q, k, v, _repeat_heads(k_x, n_heads), _repeat_heads(v_x, n_heads),
+                                            structure, bias=bias, horizon=settings.horizon, beta=settings.beta,
+                                            scale=scaling)
+    else:
+        out = masked_myopic_attention(query, k, v, structure, bias=bias, horizon=settings.horizon,
+                                      beta=settings.beta, scale=scaling)
+    return out.transpose(1, 2).contiguous()

@@ -88,7 +88,7 @@ class HFCausalLM(nn.Module):
             n += head.numel()
         return 6 * n + 6 * self.cfg.n_layer * seq_len * self.cfg.d_model
 
-    def _run(self, idx, embeds, past_kv, hidden_out, kv_out):
+    def _run(self, idx, embeds, past_kv, hidden_out, kv_out, doc_ids=None):
         if (idx is None) == (embeds is None):
             raise MyopiaError("give exactly one of idx (token ids) or embeds (input embeddings)")
         x = idx if idx is not None else embeds
@@ -96,10 +96,16 @@ class HFCausalLM(nn.Module):
             raise MyopiaError(f"sequence length {x.shape[1]} exceeds the model's context {self.cfg.seq_len}")
         if past_kv is not None and len(past_kv) != self.cfg.n_layer:
             raise MyopiaError(f"past_kv needs one (k, v) per layer ({self.cfg.n_layer}), got {len(past_kv)}")
+        extra = {}
+        if doc_ids is not None:  # packed documents as transformers takes them: positions restart at each one
+            from ..masked_attention import document_positions
+
+            extra["position_ids"] = document_positions(doc_ids)
         self._settings.past_kv, self._settings.kv_out = past_kv, kv_out
         try:
             out = self.hf(
-                input_ids=idx, inputs_embeds=embeds, use_cache=False, output_hidden_states=hidden_out is not None
+                input_ids=idx, inputs_embeds=embeds, use_cache=False, output_hidden_states=hidden_out is not None,
+                **extra,
             )
         finally:
             self._settings.past_kv, self._settings.kv_out = None, None
@@ -107,9 +113,10 @@ class HFCausalLM(nn.Module):
             hidden_out.extend(out.hidden_states)
         return out
 
-    def forward(self, idx=None, *, embeds=None, past_kv=None, hidden_out=None, kv_out=None) -> torch.Tensor:
-        """Logits ``(B, T, vocab)``."""
-        return self._run(idx, embeds, past_kv, hidden_out, kv_out).logits
+    def forward(self, idx=None, *, embeds=None, past_kv=None, hidden_out=None, kv_out=None,
+                doc_ids=None) -> torch.Tensor:
+        """Logits ``(B, T, vocab)``; ``doc_ids`` (B, T) keeps attention inside documents (packed sequences)."""
+        return self._run(idx, embeds, past_kv, hidden_out, kv_out, doc_ids).logits
 
     def trunk(self, idx=None, *, embeds=None, past_kv=None, hidden_out=None, kv_out=None) -> torch.Tensor:
         """Final normalised hidden states ``(B, T, d)``."""

@@ -7,6 +7,7 @@
 - :mod:`~myopia.plots.scaling`: loss vs compute, gap vs size, compute multiplier, horizon / beta curves.
 - :mod:`~myopia.plots.gradients`: myopic vs future gradient over checkpoints (``myopia grad``).
 - :mod:`~myopia.plots.probes`: future-token probes (``myopia probe``) and the synthetic lookback R² maps.
+- :mod:`~myopia.plots.tasks`: the task suite's forest plot (``myopia tasks``, report section).
 
 Importing this package (or any module in it) does not import matplotlib; drawing does.
 """

@@ -21,6 +21,7 @@ from .blocks import Paragraph, Report, render_html, render_markdown
 SECTION_MODULES = [
     "myopia.report.natural_language",
     "myopia.report.scaling",
+    "myopia.report.tasks",
 ]
 
 REPORT_MD = "report.md"
