@@ -58,8 +58,11 @@ from myopia.io import provenance, write_json  # noqa: E402
 
 SECTIONS = ("environment", "kernel_exactness", "model_exactness", "attention_speed", "gpt_step", "pythia_1b",
             "torchrun", "finetune")
-BUDGET_S = {"environment": 10, "kernel_exactness": 75, "model_exactness": 45, "attention_speed": 60,
-            "gpt_step": 110, "pythia_1b": 60, "torchrun": 70, "finetune": 40}  # 470 s in all
+BUDGET_S = {"environment": 10, "kernel_exactness": 60, "model_exactness": 40, "attention_speed": 50,
+            "gpt_step": 160, "pythia_1b": 50, "torchrun": 60, "finetune": 40}  # 470 s in all; gpt_step holds two
+# Inductor compiles (and, on CUDA with Triton, the fused band pass's first compile). Budgets are checked between
+# steps, so a section can overrun by one step; past TOTAL_S the remaining sections are skipped (and say so).
+TOTAL_S = 480
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
@@ -85,10 +88,6 @@ class Ctx:
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-    @property
-    def low(self) -> torch.dtype:
-        return torch.bfloat16
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -524,7 +523,8 @@ def pythia_1b(ctx: Ctx) -> dict:
 
         def build(mode=mode):
             torch.manual_seed(0)
-            model = tr.GPTNeoXForCausalLM(cfg).to(ctx.device)
+            with torch.device(ctx.device):  # initialise on the device: 1B parameters take seconds on a CPU
+                model = tr.GPTNeoXForCausalLM(cfg)
             model.config.use_cache = False
             return apply(model, mode)
 
@@ -594,7 +594,7 @@ def torchrun_section(ctx: Ctx, tmp: Path) -> dict:
         steps, every, device = 60, 4, "cpu"
     else:
         size = ["--d-model", "256", "--n-layer", "4", "--n-head", "4", "--seq-len", "256", "--batch-size", "16"]
-        steps, every, device = 300, 25, "cuda"
+        steps, every, device = 150, 25, "cuda"
     args = ["train", "--data", str(data), "--out", str(run), "--steps", str(steps), "--ckpt-every", str(every),
             "--eval-every", str(steps), "--eval-tokens", "2048", "--log-every", "1", "--device", device,
             "--gradient", "myopic", "--no-progress", *size]
@@ -708,6 +708,11 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for section in sections:
+            if time.perf_counter() - t_all > TOTAL_S * scale:  # a section overran: keep the 8-minute promise
+                report["sections"][section] = {"pass": None, "skipped": f"total budget of {TOTAL_S * scale:.0f} s spent"}
+                print(f"== {section}: skipped (total budget spent)", flush=True)
+                write_json(out / "gpu_check.json", report)
+                continue
             print(f"== {section} (budget {BUDGET_S[section] * scale:.0f} s)", flush=True)
             ctx.start(section)
             t0 = time.perf_counter()

@@ -1,12 +1,14 @@
-"""Gap statistics: held-out windows, per-token evaluation, bootstrap coverage, aggregation, token classes."""
+"""Gap statistics: held-out windows, per-token evaluation, aggregation in three units, the null, token classes.
+(Coverage of the intervals on planted data: tests/test_stats.py.)"""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from myopia.analysis.bootstrap import DocBootstrap, interval
 from myopia.analysis.gap import analyse_gap
+from myopia.analysis.stats import TRAINING_NOISE_ONE_SEED
+from myopia.analysis.units import LN2, token_byte_lengths
 from myopia.analysis.heldout import HeldOut, count_bigram_losses, document_windows, evaluate_per_token
 from myopia.analysis.token_classes import CLASSES, classify_tokens
 from myopia.data.corpus import TokenCorpus
@@ -69,32 +71,27 @@ def test_count_bigram_matches_a_direct_count():
         assert loss == pytest.approx(-np.log((c_ab + 2.0 * uni[tgt]) / (c_a + 2.0)), rel=1e-5)
 
 
-def test_bootstrap_interval_covers_a_planted_gap_about_95_percent_of_the_time():
+def test_gap_intervals_through_analyse_gap_cover_a_planted_gap_with_seed_noise():
+    """The gap of analyse_gap (documents as units, 3 seeds with a real seed effect) covers the truth >= 90%."""
     rng = np.random.default_rng(0)
-    truth, hits, reps = 0.1, 0, 300
+    truth, hits, reps = 0.1, 0, 100
+    n_docs, S = 20, 3
+    lengths = rng.integers(10, 40, n_docs)
+    doc = np.repeat(np.arange(n_docs), lengths)
+    N = len(doc)
+    held = HeldOut(inputs=np.zeros((1, 1), dtype=np.int64), targets=np.zeros((1, 1), dtype=np.int64),
+                   target=np.zeros(N, dtype=np.int64), prev=np.zeros(N, dtype=np.int64), doc=doc,
+                   position=np.zeros(N, dtype=np.int64), window=np.zeros(N, dtype=np.int64))
     for r in range(reps):
-        n_docs = 40
-        lengths = rng.integers(20, 200, n_docs)
-        doc = np.repeat(np.arange(n_docs), lengths)
-        effect = truth + rng.normal(0, 0.2, n_docs)  # documents differ; tokens within a document correlate
-        diff = effect[doc] + rng.normal(0, 1.0, len(doc))
-        point, boot, _ = DocBootstrap(n_docs, 1, 400, seed=r).group_means(diff, doc)
-        lo, hi = interval(boot)
-        hits += lo[0] <= truth <= hi[0]
-    coverage = hits / reps
-    assert 0.89 <= coverage <= 0.99, coverage
-
-
-def test_bootstrap_with_seeds_widens_for_seed_variation():
-    rng = np.random.default_rng(1)
-    n_docs, S = 30, 3
-    doc = np.repeat(np.arange(n_docs), 50)
-    base = rng.normal(0.1, 0.05, n_docs)[doc] + rng.normal(0, 0.2, len(doc))
-    same = np.stack([base] * S)
-    shifted = np.stack([base + s * 0.05 for s in range(S)])  # seeds disagree
-    w_same = np.diff(interval(DocBootstrap(n_docs, S, 500).group_means(same, doc)[1]), axis=0)
-    w_shift = np.diff(interval(DocBootstrap(n_docs, S, 500).group_means(shifted, doc)[1]), axis=0)
-    assert w_shift[0, 0] > 1.5 * w_same[0, 0]
+        van = rng.normal(2.0, 0.5, (S, N))
+        effect = truth + rng.normal(0, 0.03, (S, 1)) + rng.normal(0, 0.02, n_docs)[doc]
+        arm = van + effect + rng.normal(0, 0.3, (S, N))
+        g = analyse_gap({"vanilla": van, "myopic": arm}, {}, held, doc_slices=[""] * n_docs,
+                        token_class=np.zeros(N, dtype=int), n_boot=300, seed=r, top_k=0)
+        e = g["gap"]["myopic"]
+        hits += e["ci95"][0] <= truth <= e["ci95"][1]
+        assert e["ci95"][1] - e["ci95"][0] >= e["ci95_eval"][1] - e["ci95_eval"][0] - 1e-12
+    assert hits / reps >= 0.9, hits / reps
 
 
 def hand_made():
@@ -170,3 +167,58 @@ def test_token_classes_for_bpe_tokens():
         if piece == "\n":
             assert name == "newline"
     assert "word-start" in names
+
+
+def test_bits_per_byte_fraction_of_context_value_and_one_seed_flags():
+    held, losses, doc_slices = hand_made()
+    bigram = losses["vanilla"] + 1.0  # context is worth exactly 1 nat per token
+    token_bytes = np.array([1, 1, 1, 1, 1, 1, 0])  # the end-of-document token stands for no text
+    g = analyse_gap({k: v[None] for k, v in losses.items()}, {}, held, doc_slices=doc_slices,
+                    token_class=np.zeros(7, dtype=int), count_bigram=bigram, token_bytes=token_bytes, n_boot=100,
+                    top_k=0)
+    diff = losses["myopic"] - losses["vanilla"]
+    e = g["gap"]["myopic"]
+    assert e["bits_per_byte"]["mean"] == pytest.approx(diff.sum() / 6 / LN2)
+    assert e["fraction_of_context_value"]["mean"] == pytest.approx(diff.mean() / 1.0)
+    assert g["loss"]["vanilla"]["bits_per_byte"]["mean"] == pytest.approx(losses["vanilla"].sum() / 6 / LN2)
+    # one seed: flagged everywhere, no null, no seed-inclusive parts
+    assert e["training_noise"] == TRAINING_NOISE_ONE_SEED and g["training_noise"] == TRAINING_NOISE_ONE_SEED
+    assert e["n_seeds"] == 1 and e["ci95"] == e["ci95_eval"] and e["ci95_t"] is None
+    assert g["null_gap"] is None and e["against_null"] is None
+    # per class / slice: the gap over that group's own value of context, beside its share of tokens
+    news = g["by_slice"]["news"]
+    assert news["myopic"]["fraction_of_context_value"]["mean"] == pytest.approx(diff[[0, 1, 2, 3, 6]].mean())
+    assert news["token_share"] == pytest.approx(5 / 7) and news["context_value"] == pytest.approx(1.0)
+
+
+def test_byte_lengths_of_tokens_sum_to_the_text_bytes():
+    tok = BPETokenizer.train(["the théory of the thing, 2024 things ☃\n"] * 50, 290)
+    text = "the théory ☃ of things"
+    table, how = token_byte_lengths(tok)
+    assert how == "byte-level" and table[tok.encode(text)].sum() == len(text.encode("utf-8"))
+    assert table[tok.eos_id] == 0
+    table, how = token_byte_lengths(ByteTokenizer())
+    assert how == "bytes" and table[:256].tolist() == [1.0] * 256 and table[256] == 0
+
+
+def test_null_gap_and_top_contexts_null_with_two_seeds():
+    rng = np.random.default_rng(3)
+    texts = ["the cat sat on the mat and the dog ran far", "a big red hat, with 42 dots", "home again"]
+    corpus = byte_corpus(texts, [2, 2, 2])
+    held = document_windows(corpus, "test", 8)
+    N = held.n_tokens
+    van = rng.normal(2.0, 0.3, (2, N))
+    arm = van + 0.4 + rng.normal(0, 0.05, (2, N))
+    g = analyse_gap({"vanilla": van, "myopic": arm}, {"myopic": np.abs(arm - van)}, held,
+                    doc_slices=corpus.doc_slices, token_class=np.zeros(N, dtype=int), tokenizer=corpus.tokenizer,
+                    n_boot=200, top_k=3)
+    null = g["null_gap"]
+    assert null["mean"] == pytest.approx((van[0] - van[1]).mean()) and null["n_pairs"] == 1
+    assert null["sd"] == pytest.approx(abs(null["mean"]))
+    assert g["gap"]["myopic"]["against_null"] == pytest.approx(g["gap"]["myopic"]["mean"] / null["sd"])
+    assert g["gap"]["myopic"]["training_noise"].startswith("included (2 seeds")
+    top = g["top_contexts_null"]["by_loss_diff"]
+    assert len(top) == 3 and top[0]["loss_diff"] >= top[-1]["loss_diff"]
+    best = max(np.max(van[1] - van[0]), np.max(van[0] - van[1]))
+    assert top[0]["loss_diff"] == pytest.approx(best)
+    assert g["top_contexts_null"]["mean_top_loss_diff_by_arm"]["myopic"] > 0

@@ -121,6 +121,9 @@ def test_finetune_protocol_end_to_end(tmp_path):
     gap = summary["gap_vs_vanilla"]["myopic"]
     direct = summary["arms"]["myopic"]["test_loss"] - summary["arms"]["vanilla"]["test_loss"]
     assert gap["mean"] == pytest.approx(direct, abs=1e-9) and gap["ci95"][0] <= gap["mean"] <= gap["ci95"][1]
+    # one seed, documents resampled (as in myopia gap), and it says so
+    assert gap["training_noise"] == "not measured (1 seed)" and gap["unit"] == "document" and gap["documents"] >= 1
+    assert summary["training_noise"] == "not measured (1 seed)"
 
 
 def test_finetune_bad_inputs(tmp_path, capsys):

@@ -166,6 +166,25 @@ def test_bonus_trains_and_decomposes_the_gap(pair_dir):
         assert dec["vanilla_minus_local"]["mean"] == pytest.approx(t["bonus"]["mean"])
     assert t["bonus"]["mean"] == pytest.approx(b["loss"]["vanilla"]["mean"] - b["loss"]["local"]["mean"], abs=1e-6)
     assert "bonus_vs_continued" in t and set(b["loss"]) >= {"vanilla", "local", "continued", "myopic"}
+    # the control is also scored with the ORIGINAL vanilla's frozen past: same past on both sides
+    from myopia.analysis.heldout import document_windows, evaluate_per_token
+
+    corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
+    held = document_windows(corpus, "test", 16)
+    van = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus=corpus, finished=True)
+    cont = load_run_model(pair_dir / "bonus" / "continued" / "seed0", corpus=corpus, finished=True)
+    direct = evaluate_per_token({"c": local_scorer(cont, van)}, held)["c"]["loss"].astype(np.float64).mean()
+    assert b["loss"]["continued@vanilla-past"]["mean"] == pytest.approx(direct, rel=1e-5)
+    assert b["loss"]["continued@vanilla-past"]["mean"] != pytest.approx(b["loss"]["continued"]["mean"], rel=1e-7)
+    vp = t["bonus_vs_control_vanilla_past"]
+    assert vp["mean"] == pytest.approx(b["loss"]["continued@vanilla-past"]["mean"] - b["loss"]["local"]["mean"],
+                                       abs=1e-6)
+    assert t["bonus"]["training_noise"] == "not measured (1 seed)" and b["n_seeds"] == 1
+    phase = b["config"]["phases"]["local"]
+    assert phase["data"]["0"]["unseen"] and phase["control"] == "continued"
+    # each run has its own stopping rule (the control does not inherit the trainee's evaluations)
+    assert phase["steps_taken"] == {"local": {"0": 3}, "continued": {"0": 3}}
+    assert phase["stopped_at_plateau"] == {"local": {"0": False}, "continued": {"0": False}}
     # the pair's per-token losses come from gap/per_token.npz (same tokens, same seeds): same gap as gap.json
     g = read_json(pair_dir / "gap.json")
     assert b["config"]["pair_arm_losses"].startswith("reused")
@@ -189,9 +208,23 @@ def test_bonus_trains_and_decomposes_the_gap(pair_dir):
     shutil.rmtree(copy)
 
 
+def test_cli_bonus_flags_one_seed(pair_dir, capsys):
+    from myopia.cli import main
+
+    run_bonus(pair_dir, steps=3, n_boot=50, progress=False)  # trainees exist: the CLI below only scores
+    assert main(["bonus", str(pair_dir), "--steps", "3", "--bootstrap", "50", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "training noise not measured (1 seed)" in out and "bonus vs continued" in out
+    assert "scored with vanilla's past" in out
+    assert read_json(pair_dir / "bonus.json")["training_noise"] == "not measured (1 seed)"
+
+
 def test_bonus_from_scratch_learns(pair_dir):
     b = run_bonus(pair_dir, init="scratch", steps=12, lr=3e-2, n_boot=100, progress=False)
     assert set(b["trainees"]) == {"local", "local-scratch"}
+    t = b["trainees"]["local-scratch"]
+    assert t["control"] == "scratch-control" and "bonus_vs_control_vanilla_past" in t
+    assert set(b["config"]["phases"]) == {"local", "local-scratch"}
     assert b["loss"]["local-scratch"]["mean"] < np.log(257) - 1.0  # far below the uniform predictor
 
 
@@ -251,7 +284,21 @@ def test_cli_gap_and_report(pair_dir, capsys):
 
     assert main(["gap", str(pair_dir), "--bootstrap", "100", "--top", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "myopic-hidden" in out and "gap" in out
+    assert "myopic-hidden" in out and "gap" in out and "bits/byte" in out
+    # one seed: the printed intervals and the JSON say that training noise was not measured
+    assert out.count("training noise not measured") >= 2 and "null (vanilla vs vanilla)" in out
+    g = read_json(pair_dir / "gap.json")
+    assert g["n_seeds"] == 1 and g["null_gap"] is None
+    for arm in ("myopic", "myopic-hidden"):
+        e = g["gap"][arm]
+        assert e["training_noise"] == "not measured (1 seed)" and len(e["per_seed"]) == 1
+        assert set(e) >= {"mean", "ci95", "ci95_eval", "per_seed", "bits_per_byte", "fraction_of_context_value"}
+        assert set(e["bits_per_byte"]) >= {"mean", "ci95"} and set(e["fraction_of_context_value"]) >= {"mean", "ci95"}
+    # re-analysis of the same scores: identical numbers, nothing scored again
+    before = read_json(pair_dir / "gap.json")
+    assert main(["gap", str(pair_dir), "--bootstrap", "100", "--top", "3", "--no-progress", "--reuse-scores"]) == 0
+    again = read_json(pair_dir / "gap.json")
+    assert again["gap"]["myopic"] == before["gap"]["myopic"] and again["config"]["scores"].startswith("reused")
     assert main(["report", str(pair_dir)]) == 0
     assert main(["gap", str(pair_dir / "nope")]) == 2
     assert "not a pair directory" in capsys.readouterr().err
@@ -270,4 +317,89 @@ def test_cli_pair_wires_variants_seeds_and_data_flags(corpus_dir, tmp_path, caps
     cfg = read_json(run_dir(out, "myopic-hidden-horizon2", 3) / "config.json")
     assert cfg["run"]["model"]["gradient"] == "myopic-hidden" and cfg["run"]["model"]["horizon"] == 2
     assert cfg["train"]["seed"] == 3 and cfg["task"]["corpus"]["documents"]["test"] == 6
-    assert "myopic-hidden-horizon2" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "myopic-hidden-horizon2" in captured.out
+    assert "training noise not measured (1 seed)" in captured.err  # --seeds with one seed is flagged
+
+
+def test_cli_pair_defaults_to_three_seeds(monkeypatch, corpus_dir, tmp_path):
+    import myopia.experiments.pair as pair_mod
+    from myopia.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pair_mod, "run_pair", lambda *a, **k: seen.update(k) or {"runs": {}})
+    assert main(["pair", "--data", str(corpus_dir), "--out", str(tmp_path / "p"), "--seed", "4"]) == 0
+    assert pair_mod.parse_seeds(seen["seeds"]) == [4, 5, 6]
+
+
+def test_gap_refuses_a_resplit_cache_of_the_training_documents(pair_dir, corpus_dir, tmp_path, capsys):
+    """A cache of the same text with another split seed holds the pair's training documents: one error line
+    naming how many overlap, exit 2, nothing written (also not by the report)."""
+    import shutil
+
+    from myopia.cli import main
+
+    other = tmp_path / "resplit"
+    build_cache(corpus_dir, "bytes", other, val_frac=0.2, test_frac=0.2, split_seed=1)
+    copy = tmp_path / "copy"
+    shutil.copytree(pair_dir, copy, ignore=shutil.ignore_patterns("report*", "bonus*", "gap*"))
+    for split in ("test", "all"):
+        assert main(["gap", str(copy), "--data", str(other), "--split", split, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and "overlap" in err
+        assert " of " in err and "documents overlap the training split" in err
+        assert not (copy / "gap.json").exists() and not (copy / "gap").exists()
+    # a report of a gap.json that claims other data is re-checked against that data
+    g = read_json(pair_dir / "gap.json")
+    g["config"]["data"] = str(other)
+    g["overlap"] = {"checked": True, "data": "other corpus"}
+    arrays = load_arrays(pair_dir / "gap" / "per_token.npz")
+    resplit = build_cache(corpus_dir, "bytes", other, val_frac=0.2, test_frac=0.2, split_seed=1)
+    own = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
+    arrays["doc"] = np.resize(np.intersect1d(resplit.split_docs("test"), own.split_docs("train")), len(arrays["doc"]))
+    from myopia.experiments.gap import save_arrays
+
+    save_arrays(copy / "gap" / "per_token.npz", arrays)  # as if those documents had been scored
+    (copy / "gap.json").write_text(__import__("json").dumps(g))
+    assert main(["report", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "overlap" in err and not (copy / "report.md").exists()
+
+
+def test_plateau_rule_and_bonus_data_freshness(pair_dir):
+    from myopia.experiments.bonus import Plateau, data_freshness
+
+    rule = Plateau(patience=2, min_delta=0.01)
+    assert [rule(i, x) for i, x in enumerate([3.0, 2.5, 2.2, 2.195, 2.194])] == [False, False, False, False, True]
+    assert not any(Plateau(patience=0)(i, 1.0) for i in range(5))
+    corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
+    n = LMTaskFor(corpus).n_windows
+    fresh = data_freshness(corpus, 16, 0, pair_examples=4, offset=4, examples=4)
+    assert fresh["unseen"] and fresh["repeats_of_pair_data"] == 0
+    # past the end of the first epoch the bonus phase reads windows the pair trained on, and says so
+    late = data_freshness(corpus, 16, 0, pair_examples=n - 2, offset=n - 2, examples=6)
+    assert not late["unseen"] and late["repeats_of_pair_data"] == 4 and "repeats" in late["note"]
+
+
+def test_bonus_phase_stops_at_a_validation_plateau(pair_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pair_dir, copy, ignore=shutil.ignore_patterns("bonus*", "report*"))
+    b = run_bonus(copy, steps=10, eval_every=1, patience=1, min_delta=100.0, n_boot=50, progress=False)
+    phase = b["config"]["phases"]["local"]
+    assert phase["steps_taken"] == {"local": {"0": 2}, "continued": {"0": 2}}  # the 2nd evaluation is the plateau
+    assert phase["stopped_at_plateau"] == {"local": {"0": True}, "continued": {"0": True}}
+    result = read_json(copy / "bonus" / "local" / "seed0" / "result.json")
+    assert result["stopped_early"] and result["steps"] == 2 and result["examples_seen"] == 2 * 4
+    assert phase["schedule"].startswith("constant")
+    from myopia.report.natural_language import _plateau_note
+
+    assert "2 of 2 runs stopped at the plateau" in _plateau_note(phase)
+    assert "no run reached the plateau" in _plateau_note({**phase, "stopped_at_plateau": {"local": {"0": False}}})
+
+
+def LMTaskFor(corpus):
+    from myopia.data import LMTask
+
+    return LMTask(corpus, 16, seed=0, eval_tokens=16)

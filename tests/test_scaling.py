@@ -196,3 +196,176 @@ def test_matmul_flops_agree_with_torch_flop_counter():
     assert counted == 6 * (L * 12 * d * d + d * V)
     assert flops_per_token(cfg) == counted + attention + layer_norm
     assert math.isclose(counted, 3 * 13888)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# IsoFLOP frontier, frontier gap, constant-gap null (planted Chinchilla-style data, no training)
+# ------------------------------------------------------------------------------------------------------------
+
+from myopia.scaling import (  # noqa: E402
+    FrontierCurve,
+    constant_gap_k,
+    frontier_gap,
+    frontier_report,
+    group_budgets,
+    isoflop_frontier,
+)
+
+# L(N, D) = E + A / N^a + B / D^b, D = C / (6 N): the optimum N*(C) = G (C / 6)^(b / (a + b)), G = (aA / bB)^(1/(a+b))
+PLANT = dict(E=1.7, A=400.0, a=0.34, B=410.0, b=0.28)
+
+
+def planted_loss(n, d):
+    return PLANT["E"] + PLANT["A"] / n ** PLANT["a"] + PLANT["B"] / d ** PLANT["b"]
+
+
+def planted_n_opt(c):
+    a, b = PLANT["a"], PLANT["b"]
+    g = (a * PLANT["A"] / (b * PLANT["B"])) ** (1 / (a + b))
+    return g * (c / 6) ** (b / (a + b))
+
+
+def planted_points(gap_at, budgets=(1e17, 3e17, 1e18, 3e18, 1e19), n_sizes=7, seeds=(0, 1, 2), noise=0.004,
+                   n_docs=0, rng_seed=0, arms=("vanilla", "myopic-hidden")):
+    """Runs on an IsoFLOP grid (sizes spanning 1/3x..3x the planted optimum) of a vanilla arm and a myopic arm whose
+    loss is vanilla + gap_at(C). Seed noise per (budget, size, seed) is shared by the arms (paired seeds), plus a
+    small per-arm noise; with ``n_docs`` each point also carries per-document losses (document difficulty shared)."""
+    rng = np.random.default_rng(rng_seed)
+    doc_effect = rng.normal(0, 0.3, n_docs) if n_docs else None
+    pts = []
+    for c in budgets:
+        n_star = planted_n_opt(c)
+        for n in n_star * np.geomspace(1 / 3, 3, n_sizes):
+            d = c / (6 * n)
+            base = planted_loss(n, d)
+            for s in seeds:
+                shared = rng.normal(0, noise)
+                for arm in arms:
+                    loss = base + shared + rng.normal(0, noise / 2) + (0.0 if arm == "vanilla" else gap_at(c))
+                    p = {"arm": arm, "flops": c * (1 + rng.uniform(-0.004, 0.004)), "n_params": int(n),
+                         "tokens": int(d), "loss": float(loss), "seed": s}
+                    if n_docs:
+                        per_doc = loss + doc_effect + rng.normal(0, 0.02, n_docs)
+                        per_doc += loss - per_doc.mean()
+                        p["doc_loss"], p["doc_tokens"] = per_doc.tolist(), [1000.0] * n_docs
+                    pts.append(p)
+    return pts
+
+
+def test_budgets_are_grouped_within_one_percent():
+    groups = group_budgets([1e12, 1.004e12, 3e12, 0.997e12 * 3, 1.02e12])
+    assert [sorted(g.tolist()) for g in groups] == [[0, 1], [4], [2, 3]]
+
+
+@pytest.mark.parametrize("n_docs", [0, 12])
+def test_optimal_size_is_recovered(n_docs):
+    """N* within 15% of the planted optimum (the parabola in log N approximates the profile over a 9x size span),
+    L* within 0.01 nats of the planted minimum, with an interval that brackets the estimate."""
+    pts = planted_points(lambda c: 0.0, n_docs=n_docs)
+    fr = isoflop_frontier(pts, "vanilla", n_boot=300)
+    assert [f["n_points"] for f in fr] == [21] * 5
+    assert [f["flops"] for f in fr] == sorted(f["flops"] for f in fr)
+    for f in fr:
+        assert f["n_opt"] == pytest.approx(planted_n_opt(f["flops"]), rel=0.15)
+        n_star = planted_n_opt(f["flops"])
+        true_min = planted_loss(n_star, f["flops"] / (6 * n_star))
+        assert f["loss_opt"] == pytest.approx(true_min, abs=0.01)
+        lo, hi = f["loss_opt_ci95"]
+        assert lo <= f["loss_opt"] <= hi and hi - lo > 0
+        assert f["interior"]
+
+
+@pytest.mark.parametrize("n_docs", [0, 12])
+def test_constant_gap_has_a_slope_interval_containing_zero(n_docs):
+    pts = planted_points(lambda c: 0.03, n_docs=n_docs)
+    g = frontier_gap(pts, "myopic-hidden", n_boot=400)
+    assert g["verdict"] == "no detectable change"
+    lo, hi = g["slope_ci95"]
+    assert lo < 0 < hi
+    for b in g["budgets"]:
+        assert b["gap"] == pytest.approx(0.03, abs=0.01)
+        assert b["gap_ci95"][0] < b["gap"] < b["gap_ci95"][1]
+        assert b["n_opt_ratio"] == pytest.approx(1.0, rel=0.25)
+    # k falls with C (a constant gap does that) yet tracks the constant-gap null
+    k = np.array(g["k"]["k"], dtype=float)
+    null = np.array(g["k"]["k_null"], dtype=float)
+    assert np.isnan(k[0])  # C* of the smallest budget would lie below the measured range
+    assert np.all(np.diff(k[1:]) < 0.05)
+    np.testing.assert_allclose(k[1:], null[1:], atol=0.15)
+
+
+@pytest.mark.parametrize("n_docs", [0, 12])
+def test_growing_gap_is_detected_with_the_planted_slope(n_docs):
+    slope = 0.03  # nats/token per decade of compute
+    pts = planted_points(lambda c: 0.01 + slope * math.log10(c / 1e17), n_docs=n_docs)
+    g = frontier_gap(pts, "myopic-hidden", n_boot=400)
+    assert g["verdict"] == "grows"
+    lo, hi = g["slope_ci95"]
+    assert lo <= slope <= hi and lo > 0
+    assert g["slope_per_decade"] == pytest.approx(slope, abs=0.01)
+    assert "grows" in g["verdict_sentence"] and "1e+17" in g["verdict_sentence"]
+    k = np.array(g["k"]["k"], dtype=float)
+    null = np.array(g["k"]["k_null"], dtype=float)
+    assert np.all(k[2:] < null[2:])  # k falls faster than the constant-gap null
+
+
+def test_shrinking_gap():
+    pts = planted_points(lambda c: 0.12 - 0.03 * math.log10(c / 1e17))
+    assert frontier_gap(pts, "myopic-hidden", n_boot=300)["verdict"] == "shrinks"
+
+
+def test_no_interval_for_under_determined_fits():
+    # 3 sizes: the parabola passes through every size mean; 3 budgets: the line has 1 residual dof
+    pts = planted_points(lambda c: 0.03, budgets=(1e17, 1e18, 1e19), n_sizes=3, seeds=(0,))
+    fr = isoflop_frontier(pts, "vanilla", n_boot=100)
+    assert all(f["loss_opt_ci95"] is None and "no interval" in f["note"] for f in fr)
+    g = frontier_gap(pts, "myopic-hidden", n_boot=100)
+    assert g["slope_ci95"] is None and "residual degrees of freedom" in g["slope_note"]
+    assert g["verdict"] == "no detectable change" and "without an interval" in g["verdict_sentence"]
+    assert all(b["gap_ci95"] is None for b in g["budgets"])
+    # 4 sizes x 1 seed: 1 residual dof -> still no interval; 2 sizes: no parabola at all
+    pts4 = planted_points(lambda c: 0.0, budgets=(1e18,), n_sizes=4, seeds=(0,))
+    assert isoflop_frontier(pts4, "vanilla", n_boot=50)[0]["loss_opt_ci95"] is None
+    pts2 = planted_points(lambda c: 0.0, budgets=(1e18,), n_sizes=2)
+    f2 = isoflop_frontier(pts2, "vanilla", n_boot=50)[0]
+    assert f2["loss_opt"] is None and "at least 3" in f2["note"]
+    # the power law: 4 points for 3 parameters leave 1 dof -> no bootstrap interval
+    c = np.geomspace(1e15, 1e18, 4)
+    fit = fit_power_law(c, 1.8 + 30 * c ** -0.1 + np.array([0.01, -0.01, 0.005, 0.0]), bootstrap=50)
+    assert fit.intervals == {} and fit.samples is None
+
+
+def test_constant_gap_k_on_a_power_law():
+    """The issue's arithmetic: under L = E + A C^-alpha a constant gap drives k -> 0 as C grows."""
+    fit = PowerLawFit(E=1.8, A=30.0, alpha=0.1, n_points=5)
+    c = np.geomspace(1e15, 1e21, 7)
+    k = constant_gap_k(fit, 0.03, c)
+    assert np.all(np.diff(k) < 0) and np.all(k < 1)
+    # closed form: k = ((L(C) - E) / (L(C) + gap - E))^(1/alpha)
+    reducible = fit.A * c ** -fit.alpha
+    np.testing.assert_allclose(k, (reducible / (reducible + 0.03)) ** (1 / fit.alpha), rtol=1e-9)
+    assert np.all(constant_gap_k(fit, 0.0, c) == pytest.approx(1.0))
+
+
+def test_frontier_curve_never_extrapolates():
+    curve = FrontierCurve([1e17, 1e18, 1e19], [3.0, 2.8, 2.7])
+    assert np.isnan(curve.predict([1e16, 1e20])).all()
+    assert curve.inverse([2.8])[0] == pytest.approx(1e18)
+    assert np.isnan(curve.inverse([3.1, 2.6])).all()  # beyond the measured range either way
+    assert curve.inverse([2.9])[0] == pytest.approx(10 ** 17.5)
+
+
+def test_frontier_report_and_point_errors():
+    pts = planted_points(lambda c: 0.03, budgets=(1e17, 1e18, 1e19, 1e20), n_sizes=5, seeds=(0, 1),
+                         arms=("vanilla", "myopic", "myopic-hidden"))
+    rep = frontier_report(pts, n_boot=100)
+    assert set(rep["frontiers"]) == {"vanilla", "myopic", "myopic-hidden"}
+    assert set(rep["gaps"]) == {"myopic", "myopic-hidden"}
+    assert "cross-check" in rep["chinchilla_cross_check"]["vanilla"]["label"]
+    assert "extrapolation" not in rep
+    ext = frontier_report(pts, n_boot=50, extrapolate_E=1.7)["extrapolation"]["vanilla"]
+    assert max(ext["compute"]) == pytest.approx(100 * ext["measured_range"][1]) and "fixed by the user" in ext["note"]
+    with pytest.raises(MyopiaError, match="lacks seed"):
+        isoflop_frontier([{"arm": "vanilla", "flops": 1.0, "n_params": 1, "tokens": 1, "loss": 1.0}], "vanilla")
+    with pytest.raises(MyopiaError, match="no points of arm"):
+        isoflop_frontier(pts, "bigram")

@@ -130,3 +130,31 @@ def test_overlap_refusal_on_a_resplit_corpus():
     with pytest.raises(MyopiaError, match=rf"{len(bad)} of {len(b.split_docs('test'))} documents overlap"):
         refuse_overlap(a, b, b.split_docs("test"))
     refuse_overlap(a, a, a.split_docs("test"))  # no error
+
+
+# --- CellBootstrap (IsoFLOP cells with their own seed sets) ------------------------------------------------------
+
+
+def test_cell_bootstrap_pairs_cells_on_units_and_seed_positions():
+    from myopia.analysis.stats import CellBootstrap
+
+    rng = np.random.default_rng(0)
+    cb = CellBootstrap(n_units=15, n_boot=300, seed=3)
+    a = rng.normal(3.0, 0.5, (2, 15))
+    w = rng.uniform(50, 150, 15)
+    pa, ra, sa = cb.cell(a, w)
+    pb, rb, sb = cb.cell(a + 0.07, w)  # another arm: the same seeds and documents, shifted
+    np.testing.assert_allclose(rb - ra, 0.07, atol=1e-12)  # paired: the shift has no spread
+    assert pb - pa == pytest.approx(0.07)
+    np.testing.assert_allclose(sa, (a * w).sum(1) / w.sum())
+    assert ra.std() > 0.01 and abs(ra.mean() - pa) < 3 * ra.std() / np.sqrt(len(ra)) + 0.02
+    # a cell with 3 seeds draws from its own seed-count stream; the same count always gets the same draw
+    assert cb.seed_weights(3).shape == (300, 3) and np.allclose(cb.seed_weights(3).sum(1), 1)
+    assert cb.seed_weights(2) is cb.seed_weights(2)
+    assert CellBootstrap(15, 300, seed=3).cell(a, w)[1] == pytest.approx(ra)  # deterministic given the seed
+    # plain losses (no units): the seeds alone are resampled
+    plain = CellBootstrap(0, 400, seed=1)
+    point, reps, per_seed = plain.cell([2.0, 2.2, 2.4])
+    assert point == pytest.approx(2.2) and reps.min() >= 2.0 and reps.max() <= 2.4 and reps.std() > 0.05
+    with pytest.raises(MyopiaError, match="units"):
+        cb.cell(np.ones((2, 14)))

@@ -15,7 +15,6 @@ from myopia.experiments.horizon_sweep import default_horizons, horizon_arms, run
 from myopia.experiments.scaling_presets import PRESETS
 from myopia.experiments.sweep import (
     SweepSettings,
-    _doc_bootstrap_means,
     ladder,
     parse_sizes,
     parse_tokens,
@@ -117,15 +116,34 @@ def test_plan_pairs_gradients_within_a_size():
     assert len({r.name for r in runs}) == len(runs)
 
 
-def test_doc_bootstrap_is_paired():
+def test_gap_interval_is_paired_and_includes_training_noise():
+    """The ladder's gap interval comes from the statistics module: a constant shift on shared documents has no
+    evaluation spread; two seeds with different gaps widen it (training noise), one seed says it is unmeasured."""
     rng = np.random.default_rng(0)
     docs = np.repeat(np.arange(10), 3)
     base = rng.normal(3.0, 0.3, len(docs))
-    evals = [{"loss_per_window": (base + 0.1).tolist(), "doc_of_window": docs.tolist()},
-             {"loss_per_window": base.tolist(), "doc_of_window": docs.tolist()}]
-    means = _doc_bootstrap_means(evals, 200, seed=0)
-    np.testing.assert_allclose(means[:, 0] - means[:, 1], 0.1, atol=1e-12)  # a constant shift has no spread
-    assert means[:, 1].std() > 0.01
+
+    def ev(x):
+        return {"loss_per_window": list(x), "doc_of_window": docs.tolist(), "seq_len": 4}
+
+    def rows(gaps):
+        by = {"vanilla": [], "myopic": []}
+        evals = {}
+        for seed, g in enumerate(gaps):
+            for arm, shift in (("vanilla", 0.0), ("myopic", g)):
+                name = f"{arm}-s{seed}"
+                by[arm].append({"seed": seed, "name": name, "status": "done",
+                                "eval_loss": float(np.mean(base + shift))})
+                evals[name] = ev(base + shift)
+        return by, evals
+
+    by, evals = rows([0.1])
+    gap, ci, sd, summary = sweep_mod._gap(by, "myopic", evals, 200)
+    assert gap == pytest.approx(0.1) and ci == pytest.approx([0.1, 0.1], abs=1e-12) and sd is None
+    assert summary["training_noise"] == "not measured (1 seed)"
+    gap, ci, sd, summary = sweep_mod._gap(rows([0.05, 0.15])[0], "myopic", rows([0.05, 0.15])[1], 400)
+    assert gap == pytest.approx(0.1) and sd == pytest.approx(0.1 / 2 ** 0.5)
+    assert ci[0] < 0.07 and ci[1] > 0.13 and summary["n_seeds"] == 2
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -230,7 +248,9 @@ def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
             "--tokens", "1k,2k", "--seq-len", "16", "--batch-size", "4", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "12 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings
+    assert "36 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings x 3 seeds (the cpu preset default)
+    assert main(args + ["--seeds", "0"]) == 0
+    assert "training noise not measured (1 seed)" in capsys.readouterr().err
     assert "1x16h1-D1k-myopic-hidden-s0" in out
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
@@ -288,8 +308,8 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     the report shows it in the right columns."""
     from myopia.io import write_json
 
-    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48", 16), tokens=parse_tokens("1k,2k,4k"),
-                             seeds=[0, 1])
+    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48,3x48", 16), tokens=parse_tokens("1k,2k,4k"),
+                             seeds=[0, 1])  # 5 sizes: a 3-parameter fit keeps 2 residual dof, so it has intervals
     runs = plan_runs(settings, 257)
     k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
     rng = np.random.default_rng(0)
@@ -304,8 +324,8 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
         write_json(tmp_path / r.name / "eval_windows.json",
                    {"loss_per_window": per_window.tolist(), "doc_of_window": docs.tolist()})
     s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=10)
-    assert s["complete"] and len(s["table"]) == 12
-    assert [e["budget"] for e in s["table"]] == ["1k"] * 4 + ["2k"] * 4 + ["4k"] * 4
+    assert s["complete"] and len(s["table"]) == 15
+    assert [e["budget"] for e in s["table"]] == ["1k"] * 5 + ["2k"] * 5 + ["4k"] * 5
     for e in s["table"]:
         for arm, k in k_planted.items():
             assert e["k"][arm] == pytest.approx(k, rel=1e-3)
@@ -333,7 +353,7 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     assert header == ["size", "N non-emb", "N total", "tokens", "FLOPs", "vanilla", "myopic", "myopic-hidden",
                       "gap myopic [95% CI]", "gap myopic-hidden [95% CI]", "k myopic [95% CI]",
                       "k myopic-hidden [95% CI]"]
-    assert len(rows) == 12
+    assert len(rows) == 15
     for row, e in zip(rows, s["table"]):
         cell = dict(zip(header, row))
         assert cell["size"] == e["size"] and cell["myopic"] == f"{e['loss']['myopic']:.3f}"
@@ -347,3 +367,168 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
     assert "L(N, D)" in md and len(markdown_table(md, "arm | E")[1]) == 3
     html = (tmp_path / "report.html").read_text()
     assert "<th>k myopic-hidden [95% CI]</th>" in html and "Scaling: the cost of myopia" in html
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --design isoflop
+# ------------------------------------------------------------------------------------------------------------
+
+
+def tiny_iso(**kw):
+    from myopia.experiments.isoflop import IsoFlopSettings
+
+    # tiny on purpose: 0.1-10 tokens/parameter keeps the runs at a few dozen steps (the design rules are the same)
+    base = dict(budgets=[1e8, 2e8], gradients=["vanilla", "myopic-hidden"], n_sizes=3, ratio_range=(0.1, 10.0),
+                aspect=16, head_dim=16, min_width=8, lr_grid=[2e-3, 6e-3], seeds=[0, 1], frontier_seeds=[2], n_frontier=1,
+                seq_len=16, batch_size=4, eval_tokens=256, ckpt_every=2, device="cpu")
+    base.update(kw)
+    return IsoFlopSettings(**base)
+
+
+def test_isoflop_plan_follows_the_design():
+    from myopia.experiments.isoflop import IsoFlopSettings, plan_cells, shard_cells
+
+    s = tiny_iso(strict_budgets=[2e8])
+    cells = plan_cells(s, 257, train_tokens=10_000)
+    assert [c["budget"] for c in cells] == [1e8] * 3 + [2e8] * 3
+    for c in cells:
+        assert c["arms"] == (["vanilla", "myopic-hidden"] + (["myopic"] if c["budget"] == 2e8 else []))
+        runs = [r for a in c["runs"].values() for r in a["grid"]]
+        assert len({r.train_cfg.steps for r in runs}) == 1  # the same schedule for every arm and lr
+        assert all(r.train_cfg.warmup_steps >= 0.05 * r.train_cfg.steps for r in runs)
+        assert all(abs(r.flops / c["budget"] - 1) < 0.05 for r in runs)
+        assert all(r.seed == 0 for r in runs) and sorted(r.lr for r in c["runs"]["vanilla"]["grid"]) == [2e-3, 6e-3]
+    # sizes: small to large, tokens/param falling through the range; the middle size gets the extra seed
+    for b in (1e8, 2e8):
+        mine = [c for c in cells if c["budget"] == b]
+        ratios = [c["ratio"] for c in mine]
+        assert ratios == sorted(ratios, reverse=True) and 0.05 < min(ratios) and max(ratios) < 20
+        assert [c["seeds"] for c in mine] == [[0, 1], [0, 1, 2], [0, 1]]
+    shards = [shard_cells(cells, (k, 2), 2) for k in range(2)]
+    names = [c["cell"] for sh in shards for c in sh]
+    assert sorted(names) == sorted(c["cell"] for c in cells) and len(set(names)) == len(names)
+    assert [sorted({c["budget"] for c in sh}) for sh in shards] == [[2e8], [1e8]]  # whole budgets, largest first
+    three = [shard_cells(cells, (k, 3), 2) for k in range(3)]  # more shards than budgets: single cells
+    assert sorted(c["cell"] for sh in three for c in sh) == sorted(c["cell"] for c in cells) and all(three)
+    with pytest.raises(MyopiaError, match="at least 5%"):
+        tiny_iso(warmup_frac=0.01)
+    with pytest.raises(MyopiaError, match="at least 2 seeds"):
+        tiny_iso(seeds=[0])
+    with pytest.raises(MyopiaError, match="vanilla"):
+        IsoFlopSettings(budgets=[1e9], gradients=["myopic"])
+
+
+def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, monkeypatch, capsys):
+    from myopia.experiments import isoflop
+
+    corpus = load_corpus(corpus_file)
+    out = tmp_path / "iso"
+    s = tiny_iso(budgets=[1e8])
+    first = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, max_runs=3, n_boot=50, log=lambda m: None)
+    assert not first["complete"] and sum(r["status"] == "done" for r in first["runs"]) == 3
+
+    # kill a pending lr-grid run after its step-2 checkpoint
+    cells = isoflop.plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
+    target = cells[2]["runs"]["myopic-hidden"]["grid"][1]
+    calls = {"n": 0}
+    real_examples = LMTask.examples
+
+    def dying_examples(self, indices, device="cpu"):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_examples(self, indices, device)
+
+    monkeypatch.setattr(LMTask, "examples", dying_examples)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
+                             eval_tokens=s.eval_tokens, log=lambda m: None, window_eval=False)
+    monkeypatch.setattr(LMTask, "examples", real_examples)
+    assert run_status(out / target.name) == "partial"
+
+    trained = []
+    real_train_lm = sweep_mod.train_lm
+
+    def recording_train_lm(data, run_out, *a, resume=False, **kw):
+        trained.append((run_out.name, resume))
+        return real_train_lm(data, run_out, *a, resume=resume, **kw)
+
+    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
+    done_before = {r["name"] for r in first["runs"] if r["status"] == "done"}
+    second = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert second["complete"], second["pending"]
+    assert (target.name, True) in trained and not any(n in done_before for n, _ in trained)
+    assert all(not resume for n, resume in trained if n != target.name)
+    trained.clear()
+    third = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert trained == [] and third["complete"]
+
+    # what was trained: per arm and size, 2 lr-grid runs at seed 0 and the other seeds at the chosen lr only
+    sel = {(x["cell"], x["arm"]): x for x in third["lr_selection"]}
+    assert len(sel) == 6 and all(x["lr"] in (2e-3, 6e-3) and x["grid_done"] for x in sel.values())
+    for x in sel.values():
+        assert f"{x['lr']:g}" == min(x["val_loss_by_lr"], key=x["val_loss_by_lr"].get)  # lowest validation loss
+    pts = third["points"]
+    assert len(pts) == 2 * (2 + 3 + 2)  # arms x seeds over the three sizes (the middle one has 3)
+    for p in pts:
+        assert p["lr"] == sel[(f"C1e8-{p['size']}", p["arm"])]["lr"]
+        assert set(p) >= {"arm", "flops", "n_params", "tokens", "loss", "seed"}
+        assert np.average(p["doc_loss"], weights=p["doc_tokens"]) == pytest.approx(p["loss"], rel=1e-6)
+        run = next(r for r in third["runs"] if r["status"] == "done" and r["gradient"] == p["arm"]
+                   and r["size"] == p["size"] and r["seed"] == p["seed"] and r["lr"] == p["lr"])
+        test_eval = json.loads((out / run["name"] / isoflop.TEST_EVAL_FILE).read_text())
+        assert test_eval["split"] == "test"
+    fr = third["frontier"]
+    assert set(fr["frontiers"]) == {"vanilla", "myopic-hidden"} and len(fr["frontiers"]["vanilla"]) == 1
+    g = fr["gaps"]["myopic-hidden"]
+    assert g["verdict"] == "no detectable change" and g["slope_ci95"] is None  # one budget: no slope at all
+    assert third["data_repeat"]["max_epochs"] > 0
+
+    assert main(["report", str(out)]) == 0
+    md = assert_report_files(out, ["isoflop_profiles", "isoflop_frontiers", "isoflop_k_vs_null"])
+    assert "Scaling on the compute-optimal frontier" in md and "**Verdict (myopic-hidden):**" in md
+    header, rows = markdown_table(md, "budget (FLOPs)")
+    assert len(rows) == 1 and rows[0][1] == "myopic-hidden"
+    assert "constant-gap null" in md and "Learning-rate selection" in md and "Cross-check only" in md
+
+
+def test_isoflop_cli_errors_and_dry_run(corpus_file, tmp_path, capsys):
+    base = ["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s")]
+    assert main(base + ["--design", "isoflop", "--extrapolate"]) == 2
+    assert "--asymptote" in capsys.readouterr().err
+    assert main(base + ["--budgets", "1e9"]) == 2  # a ladder option? no: an isoflop one on the ladder design
+    assert "--design isoflop" in capsys.readouterr().err
+    assert main(base + ["--preset", "cpu-isoflop", "--tokens", "1M"]) == 2
+    assert "--design ladder" in capsys.readouterr().err
+    assert main(base + ["--preset", "cpu-isoflop", "--shard", "2/2", "--dry-run"]) == 2
+    assert main(base + ["--preset", "cpu-isoflop", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "C3e10-" in out and "training FLOPs in all" in out and "epochs" in out
+
+
+def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_path):
+    """Fake finished horizon runs (no training): 3 seeds whose vanilla losses differ by a seed shift; the h = 0 gap
+    interval includes that training noise (wider than documents alone) and the null is measured."""
+    from myopia.experiments.horizon_sweep import horizon_arms, summarise_horizon
+    from myopia.experiments.sweep import EVAL_FILE, steps_for
+    from myopia.io import write_json
+
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0, 1, 2])
+    arms = horizon_arms(16, horizons=[0], betas=[])
+    rng = np.random.default_rng(0)
+    docs = np.repeat(np.arange(10), 3)
+    gap_by_seed = {0: 0.05, 1: 0.15, 2: 0.10}
+    for seed in settings.seeds:
+        van = 2.0 + 0.03 * seed + rng.normal(0, 0.01, len(docs))
+        for arm in arms:
+            loss = van + (gap_by_seed[seed] if arm.gradient != "vanilla" else 0.0)
+            d = tmp_path / f"{arm.name}-s{seed}"
+            write_json(d / "result.json", {"eval_loss": float(loss.mean())})
+            write_json(d / EVAL_FILE, {"doc_of_window": docs.tolist(), "loss_per_window": loss.tolist()})
+    size, budget = settings.sizes[0], settings.tokens[0]
+    s = summarise_horizon(tmp_path, arms, settings, size, budget, steps_for(settings, budget, 1000), bootstrap=300)
+    p = s["horizon"]["myopic-hidden"][0]
+    assert p["seeds"] == 3 and p["per_seed"] == pytest.approx([0.05, 0.15, 0.10])
+    assert p["gap"] == pytest.approx(0.10) and p["gap_ci"][0] < 0.06 and p["gap_ci"][1] > 0.14
+    assert p["gap_ci_eval"][1] - p["gap_ci_eval"][0] < 0.01 and p["training_noise"].startswith("included (3")
+    assert s["n_seeds"] == 3 and s["null_gap"]["n_pairs"] == 3 and s["null_gap"]["sd"] > 0.02

@@ -17,19 +17,16 @@ vector-Jacobian products are (softmax Jacobian: do_i/ds_ij = p_ij (v_j - o_i))
     dL/dv_j =   sum_i w_ij p_ij g_i
     dL/dk_j = s sum_i w_ij p_ij <g_i, v_j - o_i> q_i.
 
-**Fused path (memory-linear, exact).** Split w_ij = beta + (1 - beta) 1[i-h <= j <= i]:
-
-    o, L = FusedCausalAttention(q, k~, v~),   k~ = stop(k) + beta (k - stop(k))   (value k, k-gradient x beta)
-    out  = BandGradient(o; k, v, stop(q), L, h, 1 - beta)                          (value o)
-
-The fused kernel (PyTorch's flash attention, which also returns L) supplies the exact dq and beta times the
-vanilla dk, dv. ``BandGradient`` is the identity on o in the forward pass; its backward passes g through to o
-unchanged and adds (1 - beta) times the in-band terms of dk, dv above, recomputing p_ij = exp(s_ij - L_i)
-for the h + 1 diagonals only: O(batch·heads·seq·head_dim·(h + 1)) extra work, no seq x seq tensor.
-On CPU (the default there) the two live in one autograd node that calls the flash kernel's forward and
-backward ops itself; for strict myopia (beta = 0) it drops the kernel's dk, dv and writes the band terms
-into fresh buffers laid out like k, v, so peak memory equals vanilla attention's. Other devices use the
-two-node form around PyTorch's own kernel autograd (tested on CPU as well).
+**Fused path (memory-linear, exact).** Split w_ij = beta + (1 - beta) 1[i-h <= j <= i]. The forward is the
+fused kernel (PyTorch's flash attention, which also returns L); the backward is the kernel's backward plus the
+band. Both run inside one custom op (``myopia::myopic_attention`` with its backward op, registered for
+autograd and with fake implementations), so every device and ``torch.compile`` see one opaque node. Three
+exact backward paths (section "The myopic backward"): ``band`` adds the in-band terms of dk, dv one diagonal
+at a time after the vanilla backward, recomputing p_ij = exp(s_ij - L_i) (O(B H T D (h + 1)) extra work; for
+beta = 0 the kernel's dk, dv are dropped and the band written into buffers laid out like k, v, so peak memory
+equals vanilla's); ``near`` tiles the triangle into the band (kernel calls on h x h blocks) and the far
+triangle j < i - h (the kernel's backward on the shifted triangle, fed the full o and L); ``complement``
+subtracts that far part from the vanilla gradient. No seq x seq tensor anywhere.
 
 **Past from elsewhere** (``past_k``/``past_v``, the local myopia bonus). Query i reads keys/values j < i from
 the (constant) past tensors and its own position from the live k, v. With a_i, Lp_i the attention output and
@@ -372,10 +369,10 @@ def causal_attention_lse(
 #
 #   "band"        vanilla kernel backward (dq, dk, dv) + the band terms one diagonal at a time (small h)
 #                 dk = beta dk + (1 - beta) dk_band
-#   "near"        dk_band, dv_band, dq_band from a blocked pass over the band (batched matmuls over chunks of
-#                 queries against their window of keys) + the far part by the kernel's backward on the shifted
-#                 triangle: dq = dq_band + dq_far, dk = dk_band + beta dk_far. Costs about one vanilla backward
-#                 (the two regions tile the triangle) plus the blocked pass's waste.
+#   "near"        dk_band, dv_band, dq_band from the kernel's backward on h x h blocks (the diagonal blocks and
+#                 the reversed blocks below them, each batch a causal call) + the far part by the kernel's
+#                 backward on the shifted triangle: dq = dq_band + dq_far, dk = dk_band + beta dk_far. The
+#                 regions tile the triangle: about one vanilla backward in three kernel calls, no subtraction.
 #   "complement"  vanilla kernel backward + the far part: dk = dk - (1 - beta) dk_far (large h, where the far
 #                 triangle is small). The subtraction loses precision in bf16 when the far part dominates, so
 #                 low precision takes it only when the band holds most of the triangle.
@@ -383,36 +380,27 @@ def causal_attention_lse(
 PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
 BAND_MAX_HORIZON = 2  # "band" up to this horizon
-NEAR_COST = 2.0  # the blocked pass's cost per (query, key) pair relative to the flash backward's (measured, CPU)
-
-
-def near_chunk(horizon: int) -> int:
-    """Queries per chunk of the blocked band pass: about the horizon, between 16 and 128."""
-    c = 16
-    while c < 128 and 2 * c <= horizon:
-        c *= 2
-    return c
+NEAR_COST = 4.0  # cost per (query, key) pair of the band's h x h block calls relative to a full backward's:
+# near up to h = T / 8. A guess, pending a clean measurement: the pair counts alone break even at 2 (h = T / 4),
+# and small-block kernel calls are less efficient per pair than one large call.
 
 
 def choose_path(T: int, horizon: int, dtype: torch.dtype) -> str:
     """The myopic backward path for sequence length T, horizon h < T - 1 and dtype (see the section comment).
 
-    Costs in (query, key) pairs: "near" = NEAR_COST x T x window + far triangle, "complement" = the whole
-    triangle + the far triangle; "band" below BAND_MAX_HORIZON (a few elementwise passes per diagonal)."""
+    Costs in (query, key) pairs the kernel visits beyond the far triangle: "near" NEAR_COST x T x max(h, 1)
+    (the band's blocks, at the lower efficiency of small blocks), "complement" the whole triangle T^2 / 2;
+    "band" up to BAND_MAX_HORIZON (a few elementwise passes per diagonal)."""
     if FORCE_PATH is not None:
         if FORCE_PATH not in PATHS:
             raise MyopiaError(f"FORCE_PATH must be one of {PATHS} or None, got {FORCE_PATH!r}")
         return FORCE_PATH
     if horizon <= BAND_MAX_HORIZON:
         return "band"
-    c = near_chunk(horizon)
-    window = (-(-horizon // c) + 1) * c
     far = (T - horizon - 1) ** 2 / 2
-    near_cost = NEAR_COST * T * window + far
-    complement_cost = T * T / 2 + far
     if dtype in (torch.float16, torch.bfloat16) and far > T * T / 8:
-        return "near"  # the complement's subtraction would cancel: the band is under ~half of the triangle
-    return "near" if near_cost <= complement_cost else "complement"
+        return "near"  # the complement's subtraction would cancel: the band is under ~3/4 of the triangle
+    return "near" if NEAR_COST * T * horizon <= T * T / 2 else "complement"
 
 
 def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: float, split: bool = False,
@@ -441,7 +429,7 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
     work = torch.promote_types(q.dtype, torch.float32)
     s = horizon + 1  # the far triangle: queries s.., keys ..T-s-1
     if path == "near":
-        dq, dk_band, dv_band = _near_grads(q, k, v, out, lse, g, horizon, scale)
+        dq, dk_band, dv_band = _near_grads(kind, q, k, v, out, lse, g, horizon, scale)
     elif path == "complement":
         dq, dk_van, dv_van = (t.to(work) for t in _kernel_backward(kind, g, q, k, v, out, lse, scale))
     else:
@@ -473,51 +461,46 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), *full
 
 
-def _near_grads(q, k, v, out, lse, g, horizon: int, scale: float):
-    """dq, dk, dv of the band alone (weights 1 for i - h <= j <= i, 0 elsewhere), in fp32 or wider.
+def _near_grads(kind: str, q, k, v, out, lse, g, horizon: int, scale: float):
+    """dq, dk, dv of the band alone (weights 1 for i - h <= j <= i, 0 elsewhere), in fp32 or wider, by two
+    batched calls of the kernel's backward on c x c blocks, c = max(h, 1), fed the full o and L.
 
-    Queries in chunks of c against a window of m c keys ending at the chunk (m = ceil(h / c) + 1): per chunk
-    S = s Q K^T (c x m c), P = exp(S - L) on the band, dS = P (G V^T - Delta), dQ = s dS K, dK = s dS^T Q,
-    dV = P^T G, the window's dK, dV summed back onto the keys. Work ~ 5 x T x m c x D multiply-adds; memory
-    B x H x T x m c for the scores; nothing of size T x T."""
+    Chunk the sequence into blocks of c = h positions. Query a + r's band keys are its own block up to itself
+    (key offset t <= r: a causal c x c block) and the previous block from offset r on (t >= r). Reversing both
+    the queries and the previous block's keys turns t >= r into t' <= r': causal again. So the band is
+    exactly the diagonal blocks (one causal call, blocks as batch) plus the reversed off-diagonal blocks (a
+    second one): T (h + 1) pairs in all, nothing wasted, every multiply in the fused kernel."""
     B, H, T, D = q.shape
     h_kv, work = k.shape[1], torch.promote_types(q.dtype, torch.float32)
-    c = near_chunk(horizon)
-    m = -(-horizon // c) + 1
-    W, N = m * c, -(-T // c)
-    front, back = (m - 1) * c, N * c - T
-    kp = F.pad(_expand_heads(k, H).to(work), (0, 0, front, back))  # zero keys before 0 and after T: their
-    vp = F.pad(_expand_heads(v, H).to(work), (0, 0, front, back))  # dq terms vanish, dk/dv terms are dropped
-    def pad_end(t):  # queries after T: zero, so that their terms vanish (no copy when c divides T)
-        return F.pad(t, (0, 0, 0, back) if t.dim() == 4 else (0, back)) if back else t
+    c = max(horizon, 1)
+    N = -(-T // c)
+    back = N * c - T
 
-    qc = pad_end(q.to(work)).reshape(B, H, N, c, D)
-    gc = pad_end(g.to(work)).reshape(B, H, N, c, -1)
-    delta = pad_end((g.to(work) * out.to(work)).sum(-1)).reshape(B, H, N, c, 1)
-    lc = pad_end(lse.to(work)).reshape(B, H, N, c, 1)
-    kw = kp.unfold(-2, W, c).transpose(-1, -2)  # (B, H, N, W, D) windows, views of kp
-    vw = vp.unfold(-2, W, c).transpose(-1, -2)
-    r = torch.arange(c, device=q.device).unsqueeze(1)
-    t = torch.arange(W, device=q.device).unsqueeze(0)
-    dist = r + front - t  # query offset r against window key t: distance i - j, the same in every chunk
-    outside = torch.zeros(c, W, dtype=work, device=q.device).masked_fill_((dist < 0) | (dist > horizon), -math.inf)
-    # Few passes over the (chunk x window) tensors: the bias (-L_i, -inf off the band) rides in baddbmm, the exp
-    # is in place, and s (dP - Delta) comes from one more baddbmm, so p and s dS take four passes in all.
-    bh = B * H * N
-    q3, g3 = qc.reshape(bh, c, D), gc.reshape(bh, c, -1)
-    k3, v3 = kw.reshape(bh, W, D), vw.reshape(bh, W, -1)
-    p = torch.baddbmm(outside - lc.reshape(bh, c, 1), q3, k3.transpose(-1, -2), alpha=scale).exp_()
-    ds = torch.baddbmm(delta.reshape(bh, c, 1), g3, v3.transpose(-1, -2), beta=-scale, alpha=scale).mul_(p)
-    dq = torch.bmm(ds, k3).view(B, H, N * c, D).narrow(-2, 0, T)
-    dkw = torch.bmm(ds.transpose(-1, -2), q3).view(B, H, N, m, c, D)
-    dvw = torch.bmm(p.transpose(-1, -2), g3).view(B, H, N, m, c, -1)
-    dk = dkw.new_zeros(B, H, N + m - 1, c, D)
-    dv = dvw.new_zeros(B, H, N + m - 1, c, dvw.shape[-1])
-    for j in range(m):  # window piece j of chunk n is key chunk n - (m - 1) + j
-        dk.narrow(2, j, N).add_(dkw.select(3, j))
-        dv.narrow(2, j, N).add_(dvw.select(3, j))
-    dk = dk.view(B, H, -1, D).narrow(-2, front, T)
-    dv = dv.view(B, H, -1, dv.shape[-1]).narrow(-2, front, T)
+    def blocks(t):  # (B, H, T, X) -> (B, H, N, c, X); positions after T are zero (their terms vanish)
+        t = F.pad(t, (0, 0, 0, back)) if back else t
+        return t.reshape(B, H, N, c, t.shape[-1])
+
+    qb, kb, vb, gb, ob = (blocks(t) for t in (q, _expand_heads(k, H), _expand_heads(v, H), g, out))
+    lb = (F.pad(lse, (0, back), value=1e30) if back else lse).reshape(B, H, N, c)  # p = 0 for padded queries
+
+    def heads(t):  # blocks as heads: (B, H, n, c, X) -> (B, H n, c, X)
+        return t.reshape(B, -1, *t.shape[3:])
+
+    grads = _kernel_backward(kind, heads(gb), heads(qb), heads(kb), heads(vb), heads(ob), heads(lb), scale)
+    dq, dk, dv = (t.to(work).reshape(B, H, N, c, t.shape[-1]) for t in grads)
+    if horizon >= 1 and N > 1:
+        def later(t):  # blocks 1..N-1, reversed within the block
+            return heads(t.narrow(2, 1, N - 1).flip(3))
+
+        def earlier(t):  # blocks 0..N-2, reversed
+            return heads(t.narrow(2, 0, N - 1).flip(3))
+
+        pq, pk, pv = _kernel_backward(kind, later(gb), later(qb), earlier(kb), earlier(vb), later(ob),
+                                      _contiguous(later(lb)), scale)
+        dq.narrow(2, 1, N - 1).add_(pq.reshape(B, H, N - 1, c, D).flip(3))
+        dk.narrow(2, 0, N - 1).add_(pk.reshape(B, H, N - 1, c, D).flip(3))
+        dv.narrow(2, 0, N - 1).add_(pv.reshape(B, H, N - 1, c, -1).flip(3))
+    dq, dk, dv = (t.reshape(B, H, N * c, t.shape[-1]).narrow(-2, 0, T) for t in (dq, dk, dv))
     return dq, _sum_groups(dk, h_kv), _sum_groups(dv, h_kv)
 
 
@@ -756,7 +739,8 @@ def myopic_attention(
 ) -> torch.Tensor:
     """Causal attention ``(B, H, T, D) -> (B, H, T, Dv)`` with the myopic gradient described in the module doc.
 
-    ``horizon``/``beta`` set the gradient weights (defaults: strict myopia). With ``past_k``/``past_v``
+    k, v are (B, H_kv, T, D) with H_kv dividing H (grouped-query attention: the kernels share each key/value
+    head among H / H_kv query heads). ``horizon``/``beta`` set the gradient weights (defaults: strict myopia). With ``past_k``/``past_v``
     (shaped like k/v) query i reads positions j < i from them, as constants, and itself from k/v; the
     forward value then differs from vanilla by design. ``impl``: "auto"/"fused" (memory-linear) or
     "eager" (seq x seq reference).

@@ -230,7 +230,7 @@ def fit_power_law(
     seed: int = 0,
     huber_delta: float = HUBER_DELTA,
 ) -> PowerLawFit:
-    """Fit L(C) = E + A·C^(-alpha) to (compute FLOPs, loss nats/token) points (at least 3; 4+ for intervals).
+    """Fit L(C) = E + A·C^(-alpha) to (compute FLOPs, loss nats/token) points (at least 3; 5+ for intervals).
 
     Robust: Huber loss in log space, 24 initialisations, the best optimum. ``bootstrap`` residual-bootstrap refits
     give 95% intervals for E, A, alpha (and ``fit.samples`` for bands); 0 disables them.
@@ -253,7 +253,7 @@ def fit_power_law(
 
     E, A, alpha = to_params(p)
     fit = PowerLawFit(E, A, alpha, n_points=len(c), objective=obj)
-    if bootstrap > 0 and len(c) > 3:
+    if bootstrap > 0 and len(c) - 3 >= 2:  # no interval with fewer than 2 residual degrees of freedom
         y_hat = np.logaddexp(p[0], p[1] - p[2] * x)
 
         def refit(y_b):
@@ -431,3 +431,412 @@ def fit_chinchilla(
         fit.intervals = {name: _percentile_interval(fit.samples[:, i])
                          for i, name in enumerate(("E", "A", "a", "B", "b"))}
     return fit
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The compute-optimal frontier: IsoFLOP profiles, the frontier gap, k between frontiers, the constant-gap null
+# --------------------------------------------------------------------------------------------------------------
+# A *point* is one trained run: {"arm", "flops", "n_params" (non-embedding), "tokens", "loss" (held-out nats/token),
+# "seed"}, optionally "doc_loss" (per evaluation document, the same documents for every point) and "doc_tokens".
+# Points whose flops agree within 1% form one budget. Per arm and budget, a parabola in log10 N through the
+# profile (runs weighted equally, i.e. size means weighted by their seed count) gives the optimum N* and the best
+# loss L*(C), minimised over the *measured* size range only (an optimum beyond it is reported at the edge and
+# flagged). Intervals: with per-document losses, a bootstrap over seeds and documents (myopia.analysis.stats
+# .CellBootstrap: documents drawn once per replicate for every cell, seeds by position, so the two arms' replicates
+# are paired); with plain points, a residual bootstrap of the run-level parabola. Honesty rules: no interval when
+# a fit has fewer than 2 residual degrees of freedom (or, for a parabola, fewer than 4 sizes: with 3 it passes
+# through every size mean and its shape is not tested); k(C) only inside the measured compute range.
+
+BUDGET_TOLERANCE = 0.01
+MIN_RESIDUAL_DOF = 2
+POINT_KEYS = ("arm", "flops", "n_params", "tokens", "loss", "seed")
+VERDICTS = ("grows", "no detectable change", "shrinks")
+
+
+def _check_points(points) -> list[dict]:
+    pts = list(points)
+    for i, p in enumerate(pts):
+        missing = [k for k in POINT_KEYS if k not in p]
+        if missing:
+            raise MyopiaError(f"point {i} lacks {', '.join(missing)} (a point has {', '.join(POINT_KEYS)})")
+        for k in ("flops", "n_params", "tokens", "loss"):
+            v = float(p[k])
+            if not (math.isfinite(v) and v > 0):
+                raise MyopiaError(f"point {i}: {k} must be positive and finite, got {p[k]!r}")
+    return pts
+
+
+def group_budgets(flops, rel: float = BUDGET_TOLERANCE) -> list[np.ndarray]:
+    """Indices of ``flops`` grouped into budgets (values within ``rel`` of the group's smallest), by flops."""
+    f = np.asarray(flops, dtype=np.float64)
+    order = np.argsort(f, kind="stable")
+    groups, start = [], None
+    for i in order:
+        if start is None or f[i] > f[start] * (1 + rel):
+            groups.append([])
+            start = i
+        groups[-1].append(int(i))
+    return [np.array(g) for g in groups]
+
+
+def _fit_parabola(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least squares y = c0 + c1 x + c2 x^2; coefficients (3,)."""
+    X = np.stack([np.ones_like(x), x, x * x], axis=1)
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
+    return coef
+
+
+def _parabola_optimum(coef: np.ndarray, lo: float, hi: float) -> tuple[float, float, bool]:
+    """(x*, L*, interior) of the parabola minimised over [lo, hi]."""
+    c0, c1, c2 = coef
+    cands = [lo, hi]
+    if c2 > 0:
+        xv = -c1 / (2 * c2)
+        if lo < xv < hi:
+            return float(xv), float(c0 + c1 * xv + c2 * xv * xv), True
+    vals = [c0 + c1 * x + c2 * x * x for x in cands]
+    j = int(np.argmin(vals))
+    return float(cands[j]), float(vals[j]), False
+
+
+def _unit_count(points: list[dict]) -> int:
+    """Number of evaluation documents shared by every point (0 when any point lacks per-document losses)."""
+    ns = {len(p["doc_loss"]) if p.get("doc_loss") is not None else 0 for p in points}
+    return ns.pop() if len(ns) == 1 else 0
+
+
+def _arm_budget_profiles(points: list[dict], arm: str, n_boot: int, seed: int, n_units: int) -> list[dict]:
+    """Per budget of ``arm``: the profile, the parabola, the optimum and its bootstrap replicates (internal)."""
+    from .analysis.stats import CellBootstrap
+
+    mine = [p for p in points if p["arm"] == arm]
+    if not mine:
+        raise MyopiaError(f"no points of arm {arm!r}")
+    cb = CellBootstrap(n_units, n_boot, seed)
+    out = []
+    for idx in group_budgets([p["flops"] for p in mine]):
+        bp = [mine[i] for i in idx]
+        sizes = sorted({int(p["n_params"]) for p in bp})
+        cells = []
+        for n in sizes:
+            runs = sorted((p for p in bp if int(p["n_params"]) == n), key=lambda p: p["seed"])
+            cells.append({"n_params": n, "runs": runs})
+        x_all = np.log10([c["n_params"] for c in cells])
+        x0 = float(x_all.mean())
+        x = x_all - x0
+        lo, hi = float(x.min()), float(x.max())
+        n_runs = len(bp)
+        dof = n_runs - 3
+        entry = {"flops": float(np.mean([p["flops"] for p in bp])), "n_points": n_runs, "n_sizes": len(sizes),
+                 "dof": dof, "x0": x0}
+        if len(sizes) < 3:
+            entry.update(ok=False, note=f"{len(sizes)} sizes: a parabola needs at least 3")
+            out.append(entry)
+            continue
+        # point estimate and replicates of every size mean
+        means, reps, wts, profile = [], [], [], []
+        for c in cells:
+            r = c["runs"]
+            if n_units:
+                vals = np.array([p["doc_loss"] for p in r], dtype=np.float64)
+                tw = np.asarray(r[0].get("doc_tokens") or np.ones(n_units), dtype=np.float64)
+                point, rep, _ = cb.cell(vals, tw)
+            else:
+                point, rep = float(np.mean([p["loss"] for p in r])), None
+            means.append(point)
+            reps.append(rep)
+            wts.append(len(r))
+            profile.append({"n_params": c["n_params"], "tokens": int(round(np.mean([p["tokens"] for p in r]))),
+                            "loss": point, "loss_per_seed": [float(p["loss"]) for p in r],
+                            "seeds": [int(p["seed"]) for p in r]})
+        means, w = np.array(means), np.array(wts, dtype=np.float64)
+        coef = _fit_parabola(x, means, w)
+        xs, ls, interior = _parabola_optimum(coef, lo, hi)
+        entry.update(ok=True, coef=coef.tolist(), x_range=[lo + x0, hi + x0], n_opt=float(10 ** (xs + x0)),
+                     loss_opt=ls, interior=interior, profile=profile)
+        can_interval = dof >= MIN_RESIDUAL_DOF and len(sizes) >= 4 and n_boot > 0
+        if not can_interval:
+            why = (f"{n_runs} runs leave {dof} residual degrees of freedom for 3 parabola parameters"
+                   if dof < MIN_RESIDUAL_DOF else
+                   f"{len(sizes)} sizes: the parabola passes through every size mean (its shape is untested)"
+                   if len(sizes) < 4 else "no bootstrap requested")
+            entry.update(reps=None, note=f"no interval: {why}")
+            out.append(entry)
+            continue
+        if n_units:
+            R = np.stack(reps, axis=1)  # (B, sizes)
+            method = f"bootstrap over seeds and {n_units} evaluation documents"
+        else:
+            xr = np.concatenate([[x[j]] * wts[j] for j in range(len(cells))])
+            yr = np.concatenate([[p["loss"] for p in c["runs"]] for c in cells])
+            fitted = coef[0] + coef[1] * xr + coef[2] * xr * xr
+            resid = (yr - fitted) * math.sqrt(len(yr) / max(1, len(yr) - 3))
+            rng = np.random.default_rng([seed, 2])
+            yb = fitted[None, :] + rng.choice(resid, size=(n_boot, len(yr)), replace=True)
+            bounds = np.cumsum([0] + wts)
+            R = np.stack([yb[:, bounds[j]:bounds[j + 1]].mean(1) for j in range(len(cells))], axis=1)
+            method = "residual bootstrap of the run-level parabola (no per-document losses)"
+        opt = np.array([_parabola_optimum(_fit_parabola(x, R[b], w), lo, hi)[:2] for b in range(R.shape[0])])
+        entry.update(reps={"loss_opt": opt[:, 1], "log_n_opt": opt[:, 0] + x0}, method=method)
+        out.append(entry)
+    return out
+
+
+def _ci(reps) -> list[float] | None:
+    if reps is None:
+        return None
+    r = np.asarray(reps, dtype=np.float64)
+    if np.mean(np.isfinite(r)) < 0.9:
+        return None  # too many replicates undefined (e.g. outside the measured range) for an interval
+    lo, hi = _percentile_interval(r[np.isfinite(r)])
+    return [lo, hi]
+
+
+def _public_frontier(entry: dict) -> dict:
+    d = {k: entry.get(k) for k in ("flops", "n_points", "n_sizes", "dof")}
+    if not entry.get("ok"):
+        d.update(n_opt=None, loss_opt=None, loss_opt_ci95=None, n_opt_ci95=None, interior=None, note=entry["note"])
+        return d
+    reps = entry.get("reps")
+    d.update(n_opt=entry["n_opt"], loss_opt=entry["loss_opt"],
+             loss_opt_ci95=_ci(reps["loss_opt"]) if reps else None,
+             n_opt_ci95=None if not reps else [10 ** v for v in _percentile_interval(reps["log_n_opt"])],
+             interior=entry["interior"], parabola={"coef": entry["coef"], "x0": entry["x0"],
+                                                    "log10_n_range": entry["x_range"]},
+             profile=entry["profile"], note=entry.get("note") or entry.get("method"))
+    if not entry["interior"]:
+        d["note"] = (d["note"] or "") + "; the optimum lies at the edge of the measured sizes (N* is a bound)"
+    return d
+
+
+def isoflop_frontier(points, arm: str, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Per budget (sorted by flops): {flops, n_opt, loss_opt, loss_opt_ci95 (pair, or None and a ``note`` saying
+    why), n_opt_ci95, n_points, n_sizes, dof, interior, parabola, profile} of ``arm``'s IsoFLOP profile."""
+    pts = _check_points(points)
+    return [_public_frontier(e) for e in _arm_budget_profiles(pts, arm, n_boot, seed, _unit_count(pts))]
+
+
+class FrontierCurve:
+    """A measured frontier L*(C): piecewise linear in log C between budgets, made non-increasing; NaN outside
+    [C_min, C_max] (no extrapolation). ``inverse(L)``: the smallest measured-range compute reaching L (NaN if none)."""
+
+    def __init__(self, flops, loss):
+        c = np.asarray(flops, dtype=np.float64)
+        order = np.argsort(c)
+        self.log_c = np.log(c[order])
+        self.loss = np.minimum.accumulate(np.asarray(loss, dtype=np.float64)[order])
+
+    def predict(self, compute):
+        lc = np.log(np.atleast_1d(np.asarray(compute, dtype=np.float64)))
+        out = np.interp(lc, self.log_c, self.loss)
+        out[(lc < self.log_c[0] - 1e-9) | (lc > self.log_c[-1] + 1e-9)] = np.nan
+        return out
+
+    def inverse(self, loss):
+        lo = np.atleast_1d(np.asarray(loss, dtype=np.float64))
+        out = np.full(lo.shape, np.nan)
+        for i, v in enumerate(lo):
+            if not np.isfinite(v) or v > self.loss[0] + 1e-12 or v < self.loss[-1] - 1e-12:
+                continue
+            j = int(np.argmax(self.loss <= v + 1e-12))
+            if j == 0:
+                out[i] = math.exp(self.log_c[0])
+                continue
+            l0, l1 = self.loss[j - 1], self.loss[j]
+            t = 0.0 if l0 == l1 else (l0 - v) / (l0 - l1)
+            out[i] = math.exp(self.log_c[j - 1] + t * (self.log_c[j] - self.log_c[j - 1]))
+        return out
+
+
+def constant_gap_k(vanilla_fit, gap, compute) -> np.ndarray:
+    """The k = C*/C that a *constant* gap would give at each ``compute``: C* is where ``vanilla_fit`` (a
+    PowerLawFit or a FrontierCurve: anything with predict/inverse) reaches predict(C) + gap. The null curve for
+    k(C): a k below 1 that falls with C is what a constant gap already produces. NaN where C* is unmeasured
+    (FrontierCurve), inf where the curve never reaches the loss (a PowerLawFit at or below E)."""
+    c = np.atleast_1d(np.asarray(compute, dtype=np.float64))
+    gap = np.broadcast_to(np.asarray(gap, dtype=np.float64), c.shape)
+    target = np.asarray(vanilla_fit.predict(c), dtype=np.float64) + gap
+    out = np.empty(c.shape)
+    for i, (ci, t) in enumerate(zip(c, target)):
+        try:
+            out[i] = float(np.asarray(vanilla_fit.inverse(t)).reshape(-1)[0]) / ci
+        except MyopiaError:
+            out[i] = math.inf
+    return out
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """OLS slope and its standard error (NaN with fewer than 3 points)."""
+    xm = x - x.mean()
+    sxx = float((xm * xm).sum())
+    b = float((xm * (y - y.mean())).sum() / sxx)
+    if len(x) < 3:
+        return b, math.nan
+    resid = y - (y.mean() + b * xm)
+    return b, math.sqrt(float((resid ** 2).sum()) / (len(x) - 2) / sxx)
+
+
+def _verdict(ci) -> str:
+    if ci is None or ci[0] is None:
+        return "no detectable change"
+    if ci[0] > 0:
+        return "grows"
+    if ci[1] < 0:
+        return "shrinks"
+    return "no detectable change"
+
+
+def frontier_gap(points, arm: str, baseline: str = "vanilla", n_boot: int = 1000, seed: int = 0) -> dict:
+    """Δ(C) = L*_arm(C) − L*_baseline(C) per budget with 95% intervals (paired replicates: both arms' noise), its
+    slope per decade of compute with a 95% interval, the verdict, k(C) between the frontiers with the
+    constant-gap null, and the optimal-size shift N*_arm / N*_baseline.
+
+    The slope interval is the wider of the bootstrap percentile interval and the OLS t-interval (scatter of the
+    gaps about the line, m − 2 dof); none with fewer than 4 budgets (2 residual dof). The verdict says only what
+    the interval supports, within [C_min, C_max].
+    """
+    from scipy import stats as sps
+
+    pts = _check_points(points)
+    n_units = _unit_count(pts)
+    fa = _arm_budget_profiles(pts, arm, n_boot, seed, n_units)
+    fb = _arm_budget_profiles(pts, baseline, n_boot, seed, n_units)
+    budgets, pairs = [], []
+    for ea in fa:
+        eb = next((e for e in fb if abs(e["flops"] / ea["flops"] - 1) <= BUDGET_TOLERANCE), None)
+        if eb is None or not ea.get("ok") or not eb.get("ok"):
+            continue
+        g = ea["loss_opt"] - eb["loss_opt"]
+        reps = None
+        if ea.get("reps") is not None and eb.get("reps") is not None:
+            reps = ea["reps"]["loss_opt"] - eb["reps"]["loss_opt"]
+        ratio_reps = None if reps is None else 10 ** (ea["reps"]["log_n_opt"] - eb["reps"]["log_n_opt"])
+        budgets.append({"flops": eb["flops"], "gap": g, "gap_ci95": _ci(reps),
+                        "loss_opt": ea["loss_opt"], "baseline_loss_opt": eb["loss_opt"],
+                        "n_opt_ratio": ea["n_opt"] / eb["n_opt"], "n_opt_ratio_ci95": _ci(ratio_reps),
+                        "interior": bool(ea["interior"] and eb["interior"])})
+        pairs.append((ea, eb, reps))
+    m = len(budgets)
+    result = {"arm": arm, "baseline": baseline, "budgets": budgets, "n_budgets": m, "slope_per_decade": None,
+              "slope_ci95": None, "slope_ci95_bootstrap": None, "slope_ci95_t": None,
+              "compute_range": [budgets[0]["flops"], budgets[-1]["flops"]] if budgets else None}
+    if m >= 2:
+        lx = np.log10([b["flops"] for b in budgets])
+        gy = np.array([b["gap"] for b in budgets])
+        slope, se = _slope(lx, gy)
+        result["slope_per_decade"] = slope
+        if m - 2 < MIN_RESIDUAL_DOF:
+            result["slope_note"] = (f"no interval: {m} budgets leave {m - 2} residual degrees of freedom for the "
+                                    "2-parameter line (at least 4 budgets needed)")
+        elif any(r is None for _, _, r in pairs):
+            result["slope_note"] = "no interval: a budget's frontier has no interval (see its note)"
+        else:
+            R = np.stack([r for _, _, r in pairs], axis=1)  # (B, m)
+            xm = lx - lx.mean()
+            boot_slopes = (R - R.mean(1, keepdims=True)) @ xm / float(xm @ xm)
+            ci_b = list(_percentile_interval(boot_slopes))
+            half = float(sps.t.ppf(0.975, m - 2)) * se
+            ci_t = [slope - half, slope + half]
+            result["slope_ci95_bootstrap"], result["slope_ci95_t"] = ci_b, ci_t
+            result["slope_ci95"] = max([ci_b, ci_t], key=lambda c: c[1] - c[0])
+    else:
+        result["slope_note"] = f"no slope: {m} budget(s) with both frontiers"
+    result["verdict"] = _verdict(result["slope_ci95"])
+    if budgets:
+        lo, hi = result["compute_range"]
+        result["verdict_sentence"] = _verdict_sentence(result, arm, baseline, lo, hi)
+    result["k"] = _k_between(pairs, budgets)
+    return result
+
+
+def _verdict_sentence(r: dict, arm: str, baseline: str, lo: float, hi: float) -> str:
+    s = r["slope_per_decade"]
+    ci = r["slope_ci95"]
+    rng = f"between {lo:.2g} and {hi:.2g} FLOPs"
+    if s is None:
+        return f"{arm} vs {baseline}: fewer than 2 budgets, no growth measured {rng}."
+    if ci is None:
+        why = r.get("slope_note", "").removeprefix("no interval: ")
+        return (f"{arm} vs {baseline} {rng}: frontier-gap slope {s:+.4f} nats/token per decade without an interval "
+                f"({why}); the data do not support a change either way.")
+    what = {"grows": "the frontier gap grows with compute", "shrinks": "the frontier gap shrinks with compute",
+            "no detectable change": "no detectable change of the frontier gap with compute"}[r["verdict"]]
+    return (f"{arm} vs {baseline} {rng}: {what} (slope {s:+.4f} nats/token per decade, 95% CI "
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]).")
+
+
+def _k_between(pairs, budgets) -> dict:
+    """k(C_b) = C*_baseline(L*_arm(C_b)) / C_b between the measured frontiers, the constant-gap null (gap of the
+    smallest budget held fixed) and k − k_null, each with replicate intervals; NaN outside the measured range."""
+    if len(budgets) < 2:
+        return {"flops": [b["flops"] for b in budgets], "note": "k needs at least 2 budgets"}
+    flops = np.array([b["flops"] for b in budgets])
+    la = np.array([ea["loss_opt"] for ea, _, _ in pairs])
+    lb = np.array([eb["loss_opt"] for _, eb, _ in pairs])
+
+    def k_and_null(la_, lb_):
+        curve = FrontierCurve(flops, lb_)
+        k = curve.inverse(la_) / flops
+        null = constant_gap_k(curve, la_[0] - lb_[0], flops)
+        return k, null
+
+    k, null = k_and_null(la, lb)
+    out = {"flops": flops.tolist(), "k": k.tolist(), "k_null": null.tolist(), "null_gap": float(la[0] - lb[0]),
+           "k_ci95": None, "k_null_ci95": None, "k_minus_null": (k - null).tolist(), "k_minus_null_ci95": None,
+           "note": "k = C*/C with C* on the baseline's measured frontier (piecewise log-linear, no extrapolation); "
+                   "NaN where C* would lie outside the measured compute range. Null: the k a constant gap equal to "
+                   "the smallest budget's gap would give."}
+    if all(ea.get("reps") is not None and eb.get("reps") is not None for ea, eb, _ in pairs):
+        RA = np.stack([ea["reps"]["loss_opt"] for ea, _, _ in pairs], axis=1)
+        RB = np.stack([eb["reps"]["loss_opt"] for _, eb, _ in pairs], axis=1)
+        ks, nulls = zip(*(k_and_null(RA[b], RB[b]) for b in range(RA.shape[0])))
+        ks, nulls = np.array(ks), np.array(nulls)
+        out["k_ci95"] = [_ci(ks[:, j]) for j in range(len(flops))]
+        out["k_null_ci95"] = [_ci(nulls[:, j]) for j in range(len(flops))]
+        out["k_minus_null_ci95"] = [_ci(ks[:, j] - nulls[:, j]) for j in range(len(flops))]
+    return out
+
+
+def frontier_extrapolation(frontier: list[dict], E: float, factor: float = 100.0, n: int = 40) -> dict:
+    """L*(C) − E = A C^−α fitted by least squares in log space with the asymptote E fixed by the user (an
+    independent constraint: the frontier's few budgets cannot identify E), evaluated up to ``factor`` × C_max."""
+    ok = [f for f in frontier if f.get("loss_opt") is not None]
+    c = np.array([f["flops"] for f in ok])
+    l_ = np.array([f["loss_opt"] for f in ok])
+    if len(ok) < 3:
+        raise MyopiaError("extrapolating a frontier needs at least 3 budgets")
+    if np.any(l_ <= E):
+        raise MyopiaError(f"the asymptote E = {E:g} is not below every measured frontier loss")
+    X = np.stack([np.ones(len(c)), np.log(c)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(X, np.log(l_ - E), rcond=None)
+    fit = PowerLawFit(E=float(E), A=float(math.exp(a)), alpha=float(-b), n_points=len(ok))
+    grid = np.logspace(math.log10(c.min()), math.log10(c.max() * factor), n)
+    return {"E": float(E), "A": fit.A, "alpha": fit.alpha, "compute": grid.tolist(),
+            "loss": fit.predict(grid).tolist(), "measured_range": [float(c.min()), float(c.max())],
+            "note": f"extrapolated with the asymptote E = {E:g} fixed by the user (not fitted); no interval"}
+
+
+def frontier_report(points, baseline: str = "vanilla", arms=None, n_boot: int = 1000, seed: int = 0,
+                    extrapolate_E: float | None = None) -> dict:
+    """Everything the report shows: frontiers per arm, frontier gaps (with k and the null) per non-baseline arm,
+    the L(N, D) cross-check per arm and, only with ``extrapolate_E``, extrapolated frontiers."""
+    pts = _check_points(points)
+    all_arms = list(dict.fromkeys(p["arm"] for p in pts))
+    arms = [a for a in (arms or all_arms) if a != baseline]
+    out = {"baseline": baseline, "n_boot": n_boot, "seed": seed, "n_units": _unit_count(pts),
+           "frontiers": {a: isoflop_frontier(pts, a, n_boot, seed) for a in [baseline] + arms},
+           "gaps": {a: frontier_gap(pts, a, baseline, n_boot, seed) for a in arms}, "chinchilla_cross_check": {}}
+    for a in [baseline] + arms:
+        mine = [p for p in pts if p["arm"] == a]
+        try:
+            f = fit_chinchilla([p["n_params"] for p in mine], [p["tokens"] for p in mine],
+                               [p["loss"] for p in mine], bootstrap=min(n_boot, 200))
+            out["chinchilla_cross_check"][a] = {**f.to_dict(with_samples=False), "label": (
+                "cross-check only: L(N, D) over every run; its E is not identified by a few budgets")}
+        except MyopiaError as exc:
+            out["chinchilla_cross_check"][a] = {"error": str(exc)}
+    if extrapolate_E is not None:
+        out["extrapolation"] = {a: frontier_extrapolation(out["frontiers"][a], extrapolate_E)
+                                for a in [baseline] + arms}
+    return out

@@ -176,10 +176,10 @@ def legacy_document_mask(cfg: TrainConfig, out: Path, resume: bool) -> tuple[Tra
     if not (resume and path.is_file() and cfg.document_mask):
         return cfg, []
     try:
-        saved = read_json(path).get("train", {})
+        saved = read_json(path).get("train")
     except (MyopiaError, AttributeError):
         return cfg, []
-    if "document_mask" in saved:
+    if not isinstance(saved, dict) or "document_mask" in saved:  # no saved config to speak of, or a new one
         return cfg, []
     return replace(cfg, document_mask=False), [LEGACY_NOTE.format(out=out)]
 
@@ -326,6 +326,7 @@ def train(
     resume: bool = False,
     flops_per_example: float | None = None,
     on_checkpoint=None,
+    stop_when=None,
 ) -> dict:
     """Train ``model`` on ``task``; write config.json, metrics.jsonl, checkpoints and result.json to ``out_dir``.
 
@@ -335,11 +336,15 @@ def train(
     FSDP ``model`` is a view whose ``state_dict()`` is the full one). Returns the result dict (the same on every
     rank). Under torchrun it joins the process group itself; only rank 0 writes. With ``shard`` the model's
     parameters are left sharded: read the trained weights from ``model.safetensors``.
+    ``stop_when(step, eval_loss) -> bool``, if given (one process only), is asked after every evaluation; True
+    ends training there (a final checkpoint, model and result with the steps actually taken).
     """
     cfg.validate()
     init_distributed(cfg.device, force=cfg.shard != "none")
     rank, world, _ = dist_info()
     out = Path(out_dir)
+    if stop_when is not None and world > 1:
+        raise MyopiaError("stopping at a validation plateau is supported on one process only")
     cfg, legacy_notes = legacy_document_mask(cfg, out, resume)
     if hasattr(task, "use_document_mask"):  # tasks with documents keep attention inside them when asked
         task.use_document_mask(cfg.document_mask)
@@ -357,10 +362,10 @@ def train(
         on_all_ranks(lambda: prepare_run_dir(out, plan, full_config, memory, engine) if rank == 0 else None, world)
         if cfg.compile:
             model.compile(backend=cfg.compile_backend)
-        last_eval, elapsed = run_loop(engine, optimizer, task, cfg, out, plan["step"], full_config, precision,
-                                      on_checkpoint)
+        last_eval, elapsed, steps_done = run_loop(engine, optimizer, task, cfg, out, plan["step"], full_config,
+                                                  precision, on_checkpoint, stop_when)
         result = finish(engine, cfg, out, full_config, last_eval, elapsed, plan["step"], precision, memory,
-                        flops_per_example)
+                        flops_per_example, steps_done)
     finally:
         if lock is not None:
             lock.release()
@@ -421,8 +426,9 @@ def prepare_run_dir(out: Path, plan: dict, full_config: dict, memory: dict, engi
 
 
 def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start_step: int, full_config: dict,
-             precision: str, on_checkpoint) -> tuple[dict, float]:
-    """Steps ``start_step`` .. ``cfg.steps``: train, record, evaluate and checkpoint when due."""
+             precision: str, on_checkpoint, stop_when=None) -> tuple[dict, float, int]:
+    """Steps ``start_step`` .. ``cfg.steps``: train, record, evaluate and checkpoint when due; returns (last
+    evaluation, seconds, steps done: ``cfg.steps`` unless ``stop_when`` ended training earlier)."""
     rank, world = engine.rank, engine.world
     autocast = autocast_context(engine.device, precision)
     slices = _rank_slices(cfg.batch_size, world, rank, cfg.micro_batch_size)
@@ -435,6 +441,7 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
     checkpoints = Checkpointer(out, cfg, full_config, world, rank, on_checkpoint)
     last_eval: dict = {}
     step = start_step
+    steps_done = cfg.steps
     try:
         for step in range(start_step, cfg.steps):
             done = step + 1
@@ -444,8 +451,13 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
                 last_eval = evaluate(engine, autocast)
                 recorder.evaluation(done, train_loss, last_eval)
-            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+            stop = (stop_when is not None and bool(last_eval) and done < cfg.steps and cfg.eval_every > 0
+                    and done % cfg.eval_every == 0 and stop_when(done, last_eval["loss"]))
+            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps or stop:
                 checkpoints.save(done, engine, optimizer, lr)
+            if stop:
+                steps_done = done
+                break
         checkpoints.finish()
         if not last_eval:  # resumed a finished run
             last_eval = evaluate(engine, autocast)
@@ -459,7 +471,7 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
         raise
     finally:
         recorder.close()
-    return last_eval, recorder.elapsed()
+    return last_eval, recorder.elapsed(), steps_done
 
 
 def set_lr(optimizer, cfg: TrainConfig, step: int) -> float:
@@ -567,20 +579,21 @@ class _StateView(torch.nn.Module):
 
 
 def finish(engine: Engine, cfg: TrainConfig, out: Path, full_config: dict, last_eval: dict, elapsed: float,
-           start_step: int, precision: str, memory: dict, flops_per_example) -> dict:
+           start_step: int, precision: str, memory: dict, flops_per_example, steps_done: int | None = None) -> dict:
     """Export ``model.safetensors`` (gathered from every rank) and write ``result.json`` (rank 0)."""
+    steps = cfg.steps if steps_done is None else steps_done
     on_all_ranks(lambda: export_model(out / MODEL, engine.model,
-                                      {"config": full_config, "step": cfg.steps}), engine.world)
+                                      {"config": full_config, "step": steps}), engine.world)
     if engine.rank != 0:
         return {}
     tokens_per_step = cfg.batch_size * engine.task.tokens_per_example
     result = {
         "config": full_config,
         "seed": cfg.seed,
-        "steps": cfg.steps,
-        "tokens_seen": cfg.steps * tokens_per_step,
-        "examples_seen": cfg.steps * cfg.batch_size,
-        "flops": None if flops_per_example is None else flops_per_example * cfg.steps * cfg.batch_size,
+        "steps": steps,
+        "tokens_seen": steps * tokens_per_step,
+        "examples_seen": steps * cfg.batch_size,
+        "flops": None if flops_per_example is None else flops_per_example * steps * cfg.batch_size,
         "final_eval": last_eval,
         "eval_loss": last_eval["loss"],
         "train_time_s": elapsed,
@@ -590,6 +603,7 @@ def finish(engine: Engine, cfg: TrainConfig, out: Path, full_config: dict, last_
         "memory_plan": {k: v for k, v in memory.items() if k != "summary"},
         "precision": precision,
         "resumed_from_step": start_step or None,
+        **({"stopped_early": True, "max_steps": cfg.steps} if steps < cfg.steps else {}),
         **provenance(),
     }
     write_json(out / RESULT, result)

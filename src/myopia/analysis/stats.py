@@ -333,6 +333,60 @@ def format_interval(summary: dict, digits: int = 3, signed: bool = True) -> str:
     return text
 
 
+# --- cells with their own seed sets (IsoFLOP profiles) ---------------------------------------------------------
+# An IsoFLOP sweep scores many cells (budget × size × arm), each trained with its own seeds (2 here, 3 there) and
+# all scored on the same held-out units. ``CellBootstrap`` draws the units once per replicate (shared by every
+# cell, so differences between cells are paired on units) and the seeds per replicate by *position* among a
+# cell's sorted seeds, one draw per seed count (so two cells with the same seeds, e.g. two arms of one
+# (budget, size), draw the same seeds: paired on training noise too).
+
+
+class CellBootstrap:
+    """Replicate means of cells that share ``n_units`` held-out units but have their own seed counts.
+
+    ``n_units`` 0: no per-unit values (plain losses); only the seeds are resampled then.
+    """
+
+    def __init__(self, n_units: int, n_boot: int = 1000, seed: int = 0):
+        self.n_units, self.n_boot, self.seed = int(n_units), int(n_boot), int(seed)
+        if self.n_units > 0:
+            rng = np.random.default_rng([self.seed, 0])
+            self.unit_w = rng.multinomial(self.n_units, np.full(self.n_units, 1.0 / self.n_units),
+                                          size=self.n_boot).astype(np.float64)
+        else:
+            self.unit_w = None
+        self._seed_w: dict[int, np.ndarray] = {}
+
+    def seed_weights(self, n_seeds: int) -> np.ndarray:
+        """(n_boot, n_seeds) weights summing to 1 per replicate; the same for every cell with ``n_seeds`` seeds."""
+        if n_seeds not in self._seed_w:
+            if n_seeds == 1:
+                w = np.ones((self.n_boot, 1))
+            else:
+                rng = np.random.default_rng([self.seed, 1, n_seeds])
+                w = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=self.n_boot) / n_seeds
+            self._seed_w[n_seeds] = w
+        return self._seed_w[n_seeds]
+
+    def cell(self, values, unit_weights=None) -> tuple[float, np.ndarray, np.ndarray]:
+        """values (S, U) per-unit losses (or (S,) plain losses when n_units is 0); unit_weights (U,) tokens per
+        unit. Returns (point, replicates (n_boot,), per_seed (S,)): weighted means over units, averaged over seeds.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if self.n_units == 0:
+            per_seed = v.reshape(-1)
+            return float(per_seed.mean()), self.seed_weights(len(per_seed)) @ per_seed, per_seed
+        v = np.atleast_2d(v)
+        if v.shape[1] != self.n_units:
+            raise MyopiaError(f"cell values cover {v.shape[1]} units, the bootstrap was set up for {self.n_units}")
+        w = np.ones(self.n_units) if unit_weights is None else np.asarray(unit_weights, dtype=np.float64)
+        per_seed = (v * w).sum(1) / w.sum()
+        uw = self.unit_w * w  # (B, U)
+        per_rep_seed = (uw @ v.T) / uw.sum(1, keepdims=True)  # (B, S)
+        reps = (per_rep_seed * self.seed_weights(v.shape[0])).sum(1)
+        return float(per_seed.mean()), reps, per_seed
+
+
 # --- token sets that differ by seed (issue 14: the task suite's leave-one-seed-out selection) -------------------
 
 def masked_means(boot: HierarchicalBootstrap, values, mask, unit) -> Resampled:

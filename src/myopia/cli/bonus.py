@@ -13,11 +13,18 @@ def register(sub) -> None:
     p.add_argument("--init", choices=["vanilla", "scratch"], default="vanilla",
                    help="start from the vanilla weights (default) or from scratch like the pair's arms")
     p.add_argument("--steps", type=int, default=None,
-                   help="trainee steps (default: 1/4 of the pair's steps from vanilla, all of them from scratch)")
+                   help="cap on the bonus phase's steps (default: 1/4 of the pair's steps from vanilla, all of "
+                   "them from scratch); with --patience > 0 each run stops earlier at a validation plateau")
+    p.add_argument("--patience", type=int, default=3,
+                   help="stop when the best validation loss improved by < --min-delta over this many evaluations "
+                   "(constant lr after warmup); 0: exactly --steps with the pair's cosine schedule")
+    p.add_argument("--min-delta", type=float, default=0.002, help="plateau threshold, nats/token (default %(default)s)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="validation evaluations every N steps (default: the pair's, at most steps / 10)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default: the pair's lr / 4 from vanilla, the pair's lr from scratch)")
     p.add_argument("--no-control", action="store_true",
-                   help="skip the continued-vanilla control (init vanilla only)")
+                   help="skip the control (vanilla trained on the same examples with the same rule)")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--max-docs", type=int, default=None)
     p.add_argument("--bootstrap", type=int, default=2000)
@@ -27,17 +34,28 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..analysis.stats import format_interval
     from ..experiments.bonus import run_bonus
 
     b = run_bonus(args.dir, init=args.init, steps=args.steps, lr=args.lr, control=not args.no_control,
-                  split=args.split, max_docs=args.max_docs, n_boot=args.bootstrap, device=args.device,
+                  split=args.split, max_docs=args.max_docs, n_boot=args.bootstrap, patience=args.patience,
+                  min_delta=args.min_delta, eval_every=args.eval_every, device=args.device,
                   progress=not args.no_progress)
+    print(f"{b['n_seeds']} seed(s); intervals: 95%, training noise {b['training_noise']}")
     for name, t in b["trainees"].items():
-        lo, hi = t["bonus"]["ci95"]
-        print(f"{name}: bonus {t['bonus']['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] nats/token")
-        if "bonus_vs_continued" in t:
-            c = t["bonus_vs_continued"]
-            print(f"{name}: bonus vs continued vanilla {c['mean']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]")
+        phase = b["config"].get("phases", {}).get(name, {})
+        if phase:
+            print(f"{name}: bonus phase {phase['stopping']}; steps taken {phase['steps_taken']}; stopped at the "
+                  f"plateau {phase.get('stopped_at_plateau')}")
+            for seed, fresh in (phase.get("data") or {}).items():
+                if isinstance(fresh, dict) and not fresh.get("unseen", True):
+                    print(f"{name}: seed {seed}: {fresh['note']}")
+        print(f"{name}: bonus {format_interval(t['bonus'], 4)} nats/token")
+        if "bonus_vs_control" in t:
+            print(f"{name}: bonus vs {t['control']} {format_interval(t['bonus_vs_control'], 4)}")
+        if "bonus_vs_control_vanilla_past" in t:
+            print(f"{name}: bonus vs {t['control']} scored with vanilla's past "
+                  f"{format_interval(t['bonus_vs_control_vanilla_past'], 4)}")
         for arm, dec in t["decomposition"].items():
             if dec is not None:
                 print(f"  {arm:<22} gap {dec['gap']['mean']:+.4f} = (arm - local) "

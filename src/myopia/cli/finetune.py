@@ -13,7 +13,8 @@ def register(sub) -> None:
         "directory always) and continue training it once per arm (default: vanilla, myopic, myopic-hidden) from "
         "the same weights, on the same windows in the same order. Writes OUT/<arm>/ run directories "
         "(config.json, metrics.jsonl, checkpoints, result.json, tokenizer/, hf/) and OUT/finetune.json (test-"
-        "split losses and gaps to vanilla with a paired bootstrap).",
+        "split losses and gaps to vanilla with a paired bootstrap over test documents; one seed, so training noise is "
+        "not measured).",
     )
     p.add_argument("--model", required=True, help="Hugging Face model name or local directory")
     p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
@@ -48,9 +49,11 @@ def run(args) -> int:
     summary = finetune(args.model, args.data, args.out, train_config(args), seq_len=args.seq_len, arms=arms,
                        beta=args.beta, horizon=args.horizon, eval_tokens=args.eval_tokens, resume=args.resume,
                        snapshot_every=args.snapshot_every)
+    from ..analysis.stats import format_interval
+
     for arm, r in summary.get("arms", {}).items():
         gap = summary["gap_vs_vanilla"].get(arm)
-        extra = f"  gap {gap['mean']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]" if gap else ""
+        extra = f"  gap {format_interval(gap, 4)}" if gap else ""
         print(f"{arm:>14}: test loss {r['test_loss']:.4f} nats/token{extra}")
     if summary:
         print(f"-> {args.out}/finetune.json")

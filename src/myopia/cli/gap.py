@@ -6,8 +6,10 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("gap", help="evaluate a pair on held-out documents: the gap by position, slice, token class",
                        description="Score every held-out token with every arm of a pair; write DIR/gap.json "
-                       "(gap with 95%% bootstrap CI overall, by position, slice and token class, top contexts) "
-                       "and DIR/gap/per_token.npz.")
+                       "(gap with seed-inclusive 95%% intervals in nats/token, bits/byte and as a fraction of "
+                       "the value of context; the vanilla-vs-vanilla null with >= 2 seeds; by position, slice and "
+                       "token class; top contexts) and DIR/gap/per_token.npz. --data other than the pair's own "
+                       "split is refused if its documents overlap the training split.")
     p.add_argument("dir", help="pair directory (made by myopia pair)")
     p.add_argument("--split", default="test", choices=["test", "val", "all"],
                    help="held-out documents (all: every document of a different --data corpus)")
@@ -15,26 +17,61 @@ def register(sub) -> None:
     p.add_argument("--max-docs", type=int, default=None, help="evaluate only the first N held-out documents")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default %(default)s)")
     p.add_argument("--top", type=int, default=20, help="top contexts kept per arm (default %(default)s)")
+    p.add_argument("--reuse-scores", action="store_true",
+                   help="re-analyse the per-token losses of an earlier run (DIR/gap/per_token.npz of the same tokens, "
+                   "seeds and arms) instead of scoring again; refused if a model is newer than those scores")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..analysis.stats import format_interval
     from ..experiments.gap import run_gap
 
     g = run_gap(args.dir, split=args.split, data=args.data, max_docs=args.max_docs, n_boot=args.bootstrap,
-                top_k=args.top, device=args.device, progress=not args.no_progress)
-    van = g["loss"]["vanilla"]
-    print(f"vanilla loss {van['mean']:.4f} nats/token on {g['n_tokens']:,} tokens ({g['n_docs']} documents)")
-    for arm, gap in g["gap"].items():
-        if gap is None:
-            print(f"{arm:<24} not trained")
-        else:
-            lo, hi = gap["ci95"]
-            print(f"{arm:<24} gap {gap['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] nats/token "
-                  f"({100 * gap['relative']['mean']:+.1f}%)")
+                top_k=args.top, device=args.device, progress=not args.no_progress, reuse_scores=args.reuse_scores)
+    for line in gap_lines(g, format_interval):
+        print(line)
     if "scoring" in g:
         print(f"scoring: {g['scoring']['note']}")
     print(f"-> {args.dir}/gap.json")
     return 0
+
+
+def _plain(d: dict, digits: int = 4) -> str:
+    """'+0.0123 [+0.0100, +0.0150]' (a secondary unit of a number whose seed note is already printed)."""
+    lo, hi = d.get("ci95") or [None, None]
+    f = (lambda x: "–" if x is None else f"{x:+.{digits}f}")
+    return f"{f(d.get('mean'))} [{f(lo)}, {f(hi)}]"
+
+
+def gap_lines(g: dict, format_interval) -> list[str]:
+    """The printed summary of a gap.json: every interval seed-inclusive, the null beside the gaps."""
+    van = g["loss"]["vanilla"]
+    bpb = (van.get("bits_per_byte") or {}).get("mean")
+    lines = [f"vanilla loss {van['mean']:.4f} nats/token" + (f" ({bpb:.4f} bits/byte)" if bpb is not None else "")
+             + f" on {g['n_tokens']:,} tokens ({g['n_docs']} documents), {g['n_seeds']} seed(s); intervals: "
+             f"95%, training noise {g['training_noise']}"]
+    null = g.get("null_gap")
+    for arm, gap in g["gap"].items():
+        if gap is None:
+            lines.append(f"{arm:<24} not trained")
+            continue
+        text = f"{arm:<24} gap {format_interval(gap, 4)} nats/token"
+        if gap.get("bits_per_byte"):
+            text += f" = {_plain(gap['bits_per_byte'])} bits/byte"
+        frac = gap.get("fraction_of_context_value")
+        if frac and frac.get("mean") is not None:
+            text += f", {100 * frac['mean']:+.1f}% of the value of context"
+        if gap.get("against_null") is not None:
+            text += f", {gap['against_null']:+.1f} null sd"
+        lines.append(text)
+    if null:
+        lines.append(f"{'null (vanilla vs vanilla)':<24} gap {null['mean']:+.4f} sd {null['sd']:.4f} "
+                     f"[{null['ci95'][0]:+.4f}, {null['ci95'][1]:+.4f}] nats/token over {null['n_pairs']} seed "
+                     "pair(s)")
+    else:
+        lines.append(f"{'null (vanilla vs vanilla)':<24} not measured (1 seed): train more seeds "
+                     "(myopia pair --seeds 0,1,2) to see what a gap looks like by chance")
+    return lines

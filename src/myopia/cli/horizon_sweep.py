@@ -42,7 +42,7 @@ def run(args) -> int:
     corpus = load_corpus(args.data)
     s = run_horizon_sweep(args.data, args.out, settings, horizons=horizons, betas=betas, corpus=corpus,
                           max_runs=args.max_runs, bootstrap=args.bootstrap)
-    print(f"vanilla {s['vanilla']['loss']}")
+    print(f"vanilla {s['vanilla']['loss']} ({s['vanilla']['seeds']} seed(s); training noise {s['training_noise']})")
     for v in ("myopic", "myopic-hidden"):
         pts = ", ".join(f"h={p['horizon']}: {p['loss']:.3f}" for p in s["horizon"][v] if p.get("loss") is not None)
         print(f"{v}: {pts}")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.scaling_presets import PRESETS
+from ..experiments.scaling_presets import ISOFLOP_PRESETS, PRESETS
 
 PRESET_HELP = "; ".join(f"{name}: {p.description}" for name, p in PRESETS.items())
+ISOFLOP_HELP = "; ".join(f"{name}: {p.description}" for name, p in ISOFLOP_PRESETS.items())
 
 
-def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None = "vanilla,myopic,myopic-hidden"):
+def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None = "vanilla,myopic,myopic-hidden",
+                   isoflop: bool = False):
     """Arguments shared by `sweep` and `horizon-sweep`: the preset and what may override it."""
     p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="sweep folder: one subfolder per run, plus the summary JSON")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help=f"defaults to start from ({PRESET_HELP})")
+    choices = sorted(PRESETS) + (sorted(ISOFLOP_PRESETS) if isoflop else [])
+    help_ = PRESET_HELP + ("; IsoFLOP designs: " + ISOFLOP_HELP if isoflop else "")
+    p.add_argument("--preset", choices=choices, default=None,
+                   help=f"defaults to start from (ladder: cpu; isoflop: cpu-isoflop) ({help_})")
     g = p.add_argument_group("size ladder (overrides the preset)")
     g.add_argument("--sizes", help="explicit sizes LAYERSxWIDTH[hHEADS], comma separated, e.g. 1x32,2x64,4x128h4")
     g.add_argument("--widths", help="ladder widths, comma separated (depth and heads follow --aspect, --head-dim)")
@@ -25,7 +30,8 @@ def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None 
     if default_gradients is not None:
         g.add_argument("--gradients", default=None,
                        help=f"comma-separated gradient settings (default {default_gradients})")
-    g.add_argument("--seeds", default="0", help="comma-separated seeds (initialisation and data order)")
+    g.add_argument("--seeds", default=None, help="comma-separated seeds (initialisation and data order; default: the "
+                   "preset's, 0,1,2 for cpu; one seed leaves training noise unmeasured)")
     g.add_argument("--seq-len", type=int)
     g.add_argument("--batch-size", type=int, help="global batch in sequences")
     g.add_argument("--micro-batch-size", type=int, default=0)
@@ -55,7 +61,7 @@ def settings_from_args(args, *, gradients_default=None):
         if args.threads < 1:
             raise MyopiaError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    preset = PRESETS[args.preset]
+    preset = PRESETS[args.preset or "cpu"]
     head_dim = args.head_dim or preset.head_dim
     if args.sizes and args.widths:
         raise MyopiaError("give either --sizes or --widths, not both")
@@ -69,12 +75,18 @@ def settings_from_args(args, *, gradients_default=None):
         sizes=sizes,
         tokens=parse_tokens(args.tokens) if args.tokens else None,
         gradients=parse_list(gradients, str, "--gradients") if gradients else gradients_default,
-        seeds=parse_list(args.seeds, int, "--seeds"),
+        seeds=parse_list(args.seeds, int, "--seeds") if args.seeds else None,
         seq_len=args.seq_len, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, lr=args.lr,
         lr_ref_width=args.lr_ref_width, eval_tokens=args.eval_tokens, ckpt_every=args.ckpt_every,
         device=args.device, precision=args.precision,
     )
-    return SweepSettings.from_preset(preset, **overrides)
+    settings = SweepSettings.from_preset(preset, **overrides)
+    if len(settings.seeds) == 1:
+        import sys
+
+        print("warning: one seed: training noise not measured (1 seed); gap intervals are evaluation noise only "
+              "(use --seeds 0,1,2)", file=sys.stderr)
+    return settings
 
 
 def register(sub) -> None:
@@ -84,10 +96,140 @@ def register(sub) -> None:
         "order within a size), skip finished runs and resume partial ones, then fit L(C) = E + A C^-alpha per arm "
         "and the compute multiplier k = C*/C. Writes DIR/<run>/ and DIR/sweep.json.",
     )
-    add_sweep_args(p)
+    add_sweep_args(p, isoflop=True)
+    g = p.add_argument_group("design")
+    g.add_argument("--design", choices=["ladder", "isoflop"], default=None,
+                   help="ladder: fixed token budgets over a size ladder (the old design); isoflop: compute budgets, "
+                   "sizes spanning 5-100 tokens/parameter per budget, lr chosen per cell on validation, the "
+                   "compute-optimal frontier of each arm (default: isoflop for an isoflop preset, else ladder)")
+    g.add_argument("--budgets", help="isoflop: compute budgets in FLOPs, comma separated (e.g. 1e11,3e11,1e12)")
+    g.add_argument("--strict-budgets", help="isoflop: budgets that also train strict `myopic` (comma separated; "
+                   "'none' for none)")
+    g.add_argument("--n-sizes", type=int, help="isoflop: model sizes per budget")
+    g.add_argument("--lr-grid", help="isoflop: learning rates tried per (budget, size, arm), comma separated; the "
+                   "lowest validation loss of the seed-0 runs wins")
+    g.add_argument("--frontier-seeds", help="isoflop: extra seeds at the middle sizes of each budget")
+    g.add_argument("--shard", help="isoflop: train only shard K/N of the (budget, size) cells, e.g. 0/2 and 1/2 in "
+                   "two processes (disjoint cells; each writes sweep.json of what has finished)")
+    g.add_argument("--extrapolate", action="store_true",
+                   help="isoflop: also extrapolate the frontiers beyond the measured compute; requires --asymptote")
+    g.add_argument("--asymptote", type=float, help="the irreducible loss E (nats/token) constrained independently "
+                   "of this sweep (e.g. from a larger study); used only with --extrapolate")
     p.add_argument("--report", action="store_true",
                    help="also write DIR/report.md and DIR/report.html (as `myopia report DIR`)")
     p.set_defaults(func=run)
+
+
+def design_of(args) -> str:
+    from ..errors import MyopiaError
+
+    design = args.design or ("isoflop" if args.preset in ISOFLOP_PRESETS else "ladder")
+    if design == "ladder" and args.preset in ISOFLOP_PRESETS:
+        raise MyopiaError(f"--preset {args.preset} is an IsoFLOP design; use --design isoflop")
+    if design == "isoflop" and args.preset in PRESETS:
+        raise MyopiaError(f"--preset {args.preset} is a ladder; IsoFLOP presets: {', '.join(ISOFLOP_PRESETS)}")
+    if design == "ladder":
+        for flag in ("budgets", "strict_budgets", "n_sizes", "lr_grid", "frontier_seeds", "shard"):
+            if getattr(args, flag) is not None:
+                raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design isoflop")
+    if args.extrapolate and args.asymptote is None:
+        raise MyopiaError("--extrapolate needs --asymptote E: the frontier's few budgets do not identify the "
+                          "irreducible loss, so extrapolating beyond the measured compute needs it constrained "
+                          "independently")
+    if args.asymptote is not None and not args.extrapolate:
+        raise MyopiaError("--asymptote is used only with --extrapolate")
+    return design
+
+
+def isoflop_settings_from_args(args):
+    """IsoFlopSettings from an IsoFLOP preset and the command line's overrides."""
+    from ..errors import MyopiaError
+    from ..experiments.isoflop import IsoFlopSettings
+    from ..experiments.sweep import parse_list
+
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        if args.threads < 1:
+            raise MyopiaError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    for flag in ("sizes", "widths", "tokens", "lr_ref_width", "lr"):
+        if getattr(args, flag, None) is not None:
+            raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design ladder (isoflop picks sizes per "
+                              "budget and the lr per cell)")
+    p = ISOFLOP_PRESETS[args.preset or "cpu-isoflop"]
+    kw = dict(budgets=list(p.budgets), strict_budgets=list(p.strict_budgets), n_sizes=p.n_sizes, aspect=p.aspect,
+              head_dim=p.head_dim, seq_len=p.seq_len, batch_size=p.batch_size, lr_grid=list(p.lr_grid),
+              seeds=list(p.seeds), frontier_seeds=list(p.frontier_seeds), n_frontier=p.n_frontier,
+              gradients=list(p.gradients), warmup_frac=p.warmup_frac, eval_tokens=p.eval_tokens,
+              precision=p.precision, min_width=p.min_width, max_width=p.max_width, preset=p.name)
+    if args.budgets:
+        kw["budgets"] = parse_list(args.budgets, float, "--budgets")
+    if args.strict_budgets:
+        kw["strict_budgets"] = ([] if args.strict_budgets.strip() == "none"
+                                else parse_list(args.strict_budgets, float, "--strict-budgets"))
+    if args.lr_grid:
+        kw["lr_grid"] = parse_list(args.lr_grid, float, "--lr-grid")
+    if args.frontier_seeds:
+        kw["frontier_seeds"] = ([] if args.frontier_seeds.strip() == "none"
+                                else parse_list(args.frontier_seeds, int, "--frontier-seeds"))
+    if args.seeds:
+        kw["seeds"] = parse_list(args.seeds, int, "--seeds")
+    if args.gradients:
+        kw["gradients"] = parse_list(args.gradients, str, "--gradients")
+    for flag in ("n_sizes", "aspect", "head_dim", "seq_len", "batch_size", "eval_tokens", "precision"):
+        if getattr(args, flag) is not None:
+            kw[flag] = getattr(args, flag)
+    kw.update(micro_batch_size=args.micro_batch_size, ckpt_every=args.ckpt_every, device=args.device)
+    return IsoFlopSettings(**kw)
+
+
+def run_isoflop_cli(args) -> int:
+    from pathlib import Path
+
+    from ..data import load_corpus
+    from ..experiments.isoflop import cell_cost, parse_shard, plan_cells, run_isoflop, shard_cells
+    from ..experiments.sweep import run_status
+
+    s = isoflop_settings_from_args(args)
+    shard = parse_shard(args.shard)
+    corpus = load_corpus(args.data)
+    if args.dry_run:
+        train_tokens = len(corpus.split_tokens("train"))
+        cells = shard_cells(plan_cells(s, corpus.vocab_size, train_tokens), shard, len(s.lr_grid))
+        total, n_runs = 0.0, 0
+        for c in cells:
+            for arm, runs in c["runs"].items():
+                r = runs["grid"][0]
+                print(f"{c['cell']:24s} {arm:14s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
+                      f"({r.tokens_per_param:5.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
+                      f"warmup={r.train_cfg.warmup_steps:>4d} FLOPs={r.flops:.3e} seeds={c['seeds']} "
+                      f"lr grid={s.lr_grid} [{run_status(Path(args.out) / r.name)}]")
+                n_runs += len(s.lr_grid) + len(c["seeds"]) - 1
+            total += cell_cost(c, len(s.lr_grid))
+        print(f"{n_runs} runs, {total:.3e} training FLOPs in all")
+        return 0
+    summary = run_isoflop(args.data, args.out, s, corpus=corpus, max_runs=args.max_runs, shard=shard,
+                          n_boot=max(args.bootstrap, 0), extrapolate_E=args.asymptote if args.extrapolate else None)
+    _print_frontier(summary)
+    if args.report:
+        from .report import write_and_print
+
+        write_and_print(args.out)
+    return 0
+
+
+def _print_frontier(s: dict) -> None:
+    from ..report.scaling import fmt, fmt_ci
+
+    fr = s.get("frontier") or {}
+    for arm, g in (fr.get("gaps") or {}).items():
+        for b in g["budgets"]:
+            print(f"{arm:>14} C={b['flops']:.2e}  gap {fmt(b['gap'], '{:+.4f}')}{fmt_ci(b['gap_ci95'], '{:+.4f}')}")
+        if g.get("verdict_sentence"):
+            print(g["verdict_sentence"])
+    state = "complete" if s["complete"] else f"{len(s['pending'])} runs pending"
+    print(f"sweep {state}; {s['total_train_wall_s'] / 60:.1f} min of training; {s['data_repeat']['note']}")
 
 
 def run(args) -> int:
@@ -98,6 +240,9 @@ def run(args) -> int:
     from ..rundir import run_status
     from ..train import init_distributed
 
+    if design_of(args) == "isoflop":
+        init_distributed()
+        return run_isoflop_cli(args)
     settings = settings_from_args(args)
     corpus = load_corpus(args.data)
     if args.dry_run:

@@ -6,15 +6,26 @@ collected by ``vanilla(x, kv_out=kv)`` under no_grad), and its own position's ke
 from the trainee. The bonus is loss(vanilla) - loss(local): how much present performance vanilla training
 gives up for the future. Decomposition (per myopic arm): gap = (myopic - local) - (vanilla - local).
 
-Trainees (folders under ``DIR/bonus/``):
+Trainees (folders under ``DIR/bonus/``), each with its **control** (the same weights at the start, the same
+examples in the same order, the same schedule and stopping rule, the ordinary vanilla gradient):
 
 - ``local`` (``--init vanilla``, default): starts from the vanilla weights (so at step 0 it *is* vanilla) and
-  continues on the next, unseen part of vanilla's example stream. Because extra training alone lowers the loss
-  of an unconverged model, a **control** ``continued`` (vanilla trained on exactly the same examples with
-  the same schedule, ordinary gradient) is trained too, and ``bonus_vs_continued`` = loss(continued) -
-  loss(local) isolates the effect of freezing the past from that of more training.
-- ``local-scratch`` (``--init scratch``, as in the paper): same initialisation, data order and budget as the
-  pair's arms.
+  continues vanilla's example stream where the pair stopped (unseen examples while the pair was within its first
+  epoch; the result says how many were repeats). Control ``continued``.
+- ``local-scratch`` (``--init scratch``, as in the paper): the pair's initialisation and example stream from
+  the start (the pair's own training data, by design). Control ``scratch-control``.
+
+Because extra training alone lowers the loss of an unconverged model, ``bonus_vs_control`` = loss(control) -
+loss(local) separates freezing the past from more training. A control scored with its *own* past mixes a
+better past into that comparison, so every control is also scored with the **original vanilla's frozen past**
+(``local_scorer(control, vanilla)``, named ``<control>@vanilla-past``): ``bonus_vs_control_vanilla_past`` =
+loss(control@vanilla-past) - loss(local) compares two present-position computations on the same past.
+
+The bonus phase trains until its validation loss plateaus: constant learning rate after a 1% warmup, an
+evaluation every ``eval_every`` steps, and a stop once the best validation loss has improved by less than
+``min_delta`` nats/token over the last ``patience`` evaluations, or at the cap ``steps`` (``patience=0``: a
+fixed ``steps`` with the pair's cosine schedule). The data order of a seed is that seed's stream, so seeds differ
+in order and the bonus gets a training-noise interval like the gap.
 
 Writes ``DIR/bonus.json`` and ``DIR/bonus/per_token.npz``.
 """
@@ -27,25 +38,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..analysis.bootstrap import summary
-from ..analysis.gap import REQUIRED, _clean, _ratio, _Stats
+from ..analysis.gap import REQUIRED
+from ..analysis.stats import HierarchicalBootstrap, training_noise_note
 from ..analysis.heldout import document_windows, evaluate_per_token, model_scorer
 from ..data import LMTask
 from ..data.cache import open_cache
 from ..errors import MyopiaError
-from ..io import provenance, read_json, write_json
-from ..model import flops_per_token
+from ..io import provenance, read_json, read_jsonl, write_json
 from ..checkpoint import has_checkpoint
-from ..rundir import CONFIG, MODEL, RESULT, load_run_model
+from ..model import flops_per_token
+from ..rundir import CONFIG, METRICS, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
 from .gap import ARRAYS as GAP_ARRAYS
-from .gap import load_arrays, save_arrays, trained_arms
+from .gap import check_overlap, load_arrays, save_arrays, trained_arms
 from .pair import read_manifest, resolve_cache, run_dir
 from .train_lm import build_model
 
 BONUS_JSON = "bonus.json"
 ARRAYS = Path("bonus") / "per_token.npz"
 TRAINEES = {"vanilla": "local", "scratch": "local-scratch"}
+CONTROLS = {"local": "continued", "local-scratch": "scratch-control"}
+VANILLA_PAST = "@vanilla-past"
+PHASE_JSON = "phase.json"
 
 
 class LocalTask(LMTask):
@@ -85,7 +99,30 @@ def local_scorer(trainee, frozen):
     return score
 
 
-def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: dict, progress: bool) -> dict:
+class Plateau:
+    """The stopping rule: stop once the best validation loss has improved by less than ``min_delta`` over the last
+    ``patience`` evaluations (``patience`` 0: never). ``history`` seeds it with earlier (step, loss) evaluations."""
+
+    def __init__(self, patience: int = 3, min_delta: float = 0.002, history=()):
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.losses = [float(loss) for _, loss in history]
+
+    def __call__(self, step: int, loss: float) -> bool:
+        self.losses.append(float(loss))
+        if self.patience <= 0 or len(self.losses) <= self.patience:
+            return False
+        before = min(self.losses[:-self.patience])
+        return before - min(self.losses[-self.patience:]) < self.min_delta
+
+    def describe(self) -> str:
+        if self.patience <= 0:
+            return "fixed number of steps (no plateau rule)"
+        return (f"stop when the best validation loss improved by < {self.min_delta:g} nats/token over the last "
+                f"{self.patience} evaluations, or at the cap")
+
+
+def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: dict, progress: bool,
+               rule: Plateau | None = None) -> dict:
     if (out / RESULT).is_file():
         saved = read_json(out / CONFIG)
         where = ("pair_dir", "vanilla_run")  # paths may change when a pair directory is moved or copied
@@ -97,18 +134,51 @@ def _train_arm(name: str, model, task, cfg: TrainConfig, out: Path, run_config: 
             print(f"[bonus] {name}: already trained", file=sys.stderr)
         return read_json(out / RESULT)
     resume = has_checkpoint(out)
+    if rule is not None:  # a fresh rule per run; a resumed run's rule remembers its earlier evaluations
+        history = ([(r["step"], r["eval_loss"]) for r in read_jsonl(out / METRICS) if "eval_loss" in r]
+                   if resume and (out / METRICS).is_file() else [])
+        rule = Plateau(rule.patience, rule.min_delta, history)
     if progress:
         print(f"[bonus] {'resuming' if resume else 'training'} {name} -> {out}", file=sys.stderr, flush=True)
     return train(model, task, cfg, out, run_config=run_config, resume=resume,
-                 flops_per_example=flops_per_token(model.cfg) * model.cfg.seq_len)
+                 flops_per_example=flops_per_token(model.cfg) * model.cfg.seq_len,
+                 stop_when=rule if rule is not None and rule.patience > 0 else None)
+
+
+def data_freshness(corpus, seq_len: int, seed: int, pair_examples: int, offset: int, examples: int) -> dict:
+    """How many of the bonus phase's ``examples`` (starting at ``offset`` of seed ``seed``'s stream) are windows the
+    pair already trained on (its first ``pair_examples`` examples)."""
+    task = LMTask(corpus, seq_len, seed=seed, eval_tokens=seq_len)
+    n = task.n_windows
+    seen = np.zeros(n, dtype=bool)
+    if pair_examples >= n:
+        seen[:] = True
+    elif pair_examples > 0:
+        seen[task._window_starts(np.arange(pair_examples)) // seq_len] = True
+    used = task._window_starts(np.arange(offset, offset + examples)) // seq_len
+    repeats = int(seen[used].sum())
+    within = len(np.unique(used))
+    return {"examples": int(examples), "repeats_of_pair_data": repeats, "distinct_windows": int(within),
+            "train_windows": int(n), "unseen": repeats == 0,
+            "note": ("every example is a window the pair never trained on" if repeats == 0 else
+                     f"{repeats} of {examples} examples are windows the pair already trained on (repeats)")}
 
 
 def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: float | None = None,
               control: bool = True, split: str = "test", max_docs: int | None = None, n_boot: int = 2000,
-              device: str = "cpu", progress: bool = True) -> dict:
-    """Train the local trainee (and the control) for every seed of the pair; write bonus.json."""
+              patience: int = 3, min_delta: float = 0.002, eval_every: int | None = None,
+              device: str = "cpu", progress: bool = True, evaluate: bool = True) -> dict:
+    """Train the local trainee (and its control) for every seed of the pair; write bonus.json.
+
+    ``steps`` is the cap of the bonus phase; with ``patience`` > 0 each run stops earlier at a validation plateau
+    (see :class:`Plateau`), evaluated every ``eval_every`` steps (default: the pair's, at most steps / 10).
+    What the phase did is kept in ``DIR/bonus/<trainee>/phase.json``; ``evaluate=False`` trains only (a later
+    ``myopia bonus`` or :func:`evaluate_bonus` scores every trainee found).
+    """
     if init not in TRAINEES:
         raise MyopiaError(f"--init must be vanilla or scratch, got {init!r}")
+    if patience < 0 or min_delta < 0:
+        raise MyopiaError("--patience and --min-delta must be non-negative")
     pair_dir = Path(pair_dir)
     manifest = read_manifest(pair_dir)
     corpus = open_cache(resolve_cache(pair_dir, manifest))
@@ -116,55 +186,87 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
     pair_train = manifest["train"]
     pair_steps = int(pair_train["steps"])
     steps = int(steps) if steps is not None else (max(1, pair_steps // 4) if init == "vanilla" else pair_steps)
+    if steps < 1:
+        raise MyopiaError(f"--steps must be at least 1, got {steps}")
     lr = float(lr) if lr is not None else (pair_train["lr"] / 4 if init == "vanilla" else pair_train["lr"])
+    every = int(eval_every) if eval_every else max(1, min(int(pair_train.get("eval_every") or steps),
+                                                        max(1, steps // 10)))
     trainee_name = TRAINEES[init]
+    control_name = CONTROLS[trainee_name]
     seq_len = int(manifest["model"]["seq_len"])
     eval_tokens = int(manifest.get("eval_tokens", 65536))
+    rule = Plateau(patience, min_delta)
+    schedule = {"steps": steps, "lr": lr, "seed": 0, "device": device, "progress": progress, "warmup_steps": -1,
+                "eval_every": every, "ckpt_every": every}
+    if patience > 0:
+        schedule["min_lr_ratio"] = 1.0  # a constant rate: "plateau" then means the data, not the schedule
 
-    trainees, controls = {}, {}
+    freshness, stopped, plateaued = {}, {}, {}
     for seed in seeds:
         vdir = run_dir(pair_dir, "vanilla", seed)
         vanilla_result = read_json(vdir / RESULT)
-        offset = int(vanilla_result["examples_seen"]) if init == "vanilla" else 0
-        cfg = TrainConfig.from_dict({**pair_train, "steps": steps, "lr": lr, "seed": seed, "device": device,
-                                     "progress": progress, "warmup_steps": -1})
+        pair_examples = int(vanilla_result["examples_seen"])
+        offset = pair_examples if init == "vanilla" else 0
+        cfg = TrainConfig.from_dict({**pair_train, **schedule, "seed": seed})
         run_config = {"command": "bonus", "trainee": trainee_name, "init": init, "pair_dir": str(pair_dir),
-                      "vanilla_run": str(vdir), "example_offset": offset, "model": manifest["model"]}
+                      "vanilla_run": str(vdir), "example_offset": offset, "model": manifest["model"],
+                      "stopping": rule.describe()}
         frozen = load_run_model(vdir, corpus=corpus, finished=True)
         trainee = build_model(frozen.cfg, seed)
         if init == "vanilla":
             trainee.load_state_dict(frozen.state_dict())
         task = LocalTask(corpus, seq_len, frozen, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
         tdir = pair_dir / "bonus" / trainee_name / f"seed{seed}"
-        _train_arm(f"{trainee_name} seed {seed}", trainee, task, cfg, tdir, run_config, progress)
-        trainees[seed] = tdir
-        if init == "vanilla" and control:
-            cont = load_run_model(vdir, corpus=corpus, finished=True)
+        res = _train_arm(f"{trainee_name} seed {seed}", trainee, task, cfg, tdir, run_config, progress, rule)
+        stopped.setdefault(trainee_name, {})[str(seed)] = res["steps"]
+        plateaued.setdefault(trainee_name, {})[str(seed)] = bool(res.get("stopped_early"))
+        freshness[str(seed)] = data_freshness(corpus, seq_len, seed, pair_examples, offset,
+                                              int(res["examples_seen"]))
+        if control:
+            cont = (load_run_model(vdir, corpus=corpus, finished=True) if init == "vanilla"
+                    else build_model(frozen.cfg, seed))
             ctask = LMTask(corpus, seq_len, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
-            cdir = pair_dir / "bonus" / "continued" / f"seed{seed}"
-            _train_arm(f"continued seed {seed}", cont, ctask, cfg, cdir,
-                       {**run_config, "trainee": "continued", "past": "own (ordinary vanilla gradient)"}, progress)
-            controls[seed] = cdir
+            cdir = pair_dir / "bonus" / control_name / f"seed{seed}"
+            cres = _train_arm(f"{control_name} seed {seed}", cont, ctask, cfg, cdir,
+                              {**run_config, "trainee": control_name, "past": "own (ordinary vanilla gradient)"},
+                              progress, rule)
+            stopped.setdefault(control_name, {})[str(seed)] = cres["steps"]
+            plateaued.setdefault(control_name, {})[str(seed)] = bool(cres.get("stopped_early"))
+    phase = {"init": init, "cap_steps": steps, "lr": lr, "eval_every": every, "stopping": rule.describe(),
+             "schedule": "constant after 1% warmup" if patience > 0 else "the pair's cosine schedule",
+             "steps_taken": stopped, "stopped_at_plateau": plateaued,
+             "control": control_name if control else None,
+             "data": freshness if init == "vanilla" else {
+                 "note": "from scratch the trainee reads the pair's own training stream from the start (the same "
+                         "examples as the arms it is compared with, by design)"},
+             "data_order": "each seed's own example stream (orders differ across seeds)"}
+    write_json(pair_dir / "bonus" / trainee_name / PHASE_JSON, phase)
+    if not evaluate:
+        return {"phases": {trainee_name: phase}}
     return evaluate_bonus(pair_dir, split=split, max_docs=max_docs, n_boot=n_boot, device=device,
-                          progress=progress, settings={"init": init, "steps": steps, "lr": lr,
-                                                       "control": bool(controls)})
+                          progress=progress, settings={"init": init, "steps": steps, "lr": lr, "control": control})
 
 
 def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device="cpu", progress=True,
                    settings: dict | None = None) -> dict:
-    """Evaluate vanilla, the trainees found under DIR/bonus, the control and the pair's arms on held-out
-    documents; write bonus.json (+ per-token arrays)."""
+    """Evaluate vanilla, the trainees found under DIR/bonus, their controls (with their own and with vanilla's
+    past) and the pair's arms on held-out documents; write bonus.json (+ per-token arrays)."""
     pair_dir = Path(pair_dir)
     manifest = read_manifest(pair_dir)
     corpus = open_cache(resolve_cache(pair_dir, manifest))
     arms, seeds, _ = trained_arms(manifest, pair_dir)
     held = document_windows(corpus, split, int(manifest["model"]["seq_len"]), max_docs=max_docs)
-    found = [n for n in ("local", "local-scratch", "continued")
+    overlap = check_overlap(corpus, corpus, held, True, what="myopia bonus")
+    if overlap["same_content_as_training"] and progress:
+        print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
+              "content of a training document (duplicates in the corpus)", file=sys.stderr)
+    found = [n for n in ("local", "local-scratch", "continued", "scratch-control")
              if all((pair_dir / "bonus" / n / f"seed{s}" / MODEL).is_file() for s in seeds)]
     local_names = [n for n in found if n.startswith("local")]
     if not local_names:
         raise MyopiaError(f"{pair_dir}: no finished local trainee for every seed; run myopia bonus first")
-    names = arms + found
+    controls = [n for n in found if n in CONTROLS.values()]
+    names = arms + found + [c + VANILLA_PAST for c in controls]
     losses = {n: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for n in names}
     reused = _gap_losses(pair_dir, held, seeds, arms)
     for si, seed in enumerate(seeds):
@@ -177,7 +279,11 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
                 losses[a][si] = reused[a][si]
         for n in found:
             model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", device=device, corpus=corpus, finished=True)
-            scorers[n] = local_scorer(model, vanilla) if n.startswith("local") else model_scorer(model)
+            if n.startswith("local"):
+                scorers[n] = local_scorer(model, vanilla)
+            else:
+                scorers[n] = model_scorer(model)
+                scorers[n + VANILLA_PAST] = local_scorer(model, vanilla)
         res = evaluate_per_token(scorers, held, vocab_size=corpus.vocab_size, device=device)
         for n in res:
             losses[n][si] = res[n]["loss"]
@@ -185,12 +291,17 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
             print(f"[bonus] seed {seed}: " + ", ".join(f"{n} {losses[n][si].mean():.4f}" for n in names),
                   file=sys.stderr, flush=True)
     result = analyse_bonus(losses, held, local_names, n_boot=n_boot)
+    phases = {n: read_json(pair_dir / "bonus" / n / PHASE_JSON) for n in local_names
+              if (pair_dir / "bonus" / n / PHASE_JSON).is_file()}
     result = {"kind": "myopia-bonus", **result, "units": "nats/token", "seeds": seeds,
-              "definition": "bonus = loss(vanilla) - loss(local); bonus_vs_continued = loss(continued) - "
-                            "loss(local); gap = (myopic - local) - (vanilla - local)",
+              "definition": "bonus = loss(vanilla) - loss(local); bonus_vs_control = loss(control) - loss(local); "
+                            "bonus_vs_control_vanilla_past = loss(control scored with the original vanilla's "
+                            "frozen past) - loss(local); gap = (myopic - local) - (vanilla - local)",
               "config": {"pair_dir": str(pair_dir), "split": split, "max_docs": max_docs, "n_boot": n_boot,
                          "pair_arm_losses": "reused from gap/per_token.npz" if reused else "evaluated here",
-                         **(settings or {}), "model": manifest["model"], "pair_train": manifest["train"]},
+                         "overlap": overlap,
+                         **(settings or {}), "phases": phases, "model": manifest["model"],
+                         "pair_train": manifest["train"]},
               **provenance()}
     arrays = {"doc": held.doc, "position": held.position, "target": held.target, "seeds": np.asarray(seeds)}
     arrays.update({f"loss.{n}": v for n, v in losses.items()})
@@ -213,28 +324,37 @@ def _gap_losses(pair_dir: Path, held, seeds: list[int], arms: list[str]) -> dict
 
 def analyse_bonus(losses: dict[str, np.ndarray], held, local_names: list[str], *, n_boot: int = 2000,
                   seed: int = 0) -> dict:
-    """Bonus, bonus vs the continued control, and the gap decomposition, each with a 95% interval."""
+    """Bonus, bonus vs the control (own past and vanilla's past) and the gap decomposition, each with a
+    seed-inclusive 95% interval (hierarchical bootstrap over seeds and documents; see myopia.analysis.stats)."""
     losses = {k: np.atleast_2d(np.asarray(v, dtype=np.float64)) for k, v in losses.items()}
-    stats = _Stats(held, losses["vanilla"].shape[0], n_boot, seed)
+    _, doc_index = np.unique(held.doc, return_inverse=True)
+    S = losses["vanilla"].shape[0]
+    boot = HierarchicalBootstrap(int(doc_index.max()) + 1, S, n_boot, seed)
 
     def stat(values):
-        p, reps, _ = stats.means(values)
-        return p[0], reps[:, 0]
+        return boot.means(values, doc_index)
 
     def diff(a, b):
-        p, reps = stat(losses[a] - losses[b])
-        return _clean(summary(p, reps))
+        return stat(losses[a] - losses[b]).summary()
 
-    out = {"loss": {n: _clean(summary(*stat(v))) for n, v in losses.items()}, "trainees": {}}
-    van_p, van_reps = stat(losses["vanilla"])
+    out = {"n_seeds": S, "training_noise": training_noise_note(S),
+           "loss": {n: stat(v).summary() for n, v in losses.items()}, "trainees": {}}
+    van = stat(losses["vanilla"])
+    others = {"vanilla", "bigram"} | set(CONTROLS.values()) | {c + VANILLA_PAST for c in CONTROLS.values()}
     for local in local_names:
         entry = {"bonus": diff("vanilla", local)}
-        bp, breps = stat(losses["vanilla"] - losses[local])
-        entry["relative_bonus"] = _clean(_ratio(bp, breps, van_p, van_reps))
-        if "continued" in losses and local == "local":
-            entry["bonus_vs_continued"] = diff("continued", local)
+        rel = (stat(losses["vanilla"] - losses[local]) / van).summary()
+        entry["relative_bonus"] = {"mean": rel["mean"], "ci95": rel["ci95"]}
+        control = CONTROLS[local]
+        if control in losses:
+            entry["control"] = control
+            entry["bonus_vs_control"] = diff(control, local)
+            if local == "local":
+                entry["bonus_vs_continued"] = entry["bonus_vs_control"]
+            if control + VANILLA_PAST in losses:
+                entry["bonus_vs_control_vanilla_past"] = diff(control + VANILLA_PAST, local)
         decomposition = {}
-        for arm in [a for a in losses if a not in ("vanilla", "continued", "bigram") and not a.startswith("local")]:
+        for arm in [a for a in losses if a not in others and not a.startswith("local")]:
             decomposition[arm] = {"myopic_minus_local": diff(arm, local),
                                   "vanilla_minus_local": diff("vanilla", local),
                                   "gap": diff(arm, "vanilla")}

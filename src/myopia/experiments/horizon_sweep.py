@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.stats import HierarchicalBootstrap, null_gap, training_noise_note
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import non_embedding_params
@@ -31,7 +32,6 @@ from .sweep import (
     ModelSize,
     SweepSettings,
     TokenBudget,
-    _doc_bootstrap_means,
     _model_cfg,
     ensure_run,
     steps_for,
@@ -127,7 +127,8 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
             rows.append(row)
 
     def point(arm_name: str) -> dict | None:
-        """Mean loss over seeds, gap to vanilla and its paired document-bootstrap interval."""
+        """Mean loss over seeds, gap to vanilla with its seed-inclusive interval (statistics module: seeds and
+        validation documents resampled; t over seeds with >= 3), per-seed gaps and the training-noise note."""
         pairs = []
         for seed in settings.seeds:
             a, v = f"{arm_name}-s{seed}", f"vanilla-s{seed}"
@@ -139,13 +140,25 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
             return None
         loss = float(np.mean([ra["eval_loss"] for ra, _ in pairs]))
         gap = float(np.mean([ra["eval_loss"] - rv["eval_loss"] for ra, rv in pairs]))
-        ci = None
+        out = {"loss": loss, "gap": gap, "gap_ci": None, "seeds": len(pairs),
+               "per_seed": [ra["eval_loss"] - rv["eval_loss"] for ra, rv in pairs],
+               "training_noise": training_noise_note(len(pairs))}
         names = [n for ra, rv in pairs for n in (ra["name"], rv["name"])]
         if bootstrap > 0 and all(n in evals for n in names):
-            means = _doc_bootstrap_means([evals[n] for n in names], bootstrap, seed=1)
-            g = (means[:, 0::2] - means[:, 1::2]).mean(axis=1)
-            ci = [float(np.percentile(g, 2.5)), float(np.percentile(g, 97.5))]
-        return {"loss": loss, "gap": gap, "gap_ci": ci, "seeds": len(pairs)}
+            docs, arm_w, van_w = _window_losses([evals[ra["name"]] for ra, _ in pairs],
+                                                [evals[rv["name"]] for _, rv in pairs])
+            _, unit = np.unique(docs, return_inverse=True)
+            s = HierarchicalBootstrap(int(unit.max()) + 1, len(pairs), bootstrap, seed=1).means(arm_w - van_w,
+                                                                                                 unit).summary()
+            out.update({"gap": s["mean"], "gap_ci": s["ci95"], "gap_ci_eval": s["ci95_eval"],
+                        "per_seed": s["per_seed"]})
+        return out
+
+    null = None
+    van_runs = [evals.get(f"vanilla-s{s}") for s in settings.seeds]
+    if bootstrap > 0 and len(van_runs) >= 2 and all(van_runs):
+        docs, van_w, _ = _window_losses(van_runs, van_runs)
+        null = null_gap(van_w, docs, n_boot=bootstrap, seed=1)
 
     van = [r["eval_loss"] for r in rows if r["arm"] == "vanilla" and r["status"] == "done"]
     horizon_curves, beta_curves = {}, {}
@@ -170,11 +183,25 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
         "settings": settings.to_dict(),
         "units": {"loss": "nats/token on held-out windows (validation split)", "gap": "loss - vanilla loss"},
         "vanilla": {"loss": float(np.mean(van)) if van else None, "seeds": len(van)},
+        "n_seeds": len(van),
+        "training_noise": training_noise_note(len(van)),
+        "null_gap": null,
         "horizon": horizon_curves,
         "beta": beta_curves,
         "runs": rows,
         "provenance": provenance(),
     }
+
+
+def _window_losses(arm_evals: list[dict], van_evals: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document of each validation window (W,), arm losses (S, W), vanilla losses (S, W)); every run must have
+    been evaluated on the same windows."""
+    docs = np.asarray(arm_evals[0]["doc_of_window"])
+    for e in arm_evals + van_evals:
+        if not np.array_equal(np.asarray(e["doc_of_window"]), docs):
+            raise MyopiaError("runs to be compared were evaluated on different windows")
+    stack = lambda es: np.stack([np.asarray(e["loss_per_window"], dtype=np.float64) for e in es])  # noqa: E731
+    return docs, stack(arm_evals), stack(van_evals)
 
 
 def load_horizon(run_dir) -> dict:

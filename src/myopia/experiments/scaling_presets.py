@@ -31,6 +31,7 @@ class SweepPreset:
     eval_tokens: int = 262144
     precision: str = "fp32"
     gradients: tuple[str, ...] = ("vanilla", "myopic", "myopic-hidden")
+    seeds: tuple[int, ...] = (0,)  # CPU presets train 3 seeds (training noise measured); GPU ones 1 unless asked
     extra: dict = field(default_factory=dict)
 
 
@@ -48,6 +49,7 @@ PRESETS: dict[str, SweepPreset] = {
         batch_size=32,
         tokens=("0.5M", "1M", "4M"),
         lr=2e-3,
+        seeds=(0, 1, 2),
     ),
     # The paper's 64-token setting; GPT-2 small (12 x 768, 85M non-embedding, 124M with a 50257 vocabulary) on top.
     "gpu-64": SweepPreset(
@@ -80,5 +82,74 @@ PRESETS: dict[str, SweepPreset] = {
         lr_max=3e-3,
         eval_tokens=1048576,
         precision="bf16",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class IsoFlopPreset:
+    """An IsoFLOP design (see :mod:`myopia.experiments.isoflop`): budgets in FLOPs and what every run shares."""
+
+    name: str
+    description: str
+    budgets: tuple[float, ...]
+    strict_budgets: tuple[float, ...]
+    n_sizes: int
+    aspect: int
+    head_dim: int
+    seq_len: int
+    batch_size: int
+    lr_grid: tuple[float, ...]
+    seeds: tuple[int, ...] = (0, 1)
+    frontier_seeds: tuple[int, ...] = (2,)
+    n_frontier: int = 2
+    gradients: tuple[str, ...] = ("vanilla", "myopic-hidden")
+    warmup_frac: float = 0.05
+    eval_tokens: int = 131072
+    precision: str = "fp32"
+    min_width: int = 16
+    max_width: int = 512
+    estimate: str = ""
+
+
+ISOFLOP_PRESETS: dict[str, IsoFlopPreset] = {
+    # Sized to this 2-core machine (measured: ~2-3e10 training FLOP/s per single-threaded process on byte-level
+    # Brown while other work shares the cores): 5 budgets over 1.2 decades (>= 4 so that the slope of the gap has 2
+    # residual degrees of freedom; 5 here), 4 sizes each (~5 to ~100 tokens/parameter), vanilla and myopic-hidden
+    # everywhere, strict myopic at the second budget, lr grid of 3 on validation, 2 seeds (3 at the 2 middle sizes).
+    "cpu-isoflop": IsoFlopPreset(
+        name="cpu-isoflop",
+        description="2-core CPU IsoFLOP: budgets 3e10-4.8e11 FLOPs, 4 sizes each (~5-100 tokens/param), vanilla + "
+        "myopic-hidden (+ strict myopic at 6e10), lr grid 1.5e-3/3e-3/6e-3 on validation, seeds 0,1 (+2 mid)",
+        budgets=(3e10, 6e10, 1.2e11, 2.4e11, 4.8e11),
+        strict_budgets=(6e10,),
+        n_sizes=4,
+        aspect=32,
+        head_dim=32,
+        seq_len=128,
+        batch_size=16,
+        lr_grid=(1.5e-3, 3e-3, 6e-3),
+    ),
+    # Documented, not run here. GPT-2-family shapes (aspect 64, head size 64) ~10M-350M non-embedding parameters,
+    # 1024-token contexts, budgets 1e17..1e19 FLOPs (5 budgets, half-decade spacing), 5 sizes per budget.
+    "gpu-isoflop": IsoFlopPreset(
+        name="gpu-isoflop",
+        description="GPU IsoFLOP (not run here): GPT-2-family 10M-350M, context 1024, budgets 1e17-1e19 FLOPs, "
+        "5 sizes each, vanilla + myopic-hidden (+ strict myopic at 1e18), lr grid 3e-4/6e-4/1.2e-3, bf16",
+        budgets=(1e17, 3.16e17, 1e18, 3.16e18, 1e19),
+        strict_budgets=(1e18,),
+        n_sizes=5,
+        aspect=64,
+        head_dim=64,
+        seq_len=1024,
+        batch_size=256,
+        lr_grid=(3e-4, 6e-4, 1.2e-3),
+        eval_tokens=4194304,
+        precision="bf16",
+        min_width=256,
+        max_width=1536,
+        estimate="sum over runs of budget x (3 lr + 1-2 more seeds) x arms = 5 sizes x (2 arms x 4.4 runs) x "
+        "(1e17+3.2e17+1e18+3.2e18+1e19) + strict arm at 1e18 ~= 6.6e20 FLOPs; at 40% MFU of an H100 in bf16 "
+        "(~4e14 FLOP/s) ~= 460 GPU-hours",
     ),
 }

@@ -30,7 +30,6 @@ from ..scaling import (
     fit_chinchilla,
     fit_power_law,
     multiplier_curve,
-    multiplier_interval,
 )
 from ..rundir import CONFIG, METRICS, RESULT, load_run_model, run_status
 from ..train import TrainConfig, dist_info
@@ -207,6 +206,7 @@ class SweepSettings:
             gradients=list(p.gradients), seq_len=p.seq_len, batch_size=p.batch_size, lr=p.lr,
             lr_ref_width=p.lr_ref_width, lr_max=p.lr_max, warmup_frac=p.warmup_frac, weight_decay=p.weight_decay,
             min_lr_ratio=p.min_lr_ratio, eval_tokens=p.eval_tokens, precision=p.precision, preset=p.name,
+            seeds=list(p.seeds),
         )
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
@@ -290,8 +290,9 @@ def _model_cfg(settings: SweepSettings, size: ModelSize, vocab_size: int) -> GPT
 
 
 def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, *, corpus, eval_tokens: int,
-               log=print) -> str:
-    """Train the run in ``run_dir`` unless finished (resuming a partial one); then its per-window evaluation.
+               log=print, window_eval: bool = True) -> str:
+    """Train the run in ``run_dir`` unless finished (resuming a partial one); then (``window_eval``) its
+    per-window validation evaluation.
 
     Returns the status before the call (``done``, ``partial`` or ``new``).
     """
@@ -310,22 +311,24 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
             before = read_json(timing_path)["wall_s"] if timing_path.exists() else 0.0
             write_json(timing_path, {"wall_s": before + time.perf_counter() - t0})
             log(f"  {run_dir.name}: eval loss {result['eval_loss']:.4f} ({time.perf_counter() - t0:.0f} s)")
-    if dist_info()[0] == 0 and not (run_dir / EVAL_FILE).exists():
+    if window_eval and dist_info()[0] == 0 and not (run_dir / EVAL_FILE).exists():
         evaluate_windows(run_dir, corpus, eval_tokens, train_cfg.seed)
     return status
 
 
 @torch.no_grad()
-def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_size: int = 32) -> dict:
-    """Per-window held-out loss of the run's final model (the trainer's evaluation windows), and each window's
-    document (for the document bootstrap). Checks that the mean equals the trainer's eval loss. Writes EVAL_FILE.
+def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_size: int = 32, *,
+                     split: str = "val", file: str = EVAL_FILE) -> dict:
+    """Per-window held-out loss of the run's final model on ``split`` (for "val": the trainer's evaluation
+    windows, checked against its eval loss), and each window's document (for the document bootstrap). Writes
+    ``file`` in the run folder.
     """
     from ..data import LMTask
 
     result = read_json(run_dir / RESULT)
     model = load_run_model(run_dir, finished=True)
     cfg = model.cfg
-    task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens,
+    task = LMTask(corpus, cfg.seq_len, seed=seed, eval_tokens=eval_tokens, eval_split=split,
                   document_mask=result["config"]["train"].get("document_mask", False))
     x, y = task.eval_windows()
     docs = task.eval_docs()  # the masking the run was trained and evaluated with
@@ -338,12 +341,12 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     starts = np.arange(len(x)) * cfg.seq_len
     doc_of_window = task.eval_doc_ids[starts + 1]  # the document of each window's first target token
     mean = float(per_window.mean())
-    if abs(mean - result["eval_loss"]) > 1e-4 * max(1.0, abs(mean)):
+    if split == "val" and abs(mean - result["eval_loss"]) > 1e-4 * max(1.0, abs(mean)):
         raise MyopiaError(f"{run_dir}: per-window evaluation {mean:.6f} disagrees with result.json "
                           f"{result['eval_loss']:.6f} (was the corpus or tokenizer changed?)")
     out = {"loss_per_window": per_window.tolist(), "doc_of_window": doc_of_window.tolist(), "mean": mean,
            "seq_len": cfg.seq_len, "split": task.eval_split}
-    write_json(run_dir / EVAL_FILE, out)
+    write_json(run_dir / file, out)
     return out
 
 
@@ -355,7 +358,7 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
     corpus = corpus if corpus is not None else load_corpus(data)
-    runs = plan_runs(settings, corpus.vocab_size)
+    runs = _keep_legacy_document_masks(out, plan_runs(settings, corpus.vocab_size), log)
     trained = 0
     for run in runs:
         run_dir = out / run.name
@@ -371,25 +374,32 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
     return summary
 
 
+def _keep_legacy_document_masks(out: Path, runs: list, log) -> list:
+    """A sweep folder whose runs predate ``document_mask`` keeps training without document masks (its runs are
+    compared with each other), and says so."""
+    def predates(run_dir: Path) -> bool:
+        train = read_json(run_dir / CONFIG).get("train") if (run_dir / CONFIG).is_file() else None
+        return isinstance(train, dict) and "document_mask" not in train
+
+    legacy = [r.name for r in runs if predates(out / r.name)]
+    if not legacy:
+        return runs
+    log(f"warning: {out} predates --document-mask (e.g. {legacy[0]}): all its runs train without document masks")
+    return [replace(r, train_cfg=replace(r.train_cfg, document_mask=False)) for r in runs]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Summarising: table, fits, compute multipliers
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _doc_bootstrap_means(evals: list[dict], n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, len(evals)) mean losses under shared document resamples (the runs share their eval windows)."""
-    docs = np.asarray(evals[0]["doc_of_window"])
-    for e in evals[1:]:
-        if not np.array_equal(np.asarray(e["doc_of_window"]), docs):
-            raise MyopiaError("runs to be compared were evaluated on different windows")
+def doc_means(ev: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document ids, per-document mean loss, tokens per document) of a per-window evaluation (EVAL_FILE)."""
+    docs = np.asarray(ev["doc_of_window"])
+    w = np.asarray(ev["loss_per_window"], dtype=np.float64)
     uniq, inv = np.unique(docs, return_inverse=True)
-    per_doc_sum = np.stack([np.bincount(inv, weights=np.asarray(e["loss_per_window"]), minlength=len(uniq))
-                            for e in evals], axis=1)  # (n_docs, runs)
-    per_doc_n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
-    counts = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws]).astype(np.float64)  # (n_boot, n_docs)
-    return (counts @ per_doc_sum) / (counts @ per_doc_n)[:, None]
+    n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
+    return uniq, np.bincount(inv, weights=w, minlength=len(uniq)) / n, n * float(ev.get("seq_len", 1))
 
 
 def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, corpus=None,
@@ -398,9 +408,11 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
 
     ``fits[budget][arm]`` is L(C) over the sizes trained with that token budget; a row's k compares its myopic
     loss with the vanilla curve of the same budget, and ``k_curve[budget][arm]`` compares the two fitted curves
-    (over and beyond the measured range). Table losses average over seeds. Gap intervals: paired document
-    bootstrap of the held-out windows (the same resample for both arms, gaps averaged over seeds). Fit and k
-    intervals: residual bootstrap of the fits.
+    (inside the measured range only: no extrapolation). Table losses average over seeds. Gap intervals:
+    :class:`myopia.analysis.stats.HierarchicalBootstrap` over seeds and held-out documents (``gap_summary``
+    holds the full summary, with ``training_noise``). Fit intervals: residual bootstrap (only with >= 2 residual
+    degrees of freedom, i.e. >= 5 sizes); k intervals pair the vanilla and the myopic fits' bootstrap samples, so
+    they include both arms' noise.
     """
     out = Path(out)
     rows, evals = [], {}
@@ -435,9 +447,10 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
             entry["loss"][g] = float(np.mean(losses)) if losses else None
             entry["loss_seed_sd"][g] = float(np.std(losses, ddof=1)) if len(losses) > 1 else None
             entry["seeds_done"][g] = len(losses)
-        entry["gap"], entry["gap_ci"], entry["gap_seed_sd"] = {}, {}, {}
+        entry["gap"], entry["gap_ci"], entry["gap_seed_sd"], entry["gap_summary"] = {}, {}, {}, {}
         for g in MYOPIC_ARMS:
-            entry["gap"][g], entry["gap_ci"][g], entry["gap_seed_sd"][g] = _gap(by_grad, g, evals, bootstrap)
+            (entry["gap"][g], entry["gap_ci"][g], entry["gap_seed_sd"][g],
+             entry["gap_summary"][g]) = _gap(by_grad, g, evals, bootstrap)
         table.append(entry)
     budget_order = {b.label: i for i, b in enumerate(settings.tokens)}
     table.sort(key=lambda e: (budget_order.get(e["budget"], len(budget_order)), e["params_non_embedding"]))
@@ -451,7 +464,7 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
         for g in _report_arms(arms):
             pts = [(e["flops"], e["loss"][g]) for e in table if e["budget"] == b and e["loss"].get(g) is not None]
             fits[b][g] = None
-            if len(pts) >= 3 and len({c for c, _ in pts}) >= 2:
+            if len(pts) >= 3 and len({c for c, _ in pts}) >= 2:  # intervals only from 5 points (2 dof)
                 c, l_ = np.array(pts).T
                 fits[b][g] = fit_power_law(c, l_, bootstrap=bootstrap, seed=0)
 
@@ -467,14 +480,14 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
                 e["k"][g] = math.inf  # the vanilla fit never reaches a loss this low
             else:
                 e["k"][g] = compute_multiplier(vfit, e["flops"], lm)
-            e["k_ci"][g] = multiplier_interval(vfit, e["flops"], lm)
+            e["k_ci"][g] = _k_interval(vfit, fits[e["budget"]].get(g), e["flops"], lm)
 
     k_curves: dict[str, dict] = {}
     for b in budgets:
         k_curves[b] = {}
         cs = [e["flops"] for e in table if e["budget"] == b]
         cmin, cmax = min(cs), max(cs)
-        grid = np.logspace(math.log10(cmin) - 0.5, math.log10(cmax) + 2.0, 60)
+        grid = np.logspace(math.log10(cmin), math.log10(cmax), 60)  # the measured range: no extrapolation
         vfit = fits[b].get("vanilla")
         for g in MYOPIC_ARMS:
             k_curves[b][g] = None
@@ -529,22 +542,44 @@ def _report_arms(arms: list[str]) -> list[str]:
 
 
 def _gap(by_grad: dict, arm: str, evals: dict, bootstrap: int):
-    """Gap (arm - vanilla) averaged over the seeds both finished; 95% paired document-bootstrap interval; seed sd."""
+    """Gap (arm - vanilla) averaged over the seeds both finished, its 95% interval (hierarchical bootstrap over
+    seeds and documents, :mod:`myopia.analysis.stats`), the seed sd, and the full stats summary."""
+    from ..analysis.stats import HierarchicalBootstrap
+
     van = {r["seed"]: r for r in by_grad.get("vanilla", []) if r["status"] == "done"}
     myo = {r["seed"]: r for r in by_grad.get(arm, []) if r["status"] == "done"}
     seeds = sorted(set(van) & set(myo))
     if not seeds:
-        return None, None, None
+        return None, None, None, None
     gaps = [myo[s]["eval_loss"] - van[s]["eval_loss"] for s in seeds]
     gap = float(np.mean(gaps))
     sd = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None
     names = [n for s in seeds for n in (myo[s]["name"], van[s]["name"])]
-    ci = None
-    if bootstrap > 0 and all(n in evals for n in names):
-        means = _doc_bootstrap_means([evals[n] for n in names], bootstrap, seed=1)
-        boot_gaps = (means[:, 0::2] - means[:, 1::2]).mean(axis=1)
-        ci = [float(np.percentile(boot_gaps, 2.5)), float(np.percentile(boot_gaps, 97.5))]
-    return gap, ci, sd
+    if bootstrap <= 0 or not all(n in evals for n in names):
+        return gap, None, sd, None
+    per_doc = [doc_means(evals[n]) for n in names]
+    if any(not np.array_equal(d[0], per_doc[0][0]) for d in per_doc):
+        raise MyopiaError("runs to be compared were evaluated on different windows")
+    diff = np.stack([per_doc[2 * i][1] - per_doc[2 * i + 1][1] for i in range(len(seeds))])  # (S, U)
+    boot = HierarchicalBootstrap(diff.shape[1], len(seeds), bootstrap, seed=1)
+    summary = boot.unit_means(diff, unit_weights=per_doc[0][2]).summary()
+    return gap, summary["ci95"], sd, summary
+
+
+def _k_interval(vfit, mfit, compute: float, myopic_loss: float) -> tuple[float, float] | None:
+    """95% interval of a row's k pairing the vanilla fit's bootstrap samples with the myopic fit's (the myopic
+    loss moves by its fit's bootstrap deviation at this compute): both arms' noise. None without both samples."""
+    if vfit is None or mfit is None or vfit.samples is None or mfit.samples is None:
+        return None
+    from ..scaling import _percentile_interval
+
+    vs, ms = vfit.sample_fits(), mfit.sample_fits()
+    centre = mfit.predict(compute)
+    ks = []
+    for v, m in zip(vs, ms):
+        lm = myopic_loss + (m.predict(compute) - centre)
+        ks.append(math.inf if lm <= v.E else v.inverse(lm) / compute)
+    return _percentile_interval(np.array(ks))
 
 
 def load_sweep(run_dir) -> dict:

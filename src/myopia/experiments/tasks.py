@@ -22,7 +22,7 @@ from ..data.cache import is_cache, open_cache
 from ..data.overlap import refuse_overlap
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
-from .gap import pair_corpus, trained_arms
+from .gap import pair_corpus, scoring_context, trained_arms
 from .pair import read_manifest, run_dir
 
 TASKS_JSON = "tasks.json"
@@ -90,6 +90,7 @@ def pair_arms(pair_dir, data=None, split="test") -> ArmSet:
     paths = {a: [run_dir(pair_dir, a, s) for s in seeds] for a in arms}
     return ArmSet(arms, paths, "vanilla", corpus, split, int(manifest["model"]["seq_len"]),
                   {"pair_dir": str(pair_dir), "seeds": seeds, "skipped_arms": skipped,
+                   "scoring": scoring_context(pair_dir, arms, seeds),
                    "data": str(data) if data else "pair corpus", "corpus": corpus.describe()})
 
 

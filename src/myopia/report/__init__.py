@@ -65,7 +65,7 @@ def build_report(directory: str | Path, *, title: str | None = None) -> dict:
     sections = sections_for(d)
     if not sections:
         raise MyopiaError(f"{d} holds no results a report section knows (pair.json, gap.json, bonus.json, "
-                          "sweep.json, horizon.json)")
+                          "sweep.json, horizon.json, tasks.json, harness.json)")
     report = Report(title or f"myopia report: {d.resolve().name}")
     for s in sections:
         report.blocks += s.render(d)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis.stats import TRAINING_NOISE_ONE_SEED
 from ..arms import MYOPIC_ARMS as SIDE_BY_SIDE
+from ..errors import MyopiaError
 from ..io import read_json, read_jsonl
 from ..rundir import METRICS
 from ..plots.report import gap_bars, gap_by_position, loss_bars
@@ -26,6 +28,39 @@ def fmt_ci(d: dict | None, digits: int = 3, signed: bool = False) -> str:
     lo, hi = d.get("ci95") or [None, None]
     f = (lambda v: "n/a" if v is None else f"{v:+.{digits}f}") if signed else (lambda v: fmt(v, digits))
     return f"{f(d['mean'])} [{f(lo)}, {f(hi)}]"
+
+
+def seed_note(n_seeds: int) -> str:
+    """What every interval of a section includes, said once at its top."""
+    if n_seeds <= 1:
+        return (f"**Training noise {TRAINING_NOISE_ONE_SEED}**: every interval below is evaluation noise only "
+                "(documents resampled); train more seeds (`myopia pair --seeds 0,1,2`) for the uncertainty of a gap.")
+    return (f"Intervals are seed-inclusive ({n_seeds} seeds): a hierarchical bootstrap over seeds and documents"
+            + (" and a t-interval over the per-seed values, the wider of the two" if n_seeds >= 3 else "")
+            + "; the documents-only interval is `ci95_eval` in the JSON.")
+
+
+def check_leakage(d: Path, g: dict) -> None:
+    """Refuse to render a gap measured on data other than the pair's split unless it was checked (and is again,
+    when the data is a token cache still on disk) for overlap with the pair's training documents."""
+    data = (g.get("config") or {}).get("data", "pair corpus")
+    if data == "pair corpus":
+        return
+    ov = g.get("overlap") or {}
+    if not ov.get("checked"):
+        raise MyopiaError(f"{d}/gap.json was measured on {data}, which was never checked for overlap with the "
+                          f"pair's training documents; rerun myopia gap {d} --data {data}")
+    from ..data.cache import is_cache, open_cache
+    from ..data.overlap import refuse_overlap
+    from ..experiments.pair import read_manifest, resolve_cache
+
+    if (d / "pair.json").is_file() and is_cache(data) and (d / "gap" / "per_token.npz").is_file():
+        import numpy as np
+
+        with np.load(d / "gap" / "per_token.npz") as z:
+            docs = np.unique(z["doc"])
+        own = open_cache(resolve_cache(d, read_manifest(d)))
+        refuse_overlap(own, open_cache(data), docs, what=f"report of {d}/gap.json (data {data})")
 
 
 def visible(text: str) -> str:
@@ -86,26 +121,49 @@ def pair_section(d: Path) -> list:
 @register_section("gap", order=20, applies=lambda d: (d / "gap.json").is_file())
 def gap_section(d: Path) -> list:
     g = read_json(d / "gap.json")
+    check_leakage(d, g)
     arms = _contrast_arms(g["arms"])
     trained = [a for a in arms if g["gap"].get(a)]
+    n_seeds = g["n_seeds"]
     blocks = [Heading("The myopia gap"), Paragraph(
         f"Held-out {g['split']} split: {g['n_docs']} documents, {g['n_tokens']:,} tokens, each predicted once "
-        f"(documents cut into windows of {g['seq_len']}); {g['n_seeds']} seed(s). Gap = loss(arm) - "
-        f"loss(vanilla) in nats/token, 95% intervals by bootstrap over {g['bootstrap']['unit']}s "
-        f"({g['bootstrap']['replicates']} replicates).")]
-    rows = [["vanilla", fmt_ci(g["loss"]["vanilla"]), "-", "-", "-"]]
+        f"(documents cut into windows of {g['seq_len']}); {n_seeds} seed(s). Gap = loss(arm) - "
+        f"loss(vanilla) in nats/token, also in bits per byte (total nats over the scored text's UTF-8 bytes / ln 2) "
+        f"and as a fraction of the value of context (gap / (count-bigram loss - vanilla loss)); 95% intervals "
+        f"({g['bootstrap']['replicates']} bootstrap replicates over {g['bootstrap']['unit']}s)."),
+        Paragraph(seed_note(n_seeds))]
+    null = g.get("null_gap")
+    rows = [["vanilla", fmt_ci(g["loss"]["vanilla"]), "-", "-", "-", "-", "-"]]
     for a in arms:
         gap = g["gap"].get(a)
-        rel = (gap or {}).get("relative")
-        kl = (gap or {}).get("kl_from_vanilla")
-        rows.append([a, fmt_ci(g["loss"].get(a)), fmt_ci(gap, signed=True), _percent_ci(rel) if gap else
-                     "not trained", fmt_ci(kl, 4) if kl else "-"])
+        if not gap:
+            rows.append([a, "not trained"] + ["not trained"] * 5)
+            continue
+        rel, kl = gap.get("relative"), gap.get("kl_from_vanilla")
+        vs_null = "-" if gap.get("against_null") is None else f"{gap['against_null']:+.1f}"
+        rows.append([a, fmt_ci(g["loss"].get(a)), fmt_ci(gap, 4, signed=True),
+                     fmt_ci(gap.get("bits_per_byte"), 4, signed=True),
+                     _percent_ci(gap.get("fraction_of_context_value")), _percent_ci(rel),
+                     vs_null if null else "not measured (1 seed)"])
+    if null:
+        rows.append(["null: vanilla vs vanilla (other seed)", "-",
+                     f"{fmt_ci(null, 4, signed=True)} (sd {null['sd']:.4f})",
+                     fmt_ci(null.get("bits_per_byte"), 4, signed=True), "-", "-", "±1 by definition"])
+    else:
+        rows.append(["null: vanilla vs vanilla (other seed)", "-", "not measured (1 seed)", "-", "-", "-", "-"])
     if g.get("count_bigram"):
-        rows.append(["count bigram (reference)", fmt_ci(g["count_bigram"]), "-", "-", "-"])
-    blocks.append(Table(["model", "loss", "gap vs vanilla", "relative gap", "KL(vanilla ‖ arm)"], rows))
-    if g["n_seeds"] > 1:
-        blocks.append(Table(["arm", "gap per seed"], [[a, ", ".join(fmt(x, 4) for x in g["gap"][a]["per_seed"])]
-                                                      for a in trained]))
+        rows.append(["count bigram (reference)", fmt_ci(g["count_bigram"]), "-", "-", "-", "-", "-"])
+    blocks.append(Table(["model", "loss (nats/token)", "gap vs vanilla (nats/token)", "gap (bits/byte)",
+                         "gap / value of context", "relative gap", "gap / null sd"], rows))
+    if null:
+        blocks.append(Paragraph(_distinguishable(g, trained)))
+    if trained:
+        blocks.append(Table(["arm", "KL(vanilla ‖ arm)", "gap per seed", "interval: bootstrap / t over seeds / "
+                             "documents only"],
+                            [[a, fmt_ci(g["gap"][a].get("kl_from_vanilla"), 4),
+                              ", ".join(fmt(x, 4) for x in g["gap"][a]["per_seed"]),
+                              " / ".join(_ci(g["gap"][a].get(k)) for k in ("ci95_bootstrap", "ci95_t", "ci95_eval"))]
+                             for a in trained]))
 
     blocks.append(Heading("Gap by position in the context", 3))
     blocks.append(Figure("gap_by_position", gap_by_position(g["by_position"], trained),
@@ -126,6 +184,22 @@ def gap_section(d: Path) -> list:
 
     if g.get("top_contexts"):
         blocks.append(Heading("Where vanilla beats the myopic models most", 3))
+        tn = g.get("top_contexts_null") or {}
+        if tn.get("by_loss_diff"):
+            mean_by_arm = tn.get("mean_top_loss_diff_by_arm") or {}
+            blocks.append(Paragraph(
+                "By chance: the same ranking applied to two vanilla seeds (below). Per single run, the top-"
+                f"{len(tn['by_loss_diff'])} loss differences average {fmt(tn.get('mean_top_loss_diff'))} nats for "
+                "vanilla vs vanilla and " + ", ".join(f"{fmt(v)} for {a}" for a, v in mean_by_arm.items())
+                + " (each seed's arm vs its vanilla): top contexts far above the null's are evidence, the rest "
+                "is what any two training runs disagree on."))
+            rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
+                     r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
+                    for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
+            blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "seeds"], rows,
+                                caption="**null: vanilla vs vanilla** (another seed): top tokens by loss difference"))
+        else:
+            blocks.append(Paragraph("Top contexts by chance (vanilla vs vanilla): not measured (1 seed)."))
         for a in [x for x in arms if x in g["top_contexts"]]:
             for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
                 rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
@@ -138,6 +212,36 @@ def gap_section(d: Path) -> list:
     return blocks
 
 
+def _ci(ci) -> str:
+    return "-" if not ci or ci[0] is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def _distinguishable(g: dict, trained: list[str]) -> str:
+    """One sentence per arm: is its gap distinguishable from the vanilla-vs-vanilla null?"""
+    null = g["null_gap"]
+    parts = []
+    for a in trained:
+        gap = g["gap"][a]
+        lo, hi = gap["ci95"]
+        if lo is not None and hi is not None and (lo > 0 or hi < 0):
+            parts.append(f"**{a}**: distinguishable from the null (interval excludes 0; {gap['against_null']:+.1f} "
+                         "null sd)")
+        else:
+            parts.append(f"**{a}**: not distinguishable from the null (interval includes 0)")
+    return (f"Two vanilla seeds differ by sd {null['sd']:.4f} nats/token on these tokens "
+            f"({null['n_pairs']} seed pair(s)). " + "; ".join(parts) + ".")
+
+
+def _plateau_note(phase: dict) -> str:
+    """' (every run stopped at the cap: no plateau reached)' and the like."""
+    flags = [v for runs in (phase.get("stopped_at_plateau") or {}).values() for v in runs.values()]
+    if not flags or phase.get("stopping", "").startswith("fixed"):
+        return ""
+    if not any(flags):
+        return " — **no run reached the plateau: every run stopped at the cap** (a longer cap may change the bonus)"
+    return f" — {sum(flags)} of {len(flags)} runs stopped at the plateau, the rest at the cap"
+
+
 def _percent_ci(d: dict | None) -> str:
     if not d or d.get("mean") is None:
         return "n/a"
@@ -148,16 +252,17 @@ def _percent_ci(d: dict | None) -> str:
 
 
 def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) -> Table:
-    header = [label, "docs", "tokens"] + (["token share"] if shares else []) + ["vanilla loss"]
+    header = [label, "docs", "tokens", "token share", "vanilla loss"]
     for a in arms:
-        header += [f"{a} gap [95% CI]"] + ([f"{a} share of gap"] if shares else [])
+        header += [f"{a} gap [95% CI]", f"{a} gap / value of context"] + ([f"{a} share of gap"] if shares else [])
     out, few = [], False
     for name, r in rows.items():
         few |= r["docs"] < FEW_DOCS
-        row = [name, f"{r['docs']}{'*' if r['docs'] < FEW_DOCS else ''}", f"{r['tokens']:,}"] + ([f"{100 * r['token_share']:.1f}%"] if shares else [])
-        row.append(fmt(r["vanilla"]["mean"]))
+        row = [name, f"{r['docs']}{'*' if r['docs'] < FEW_DOCS else ''}", f"{r['tokens']:,}",
+               f"{100 * r.get('token_share', 0):.1f}%", fmt(r["vanilla"]["mean"])]
         for a in arms:
             row.append(fmt_ci(r.get(a), signed=True))
+            row.append(_percent_ci((r.get(a) or {}).get("fraction_of_context_value")))
             if shares:
                 share = (r.get(a) or {}).get("gap_share")
                 row.append("-" if share is None else f"{100 * share:.1f}%")
@@ -176,19 +281,32 @@ def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) 
 def bonus_section(d: Path) -> list:
     b = read_json(d / "bonus.json")
     cfg = b["config"]
+    n_seeds = b.get("n_seeds", len(b.get("seeds", [])) or 1)
     blocks = [Heading("The local myopia bonus"), Paragraph(
-        f"The local model re-trains the present-position computation while every earlier position's keys and "
-        f"values come from the frozen vanilla model (init {cfg.get('init', '?')}, {cfg.get('steps', '?')} steps, "
-        f"lr {cfg.get('lr', '?')}). Bonus = loss(vanilla) - loss(local). `continued` is vanilla trained on the "
-        f"same extra examples with its ordinary gradient: bonus vs continued separates freezing the past from "
-        f"extra training.")]
+        "The local model re-trains the present-position computation while every earlier position's keys and "
+        "values come from the frozen vanilla model. Bonus = loss(vanilla) - loss(local). Each trainee has a "
+        "control (vanilla gradient, same start, examples, schedule and stopping rule): bonus vs control separates "
+        "freezing the past from extra training; the control is also scored with the original vanilla's frozen "
+        "past (`@vanilla-past`), so both sides of that comparison use the same past."), Paragraph(seed_note(n_seeds))]
+    for name, phase in (cfg.get("phases") or {}).items():
+        fresh = phase.get("data") or {}
+        repeats = [f"seed {s}: {v['note']}" for s, v in fresh.items() if isinstance(v, dict) and "unseen" in v]
+        blocks.append(Paragraph(
+            f"**{name}** (init {phase['init']}): lr {phase['lr']}, {phase['schedule']}; {phase['stopping']} (cap "
+            f"{phase['cap_steps']} steps, evaluations every {phase['eval_every']}); steps taken "
+            f"{phase['steps_taken']}" + _plateau_note(phase) + ". Data: "
+            + ("; ".join(repeats) if repeats else fresh.get("note", "?")) + f". Data order: {phase.get('data_order', '?')}."))
     blocks.append(Table(["model", "held-out loss [95% CI]"], [[n, fmt_ci(v)] for n, v in b["loss"].items()]))
     for name, t in b["trainees"].items():
-        rows = [["bonus = vanilla - " + name, fmt_ci(t["bonus"], signed=True)]]
+        rows = [["bonus = vanilla - " + name, fmt_ci(t["bonus"], 4, signed=True)]]
         if t.get("relative_bonus"):
-            rows.append(["relative bonus", f"{100 * t['relative_bonus']['mean']:+.2f}%"])
-        if t.get("bonus_vs_continued"):
-            rows.append(["bonus vs continued = continued - " + name, fmt_ci(t["bonus_vs_continued"], signed=True)])
+            rows.append(["relative bonus", _percent_ci(t["relative_bonus"])])
+        control = t.get("control")
+        if t.get("bonus_vs_control"):
+            rows.append([f"bonus vs control = {control} - {name}", fmt_ci(t["bonus_vs_control"], 4, signed=True)])
+        if t.get("bonus_vs_control_vanilla_past"):
+            rows.append([f"bonus vs control on vanilla's past = {control}@vanilla-past - {name}",
+                         fmt_ci(t["bonus_vs_control_vanilla_past"], 4, signed=True)])
         blocks.append(Table(["quantity", "nats/token [95% CI]"], rows, caption=f"**{name}**"))
         drows = []
         for arm in list(SIDE_BY_SIDE) + [a for a in t["decomposition"] if a not in SIDE_BY_SIDE]:

@@ -20,7 +20,7 @@ from .blocks import Figure, Heading, Paragraph, Table
 # does not import the training stack; tests check they match).
 SWEEP_FILE = "sweep.json"
 HORIZON_FILE = "horizon.json"
-K_PICKS = (("smallest measured", 0, 1), ("largest measured", 1, 1), ("10x beyond", 1, 10), ("100x beyond", 1, 100))
+K_PICKS = (("smallest measured", 0, 1), ("largest measured", 1, 1))  # no extrapolation (see docs/scaling.md)
 
 
 def fmt(x, spec: str = "{:.3f}") -> str:
@@ -63,6 +63,8 @@ def provenance_line(prov: dict) -> Paragraph:
 @register_section("scaling", order=40, applies=lambda d: (d / SWEEP_FILE).is_file())
 def scaling_section(d: Path) -> list:
     s = read_json(d / SWEEP_FILE)
+    if s.get("design") == "isoflop":
+        return frontier_section(s)
     st = s["settings"]
     tok = (s.get("corpus") or {}).get("tokenizer", {}).get("kind", "?")
     blocks = [Heading("Scaling: the cost of myopia"), Paragraph(
@@ -74,11 +76,15 @@ def scaling_section(d: Path) -> list:
         pending = s["pending"]
         blocks.append(Paragraph(f"**Incomplete sweep**: {len(pending)} runs pending ({', '.join(pending[:5])}"
                                 f"{', …' if len(pending) > 5 else ''})."))
+    n_seeds = len(st.get("seeds") or [0])
     blocks += [results_table(s), Paragraph(
-        "Gap intervals: paired bootstrap over held-out documents (evaluation noise; the seed spread is reported in "
-        "sweep.json when there are several seeds). k = C*/C, C* the compute at which the vanilla curve of the same "
-        "token budget reaches the myopic loss; k < 1: myopia wastes compute; intervals: residual bootstrap of the "
-        "vanilla fit."), fit_table(s)]
+        "Gap intervals: hierarchical bootstrap over seeds and held-out documents (myopia.analysis.stats)"
+        + ("; training noise not measured (1 seed)" if n_seeds <= 1 else "") + ". k = C*/C, C* the compute at "
+        "which the vanilla curve of the same token budget reaches the myopic loss; k < 1: myopia wastes compute; "
+        "k intervals pair both arms' fit bootstraps; – where a fit has fewer than 2 residual degrees of freedom "
+        "(fewer than 5 sizes). **Caveat**: this is a fixed-token ladder, not the compute-optimal frontier, and a "
+        "*constant* gap already makes k fall with C; use `--design isoflop` to test whether the gap grows."),
+        fit_table(s)]
     k_table = multiplier_table(s)
     if k_table is not None:
         blocks.append(k_table)
@@ -109,7 +115,8 @@ def results_table(s: dict) -> Table:
         row = [e["size"], si(e["params_non_embedding"]), si(e["params_total"]), si(e["tokens"]), si(e["flops"]),
                fmt(loss.get("vanilla")), fmt(loss.get("myopic")), fmt(loss.get("myopic-hidden"))]
         row += [fmt(e["gap"][a], "{:+.3f}") + fmt_ci(e["gap_ci"][a], "{:+.3f}") for a in MYOPIC_ARMS]
-        row += [fmt(e["k"][a], "{:.2f}") + fmt_ci(e["k_ci"][a], "{:.2f}") for a in MYOPIC_ARMS]
+        row += [fmt(e["k"][a], "{:.2f}") + (fmt_ci(e["k_ci"][a], "{:.2f}") or (" [–]" if e["k"][a] is not None
+                                                                                else "")) for a in MYOPIC_ARMS]
         rows.append(row)
     return Table(header, rows)
 
@@ -122,8 +129,10 @@ def fit_table(s: dict) -> Table:
                 rows.append([budget, arm, "no fit (fewer than 3 sizes)", "", "", ""])
                 continue
             iv = fd.get("intervals", {})
-            rows.append([budget, arm, fmt(fd["E"]) + fmt_ci(iv.get("E")), f"{fd['A']:.3g}",
-                         fmt(fd["alpha"]) + fmt_ci(iv.get("alpha")), str(fd["n_points"])])
+            dash = "" if iv else " [–]"
+            rows.append([budget, arm, fmt(fd["E"]) + (fmt_ci(iv.get("E")) or dash), f"{fd['A']:.3g}",
+                         fmt(fd["alpha"]) + (fmt_ci(iv.get("alpha")) or dash), str(fd["n_points"])
+                         + ("" if iv else f" ({fd['n_points'] - 3} residual dof: no interval)")])
     return Table(["budget", "arm", "E [95% CI]", "A", "alpha [95% CI]", "points"], rows,
                  caption="L(C) = E + A·C^(−α) per token budget (over the sizes trained on that many tokens):")
 
@@ -164,7 +173,8 @@ def chinchilla_table(s: dict) -> Table | None:
         rows.append([arm, fmt(fd["E"]) + fmt_ci(iv.get("E")), f"{fd['A']:.3g}", fmt(fd["a"]) + fmt_ci(iv.get("a")),
                      f"{fd['B']:.3g}", fmt(fd["b"]) + fmt_ci(iv.get("b"))])
     return Table(["arm", "E", "A", "a", "B", "b"], rows,
-                 caption="L(N, D) = E + A/N^a + B/D^b fits (N non-embedding parameters, D tokens):")
+                 caption="Cross-check only: L(N, D) = E + A/N^a + B/D^b fits (N non-embedding parameters, D "
+                         "tokens; E is not identified by a few budgets):")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -178,7 +188,8 @@ def horizon_section(d: Path) -> list:
     blocks = [Heading("How far ahead are activations shaped for? (horizon and beta sweep)"), Paragraph(
         f"Size {s['size']} ({si(s['params_non_embedding'])} non-embedding parameters), {si(s['tokens'])} tokens "
         f"({s['steps']} steps), context {s['settings']['seq_len']}, data `{s.get('data')}`. Vanilla loss "
-        f"{fmt(s['vanilla']['loss'])} nats/token. Gap = loss − vanilla loss [95% document-bootstrap CI].")]
+        f"{fmt(s['vanilla']['loss'])} nats/token. Gap = loss − vanilla loss [95% interval; "
+        f"{_horizon_noise(s)}].")]
     if not s["complete"]:
         blocks.append(Paragraph(f"**Incomplete**: {len(s['pending'])} runs pending."))
     blocks.append(_by_setting_table(s["horizon"], "horizon", "horizon h", str))
@@ -189,6 +200,18 @@ def horizon_section(d: Path) -> list:
     if s.get("provenance"):
         blocks.append(provenance_line(s["provenance"]))
     return blocks
+
+
+def _horizon_noise(s: dict) -> str:
+    """What the horizon sweep's intervals include (one seed: training noise not measured), and the null."""
+    n = s.get("n_seeds", s.get("vanilla", {}).get("seeds", 1))
+    if n <= 1:
+        return "1 seed, training noise not measured: validation documents resampled only"
+    null = s.get("null_gap")
+    text = f"seed-inclusive over {n} seeds and validation documents"
+    if null:
+        text += f"; null (vanilla vs vanilla across seeds): sd {null['sd']:.4f} nats/token"
+    return text
 
 
 def _by_setting_table(points: dict, key: str, label: str, show) -> Table:
@@ -205,3 +228,147 @@ def _by_setting_table(points: dict, key: str, label: str, show) -> Table:
             row += [fmt(p.get("loss")), fmt(p.get("gap"), "{:+.3f}") + fmt_ci(p.get("gap_ci"), "{:+.3f}")]
         rows.append(row)
     return Table(header, rows)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# IsoFLOP sweep: the compute-optimal frontier
+# ------------------------------------------------------------------------------------------------------------
+
+CONSTANT_GAP_CAVEAT = (
+    "Why the null matters: with L = E + A·C^−α, a gap that stays *constant* already makes k = C*/C fall as C grows "
+    "(k → 0), because the vanilla curve flattens. A falling k is therefore not evidence that the gap grows; k "
+    "falling faster than the constant-gap null (equivalently, a positive slope of Δ(C)) is.")
+
+
+def _ci_or_dash(ci, spec="{:.3f}") -> str:
+    return " [–]" if not ci else fmt_ci(ci, spec)
+
+
+def frontier_section(s: dict) -> list:
+    """The IsoFLOP report: design, verdicts, Δ(C) / N* / k table, slopes, lr selection, cross-check, figures."""
+    from ..plots.frontier import plot_frontiers, plot_isoflop_profiles, plot_k_vs_null
+
+    st = s["settings"]
+    fr = s.get("frontier")
+    tok = (s.get("corpus") or {}).get("tokenizer", {}).get("kind", "?")
+    blocks = [Heading("Scaling on the compute-optimal frontier (IsoFLOP)"), Paragraph(
+        f"Data `{s.get('data')}` ({tok} tokens); context {st['seq_len']}, batch {st['batch_size']}. Budgets "
+        f"{', '.join(f'{b:.2g}' for b in st['budgets'])} FLOPs; {st['n_sizes']} sizes per budget at "
+        f"~{st['ratio_range'][0]:g}–{st['ratio_range'][1]:g} tokens per non-embedding parameter; arms "
+        f"{', '.join(st['gradients'])}"
+        + (f" (+ strict myopic at {', '.join(f'{b:.2g}' for b in st['strict_budgets'])})" if st['strict_budgets']
+           else "")
+        + f". Learning rate per (budget, size, arm) from the grid {st['lr_grid']} by the validation loss of full "
+        f"seed-{st['seeds'][0]} runs; other seeds at the chosen lr; seeds {st['seeds']} everywhere plus "
+        f"{st['frontier_seeds']} at the {st['n_frontier']} middle sizes. Warmup {st['warmup_frac']:.0%} of steps, "
+        f"cosine to {st['min_lr_ratio']:g}×, the same schedule for every arm. Reported loss: nats/token on the "
+        f"test split (not used for any choice). {s['data_repeat']['note'].capitalize()}. Total training wall "
+        f"time {s['total_train_wall_s'] / 60:.1f} min.")]
+    if not s["complete"]:
+        pending = s["pending"]
+        blocks.append(Paragraph(f"**Incomplete sweep**: {len(pending)} runs pending ({', '.join(pending[:4])}"
+                                f"{', …' if len(pending) > 4 else ''}); the analysis covers the finished runs."))
+    if not fr:
+        blocks.append(Paragraph("No finished runs yet."))
+        return blocks
+    for arm, g in fr["gaps"].items():
+        if g.get("verdict_sentence"):
+            blocks.append(Paragraph(f"**Verdict ({arm}):** {g['verdict_sentence']}"))
+    blocks += [gap_table(fr), slope_table(fr), Paragraph(
+        "L*: the minimum over the measured sizes of a parabola in log10 N fitted to the runs of a budget; N*: its "
+        "argmin (an optimum at the edge of the measured sizes is marked *edge*: a bound, not an estimate). "
+        f"Intervals: 95%, {_method(fr)}; both arms' replicates are paired, so gap intervals include both arms' "
+        "noise. No interval (–) where a fit has fewer than 2 residual degrees of freedom or, for a parabola, "
+        "fewer than 4 sizes. k = C*/C with C* on the measured vanilla frontier (piecewise log-linear): no "
+        "extrapolation; – where C* would lie outside the measured compute. Null: the k a constant gap equal to "
+        "the smallest budget's gap would give."), Paragraph(CONSTANT_GAP_CAVEAT), lr_table(s)]
+    cc = frontier_chinchilla_table(fr)
+    if cc is not None:
+        blocks.append(cc)
+    if fr.get("extrapolation"):
+        blocks.append(Paragraph("Extrapolation requested (`--extrapolate`): "
+                                + "; ".join(f"{a}: L* = {e['E']:g} + {e['A']:.3g}·C^−{e['alpha']:.3f} "
+                                            f"({e['note']})" for a, e in fr["extrapolation"].items())))
+    blocks += [
+        Figure("isoflop_profiles", plot_isoflop_profiles(s),
+               "IsoFLOP profiles of every arm: runs (dots, one per seed), the parabola in log N per budget, and "
+               "the optimum (star; open where it lies at the edge of the measured sizes)."),
+        Figure("isoflop_frontiers", plot_frontiers(s),
+               "Left: the frontiers L*(C) with 95% intervals. Right: the frontier gap Δ(C) with 95% intervals "
+               "and the fitted slope per decade."),
+        Figure("isoflop_k_vs_null", plot_k_vs_null(s),
+               "k(C) between the measured frontiers (95% band) and the constant-gap null (dashed)."),
+        provenance_line(s.get("provenance", {})),
+    ]
+    return blocks
+
+
+def _method(fr: dict) -> str:
+    n = fr.get("n_units") or 0
+    return (f"bootstrap over seeds and {n} held-out documents" if n
+            else "residual bootstrap of the run-level parabolas (no per-document losses)")
+
+
+def gap_table(fr: dict) -> Table:
+    """One row per (budget, arm): the two frontier losses, Δ, N* of both and their ratio, k and its null."""
+    van = {round(f["flops"], -6): f for f in fr["frontiers"][fr["baseline"]]}
+    rows = []
+    for arm, g in fr["gaps"].items():
+        mine = fr["frontiers"][arm]
+        k = g.get("k") or {}
+        for j, b in enumerate(g["budgets"]):
+            fv = min(van.values(), key=lambda f: abs(math.log(f["flops"] / b["flops"])))
+            fa = min(mine, key=lambda f: abs(math.log(f["flops"] / b["flops"])))
+
+            def n_star(f):
+                return si(f["n_opt"]) + ("" if f.get("interior") else " (edge)")
+
+            kk = k.get("k", [None] * (j + 1))[j] if "k" in k else None
+            kci = (k.get("k_ci95") or [None] * (j + 1))[j] if "k" in k else None
+            kn = k.get("k_null", [None] * (j + 1))[j] if "k" in k else None
+            knci = (k.get("k_null_ci95") or [None] * (j + 1))[j] if "k" in k else None
+            rows.append([si(b["flops"]), arm, fmt(fv["loss_opt"]) + _ci_or_dash(fv["loss_opt_ci95"]),
+                         fmt(fa["loss_opt"]) + _ci_or_dash(fa["loss_opt_ci95"]),
+                         fmt(b["gap"], "{:+.4f}") + _ci_or_dash(b["gap_ci95"], "{:+.4f}"),
+                         n_star(fv), n_star(fa),
+                         fmt(b["n_opt_ratio"], "{:.2f}") + _ci_or_dash(b["n_opt_ratio_ci95"], "{:.2f}"),
+                         fmt(kk, "{:.2f}") + _ci_or_dash(kci, "{:.2f}"),
+                         fmt(kn, "{:.2f}") + _ci_or_dash(knci, "{:.2f}")])
+    return Table(["budget (FLOPs)", "arm", "L* vanilla [95% CI]", "L* arm [95% CI]", "Δ(C) [95% CI]", "N* vanilla",
+                  "N* arm", "N* arm / vanilla [95% CI]", "k [95% CI]", "k constant-gap null [95% CI]"], rows,
+                 caption="The frontier gap per budget (nats/token):")
+
+
+def slope_table(fr: dict) -> Table:
+    rows = []
+    for arm, g in fr["gaps"].items():
+        ci = g.get("slope_ci95")
+        rows.append([arm, str(g["n_budgets"]), fmt(g.get("slope_per_decade"), "{:+.4f}") + _ci_or_dash(ci, "{:+.4f}"),
+                     g["verdict"], g.get("slope_note") or ("wider of bootstrap and t-interval" if ci else "")])
+    return Table(["arm", "budgets", "slope of Δ per decade of C [95% CI]", "verdict", "note"], rows,
+                 caption="Growth of the frontier gap (slope of Δ against log10 C, within the measured range):")
+
+
+def lr_table(s: dict) -> Table:
+    rows = []
+    for x in s.get("lr_selection", []):
+        vals = ", ".join(f"{lr}: {v:.4f}" for lr, v in x["val_loss_by_lr"].items())
+        rows.append([x["cell"], x["arm"], vals, "–" if x["lr"] is None else f"{x['lr']:g}"
+                     + (" (grid edge)" if x.get("at_grid_edge") else "")])
+    return Table(["cell", "arm", "validation loss by lr", "chosen lr"], rows,
+                 caption="Learning-rate selection (full seed-0 runs, validation split):")
+
+
+def frontier_chinchilla_table(fr: dict) -> Table | None:
+    cc = fr.get("chinchilla_cross_check") or {}
+    if not cc:
+        return None
+    rows = []
+    for arm, fd in cc.items():
+        if "error" in fd:
+            rows.append([arm, fd["error"], "", "", "", ""])
+            continue
+        rows.append([arm, fmt(fd["E"]), f"{fd['A']:.3g}", fmt(fd["a"]), f"{fd['B']:.3g}", fmt(fd["b"])])
+    return Table(["arm", "E", "A", "a", "B", "b"], rows,
+                 caption="Cross-check only: L(N, D) = E + A/N^a + B/D^b over every run of an arm (its E is not "
+                         "identified by a few budgets; the frontier numbers above do not use it):")
