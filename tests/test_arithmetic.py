@@ -206,3 +206,15 @@ def test_interaction_and_its_interval_on_planted_accuracies():
     assert lo < 0.5 < hi
     # the loss interaction has the opposite sign convention (lower loss is better): same number here
     assert out["interaction_answer_loss"]["filler=4"]["myopic-hidden"]["mean"] == pytest.approx(ih["mean"])
+
+
+def test_verdict_says_when_exact_match_is_zero_everywhere():
+    from myopia.experiments.arithmetic import verdict
+
+    zero = {"digits": 3, "n_seeds": 3, "heldout_pairs": 10, "interaction_filler": 6,
+            "accuracy": {"filler=0": {"vanilla": 0.0, "myopic": 0.0}, "filler=6": {"vanilla": 0.0, "myopic": 0.0}},
+            "interaction": {"myopic": {"mean": 0.0, "ci95": [0.0, 0.0]}}}
+    assert "not measurable" in verdict(zero)
+    zero["accuracy"]["filler=6"]["vanilla"] = 0.4
+    zero["interaction"]["myopic"] = {"mean": 0.4, "ci95": [0.3, 0.5]}
+    assert "filler helps vanilla more" in verdict(zero)
