@@ -414,7 +414,35 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
     degrees of freedom, i.e. >= 5 sizes); k intervals pair the vanilla and the myopic fits' bootstrap samples, so
     they include both arms' noise.
     """
-    out = Path(out)
+    rows, evals = _run_rows(Path(out), runs)
+    arms = list(settings.gradients)
+    table = _size_budget_table(rows, evals, settings, bootstrap)
+    fits = _budget_fits(table, arms, bootstrap)
+    _add_multipliers(table, fits)
+    pending = [r["name"] for r in rows if r["status"] != "done"]
+    timings = [r.get("wall_s") or 0.0 for r in rows if r["status"] == "done"]
+    return {
+        "kind": "myopia-sweep",
+        "complete": not pending,
+        "pending": pending,
+        "data": None if data is None else str(data),
+        "corpus": None if corpus is None else corpus.describe(),
+        "settings": settings.to_dict(),
+        "units": {"loss": "nats/token on held-out windows (validation split)", "flops": "training FLOPs",
+                  "k": "compute multiplier C*/C: a myopic model at C matches a vanilla one at k*C"},
+        "runs": rows,
+        "table": table,
+        "fits": {b: {g: (None if f is None else f.to_dict()) for g, f in fb.items()} for b, fb in fits.items()},
+        "k_curve": _k_curves(table, fits),
+        "chinchilla": _chinchilla(rows, arms, bootstrap),
+        "total_train_wall_s": float(sum(timings)),
+        "provenance": provenance(),
+    }
+
+
+def _run_rows(out: Path, runs: list[SweepRun]) -> tuple[list[dict], dict]:
+    """One row per run (its status, and for a finished run its eval loss, tokens and wall time), and the
+    per-window evaluations of the finished runs that have them ({run name: eval_windows.json})."""
     rows, evals = [], {}
     for run in runs:
         row = run.row()
@@ -429,13 +457,17 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
             if (run_dir / EVAL_FILE).exists():
                 evals[run.name] = read_json(run_dir / EVAL_FILE)
         rows.append(row)
+    return rows, evals
 
+
+def _size_budget_table(rows: list[dict], evals: dict, settings: SweepSettings, bootstrap: int) -> list[dict]:
+    """One entry per (size, budget): losses averaged over seeds (with their seed sd) and the myopic gaps with
+    their seed-inclusive intervals; sorted by budget (as in settings.tokens), then size."""
     groups: dict[tuple, dict] = {}
     for row in rows:
         groups.setdefault((row["size"], row["budget"]), {}).setdefault(row["gradient"], []).append(row)
-
     table = []
-    arms = [g for g in settings.gradients]
+    arms = list(settings.gradients)
     for (size, budget), by_grad in groups.items():
         any_row = next(iter(by_grad.values()))[0]
         entry = {k: any_row[k] for k in ("size", "n_layer", "d_model", "n_head", "budget", "params_total",
@@ -454,9 +486,13 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
         table.append(entry)
     budget_order = {b.label: i for i, b in enumerate(settings.tokens)}
     table.sort(key=lambda e: (budget_order.get(e["budget"], len(budget_order)), e["params_non_embedding"]))
+    return table
 
-    # One curve per token budget: L(C) over the sizes trained on the same D tokens (so compute varies through N
-    # alone, and k compares a myopic model with vanilla models given the same data).
+
+def _budget_fits(table: list[dict], arms: list[str], bootstrap: int) -> dict[str, dict]:
+    """One curve per token budget and arm: L(C) over the sizes trained on the same D tokens (so compute varies
+    through N alone, and k compares a myopic model with vanilla models given the same data); None with fewer than
+    3 points. ``{budget: {arm: PowerLawFit | None}}``, budgets in the table's order."""
     budgets = list(dict.fromkeys(e["budget"] for e in table))  # in the order of settings.tokens
     fits: dict[str, dict] = {}
     for b in budgets:
@@ -467,7 +503,12 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
             if len(pts) >= 3 and len({c for c, _ in pts}) >= 2:  # intervals only from 5 points (2 dof)
                 c, l_ = np.array(pts).T
                 fits[b][g] = fit_power_law(c, l_, bootstrap=bootstrap, seed=0)
+    return fits
 
+
+def _add_multipliers(table: list[dict], fits: dict[str, dict]) -> None:
+    """Each entry's k (and interval) per myopic arm against the vanilla curve of its budget (inf where the curve
+    never reaches the myopic loss), in place."""
     for e in table:
         e["k"], e["k_ci"] = {}, {}
         vfit = fits[e["budget"]].get("vanilla")
@@ -482,8 +523,11 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
                 e["k"][g] = compute_multiplier(vfit, e["flops"], lm)
             e["k_ci"][g] = _k_interval(vfit, fits[e["budget"]].get(g), e["flops"], lm)
 
+
+def _k_curves(table: list[dict], fits: dict[str, dict]) -> dict[str, dict]:
+    """k(C) between the fitted vanilla and myopic curves of each budget, over the measured compute range only."""
     k_curves: dict[str, dict] = {}
-    for b in budgets:
+    for b in fits:
         k_curves[b] = {}
         cs = [e["flops"] for e in table if e["budget"] == b]
         cmin, cmax = min(cs), max(cs)
@@ -495,7 +539,11 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
                 curve = multiplier_curve(vfit, fits[b][g], grid)
                 k_curves[b][g] = {k: [float(x) for x in v] for k, v in curve.items()}
                 k_curves[b][g]["measured_range"] = [cmin, cmax]
+    return k_curves
 
+
+def _chinchilla(rows: list[dict], arms: list[str], bootstrap: int) -> dict:
+    """L(N, D) per arm over every finished run, when the grid has >= 3 sizes and >= 3 budgets (else None)."""
     chinchilla = {}
     for g in _report_arms(arms):
         done = [r for r in rows if r["gradient"] == g and r["status"] == "done"]
@@ -509,26 +557,7 @@ def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, 
                 chinchilla[g] = f.to_dict(with_samples=False)
             except MyopiaError as exc:
                 chinchilla[g] = {"error": str(exc)}
-
-    pending = [r["name"] for r in rows if r["status"] != "done"]
-    timings = [r.get("wall_s") or 0.0 for r in rows if r["status"] == "done"]
-    return {
-        "kind": "myopia-sweep",
-        "complete": not pending,
-        "pending": pending,
-        "data": None if data is None else str(data),
-        "corpus": None if corpus is None else corpus.describe(),
-        "settings": settings.to_dict(),
-        "units": {"loss": "nats/token on held-out windows (validation split)", "flops": "training FLOPs",
-                  "k": "compute multiplier C*/C: a myopic model at C matches a vanilla one at k*C"},
-        "runs": rows,
-        "table": table,
-        "fits": {b: {g: (None if f is None else f.to_dict()) for g, f in fb.items()} for b, fb in fits.items()},
-        "k_curve": k_curves,
-        "chinchilla": chinchilla,
-        "total_train_wall_s": float(sum(timings)),
-        "provenance": provenance(),
-    }
+    return chinchilla
 
 
 def _report_arms(arms: list[str]) -> list[str]:
