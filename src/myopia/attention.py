@@ -380,9 +380,10 @@ def causal_attention_lse(
 PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
 BAND_MAX_HORIZON = 2  # "band" up to this horizon
-NEAR_COST = 4.0  # cost per (query, key) pair of the band's h x h block calls relative to a full backward's:
-# near up to h = T / 8. A guess, pending a clean measurement: the pair counts alone break even at 2 (h = T / 4),
-# and small-block kernel calls are less efficient per pair than one large call.
+NEAR_COST = 1.5  # cost per (query, key) pair of the band's h x h block calls relative to a full backward's:
+# near up to h = T / 3. Measured on the 2-core CPU, T = 1024, fp32, paired against vanilla (bench_attention.py
+# --paths, 2026-12-01, quiet machine): near 1.27x / complement 1.66x at h = 64, near 1.31x / complement 1.44x at
+# h = 256, so near wins well past the T / 8 that pair counts with a 4x small-block penalty predicted.
 
 
 def choose_path(T: int, horizon: int, dtype: torch.dtype) -> str:
