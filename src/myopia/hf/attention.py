@@ -238,7 +238,9 @@ def _same_dtype(*tensors):
     return tuple(t.to(dtype) for t in tensors)
 
 
-def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, what: str) -> None:
+def _require_whole_causal_call(module, query, key, dropout, kwargs, what: str) -> tuple[str, int, int]:
+    """What every exact path needs of a call: the whole sequence at once, no dropout, causal. Returns (layer name,
+    T, S)."""
     name = type(module).__name__
     T, S = query.shape[-2], key.shape[-2]
     if S != T:
@@ -247,6 +249,13 @@ def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, w
     if dropout and float(dropout) > 0:
         raise MyopiaError(f"{name}: attention dropout p={dropout} is not supported by {what}; set the config's "
                           "attention dropout (attn_pdrop / attention_dropout) to 0")
+    if kwargs.get("is_causal") is False:
+        raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
+    return name, T, S
+
+
+def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, what: str) -> None:
+    name, T, S = _require_whole_causal_call(module, query, key, dropout, kwargs, what)
     for key_name in ("softcap", "s_aux", "position_bias"):
         if kwargs.get(key_name) is not None:
             raise MyopiaError(f"{name}: attention with {key_name} is not supported by {what}")
@@ -254,8 +263,6 @@ def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, w
     if window is not None and T > int(window):
         raise MyopiaError(f"{name}: sequence length {T} exceeds the sliding window {window}; {what} supports full "
                           "causal attention only")
-    if kwargs.get("is_causal") is False:
-        raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
     if attention_mask is not None:
         message = (f"{name}: {what} needs unpadded causal batches; this batch has padding or a packed-sequence "
                    "mask (pack documents into full windows, or evaluate under no_grad)")
@@ -282,18 +289,9 @@ _mask_checked.last = None
 def _masked_structure(module, query, key, attention_mask, dropout, kwargs, what: str):
     """``(structure, bias)`` of this call for :mod:`myopia.masked_attention`, or ``(None, None)`` for a plain
     causal batch (the fused path). Refuses what no exact path covers, in one line naming the layer."""
-    name = type(module).__name__
-    T, S = query.shape[-2], key.shape[-2]
-    if S != T:
-        raise MyopiaError(f"{name}: {what} needs the whole sequence in one call (query length {T}, key length {S}); "
-                          "call the model with use_cache=False and no past key values")
-    if dropout and float(dropout) > 0:
-        raise MyopiaError(f"{name}: attention dropout p={dropout} is not supported by {what}; set the config's "
-                          "attention dropout (attn_pdrop / attention_dropout) to 0")
+    name, T, S = _require_whole_causal_call(module, query, key, dropout, kwargs, what)
     if kwargs.get("s_aux") is not None:
         raise MyopiaError(f"{name}: attention with sinks (s_aux) is not supported by {what}")
-    if kwargs.get("is_causal") is False:
-        raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
     softcap, bias = kwargs.get("softcap"), kwargs.get("position_bias")
     window = kwargs.get("sliding_window")
     window = int(window) if window is not None and T > int(window) else None
