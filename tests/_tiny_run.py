@@ -1,4 +1,7 @@
-"""CLI arguments of a tiny training run, shared by the CLI and distributed tests."""
+"""A tiny training run (its CLI arguments, its model and training configs), shared by the CLI, trainer and resume tests."""
+
+from myopia.model import GPTConfig
+from myopia.train import TrainConfig
 
 
 def tiny_args(data, out, *, steps=8, progress=False, **extra):
@@ -12,3 +15,13 @@ def tiny_args(data, out, *, steps=8, progress=False, **extra):
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
     return args
+
+
+def small_model(gradient="vanilla"):
+    return GPTConfig(vocab_size=257, n_layer=2, n_head=2, d_model=32, seq_len=32, gradient=gradient)
+
+
+def small_train(**kw):
+    base = dict(steps=12, batch_size=8, lr=3e-3, eval_every=6, ckpt_every=4, log_every=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)

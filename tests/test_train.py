@@ -1,4 +1,4 @@
-"""Trainer: determinism, paired runs on identical data, exact resume, NaN detection, corpus splits."""
+"""Trainer: determinism, paired runs on identical data, NaN detection, corpus splits. (Resuming: test_resume.py.)"""
 
 import json
 
@@ -6,28 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from myopia.checkpoint import load_model_state
+from myopia.checkpoint import checkpoint_steps, load_model_state
 from myopia.data import LMTask, load_corpus
 from myopia.errors import MyopiaError
 from myopia.experiments.train_lm import build_model, train_lm
 from myopia.io import read_jsonl
-from myopia.model import GPTConfig
-from myopia.checkpoint import checkpoint_steps
-from myopia.train import TrainConfig, lr_at, train
-
-
-
-
-
-
-def small_model(gradient="vanilla"):
-    return GPTConfig(vocab_size=257, n_layer=2, n_head=2, d_model=32, seq_len=32, gradient=gradient)
-
-
-def small_train(**kw):
-    base = dict(steps=12, batch_size=8, lr=3e-3, eval_every=6, ckpt_every=4, log_every=1, progress=False)
-    base.update(kw)
-    return TrainConfig(**base)
+from myopia.train import lr_at, train, TrainConfig
+from _tiny_run import small_model, small_train
 
 
 class Recording(LMTask):
@@ -81,46 +66,6 @@ def test_result_records_provenance(corpus_file, tmp_path):
         assert key in saved, key
     assert saved["tokens_seen"] == 3 * 8 * 32
     assert saved["flops"] > 0 and saved["eval_loss"] == result["eval_loss"]
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashingTask(LMTask):
-    def __init__(self, *a, crash_at_step, batch_size, **kw):
-        super().__init__(*a, **kw)
-        self.crash_index = crash_at_step * batch_size
-
-    def examples(self, indices, device="cpu"):
-        if self.crash_index is not None and indices[0] >= self.crash_index:
-            raise Crash()
-        return super().examples(indices, device)
-
-
-@pytest.mark.slow
-def test_resume_after_interruption_is_exact(corpus_file, tmp_path):
-    corpus = load_corpus(corpus_file)
-    cfg = small_train(ckpt_every=4)
-    train(build_model(small_model("myopic"), 0), LMTask(corpus, 32), cfg, tmp_path / "full", run_config={})
-
-    task = CrashingTask(corpus, 32, crash_at_step=10, batch_size=8)
-    with pytest.raises(Crash):
-        train(build_model(small_model("myopic"), 0), task, cfg, tmp_path / "cut", run_config={})
-    assert not (tmp_path / "cut" / "result.json").exists()
-    train(build_model(small_model("myopic"), 0), LMTask(corpus, 32), cfg, tmp_path / "cut", run_config={},
-          resume=True)
-    a = load_model_state(tmp_path / "full" / "model.safetensors")[0]
-    b = load_model_state(tmp_path / "cut" / "model.safetensors")[0]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rs]
-    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "cut" / "metrics.jsonl"))
-
-
-def test_resume_refuses_a_different_config(corpus_file, tmp_path):
-    train_lm(corpus_file, tmp_path / "r", small_model(), small_train(steps=4))
-    with pytest.raises(MyopiaError, match="config differs"):
-        train_lm(corpus_file, tmp_path / "r", small_model("myopic"), small_train(steps=4), resume=True)
 
 
 def test_existing_run_is_not_overwritten(corpus_file, tmp_path):
