@@ -87,10 +87,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         name="horizon-cpu",
         description="loss against the gradient horizon h = 0..32 and beta = 0.5 at 2x64, 2M tokens, both myopic "
-        "variants",
+        "variants, three seeds",
         data="a corpus folder or file (measured on the Brown corpus)",
-        steps=(_split("horizon-sweep --data {data} --out {out} --preset cpu --sizes 2x64h2 --tokens 2M --seeds 0 "
-                      "--horizons 0,1,2,4,8,16,32 --betas 0.5 --threads 1"),
+        steps=(_split("horizon-sweep --data {data} --out {out} --preset cpu --sizes 2x64h2 --tokens 2M "
+                      "--seeds 0,1,2 --horizons 0,1,2,4,8,16,32 --betas 0.5 --threads 1"),
                _split("report {out}")),
     ),
 )}
