@@ -74,6 +74,22 @@ def tiny_settings(**kw):
 # ------------------------------------------------------------------------------------------------------------
 
 
+
+def _die_on_fourth_batch(monkeypatch):
+    """Make training raise KeyboardInterrupt when it asks for its 4th batch (after the step-2 checkpoint); returns
+    the real LMTask.examples for restoring."""
+    calls = {"n": 0}
+    real_examples = LMTask.examples
+
+    def dying_examples(self, indices, device="cpu"):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_examples(self, indices, device)
+
+    monkeypatch.setattr(LMTask, "examples", dying_examples)
+    return real_examples
+
 def test_ladder_rules_and_parsing():
     sizes = ladder((32, 48, 64, 96, 128), aspect=32, head_dim=32)
     assert [s.name for s in sizes] == ["1x32h1", "2x48h1", "2x64h2", "3x96h3", "4x128h4"]
@@ -163,16 +179,7 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
     # a run killed mid-way (after its step-2 checkpoint) must be resumed, not restarted
     target = next(r for r in plan_runs(settings, corpus.vocab_size)
                   if r.name.startswith("2x32h2") and r.gradient == "myopic")
-    calls = {"n": 0}
-    real_examples = LMTask.examples
-
-    def dying_examples(self, indices, device="cpu"):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_examples(self, indices, device)
-
-    monkeypatch.setattr(LMTask, "examples", dying_examples)
+    real_examples = _die_on_fourth_batch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
                              eval_tokens=settings.eval_tokens, log=lambda m: None)
@@ -433,16 +440,7 @@ def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, m
     # kill a pending lr-grid run after its step-2 checkpoint
     cells = isoflop.plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
     target = cells[2]["runs"]["myopic-hidden"]["grid"][1]
-    calls = {"n": 0}
-    real_examples = LMTask.examples
-
-    def dying_examples(self, indices, device="cpu"):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_examples(self, indices, device)
-
-    monkeypatch.setattr(LMTask, "examples", dying_examples)
+    real_examples = _die_on_fourth_batch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
                              eval_tokens=s.eval_tokens, log=lambda m: None, window_eval=False)

@@ -21,6 +21,12 @@ from .blocks import Figure, Heading, Paragraph, Table
 K_PICKS = (("smallest measured", 0, 1), ("largest measured", 1, 1))  # no extrapolation (see docs/scaling.md)
 
 
+def _incomplete(pending: list[str], shown: int, tail: str = "") -> Paragraph:
+    """The 'Incomplete sweep' line: how many runs are pending, the first ``shown`` of them."""
+    more = ", …" if len(pending) > shown else ""
+    return Paragraph(f"**Incomplete sweep**: {len(pending)} runs pending ({', '.join(pending[:shown])}{more}){tail}.")
+
+
 def fmt(x, spec: str = "{:.3f}") -> str:
     """A number from a result file: None / NaN -> "–", ±inf -> "∞" / "-∞" (JSON strings included)."""
     if x is None:
@@ -71,9 +77,7 @@ def scaling_section(d: Path) -> list:
         f"budgets {', '.join(st['tokens'])}. Loss: nats/token on held-out validation windows. "
         f"Total training wall time {s['total_train_wall_s'] / 60:.1f} min.")]
     if not s["complete"]:
-        pending = s["pending"]
-        blocks.append(Paragraph(f"**Incomplete sweep**: {len(pending)} runs pending ({', '.join(pending[:5])}"
-                                f"{', …' if len(pending) > 5 else ''})."))
+        blocks.append(_incomplete(s["pending"], shown=5))
     n_seeds = len(st.get("seeds") or [0])
     blocks += [results_table(s), Paragraph(
         "Gap intervals: hierarchical bootstrap over seeds and held-out documents (myopia.analysis.stats)"
@@ -263,9 +267,7 @@ def frontier_section(s: dict) -> list:
         f"test split (not used for any choice). {s['data_repeat']['note'].capitalize()}. Total training wall "
         f"time {s['total_train_wall_s'] / 60:.1f} min.")]
     if not s["complete"]:
-        pending = s["pending"]
-        blocks.append(Paragraph(f"**Incomplete sweep**: {len(pending)} runs pending ({', '.join(pending[:4])}"
-                                f"{', …' if len(pending) > 4 else ''}); the analysis covers the finished runs."))
+        blocks.append(_incomplete(s["pending"], shown=4, tail="; the analysis covers the finished runs"))
     if not fr:
         blocks.append(Paragraph("No finished runs yet."))
         return blocks
