@@ -209,7 +209,7 @@ def test_document_mask_under_torch_compile():
 def test_a_sweep_folder_from_before_document_masks_keeps_training_without(tmp_path):
     from dataclasses import dataclass
 
-    from myopia.experiments.sweep import _keep_legacy_document_masks
+    from myopia.experiments.sweep import keep_legacy_document_masks
 
     @dataclass
     class Run:
@@ -217,9 +217,9 @@ def test_a_sweep_folder_from_before_document_masks_keeps_training_without(tmp_pa
         train_cfg: TrainConfig
 
     runs = [Run("a", TrainConfig()), Run("b", TrainConfig())]
-    assert all(r.train_cfg.document_mask for r in _keep_legacy_document_masks(tmp_path, runs, print))
+    assert all(r.train_cfg.document_mask for r in keep_legacy_document_masks(tmp_path, runs, print))
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "config.json").write_text(json.dumps({"train": {"steps": 3}}))
     notes = []
-    kept = _keep_legacy_document_masks(tmp_path, runs, notes.append)
+    kept = keep_legacy_document_masks(tmp_path, runs, notes.append)
     assert not any(r.train_cfg.document_mask for r in kept) and "predates --document-mask" in notes[0]

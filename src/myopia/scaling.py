@@ -759,11 +759,22 @@ def _verdict_sentence(r: dict, arm: str, baseline: str, lo: float, hi: float) ->
     if ci is None:
         why = r.get("slope_note", "").removeprefix("no interval: ")
         return (f"{arm} vs {baseline} {rng}: frontier-gap slope {s:+.4f} nats/token per decade without an interval "
-                f"({why}); the data do not support a change either way.")
+                f"({why}); the data do not support a change either way.") + _bracket_note(r["budgets"])
     what = {"grows": "the frontier gap grows with compute", "shrinks": "the frontier gap shrinks with compute",
             "no detectable change": "no detectable change of the frontier gap with compute"}[r["verdict"]]
     return (f"{arm} vs {baseline} {rng}: {what} (slope {s:+.4f} nats/token per decade, 95% CI "
-            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]).")
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}]).") + _bracket_note(r["budgets"])
+
+
+def _bracket_note(budgets: list[dict]) -> str:
+    """The verdict's caveat when an optimum lies at the edge of the measured sizes ('' when all are bracketed)."""
+    edge = [b for b in budgets if not b.get("interior")]
+    if not edge:
+        return ""
+    where = ", ".join(f"{b['flops']:.2g}" for b in edge)
+    return (f" The optimum is not bracketed at {len(edge)} of {len(budgets)} budgets ({where} FLOPs: an arm's fitted "
+            "optimum is at the edge of the measured sizes), so there L* is a bound, not an estimate, and Δ(C) "
+            "compares bounds.")
 
 
 def _k_between(pairs, budgets) -> dict:

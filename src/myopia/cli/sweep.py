@@ -100,12 +100,16 @@ def register(sub) -> None:
     g = p.add_argument_group("design")
     g.add_argument("--design", choices=["ladder", "isoflop"], default=None,
                    help="ladder: fixed token budgets over a size ladder (the old design); isoflop: compute budgets, "
-                   "sizes spanning 5-100 tokens/parameter per budget, lr chosen per cell on validation, the "
+                   "sizes spanning a tokens/parameter range per budget (the preset's), lr chosen per cell on validation, the "
                    "compute-optimal frontier of each arm (default: isoflop for an isoflop preset, else ladder)")
     g.add_argument("--budgets", help="isoflop: compute budgets in FLOPs, comma separated (e.g. 1e11,3e11,1e12)")
     g.add_argument("--strict-budgets", help="isoflop: budgets that also train strict `myopic` (comma separated; "
                    "'none' for none)")
     g.add_argument("--n-sizes", type=int, help="isoflop: model sizes per budget")
+    g.add_argument("--ratio-range", help="isoflop: LO,HI tokens per non-embedding parameter the sizes of each "
+                   "budget are log-spaced over (default: the preset's)")
+    g.add_argument("--frontier-count", type=int, help="isoflop: how many middle sizes get --frontier-seeds "
+                   "(default: the preset's)")
     g.add_argument("--lr-grid", help="isoflop: learning rates tried per (budget, size, arm), comma separated; the "
                    "lowest validation loss of the seed-0 runs wins")
     g.add_argument("--frontier-seeds", help="isoflop: extra seeds at the middle sizes of each budget")
@@ -129,7 +133,8 @@ def design_of(args) -> str:
     if design == "isoflop" and args.preset in PRESETS:
         raise MyopiaError(f"--preset {args.preset} is a ladder; IsoFLOP presets: {', '.join(ISOFLOP_PRESETS)}")
     if design == "ladder":
-        for flag in ("budgets", "strict_budgets", "n_sizes", "lr_grid", "frontier_seeds", "shard"):
+        for flag in ("budgets", "strict_budgets", "n_sizes", "ratio_range", "frontier_count", "lr_grid",
+                     "frontier_seeds", "shard"):
             if getattr(args, flag) is not None:
                 raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design isoflop")
     if args.extrapolate and args.asymptote is None:
@@ -162,7 +167,15 @@ def isoflop_settings_from_args(args):
               head_dim=p.head_dim, seq_len=p.seq_len, batch_size=p.batch_size, lr_grid=list(p.lr_grid),
               seeds=list(p.seeds), frontier_seeds=list(p.frontier_seeds), n_frontier=p.n_frontier,
               gradients=list(p.gradients), warmup_frac=p.warmup_frac, eval_tokens=p.eval_tokens,
-              precision=p.precision, min_width=p.min_width, max_width=p.max_width, preset=p.name)
+              precision=p.precision, min_width=p.min_width, max_width=p.max_width, ratio_range=tuple(p.ratio_range),
+              preset=p.name)
+    if args.ratio_range:
+        rr = parse_list(args.ratio_range, float, "--ratio-range")
+        if len(rr) != 2:
+            raise MyopiaError(f"--ratio-range {args.ratio_range!r} must be LO,HI (e.g. 15,1000)")
+        kw["ratio_range"] = tuple(rr)
+    if args.frontier_count is not None:
+        kw["n_frontier"] = args.frontier_count
     if args.budgets:
         kw["budgets"] = parse_list(args.budgets, float, "--budgets")
     if args.strict_budgets:
@@ -188,8 +201,7 @@ def run_isoflop_cli(args) -> int:
     from pathlib import Path
 
     from ..data import load_corpus
-    from ..experiments.isoflop import cell_cost, parse_shard, plan_cells, run_isoflop, shard_cells
-    from ..experiments.sweep import run_status
+    from ..experiments.isoflop import cell_cost, iso_status, parse_shard, plan_cells, run_isoflop, shard_cells
 
     s = isoflop_settings_from_args(args)
     shard = parse_shard(args.shard)
@@ -201,10 +213,11 @@ def run_isoflop_cli(args) -> int:
         for c in cells:
             for arm, runs in c["runs"].items():
                 r = runs["grid"][0]
+                done = sum(iso_status(Path(args.out) / g.name) == "done" for g in runs["grid"])
                 print(f"{c['cell']:24s} {arm:14s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
                       f"({r.tokens_per_param:5.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
                       f"warmup={r.train_cfg.warmup_steps:>4d} FLOPs={r.flops:.3e} seeds={c['seeds']} "
-                      f"lr grid={s.lr_grid} [{run_status(Path(args.out) / r.name)}]")
+                      f"lr grid={s.lr_grid} [grid runs done: {done}/{len(runs['grid'])}]")
                 n_runs += len(s.lr_grid) + len(c["seeds"]) - 1
             total += cell_cost(c, len(s.lr_grid))
         print(f"{n_runs} runs, {total:.3e} training FLOPs in all")

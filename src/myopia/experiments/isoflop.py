@@ -17,6 +17,10 @@ The design (decided before any run, the same for every arm):
   document), so the learning-rate selection on validation does not bias the reported numbers.
 
 Data repetition: ``epochs`` = tokens / training-split tokens is recorded per run and flagged above 1.
+
+Divergence: a run stopped by a non-finite loss (the trainer's NaN/inf check) is recorded in its folder as
+``diverged.json`` and the sweep goes on; a diverged grid lr loses the lr choice (its validation loss counts as
++inf), a diverged seed run is listed in sweep.json's ``diverged`` and gives no point. Delete the file to retry.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ from .sweep import (
     ensure_run,
     evaluate_windows,
     heads_for,
+    keep_legacy_document_masks,
     run_status,
 )
 
 TEST_EVAL_FILE = "eval_windows_test.json"
+DIVERGED_FILE = "diverged.json"  # a run stopped by a non-finite loss: an outcome of its lr, not a crash
 DESIGN = "isoflop"
 
 
@@ -296,12 +302,20 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def iso_status(run_dir: Path) -> str:
+    """:func:`run_status`, or ``diverged`` (stopped by a non-finite loss, see :data:`DIVERGED_FILE`)."""
+    return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)
+
+
 def chosen_lr(grid_runs: list[IsoRun], out: Path) -> tuple[float | None, dict]:
-    """The grid lr with the lowest validation loss among finished grid runs (None until all have finished)."""
+    """The grid lr with the lowest validation loss among finished grid runs (None until all have finished; a
+    diverged run counts as finished with loss +inf)."""
     val = {}
     for r in grid_runs:
         p = out / r.name / RESULT
-        if p.exists():
+        if (out / r.name / DIVERGED_FILE).exists():
+            val[r.lr] = math.inf
+        elif p.exists():
             val[r.lr] = float(read_json(p)["eval_loss"])
     if len(val) < len(grid_runs):
         return None, val
@@ -318,10 +332,34 @@ def chosen_lr(grid_runs: list[IsoRun], out: Path) -> tuple[float | None, dict]:
 
 def _ensure(corpus, data, run: IsoRun, out: Path, s: IsoFlopSettings, log) -> None:
     run_dir = out / run.name
-    ensure_run(data, run_dir, run.model_cfg, run.train_cfg, corpus=corpus, eval_tokens=s.eval_tokens, log=log,
-               window_eval=False)  # validation: the trainer's eval loss (lr selection); test: per window below
+    if iso_status(run_dir) == "diverged":
+        return
+    try:
+        ensure_run(data, run_dir, run.model_cfg, run.train_cfg, corpus=corpus, eval_tokens=s.eval_tokens, log=log,
+                   window_eval=False)  # validation: the trainer's eval loss (lr selection); test: per window below
+    except MyopiaError as exc:
+        if not str(exc).startswith("non-finite"):
+            raise
+        if dist_info()[0] == 0:
+            write_json(run_dir / DIVERGED_FILE, {"run": run.name, "lr": run.lr, "seed": run.seed, "error": str(exc)})
+        log(f"  {run.name}: diverged ({exc}); recorded in {DIVERGED_FILE}, the sweep goes on")
+        return
     if dist_info()[0] == 0 and not (run_dir / TEST_EVAL_FILE).exists():
         evaluate_windows(run_dir, corpus, s.eval_tokens, run.train_cfg.seed, split="test", file=TEST_EVAL_FILE)
+
+
+def _cell_runs(cells: list[dict]) -> list[IsoRun]:
+    return [r for c in cells for runs in c["runs"].values()
+            for r in runs["grid"] + [x for seeds in runs["seeds"].values() for x in seeds]]
+
+
+def _keep_legacy_masks(out: Path, cells: list[dict], log) -> None:
+    """As the ladder (:func:`keep_legacy_document_masks`): a folder whose runs predate ``document_mask`` trains
+    every run of the plan without document masks, so that reused and new runs are the same design (in place)."""
+    runs = _cell_runs(cells)
+    kept = {r.name: r.train_cfg for r in keep_legacy_document_masks(out, runs, log)}
+    for r in runs:
+        r.train_cfg = kept[r.name]
 
 
 def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | None = None,
@@ -335,6 +373,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
     out = Path(out)
     corpus = corpus if corpus is not None else load_corpus(data)
     cells = plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
+    _keep_legacy_masks(out, cells, log)
     trained = 0
 
     def budget_left() -> bool:
@@ -343,7 +382,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
     for cell in shard_cells(cells, shard, len(s.lr_grid)):
         for arm, runs in cell["runs"].items():
             for r in runs["grid"]:
-                if run_status(out / r.name) != "done":
+                if iso_status(out / r.name) not in ("done", "diverged"):
                     if not budget_left():
                         continue
                     trained += 1
@@ -352,7 +391,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
             if lr is None:
                 continue
             for r in runs["seeds"][lr]:
-                if run_status(out / r.name) != "done":
+                if iso_status(out / r.name) not in ("done", "diverged"):
                     if not budget_left():
                         continue
                     trained += 1
@@ -371,7 +410,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
 def _run_record(run: IsoRun, out: Path) -> dict:
     row = run.row()
     d = out / run.name
-    row["status"] = run_status(d)
+    row["status"] = iso_status(d)
     if row["status"] == "done":
         row["val_loss"] = float(read_json(d / RESULT)["eval_loss"])
         t = d / TIMING_FILE
@@ -379,6 +418,11 @@ def _run_record(run: IsoRun, out: Path) -> dict:
         if (d / TEST_EVAL_FILE).exists():
             row["test_loss"] = float(read_json(d / TEST_EVAL_FILE)["mean"])
     return row
+
+
+def _document_mask(run_dir: Path) -> bool:
+    """Whether the finished run trained with document masks (runs that predate the option did not)."""
+    return bool(read_json(run_dir / RESULT)["config"]["train"].get("document_mask", False))
 
 
 def _doc_losses(ev: dict) -> tuple[list[float], list[float]]:
@@ -403,16 +447,17 @@ def summarise_isoflop(out, cells: list[dict], s: IsoFlopSettings, *, data=None, 
             lr, val = chosen_lr(runs["grid"], out)
             chosen_rows = []
             if lr is None:
-                pending += [r["name"] for r in grid_rows if r["status"] != "done"]
+                pending += [r["name"] for r in grid_rows if r["status"] not in ("done", "diverged")]
                 pending += [f"{cell['cell']}-{arm}-s{sd} (after the lr grid)" for sd in cell["seeds"][1:]]
             else:
                 seed_rows = [_run_record(r, out) for r in runs["seeds"][lr]]
                 rows += seed_rows
-                pending += [r["name"] for r in seed_rows if r["status"] != "done"]
+                pending += [r["name"] for r in seed_rows if r["status"] not in ("done", "diverged")]
                 chosen_rows = [r for r in grid_rows if r["lr"] == lr] + seed_rows
             grid = sorted(val)
             selection.append({"cell": cell["cell"], "budget": cell["budget"], "size": cell["size"].name, "arm": arm,
-                              "val_loss_by_lr": {f"{k:g}": v for k, v in sorted(val.items())}, "lr": lr,
+                              "val_loss_by_lr": {f"{k:g}": v for k, v in sorted(val.items()) if math.isfinite(v)},
+                              "diverged_lrs": [k for k, v in sorted(val.items()) if not math.isfinite(v)], "lr": lr,
                               "at_grid_edge": None if lr is None else lr in (min(s.lr_grid), max(s.lr_grid)),
                               "grid_done": len(grid) == len(s.lr_grid)})
             for r in chosen_rows:
@@ -430,6 +475,7 @@ def summarise_isoflop(out, cells: list[dict], s: IsoFlopSettings, *, data=None, 
     analysis = frontier_report(points, baseline="vanilla", arms=[a for a in arms if a != "vanilla"], n_boot=n_boot,
                                extrapolate_E=extrapolate_E) if points else None
     timings = [r.get("wall_s") or 0.0 for r in rows if r["status"] == "done"]
+    masks = sorted({_document_mask(out / r["name"]) for r in rows if r["status"] == "done"})
     max_epochs = max((r["epochs"] for r in rows), default=0.0)
     return {
         "kind": "myopia-sweep",
@@ -444,10 +490,12 @@ def summarise_isoflop(out, cells: list[dict], s: IsoFlopSettings, *, data=None, 
                   "k": "compute multiplier C*/C between the frontiers, inside the measured compute range"},
         "plan": [{"cell": c["cell"], "budget": c["budget"], "size": c["size"].name, "tokens_per_param": c["ratio"],
                   "steps": c["steps"], "flops": c["flops"], "seeds": c["seeds"], "arms": c["arms"]} for c in cells],
+        "document_mask": masks[0] if len(masks) == 1 else None,  # None: mixed (or nothing trained yet)
         "data_repeat": {"max_epochs": max_epochs, "repeats": max_epochs > 1.0,
                         "note": (f"data repeat: up to {max_epochs:.2f} epochs of the training split" if max_epochs > 1
                                  else f"no data repeat (at most {max_epochs:.2f} epochs)")},
         "runs": rows,
+        "diverged": [r["name"] for r in rows if r["status"] == "diverged"],
         "lr_selection": selection,
         "points": points,
         "frontier": analysis,

@@ -358,7 +358,7 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
     corpus = corpus if corpus is not None else load_corpus(data)
-    runs = _keep_legacy_document_masks(out, plan_runs(settings, corpus.vocab_size), log)
+    runs = keep_legacy_document_masks(out, plan_runs(settings, corpus.vocab_size), log)
     trained = 0
     for run in runs:
         run_dir = out / run.name
@@ -374,7 +374,7 @@ def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int 
     return summary
 
 
-def _keep_legacy_document_masks(out: Path, runs: list, log) -> list:
+def keep_legacy_document_masks(out: Path, runs: list, log) -> list:
     """A sweep folder whose runs predate ``document_mask`` keeps training without document masks (its runs are
     compared with each other), and says so."""
     def predates(run_dir: Path) -> bool:

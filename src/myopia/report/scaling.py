@@ -274,6 +274,7 @@ def frontier_section(s: dict) -> list:
     for arm, g in fr["gaps"].items():
         if g.get("verdict_sentence"):
             blocks.append(Paragraph(f"**Verdict ({arm}):** {g['verdict_sentence']}"))
+    blocks.append(Paragraph(_edges_sentence(s)))
     blocks += [gap_table(fr), slope_table(fr), Paragraph(
         "L*: the minimum over the measured sizes of a parabola in log10 N fitted to the runs of a budget; N*: its "
         "argmin (an optimum at the edge of the measured sizes is marked *edge*: a bound, not an estimate). "
@@ -349,10 +350,46 @@ def slope_table(fr: dict) -> Table:
                  caption="Growth of the frontier gap (slope of Δ against log10 C, within the measured range):")
 
 
+def _edges_sentence(s: dict) -> str:
+    """How often the design's edges bound the answer: optima at the edge of the measured sizes (per arm and
+    budget) and learning rates at the edge of the grid (all cells, and the best measured size of each arm)."""
+    fr = s.get("frontier") or {}
+    fronts = [(arm, f) for arm, fs in (fr.get("frontiers") or {}).items() for f in fs if f.get("n_opt") is not None]
+    edge = [(arm, f["flops"]) for arm, f in fronts if not f.get("interior")]
+    sel = [x for x in s.get("lr_selection", []) if x.get("lr") is not None]
+    at_edge = [x for x in sel if x.get("at_grid_edge")]
+    best = {}  # (budget, arm) -> (mean loss, size) over the chosen-lr points
+    by = {}
+    for p in s.get("points", []):
+        by.setdefault((p["flops"], p["arm"], p["size"]), []).append(p["loss"])
+    for (c, arm, size), v in by.items():
+        m = sum(v) / len(v)
+        if (c, arm) not in best or m < best[(c, arm)][0]:
+            best[(c, arm)] = (m, size)
+    best_sel = [x for x in sel if best.get((x["budget"], x["arm"]), (None, None))[1] == x["size"]]
+    best_edge = [x for x in best_sel if x.get("at_grid_edge")]
+    lrs = s["settings"]["lr_grid"]
+    text = (f"Edges of the design: the optimum N* lies at the edge of the measured sizes in {len(edge)} of "
+            f"{len(fronts)} (arm, budget) profiles"
+            + (f" ({', '.join(f'{a} {c:.2g}' for a, c in edge)}: there L* is a bound)" if edge else
+               " (every optimum bracketed)")
+            + f"; the chosen learning rate lies at the edge of the grid ({min(lrs):g} or {max(lrs):g}) in "
+            f"{len(at_edge)} of {len(sel)} (budget, size, arm) cells, {len(best_edge)} of {len(best_sel)} at the "
+            "best measured size of an arm and budget (the cells L* rests on).")
+    if s.get("diverged"):
+        text += (f" {len(s['diverged'])} run(s) diverged (non-finite loss; a diverged grid lr loses the choice): "
+                 + ", ".join(s["diverged"][:6]) + ("…" if len(s["diverged"]) > 6 else "") + ".")
+    if s.get("document_mask") is False:
+        text += (" Runs trained without document masks (the folder's first runs predate --document-mask; "
+                 "every run of the sweep follows them).")
+    return text
+
+
 def lr_table(s: dict) -> Table:
     rows = []
     for x in s.get("lr_selection", []):
-        vals = ", ".join(f"{lr}: {v:.4f}" for lr, v in x["val_loss_by_lr"].items())
+        vals = ", ".join([f"{lr}: {v:.4f}" for lr, v in x["val_loss_by_lr"].items()]
+                         + [f"{lr:g}: diverged" for lr in x.get("diverged_lrs", [])])
         rows.append([x["cell"], x["arm"], vals, "–" if x["lr"] is None else f"{x['lr']:g}"
                      + (" (grid edge)" if x.get("at_grid_edge") else "")])
     return Table(["cell", "arm", "validation loss by lr", "chosen lr"], rows,
