@@ -226,8 +226,8 @@ def planted_n_opt(c):
 
 
 def planted_points(gap_at, budgets=(1e17, 3e17, 1e18, 3e18, 1e19), n_sizes=7, seeds=(0, 1, 2), noise=0.004,
-                   n_docs=0, rng_seed=0, arms=("vanilla", "myopic-hidden")):
-    """Runs on an IsoFLOP grid (sizes spanning 1/3x..3x the planted optimum) of a vanilla arm and a myopic arm whose
+                   n_docs=0, rng_seed=0, arms=("vanilla", "myopic-hidden"), span=(1 / 3, 3)):
+    """Runs on an IsoFLOP grid (sizes spanning ``span`` x the planted optimum, 1/3x..3x) of a vanilla arm and a myopic arm whose
     loss is vanilla + gap_at(C). Seed noise per (budget, size, seed) is shared by the arms (paired seeds), plus a
     small per-arm noise; with ``n_docs`` each point also carries per-document losses (document difficulty shared)."""
     rng = np.random.default_rng(rng_seed)
@@ -235,7 +235,7 @@ def planted_points(gap_at, budgets=(1e17, 3e17, 1e18, 3e18, 1e19), n_sizes=7, se
     pts = []
     for c in budgets:
         n_star = planted_n_opt(c)
-        for n in n_star * np.geomspace(1 / 3, 3, n_sizes):
+        for n in n_star * np.geomspace(*span, n_sizes):
             d = c / (6 * n)
             base = planted_loss(n, d)
             for s in seeds:
@@ -280,6 +280,7 @@ def test_constant_gap_has_a_slope_interval_containing_zero(n_docs):
     pts = planted_points(lambda c: 0.03, n_docs=n_docs)
     g = frontier_gap(pts, "myopic-hidden", n_boot=400)
     assert g["verdict"] == "no detectable change"
+    assert "not bracketed" not in g["verdict_sentence"] and all(b["interior"] for b in g["budgets"])
     lo, hi = g["slope_ci95"]
     assert lo < 0 < hi
     for b in g["budgets"]:
@@ -307,6 +308,18 @@ def test_growing_gap_is_detected_with_the_planted_slope(n_docs):
     k = np.array(g["k"]["k"], dtype=float)
     null = np.array(g["k"]["k_null"], dtype=float)
     assert np.all(k[2:] < null[2:])  # k falls faster than the constant-gap null
+
+
+def test_verdict_says_when_the_optimum_is_not_bracketed():
+    """Sizes 3x..30x above the planted optimum: every profile falls towards its smallest size, so N* sits at the
+    edge, L* is a bound, and the verdict sentence says so for each such budget."""
+    pts = planted_points(lambda c: 0.03, span=(3, 30), n_sizes=5, budgets=(1e17, 1e18, 1e19, 1e20))
+    fr = isoflop_frontier(pts, "vanilla", n_boot=100)
+    assert all(not f["interior"] and "edge of the measured sizes" in f["note"] for f in fr)
+    g = frontier_gap(pts, "myopic-hidden", n_boot=100)
+    assert all(not b["interior"] for b in g["budgets"])
+    assert "The optimum is not bracketed at 4 of 4 budgets (1e+17, 1e+18, 1e+19, 1e+20 FLOPs" in g["verdict_sentence"]
+    assert "a bound, not an estimate" in g["verdict_sentence"]
 
 
 def test_shrinking_gap():

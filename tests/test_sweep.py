@@ -491,6 +491,95 @@ def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, m
     header, rows = markdown_table(md, "budget (FLOPs)")
     assert len(rows) == 1 and rows[0][1] == "myopic-hidden"
     assert "constant-gap null" in md and "Learning-rate selection" in md and "Cross-check only" in md
+    assert "Edges of the design: the optimum N* lies at the edge of the measured sizes in" in md
+    assert "(budget, size, arm) cells" in md and third["document_mask"] is True
+
+
+def test_cpu_isoflop_preset_brackets_the_first_runs_optimum():
+    """The revised CPU preset (decided from the first run, where both arms were best at their smallest size, 65-170
+    tokens/param, and 6e-3 was the grid's most chosen edge): every budget's sizes reach well beyond ~170
+    tokens/param on the small side and below ~65 on the large side, with >= 4 budgets, 5 sizes, a wider lr grid,
+    3 seeds at the middle sizes and strict myopic at a middle budget."""
+    from myopia.cli import build_parser
+    from myopia.cli.sweep import isoflop_settings_from_args
+    from myopia.experiments.isoflop import plan_cells
+
+    s = isoflop_settings_from_args(build_parser().parse_args(["sweep", "--data", "x", "--out", "y",
+                                                               "--preset", "cpu-isoflop"]))
+    assert len(s.budgets) >= 4 and s.n_sizes == 5 and tuple(s.ratio_range) == (15.0, 1000.0)
+    assert max(s.lr_grid) > 6e-3 and min(s.lr_grid) <= 1.5e-3 and len(s.lr_grid) >= 4
+    assert len(s.strict_budgets) == 1 and min(s.budgets) < s.strict_budgets[0] < max(s.budgets)
+    cells = plan_cells(s, 257, train_tokens=5_000_000)
+    for b in s.budgets:
+        mine = [c for c in cells if c["budget"] == b]
+        ratios = [c["ratio"] for c in mine]
+        assert len(mine) == 5 and max(ratios) > 300 and min(ratios) < 20
+        assert [len(c["seeds"]) for c in mine] == [2, 3, 3, 3, 2]
+    s2 = isoflop_settings_from_args(build_parser().parse_args(
+        ["sweep", "--data", "x", "--out", "y", "--preset", "cpu-isoflop", "--ratio-range", "5,100",
+         "--frontier-count", "2"]))
+    assert s2.ratio_range == (5.0, 100.0) and s2.n_frontier == 2
+    with pytest.raises(MyopiaError, match="LO,HI"):
+        isoflop_settings_from_args(build_parser().parse_args(
+            ["sweep", "--data", "x", "--out", "y", "--preset", "cpu-isoflop", "--ratio-range", "5"]))
+
+
+def test_isoflop_diverged_grid_run_loses_the_lr_choice_and_the_sweep_goes_on(corpus_file, tmp_path, monkeypatch):
+    """A non-finite loss in one lr-grid run (the trainer's NaN error) is recorded in diverged.json; that lr loses
+    the choice, the other runs train, the next call does not retry it; other errors still stop the sweep."""
+    from myopia.experiments import isoflop
+
+    corpus = load_corpus(corpus_file)
+    out = tmp_path / "iso"
+    s = tiny_iso(budgets=[1e8], gradients=["vanilla"])
+    cells = isoflop.plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
+    bad = cells[1]["runs"]["vanilla"]["grid"][1]  # lr 6e-3 of the middle size
+    real = isoflop.ensure_run
+    calls = []
+
+    def ensure(data, run_dir, *a, **kw):
+        calls.append(run_dir.name)
+        if run_dir.name == bad.name:
+            raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
+        return real(data, run_dir, *a, **kw)
+
+    monkeypatch.setattr(isoflop, "ensure_run", ensure)
+    first = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert first["complete"], first["pending"]
+    assert (out / bad.name / isoflop.DIVERGED_FILE).exists() and first["diverged"] == [bad.name]
+    sel = {x["cell"]: x for x in first["lr_selection"]}
+    mid = sel[cells[1]["cell"]]
+    assert mid["lr"] == 2e-3 and mid["diverged_lrs"] == [6e-3] and list(mid["val_loss_by_lr"]) == ["0.002"]
+    assert next(r for r in first["runs"] if r["name"] == bad.name)["status"] == "diverged"
+    calls.clear()
+    isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert calls == [n for n in calls if n != bad.name]  # not retried
+    # other errors still stop the sweep
+    monkeypatch.setattr(isoflop, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
+    with pytest.raises(MyopiaError, match="disk full"):
+        isoflop.run_isoflop(corpus_file, tmp_path / "other", s, corpus=corpus, n_boot=50, log=lambda m: None)
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "0.006: diverged" in md and "1 run(s) diverged" in md
+
+
+def test_isoflop_folder_predating_document_masks_trains_every_run_without(tmp_path):
+    """As the ladder: reused runs that predate --document-mask make every run of the plan train without masks
+    (the same design for reused and new runs), and the sweep says so."""
+    from myopia.experiments import isoflop
+    from myopia.io import write_json
+
+    s = tiny_iso(budgets=[1e8])
+    cells = isoflop.plan_cells(s, 257, train_tokens=10_000)
+    runs = isoflop._cell_runs(cells)
+    assert runs and all(r.train_cfg.document_mask for r in runs)
+    notes = []
+    isoflop._keep_legacy_masks(tmp_path, cells, notes.append)
+    assert notes == [] and all(r.train_cfg.document_mask for r in runs)
+    write_json(tmp_path / runs[3].name / "config.json", {"train": {"steps": 5, "lr": 2e-3}})
+    isoflop._keep_legacy_masks(tmp_path, cells, notes.append)
+    assert len(notes) == 1 and "predates --document-mask" in notes[0]
+    assert not any(r.train_cfg.document_mask for r in isoflop._cell_runs(cells))
 
 
 def test_isoflop_cli_errors_and_dry_run(corpus_file, tmp_path, capsys):
