@@ -507,7 +507,7 @@ def test_cpu_isoflop_preset_brackets_the_first_runs_optimum():
     s = isoflop_settings_from_args(build_parser().parse_args(["sweep", "--data", "x", "--out", "y",
                                                                "--preset", "cpu-isoflop"]))
     assert len(s.budgets) >= 4 and s.n_sizes == 5 and tuple(s.ratio_range) == (15.0, 1000.0)
-    assert max(s.lr_grid) > 6e-3 and min(s.lr_grid) <= 1.5e-3 and len(s.lr_grid) >= 4
+    assert max(s.lr_grid) >= 2.4e-2 and min(s.lr_grid) <= 1.5e-3 and len(s.lr_grid) >= 5
     assert len(s.strict_budgets) == 1 and min(s.budgets) < s.strict_budgets[0] < max(s.budgets)
     cells = plan_cells(s, 257, train_tokens=5_000_000)
     for b in s.budgets:

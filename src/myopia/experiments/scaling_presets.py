@@ -127,18 +127,21 @@ ISOFLOP_PRESETS: dict[str, IsoFlopPreset] = {
     #   best measured ratio of both arms in the first run, with 2 sizes on each side (one size step is a factor
     #   1.5-2.3 in N at these widths, 2.6-4 in tokens/param), so an optimum up to ~8x away in tokens/param is
     #   still inside the measured range;
-    # - lr grid: 1.5e-3 .. 1.2e-2 (factor 2), one value above the old top edge; still chosen on validation;
+    # - lr grid: 1.5e-3 .. 2.4e-2 (factor 2), two values above the old top edge; still chosen on validation
+    #   (2.4e-2 was added while this revision ran, before its 4.8e11 and 6e10 budgets trained, because 1.2e-2 --
+    #   then the top -- won at the smallest sizes of both arms at 1.2e11 and 2.4e11; nothing else changed);
     # - budgets: 6e10-4.8e11 (4 budgets over 0.9 decades: 2 residual dof for the slope). 3e10 is dropped: its
     #   runs of <= 150 steps stayed on the byte-frequency plateau (~3.05 nats) at every size but 1x16. Budgets
     #   above 4.8e11 do not fit this machine's hour (9.6e11 alone would take ~54 slot-minutes);
     # - seeds 0,1 everywhere, + seed 2 at the 3 middle sizes (where the optimum is expected); strict myopic at
     #   the middle budget 2.4e11.
     # Cells of the first run with the same budget, size, lr and seed are reused (identical runs, same names).
-    # Estimated 180 new runs, ~69 slot-minutes (worst case), ~40 min wall on two shards.
+    # Estimated (before the run, with the 4-value grid) 180 new runs, ~69 slot-minutes at worst; the runs went
+    # about twice as fast as that model (~7 ms/step for 1x16), which left room for the fifth lr.
     "cpu-isoflop": IsoFlopPreset(
         name="cpu-isoflop",
         description="2-core CPU IsoFLOP: budgets 6e10-4.8e11 FLOPs, 5 sizes each (~15-1000 tokens/param), vanilla "
-        "+ myopic-hidden (+ strict myopic at 2.4e11), lr grid 1.5e-3..1.2e-2 on validation, seeds 0,1 (+2 at the "
+        "+ myopic-hidden (+ strict myopic at 2.4e11), lr grid 1.5e-3..2.4e-2 on validation, seeds 0,1 (+2 at the "
         "3 middle sizes)",
         budgets=(6e10, 1.2e11, 2.4e11, 4.8e11),
         strict_budgets=(2.4e11,),
@@ -149,7 +152,7 @@ ISOFLOP_PRESETS: dict[str, IsoFlopPreset] = {
         head_dim=32,
         seq_len=128,
         batch_size=16,
-        lr_grid=(1.5e-3, 3e-3, 6e-3, 1.2e-2),
+        lr_grid=(1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2),
     ),
     # Documented, not run here. GPT-2-family shapes (aspect 64, head size 64) ~10M-350M non-embedding parameters,
     # 1024-token contexts, budgets 1e17..1e19 FLOPs (5 budgets, half-decade spacing), 5 sizes per budget.
