@@ -593,7 +593,7 @@ def test_isoflop_cli_errors_and_dry_run(corpus_file, tmp_path, capsys):
     assert main(base + ["--preset", "cpu-isoflop", "--shard", "2/2", "--dry-run"]) == 2
     assert main(base + ["--preset", "cpu-isoflop", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "C6e10-" in out and "training FLOPs in all" in out and "epochs" in out and "grid runs done: 0/4" in out
+    assert "C6e10-" in out and "training FLOPs in all" in out and "epochs" in out and "grid runs done: 0/5" in out
 
 
 def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_path):

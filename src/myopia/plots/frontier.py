@@ -56,7 +56,7 @@ def plot_isoflop_profiles(sweep: dict) -> bytes:
             if f.get("n_opt") is not None:
                 ax.scatter([f["n_opt"]], [f["loss_opt"]], marker="*", s=90, zorder=4,
                            facecolor=color if f.get("interior") else "white", edgecolor="black", lw=0.7)
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_title(arm)
         ax.set_xlabel("non-embedding parameters N")
         ax.grid(alpha=0.3, which="both")
