@@ -40,8 +40,18 @@ GRID: dict[str, dict] = {
     "p1-2000steps": {"p": 1.0, "steps": 2000},
     "p1-4000steps": {"p": 1.0, "steps": 4000},
     "p1-8000steps": {"p": 1.0, "steps": 8000},
+    # Shorter windows at the demo's budget (added after the ladder's 2000-step rung, before either was run): that
+    # rung moved the two conditions of the target in opposite directions (control myopic-hidden 0.385 -> 0.338,
+    # precache myopic-hidden 0.959 -> 0.818 of trivial, seed 0), so the ladder was stopped there. The earlier CPU
+    # prototype (window 2-4, p = 1, ~4k steps; recorded before this search) had precache myopic-hidden 1.000 and
+    # control myopic-hidden 0.005 at window 2. Rule fixed now: the demo's default becomes the first of these, in
+    # this order (the larger window first: closer to the paper's 10), whose seed-0 run meets the target on every
+    # arm, confirmed by a 3-seed ``myopia demo``.
+    "p1-window4": {"p": 1.0, "window": 4},
+    "p1-window2": {"p": 1.0, "window": 2},
 }
 LADDER = ("p1-2000steps", "p1-4000steps", "p1-8000steps")
+WINDOWS = ("p1-window4", "p1-window2")
 
 
 def _point_task(cfg: DemoConfig, task: str, runs_dir: str) -> dict:
@@ -72,7 +82,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0])
     ladder = "--ladder" in argv[1:]
-    names = list(LADDER) if ladder else ([a for a in argv[1:]] or [n for n in GRID if n not in LADDER])
+    names = list(LADDER) if ladder else ([a for a in argv[1:]] or [n for n in GRID if n not in LADDER + WINDOWS])
     unknown = [n for n in names if n not in GRID]
     if unknown:
         print(f"error: unknown grid point(s) {', '.join(unknown)}; known: {', '.join(GRID)}", file=sys.stderr)
