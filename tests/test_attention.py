@@ -88,6 +88,42 @@ def test_grouped_query_heads_match_brute_force(monkeypatch, path, split):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
 
 
+@pytest.mark.parametrize("n,width", [(1, 1), (7, 2), (37, 4), (37, 8), (40, 8), (16, 16)])
+@pytest.mark.parametrize("kv_heads", [3, 1])
+def test_column_strips_equal_one_kernel_call(monkeypatch, n, width, kv_heads):
+    """The CPU kernel's causal backward by column strips (fewer wasted products) returns the one call's
+    gradients: the strips tile the triangle exactly (n not a multiple of the width, and n < 2 x width, which
+    keeps one call, included)."""
+    import myopia.attention as attention
+
+    monkeypatch.setattr(attention, "STRIP_KEYS", width)
+    gen = torch.Generator().manual_seed(n + width)
+    q, g = (torch.randn(2, 3, n, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, kv_heads, n, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    out, lse = attention._kernel_forward("cpu_flash", q, k, v, 0.4)
+    want = attention._kernel_backward("cpu_flash", g, q, k, v, out, lse, 0.4)
+    got = attention._strip_backward("cpu_flash", g, q, k, v, out, lse, 0.4)
+    for name, a, b in zip("qkv", got, want):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=f"d{name} differs")
+
+
+@pytest.mark.parametrize("path", ["near", "complement"])
+@pytest.mark.parametrize("width", [2, 5])
+@pytest.mark.parametrize("horizon,beta,split", [(5, 0.0, False), (6, 0.3, True), (16, 0.0, True), (1, 0.5, False)])
+def test_paths_with_column_strips_match_brute_force(monkeypatch, path, width, horizon, beta, split):
+    """The near and complement paths with every kernel call of theirs split into narrow column strips (the
+    CPU default only splits calls of 256 positions or more) against the float64 brute force, also with
+    grouped-query heads."""
+    import myopia.attention as attention
+
+    monkeypatch.setattr(attention, "STRIP_KEYS", width)
+    for shape, kv_heads in (((1, 2, 37, 4), None), ((2, 4, 23, 3), 2)):
+        got, want = _path_grads(monkeypatch, path, shape, horizon, beta, split, kv_heads=kv_heads)
+        for name, a, b in zip(["q", "k", "v", "k_w", "v_w"], got, want):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
+
+
 def test_switch_rule_and_its_neighbourhood(monkeypatch):
     """choose_path picks by horizon, length and dtype; at and around each switch point the automatic choice
     matches the brute force, and the choice really changes there (a rule that never switches fails)."""
