@@ -239,11 +239,13 @@ def _strip_backward(kind: str, g, q, k, v, out, lse, scale: float):
     Column strip b, keys [b w, b w + w) against queries [b w, n), is itself a causal call (query b w + x sees the
     strip's keys up to x, all w of them once x >= w), and the strips tile the triangle exactly: each strip's
     dk, dv are its keys' whole gradients, dq is the sum of the strips' dq. About n (n + w) / 2 products, plus a
-    pass over each strip's query rows (the kernel's zeroed dq and copy of g, the sum). Used by the myopic paths
-    only (vanilla and the band path keep the plain call); other kernels keep one call."""
+    pass over each strip's query rows (the kernel's zeroed dq and copy of g, the sum; dq is summed in fp32 or
+    wider, so low precision rounds once per strip, not once per sum). Used by the myopic paths only (vanilla and
+    the band path keep the plain call); other kernels keep one call."""
     n, w = q.shape[-2], STRIP_KEYS
     if kind != "cpu_flash" or not w or n < 2 * w:
         return _kernel_backward(kind, g, q, k, v, out, lse, scale)
+    work = torch.promote_types(q.dtype, torch.float32)
     dq, dks, dvs = None, [], []
     for start in range(0, n, w):
         def late(t):  # the strip's queries: start..n-1
@@ -253,7 +255,7 @@ def _strip_backward(kind: str, g, q, k, v, out, lse, scale: float):
                                             v.narrow(-2, start, min(w, n - start)), late(out),
                                             _contiguous(lse.narrow(-1, start, n - start)), scale)
         if dq is None:
-            dq = dq_s
+            dq = dq_s.to(work)
         else:
             late(dq).add_(dq_s)
         dks.append(dk_s)
@@ -420,9 +422,10 @@ PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
 BAND_MAX_HORIZON = 2  # "band" up to this horizon
 NEAR_COST = 1.5  # cost per (query, key) pair of the band's h x h block calls relative to a full backward's:
-# near up to h = T / 3. Measured on the 2-core CPU, T = 1024, fp32, paired against vanilla (bench_attention.py
-# --paths, 2026-12-01, quiet machine): near 1.27x / complement 1.66x at h = 64, near 1.31x / complement 1.44x at
-# h = 256, so near wins well past the T / 8 that pair counts with a 4x small-block penalty predicted.
+# near up to h = T / 3. Measured on the 2-core CPU, T = 1024, fp32, fwd+bwd paired against vanilla
+# (bench_attention.py --paths, 2026-12-01, quiet machine, column strips): near 1.25x / complement 1.50x at
+# h = 64, near 1.23x / complement 1.31x at h = 256, so near wins well past the T / 8 that pair counts with a 4x
+# small-block penalty predicted.
 
 
 def choose_path(T: int, horizon: int, dtype: torch.dtype) -> str:
