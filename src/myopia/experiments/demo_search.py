@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0])
     ladder = "--ladder" in argv[1:]
-    names = list(LADDER) if ladder else ([a for a in argv[1:]] or [n for n in GRID if n not in LADDER + WINDOWS])
+    names = list(LADDER) if ladder else (argv[1:] or [n for n in GRID if n not in LADDER + WINDOWS])
     unknown = [n for n in names if n not in GRID]
     if unknown:
         print(f"error: unknown grid point(s) {', '.join(unknown)}; known: {', '.join(GRID)}", file=sys.stderr)
