@@ -88,6 +88,61 @@ def test_grouped_query_heads_match_brute_force(monkeypatch, path, split):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
 
 
+@pytest.mark.parametrize("n,width", [(1, 1), (7, 2), (37, 4), (37, 8), (40, 8), (16, 16)])
+@pytest.mark.parametrize("kv_heads", [3, 1])
+def test_column_strips_equal_one_kernel_call(monkeypatch, n, width, kv_heads):
+    """The CPU kernel's causal backward by column strips (fewer wasted products) returns the one call's
+    gradients: the strips tile the triangle exactly (n not a multiple of the width, and n < 2 x width, which
+    keeps one call, included)."""
+    import myopia.attention as attention
+
+    monkeypatch.setattr(attention, "STRIP_KEYS", width)
+    gen = torch.Generator().manual_seed(n + width)
+    q, g = (torch.randn(2, 3, n, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    k, v = (torch.randn(2, kv_heads, n, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    out, lse = attention._kernel_forward("cpu_flash", q, k, v, 0.4)
+    want = attention._kernel_backward("cpu_flash", g, q, k, v, out, lse, 0.4)
+    got = attention._strip_backward("cpu_flash", g, q, k, v, out, lse, 0.4)
+    for name, a, b in zip("qkv", got, want):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=f"d{name} differs")
+
+
+def test_column_strips_in_bf16_are_as_accurate_as_one_call(monkeypatch):
+    """bf16: the strips' dq is summed in fp32, so against float64 it is no worse than the one call's (which
+    rounds once); summing 64 bf16 partials would be."""
+    import myopia.attention as attention
+
+    monkeypatch.setattr(attention, "STRIP_KEYS", 4)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, g = (torch.randn(1, 2, 256, 16, generator=gen, dtype=torch.float64) for _ in range(4))
+    out, lse = attention._kernel_forward("cpu_flash", q, k, v, 0.25)
+    ref = attention._kernel_backward("cpu_flash", g, q, k, v, out, lse, 0.25)
+    low = [t.bfloat16() for t in (q, k, v, g)]
+    out_b, lse_b = attention._kernel_forward("cpu_flash", *low[:3], 0.25)
+    one = attention._kernel_backward("cpu_flash", low[3], *low[:3], out_b, lse_b, 0.25)
+    strips = attention._strip_backward("cpu_flash", low[3], *low[:3], out_b, lse_b, 0.25)
+    for name, a, b, r in zip("qkv", strips, one, ref):
+        err_strips, err_one = ((t.double() - r).abs().max() / r.abs().max() for t in (a, b))
+        assert err_strips <= 1.05 * err_one, f"d{name}: strips {err_strips:.3g} vs one call {err_one:.3g}"
+
+
+@pytest.mark.parametrize("path", ["near", "complement"])
+@pytest.mark.parametrize("width", [2, 5])
+@pytest.mark.parametrize("horizon,beta,split", [(5, 0.0, False), (6, 0.3, True), (16, 0.0, True), (1, 0.5, False)])
+def test_paths_with_column_strips_match_brute_force(monkeypatch, path, width, horizon, beta, split):
+    """The near and complement paths with every kernel call of theirs split into narrow column strips (the
+    CPU default only splits calls of 256 positions or more) against the float64 brute force, also with
+    grouped-query heads."""
+    import myopia.attention as attention
+
+    monkeypatch.setattr(attention, "STRIP_KEYS", width)
+    for shape, kv_heads in (((1, 2, 37, 4), None), ((2, 4, 23, 3), 2)):
+        got, want = _path_grads(monkeypatch, path, shape, horizon, beta, split, kv_heads=kv_heads)
+        for name, a, b in zip(["q", "k", "v", "k_w", "v_w"], got, want):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
+
+
 def test_switch_rule_and_its_neighbourhood(monkeypatch):
     """choose_path picks by horizon, length and dtype; at and around each switch point the automatic choice
     matches the brute force, and the choice really changes there (a rule that never switches fails)."""
@@ -115,12 +170,16 @@ def test_switch_rule_and_its_neighbourhood(monkeypatch):
 
 
 @pytest.mark.parametrize("path", ["band", "near", "complement"])
-def test_low_precision_paths_track_float64(monkeypatch, path):
+@pytest.mark.parametrize("strip_keys", [None, 4])
+def test_low_precision_paths_track_float64(monkeypatch, path, strip_keys):
     """bf16 inputs: each path's error against the float64 brute force stays within a few bf16 ulps of the
-    gradient's scale (the near path accumulates in fp32; the complement only where its rule allows)."""
+    gradient's scale (the near path accumulates in fp32; the complement only where its rule allows), also with
+    the kernel calls split into many column strips."""
     import myopia.attention as attention
 
     monkeypatch.setattr(attention, "FORCE_PATH", path)
+    if strip_keys:
+        monkeypatch.setattr(attention, "STRIP_KEYS", strip_keys)
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(1, 2, 64, 16, generator=gen, dtype=torch.float64)
     k, v, g = (torch.randn(1, 2, 64, 16, generator=gen, dtype=torch.float64) for _ in range(3))

@@ -150,3 +150,16 @@ def test_cli_synthetic_and_arithmetic_tiny(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
     assert main(["demo", "--gradients", "vanilla,bogus"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_demo_search_refuses_unknown_points_and_keeps_its_ladder_and_windows_apart(tmp_path, capsys):
+    from myopia.experiments import demo_search
+
+    out = tmp_path / "search"
+    assert demo_search.main([str(out), "no-such-point"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown grid point") and not out.exists()
+    # every ladder rung and window point is a grid point on top of the committed base; the default run of the
+    # grid (no names) runs neither, and the ladder rungs only add steps to the demo's p = 1
+    assert set(demo_search.LADDER) | set(demo_search.WINDOWS) <= set(demo_search.GRID)
+    assert all(set(demo_search.GRID[n]) == {"p", "steps"} for n in demo_search.LADDER)
+    assert [demo_search.GRID[n]["steps"] for n in demo_search.LADDER] == [2000, 4000, 8000]

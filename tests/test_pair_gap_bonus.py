@@ -92,6 +92,26 @@ def test_rerunning_a_pair_skips_finished_runs(pair_dir, corpus_dir):
                  tiny_train(), eval_tokens=256, data_opts=DATA, progress=False)
 
 
+def test_a_pair_made_before_newer_training_fields_can_be_extended(pair_dir, corpus_dir, tmp_path):
+    import shutil
+
+    from myopia.io import write_json
+
+    old = tmp_path / "old"
+    shutil.copytree(pair_dir, old)
+    manifest = read_json(old / "pair.json")
+    for key in ("activation_checkpointing", "async_checkpoint", "device_memory_gb"):  # fields added later
+        del manifest["train"][key]
+    write_json(old / "pair.json", manifest)
+    pair(corpus_dir, old, seeds="1", arms="vanilla")  # extends it: the missing fields keep their old behaviour
+    assert read_json(old / "pair.json")["seeds"] == [0, 1]
+    manifest = read_json(old / "pair.json")
+    manifest["train"]["lr"] = 0.5  # a real difference is still refused
+    write_json(old / "pair.json", manifest)
+    with pytest.raises(MyopiaError, match="different train configuration"):
+        pair(corpus_dir, old, seeds="2", arms="vanilla")
+
+
 def test_gap_outputs(pair_dir):
     g = read_json(pair_dir / "gap.json")
     arrays = load_arrays(pair_dir / "gap" / "per_token.npz")

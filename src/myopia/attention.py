@@ -26,7 +26,8 @@ at a time after the vanilla backward, recomputing p_ij = exp(s_ij - L_i) (O(B H 
 beta = 0 the kernel's dk, dv are dropped and the band written into buffers laid out like k, v, so peak memory
 equals vanilla's); ``near`` tiles the triangle into the band (kernel calls on h x h blocks) and the far
 triangle j < i - h (the kernel's backward on the shifted triangle, fed the full o and L); ``complement``
-subtracts that far part from the vanilla gradient. No seq x seq tensor anywhere.
+subtracts that far part from the vanilla gradient. On CPU the last two split each kernel call into column strips
+(fewer wasted products in the kernel's diagonal blocks). No seq x seq tensor anywhere.
 
 **Past from elsewhere** (``past_k``/``past_v``, the local myopia bonus). Query i reads keys/values j < i from
 the (constant) past tensors and its own position from the live k, v. With a_i, Lp_i the attention output and
@@ -226,6 +227,42 @@ def _kernel_backward(kind: str, g, q, k, v, out, lse, scale: float):
     return dq, dk, dv
 
 
+STRIP_KEYS = 128  # key width of the column strips in the myopic paths' CPU kernel calls; 0 = one call each
+
+
+def _strip_backward(kind: str, g, q, k, v, out, lse, scale: float):
+    """:func:`_kernel_backward` (same arguments, same pairs, same sums) by column strips where that saves work.
+
+    The CPU kernel's causal backward walks each block of query rows over blocks of min(512, n) keys and evaluates
+    every block up to the one holding the diagonal in full, masking afterwards: a length-n call evaluates n^2
+    (query, key) products for n <= 512, twice the triangle's n^2 / 2, and about 256 extra per query row beyond.
+    Column strip b, keys [b w, b w + w) against queries [b w, n), is itself a causal call (query b w + x sees the
+    strip's keys up to x, all w of them once x >= w), and the strips tile the triangle exactly: each strip's
+    dk, dv are its keys' whole gradients, dq is the sum of the strips' dq. About n (n + w) / 2 products, plus a
+    pass over each strip's query rows (the kernel's zeroed dq and copy of g, the sum; dq is summed in fp32 or
+    wider, so low precision rounds once per strip, not once per sum). Used by the myopic paths only (vanilla and
+    the band path keep the plain call); other kernels keep one call."""
+    n, w = q.shape[-2], STRIP_KEYS
+    if kind != "cpu_flash" or not w or n < 2 * w:
+        return _kernel_backward(kind, g, q, k, v, out, lse, scale)
+    work = torch.promote_types(q.dtype, torch.float32)
+    dq, dks, dvs = None, [], []
+    for start in range(0, n, w):
+        def late(t):  # the strip's queries: start..n-1
+            return t.narrow(-2, start, n - start)
+
+        dq_s, dk_s, dv_s = _kernel_backward(kind, late(g), late(q), k.narrow(-2, start, min(w, n - start)),
+                                            v.narrow(-2, start, min(w, n - start)), late(out),
+                                            _contiguous(lse.narrow(-1, start, n - start)), scale)
+        if dq is None:
+            dq = dq_s.to(work)
+        else:
+            late(dq).add_(dq_s)
+        dks.append(dk_s)
+        dvs.append(dv_s)
+    return dq, torch.cat(dks, -2), torch.cat(dvs, -2)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The custom ops: what autograd, torch.compile and every device see
 # --------------------------------------------------------------------------------------------------------------
@@ -376,14 +413,19 @@ def causal_attention_lse(
 #   "complement"  vanilla kernel backward + the far part: dk = dk - (1 - beta) dk_far (large h, where the far
 #                 triangle is small). The subtraction loses precision in bf16 when the far part dominates, so
 #                 low precision takes it only when the band holds most of the triangle.
+#
+# On the CPU kernel, the near and complement paths make each of their causal kernel calls by column strips of
+# STRIP_KEYS keys (:func:`_strip_backward`): the same pairs and sums, without the kernel's whole 512-key blocks
+# at the diagonal (the measured effect is in benchmarks/README.md, horizon rows).
 
 PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
 BAND_MAX_HORIZON = 2  # "band" up to this horizon
 NEAR_COST = 1.5  # cost per (query, key) pair of the band's h x h block calls relative to a full backward's:
-# near up to h = T / 3. Measured on the 2-core CPU, T = 1024, fp32, paired against vanilla (bench_attention.py
-# --paths, 2026-12-01, quiet machine): near 1.27x / complement 1.66x at h = 64, near 1.31x / complement 1.44x at
-# h = 256, so near wins well past the T / 8 that pair counts with a 4x small-block penalty predicted.
+# near up to h = T / 3. Measured on the 2-core CPU, T = 1024, fp32, fwd+bwd paired against vanilla
+# (bench_attention.py --paths, 2026-12-01, quiet machine, column strips): near 1.25x / complement 1.50x at
+# h = 64, near 1.23x / complement 1.31x at h = 256, so near wins well past the T / 8 that pair counts with a 4x
+# small-block penalty predicted.
 
 
 def choose_path(T: int, horizon: int, dtype: torch.dtype) -> str:
@@ -432,7 +474,7 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
     if path == "near":
         dq, dk_band, dv_band = _near_grads(kind, q, k, v, out, lse, g, horizon, scale)
     elif path == "complement":
-        dq, dk_van, dv_van = (t.to(work) for t in _kernel_backward(kind, g, q, k, v, out, lse, scale))
+        dq, dk_van, dv_van = (t.to(work) for t in _strip_backward(kind, g, q, k, v, out, lse, scale))
     else:
         raise MyopiaError(f"unknown myopic backward path {path!r}")
     def late(t):  # queries s..T-1 (narrow, not indexing: the fake-tensor test runs this on fake CUDA tensors)
@@ -441,7 +483,7 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
     def early(t):  # keys 0..T-s-1
         return t.narrow(-2, 0, T - s)
 
-    dq_far, dk_far, dv_far = _kernel_backward(
+    dq_far, dk_far, dv_far = _strip_backward(
         kind, late(g), late(q), early(k), early(v), late(out), _contiguous(lse.narrow(-1, s, T - s)), scale
     )
     if path == "near":
@@ -487,7 +529,7 @@ def _near_grads(kind: str, q, k, v, out, lse, g, horizon: int, scale: float):
     def heads(t):  # blocks as heads: (B, H, n, c, X) -> (B, H n, c, X)
         return t.reshape(B, -1, *t.shape[3:])
 
-    grads = _kernel_backward(kind, heads(gb), heads(qb), heads(kb), heads(vb), heads(ob), heads(lb), scale)
+    grads = _strip_backward(kind, heads(gb), heads(qb), heads(kb), heads(vb), heads(ob), heads(lb), scale)
     dq, dk, dv = (t.to(work).reshape(B, H, N, c, t.shape[-1]) for t in grads)
     if horizon >= 1 and N > 1:
         def later(t):  # blocks 1..N-1, reversed within the block
@@ -496,7 +538,7 @@ def _near_grads(kind: str, q, k, v, out, lse, g, horizon: int, scale: float):
         def earlier(t):  # blocks 0..N-2, reversed
             return heads(t.narrow(2, 0, N - 1).flip(3))
 
-        pq, pk, pv = _kernel_backward(kind, later(gb), later(qb), earlier(kb), earlier(vb), later(ob),
+        pq, pk, pv = _strip_backward(kind, later(gb), later(qb), earlier(kb), earlier(vb), later(ob),
                                       _contiguous(later(lb)), scale)
         dq.narrow(2, 1, N - 1).add_(pq.reshape(B, H, N - 1, c, D).flip(3))
         dk.narrow(2, 0, N - 1).add_(pk.reshape(B, H, N - 1, c, D).flip(3))

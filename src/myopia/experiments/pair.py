@@ -127,6 +127,17 @@ def _relative(path: Path, root: Path) -> str:
         return str(Path(path).resolve())
 
 
+def _train_record(cfg: TrainConfig) -> dict:
+    """What a pair's manifest records of its training config (the per-run keys left out)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "progress", "device")}
+
+
+def _as_current(model: dict, train: dict) -> tuple[dict, dict]:
+    """A stored pair's model and training configs as today's code writes them: fields added since keep the
+    behaviour they had before they existed (TrainConfig.from_dict's legacy defaults; GPTConfig's defaults)."""
+    return GPTConfig.from_dict(model).to_dict(), _train_record(TrainConfig.from_dict({**train, "seed": 0}))
+
+
 def run_pair(
     data,
     out: str | Path,
@@ -154,7 +165,7 @@ def run_pair(
         "kind": "myopia-pair",
         "data": {"spec": str(data), "cache": _relative(cache_dir, out), "corpus": corpus.describe()},
         "model": base.to_dict(),
-        "train": {k: v for k, v in train_base.to_dict().items() if k not in ("seed", "progress", "device")},
+        "train": _train_record(train_base),
         "eval_tokens": eval_tokens,
         "arms": [],
         "seeds": [],
@@ -165,7 +176,7 @@ def run_pair(
         if "document_mask" not in old.get("train", {}) and manifest["train"].get("document_mask"):
             raise MyopiaError(f"{out} holds a pair trained without document masks (it predates --document-mask); "
                               "extend it with --no-document-mask, or use another --out")
-        old["train"] = {"document_mask": False, **old.get("train", {})}
+        old["model"], old["train"] = _as_current(old.get("model", {}), old.get("train", {}))
         for key in ("model", "train", "eval_tokens"):
             if old.get(key) != manifest[key]:
                 raise MyopiaError(f"{out} holds a pair with a different {key} configuration; use another --out")
