@@ -495,7 +495,7 @@ def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, m
     assert "(budget, size, arm) cells" in md and third["document_mask"] is True
 
 
-def test_cpu_isoflop_preset_brackets_the_first_runs_optimum():
+def test_cpu_isoflop_preset_spans_beyond_the_first_runs_best_sizes():
     """The revised CPU preset (decided from the first run, where both arms were best at their smallest size, 65-170
     tokens/param, and 6e-3 was the grid's most chosen edge): every budget's sizes reach well beyond ~170
     tokens/param on the small side and below ~65 on the large side, with >= 4 budgets, 5 sizes, a wider lr grid,
