@@ -13,6 +13,7 @@ from myopia.errors import MyopiaError
 from myopia.experiments import sweep as sweep_mod
 from myopia.experiments.horizon_sweep import default_horizons, horizon_arms, run_horizon_sweep
 from myopia.experiments.scaling_presets import PRESETS
+from myopia.experiments.train_lm import train_lm  # the real trainer (the sweep's is replaced by a recorder)
 from myopia.experiments.sweep import (
     SweepSettings,
     ladder,
@@ -89,6 +90,19 @@ def _die_on_fourth_batch(monkeypatch):
 
     monkeypatch.setattr(LMTask, "examples", dying_examples)
     return real_examples
+
+
+def _record_training(monkeypatch) -> list:
+    """Make the sweep's train_lm record (run name, resume) for each run it trains; returns that list."""
+    trained = []
+    real_train_lm = sweep_mod.train_lm
+
+    def recording_train_lm(data, run_out, *a, resume=False, **kw):
+        trained.append((run_out.name, resume))
+        return real_train_lm(data, run_out, *a, resume=resume, **kw)
+
+    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
+    return trained
 
 def test_ladder_rules_and_parsing():
     sizes = ladder((32, 48, 64, 96, 128), aspect=32, head_dim=32)
@@ -193,14 +207,7 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
     (out / early.name / "config.json").write_text("{}")
     assert run_status(out / early.name) == "new"
 
-    trained = []
-    real_train_lm = sweep_mod.train_lm
-
-    def recording_train_lm(data, run_out, *a, resume=False, **kw):
-        trained.append((run_out.name, resume))
-        return real_train_lm(data, run_out, *a, resume=resume, **kw)
-
-    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
+    trained = _record_training(monkeypatch)
     done_before = {r["name"]: (out / r["name"] / "result.json").stat().st_mtime_ns
                    for r in first["runs"] if r["status"] == "done"}
     second = run_sweep(corpus_file, out, settings, corpus=corpus, bootstrap=20, log=lambda m: None)
@@ -212,8 +219,8 @@ def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, mo
         assert (out / name / "result.json").stat().st_mtime_ns == mtime
 
     # the resumed run equals an uninterrupted one (the trainer's exact resume)
-    fresh = real_train_lm(corpus_file, tmp_path / "fresh", target.model_cfg, target.train_cfg,
-                          eval_tokens=settings.eval_tokens, corpus=corpus)
+    fresh = train_lm(corpus_file, tmp_path / "fresh", target.model_cfg, target.train_cfg,
+                     eval_tokens=settings.eval_tokens, corpus=corpus)
     resumed = json.loads((out / target.name / "result.json").read_text())
     assert resumed["resumed_from_step"] == 2
     assert resumed["eval_loss"] == pytest.approx(fresh["eval_loss"], abs=1e-6)
@@ -447,14 +454,7 @@ def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, m
     monkeypatch.setattr(LMTask, "examples", real_examples)
     assert run_status(out / target.name) == "partial"
 
-    trained = []
-    real_train_lm = sweep_mod.train_lm
-
-    def recording_train_lm(data, run_out, *a, resume=False, **kw):
-        trained.append((run_out.name, resume))
-        return real_train_lm(data, run_out, *a, resume=resume, **kw)
-
-    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
+    trained = _record_training(monkeypatch)
     done_before = {r["name"] for r in first["runs"] if r["status"] == "done"}
     second = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
     assert second["complete"], second["pending"]
