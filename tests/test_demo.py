@@ -160,6 +160,6 @@ def test_demo_search_refuses_unknown_points_and_keeps_its_ladder_and_windows_apa
     assert capsys.readouterr().err.startswith("error: unknown grid point") and not out.exists()
     # every ladder rung and window point is a grid point on top of the committed base; the default run of the
     # grid (no names) runs neither, and the ladder rungs only add steps to the demo's p = 1
-    assert set(demo_search.LADDER) | set(demo_search.WINDOWS) <= set(demo_search.GRID)
+    assert set(demo_search.LADDER) | set(demo_search.WINDOWS) | set(demo_search.SESSION3) <= set(demo_search.GRID)
     assert all(set(demo_search.GRID[n]) == {"p", "steps"} for n in demo_search.LADDER)
     assert [demo_search.GRID[n]["steps"] for n in demo_search.LADDER] == [2000, 4000, 8000]
