@@ -77,9 +77,16 @@ GRID: dict[str, dict] = {
     "p1-omega5-2000steps": {"p": 1.0, "omega": 5.0, "steps": 2000},
     "p1-omega5-4000steps": {"p": 1.0, "omega": 5.0, "steps": 4000},
     "p1-heads2-4000steps": {"p": 1.0, "n_head": 2, "steps": 4000},
+    # Third batch (committed after p1-omega5-2000steps, before any of these was run): at ω = 5 the raw route stays
+    # closed at 2000 steps (precache myopic-hidden 0.999) but vanilla learns precache slowly (0.356 -> 0.339 of
+    # trivial from 1000 to 2000 steps). ω = 4 lies between the demo's 3 (raw route opens by 2000 steps) and 5.
+    # Same rule, after the second batch in order.
+    "p1-omega4-2000steps": {"p": 1.0, "omega": 4.0, "steps": 2000},
+    "p1-omega4-4000steps": {"p": 1.0, "omega": 4.0, "steps": 4000},
 }
 SESSION3 = ("heads1", "p1-heads1", "p1-heads2", "p1-omega5", "p1-L3", "p1-heads1-2000steps",
-            "p1-omega5-2000steps", "p1-omega5-4000steps", "p1-heads2-4000steps")
+            "p1-omega5-2000steps", "p1-omega5-4000steps", "p1-heads2-4000steps",
+            "p1-omega4-2000steps", "p1-omega4-4000steps")
 LADDER = ("p1-2000steps", "p1-4000steps", "p1-8000steps")
 WINDOWS = ("p1-window4", "p1-window2")
 
