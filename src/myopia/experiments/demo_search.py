@@ -83,10 +83,17 @@ GRID: dict[str, dict] = {
     # Same rule, after the second batch in order.
     "p1-omega4-2000steps": {"p": 1.0, "omega": 4.0, "steps": 2000},
     "p1-omega4-4000steps": {"p": 1.0, "omega": 4.0, "steps": 4000},
+    # Fourth batch (committed after p1-omega5-4000steps, before any of these was run). At ω = 5 and 4000 steps
+    # precache meets its part on every arm (vanilla 0.083, both myopic variants 0.999) and so does control vanilla
+    # (0.071); control myopic-hidden is 0.410 / 0.357 / 0.317 at 1000 / 2000 / 4000 steps, its training loss still
+    # falling. Two ways to more of it: a third layer (the own-term sine computed in block 1 or 2 is readable by a
+    # later attention; with 2 layers only block 1's is) and twice the steps. Same rule, in this order.
+    "p1-omega5-L3-4000steps": {"p": 1.0, "omega": 5.0, "n_layer": 3, "steps": 4000},
+    "p1-omega5-8000steps": {"p": 1.0, "omega": 5.0, "steps": 8000},
 }
 SESSION3 = ("heads1", "p1-heads1", "p1-heads2", "p1-omega5", "p1-L3", "p1-heads1-2000steps",
             "p1-omega5-2000steps", "p1-omega5-4000steps", "p1-heads2-4000steps",
-            "p1-omega4-2000steps", "p1-omega4-4000steps")
+            "p1-omega4-2000steps", "p1-omega4-4000steps", "p1-omega5-L3-4000steps", "p1-omega5-8000steps")
 LADDER = ("p1-2000steps", "p1-4000steps", "p1-8000steps")
 WINDOWS = ("p1-window4", "p1-window2")
 
