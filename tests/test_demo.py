@@ -163,3 +163,26 @@ def test_demo_search_refuses_unknown_points_and_keeps_its_ladder_and_windows_apa
     assert set(demo_search.LADDER) | set(demo_search.WINDOWS) | set(demo_search.SESSION3) <= set(demo_search.GRID)
     assert all(set(demo_search.GRID[n]) == {"p", "steps"} for n in demo_search.LADDER)
     assert [demo_search.GRID[n]["steps"] for n in demo_search.LADDER] == [2000, 4000, 8000]
+
+
+def test_demo_search_probe_reads_a_points_models_and_finds_the_feature_only_where_it_is_computed(tmp_path, capsys,
+                                                                                                   monkeypatch):
+    from dataclasses import replace as dc_replace
+
+    from myopia.experiments import demo_search
+
+    out = tmp_path / "search"
+    assert demo_search.main([str(out), "--probe", "base"]) == 2  # nothing trained yet: one clear error
+    assert capsys.readouterr().err.startswith("error: ")
+    tiny = dc_replace(demo_search.BASE, p=1.0, window=2, seq_len=8, d_model=16, n_head=2, steps=60, batch_size=32,
+                      eval_sequences=64, probe_fit_sequences=256, probe_test_sequences=128)
+    monkeypatch.setattr(demo_search, "BASE", tiny)
+    demo_search.run_point("base", out)
+    row = demo_search.probe_point("base", out)
+    assert set(row["probes"]) == {"precache", "control"}
+    for task in row["probes"].values():
+        assert set(task) == {"vanilla", "myopic-hidden", "myopic"}
+        for arm in task.values():
+            assert len(arm["sin_lag0"]) == tiny.n_layer + 1 == len(arm["sin_with_future"])
+            # layer 0 is the input embedding, linear in (x_n, z_n): it cannot hold sin(ω x_n)
+            assert abs(arm["sin_lag0"][0]) < 0.05 and all(v <= 1.0 for v in arm["sin_lag0"])
