@@ -52,6 +52,7 @@ class DemoConfig:
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 64
+    mlp_ratio: int = 4
     steps: int = 1000
     batch_size: int = 128
     lr: float = 3e-3
@@ -72,7 +73,8 @@ class DemoConfig:
         return RegressionSpec(task=task, omega=self.omega, window=self.window, p=self.p, seq_len=self.seq_len)
 
     def model(self):
-        return regressor_config(n_layer=self.n_layer, n_head=self.n_head, d_model=self.d_model, seq_len=self.seq_len)
+        return regressor_config(n_layer=self.n_layer, n_head=self.n_head, d_model=self.d_model, seq_len=self.seq_len,
+                                mlp_ratio=self.mlp_ratio)
 
     def train(self, progress: bool) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, min_lr_ratio=self.min_lr_ratio,

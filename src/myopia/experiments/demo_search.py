@@ -115,12 +115,21 @@ GRID: dict[str, dict] = {
     "p1-heads2-window4-2000steps": {"p": 1.0, "n_head": 2, "window": 4, "steps": 2000},
     "p1-omega4-window4": {"p": 1.0, "omega": 4.0, "window": 4},
     "p1-omega4-window4-2000steps": {"p": 1.0, "omega": 4.0, "window": 4, "steps": 2000},
+    # Seventh batch (committed after p1-heads2-window4-2000steps and p1-omega4-window4, before either was run;
+    # run next). Every knob so far moved the two failing conditions together: what lets myopic-hidden read the
+    # past on control (steps, shorter windows) also lets it build precache's raw route. The raw route computes w
+    # sines at the present position, pre-caching and breadcrumbs one per position, so a narrow MLP (hidden width
+    # 64 instead of 256) should price the raw route out and leave the other two. Window 4 (the breadcrumb's
+    # signal under myopia is 1/w of vanilla's).
+    "p1-mlp1-window4": {"p": 1.0, "mlp_ratio": 1, "window": 4},
+    "p1-mlp1-window4-2000steps": {"p": 1.0, "mlp_ratio": 1, "window": 4, "steps": 2000},
 }
 SESSION3 = ("heads1", "p1-heads1", "p1-heads2", "p1-omega5", "p1-L3", "p1-heads1-2000steps",
             "p1-omega5-2000steps", "p1-omega5-4000steps", "p1-heads2-4000steps",
             "p1-omega4-2000steps", "p1-omega4-4000steps", "p1-omega5-L3-4000steps", "p1-omega5-8000steps",
             "p1-omega5-window4", "p1-omega5-window4-2000steps", "p1-omega5-window4-4000steps",
-            "p1-heads2-window4", "p1-heads2-window4-2000steps", "p1-omega4-window4", "p1-omega4-window4-2000steps")
+            "p1-heads2-window4", "p1-heads2-window4-2000steps", "p1-omega4-window4", "p1-omega4-window4-2000steps",
+            "p1-mlp1-window4", "p1-mlp1-window4-2000steps")
 LADDER = ("p1-2000steps", "p1-4000steps", "p1-8000steps")
 WINDOWS = ("p1-window4", "p1-window2")
 
