@@ -186,3 +186,20 @@ def test_demo_search_probe_reads_a_points_models_and_finds_the_feature_only_wher
             assert len(arm["sin_lag0"]) == tiny.n_layer + 1 == len(arm["sin_with_future"])
             # layer 0 is the input embedding, linear in (x_n, z_n): it cannot hold sin(ω x_n)
             assert abs(arm["sin_lag0"][0]) < 0.05 and all(v <= 1.0 for v in arm["sin_lag0"])
+
+
+def test_cpu_long_preset_is_the_search_point_that_met_the_target_and_excludes_full(capsys):
+    from dataclasses import asdict, replace as dc_replace
+
+    from myopia.cli import main
+    from myopia.experiments import demo_search
+    from myopia.experiments.demo import CPU_LONG, PRESETS, demo_config
+
+    point = dc_replace(demo_search.BASE, **demo_search.GRID["p1-omega4-window4-2000steps"])
+    # the same training problem and model as the searched point; only logging cadence and notes differ
+    differ = {k for k, v in asdict(CPU_LONG).items() if asdict(point)[k] != v}
+    assert differ <= {"eval_every", "notes"}
+    assert PRESETS["cpu-long"] is CPU_LONG and demo_config(preset="cpu-long").steps == 2000
+    assert demo_config(preset="cpu-long", steps=10).steps == 10
+    assert main(["demo", "--full", "--cpu-long"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -14,6 +14,9 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default=None, help="write DIR/result.json, plots and the run folders here")
     p.add_argument("--full", action="store_true", help="the paper-scale configuration (for a GPU)")
+    p.add_argument("--cpu-long", action="store_true",
+                   help="the CPU configuration that met the target in the search (ω 4, window 4, 2000 steps; "
+                        "about twice the default's time)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per model (default: the configuration's)")
     p.add_argument("--eval-sequences", type=int, default=None, help="held-out sequences per evaluation")
     p.add_argument("--gradients", default=None,
@@ -50,7 +53,12 @@ def run(args) -> int:
     from ..experiments.demo import demo_config, run_demo
 
     gradients = parse_gradients(args.gradients)
-    cfg = demo_config(args.full, steps=args.steps, eval_sequences=args.eval_sequences, seed=args.seed,
+    preset = "full" if args.full else ("cpu-long" if args.cpu_long else "cpu")
+    if args.full and args.cpu_long:
+        from ..errors import MyopiaError
+
+        raise MyopiaError("--full and --cpu-long exclude each other")
+    cfg = demo_config(args.full, preset=preset, steps=args.steps, eval_sequences=args.eval_sequences, seed=args.seed,
                       n_seeds=args.n_seeds, p=args.p,
                       device=args.device, gradients=gradients,
                       eval_every=None if args.steps is None else max(1, args.steps // 6))
@@ -58,8 +66,8 @@ def run(args) -> int:
         print("note: --full is the paper-scale configuration, sized for a GPU; on this CPU it takes hours",
               file=sys.stderr)
     result = run_demo(cfg, args.out, full=args.full, plots=not args.no_plots, progress=not args.no_progress,
-                      workers=args.workers)
-    print(f"myopia demo ({'full' if args.full else 'CPU'} configuration): ω={cfg.omega:g}, window {cfg.window}, "
+                      workers=args.workers, preset=preset)
+    print(f"myopia demo ({preset} configuration): ω={cfg.omega:g}, window {cfg.window}, "
           f"{cfg.seq_len} positions, p={cfg.p:g}; GPT {cfg.n_layer} layers × width {cfg.d_model}; "
           f"{cfg.steps} steps × batch {cfg.batch_size} per model; seeds {list(cfg.seeds)}; "
           f"{cfg.eval_sequences} fresh held-out sequences")

@@ -85,6 +85,11 @@ class DemoConfig:
 
 DEMO = DemoConfig(notes="CPU scale, 3 seeds: 18 models of 1000 steps; about 5 minutes on an idle 2-core machine "
                          "(estimated from per-step timings, see docs/synthetic.md); the target is not met at this budget")
+# The first search point that met the target with seed 0 (``p1-omega4-window4-2000steps``, docs/synthetic.md):
+# twice the default's steps, so about twice its time; ``--cpu-long``.
+CPU_LONG = DemoConfig(omega=4.0, window=4, steps=2000, eval_every=500,
+                      notes="CPU with time: ω = 4, window 4, 2000 steps (the search's first point to meet the target "
+                            "with seed 0); about twice the default's time")
 FULL = DemoConfig(omega=10.0, window=10, seq_len=64, d_model=128, n_layer=2, n_head=4, steps=20000, batch_size=256,
                   lr=1e-3, eval_sequences=4096, eval_every=1000,
                   notes="paper scale (Wu et al. 2024, synthetic task): for a GPU; not measured on the CPU machine")
@@ -250,7 +255,7 @@ def task_workers(cfg: DemoConfig, requested: int | None = None) -> int:
 
 
 def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: bool = False, plots: bool = True,
-             progress: bool = True, log=None, workers: int | None = None) -> dict:
+             progress: bool = True, log=None, workers: int | None = None, preset: str | None = None) -> dict:
     """Run the demo; with ``out``, write out/result.json, plots and the run directories. Returns the result.
 
     ``workers``: processes training the tasks side by side (default: :func:`task_workers`)."""
@@ -264,7 +269,8 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
             raise MyopiaError(f"{out} already holds a (possibly unfinished) demo; remove it or choose another --out")
     with tempfile.TemporaryDirectory(prefix="myopia-demo-") as scratch:
         runs_root = (out / "runs") if out is not None else Path(scratch)
-        result: dict = {"command": "demo", "full": full, "config": asdict(cfg), "unit": UNIT,
+        result: dict = {"command": "demo", "full": full, "preset": preset or ("full" if full else "cpu"),
+                        "config": asdict(cfg), "unit": UNIT,
                         "seeds": {"init_and_data": list(cfg.seeds), "streams": {"train": TRAIN, "eval": EVAL,
                                   "probe_fit": PROBE_FIT, "probe_test": PROBE_TEST, "baseline_fit": BASELINE_FIT}}}
         workers = task_workers(cfg, workers)
@@ -305,10 +311,18 @@ def run_demo(cfg: DemoConfig = DEMO, out: str | Path | None = None, *, full: boo
     return result
 
 
-def demo_config(full: bool = False, **overrides) -> DemoConfig:
-    """The default (or ``full``) configuration with the overrides that are not None applied."""
+PRESETS = {"cpu": DEMO, "cpu-long": CPU_LONG, "full": FULL}
+
+
+def demo_config(full: bool = False, preset: str | None = None, **overrides) -> DemoConfig:
+    """The default (or ``full``, or ``preset`` from :data:`PRESETS`) configuration with the overrides that are not
+    None applied."""
     changes = {k: v for k, v in overrides.items() if v is not None}
-    base = FULL if full else DEMO
+    if preset is not None and preset not in PRESETS:
+        raise MyopiaError(f"unknown demo preset {preset!r}; known: {', '.join(PRESETS)}")
+    if full and preset not in (None, "full"):
+        raise MyopiaError(f"--full and the {preset} preset exclude each other")
+    base = FULL if full else PRESETS[preset or "cpu"]
     seed, n_seeds = changes.pop("seed", None), changes.pop("n_seeds", None)
     if seed is not None or n_seeds is not None:
         first = base.seeds[0] if seed is None else int(seed)
