@@ -9,6 +9,7 @@ only if the target holds on *all* arms; nothing is chosen by one arm's outcome.
     python -m myopia.experiments.demo_search OUT [POINT ...]     # POINT: names from GRID (default: all)
     python -m myopia.experiments.demo_search OUT --ladder        # the budget ladder, stopping at its first success
     python -m myopia.experiments.demo_search OUT --probe POINT ... # probe the seed-0 models a search left in OUT
+    python -m myopia.experiments.demo_search OUT --confirm POINT   # the 3-seed demo of one point: OUT/confirm-POINT
 
 ``--probe`` reads the trained models of finished points (``OUT/runs/POINT/TASK/TASK-ARM/model.safetensors``) and
 appends to ``OUT/probes.jsonl`` where each arm holds sin(ω x_{n−i}): the ridge-probe R² per layer at lag 0 (the
@@ -198,17 +199,34 @@ def probe_point(name: str, out: Path) -> dict:
     return row
 
 
+def confirm_point(name: str, out: Path) -> dict:
+    """The 3-seed confirmation of one point: ``run_demo`` with the point's configuration in ``out/confirm-NAME``."""
+    from .demo import run_demo
+
+    cfg = replace(BASE, **GRID[name], eval_every=max(1, replace(BASE, **GRID[name]).steps // 4),
+                  notes=f"3-seed confirmation of search point {name}")
+    return run_demo(cfg, out / f"confirm-{name}", progress=False)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0])
     ladder = "--ladder" in argv[1:]
     probe = "--probe" in argv[1:]
-    rest = [a for a in argv[1:] if a not in ("--ladder", "--probe")]
+    confirm = "--confirm" in argv[1:]
+    rest = [a for a in argv[1:] if a not in ("--ladder", "--probe", "--confirm")]
     names = list(LADDER) if ladder else (rest or [n for n in GRID if n not in LADDER + WINDOWS + SESSION3])
     unknown = [n for n in names if n not in GRID]
     if unknown:
         print(f"error: unknown grid point(s) {', '.join(unknown)}; known: {', '.join(GRID)}", file=sys.stderr)
         return 2
+    if confirm:
+        if len(names) != 1:
+            print("error: --confirm takes exactly one grid point", file=sys.stderr)
+            return 2
+        result = confirm_point(names[0], out)
+        print(result["table"] + "\n" + result["verdict"], flush=True)
+        return 0
     if probe:
         try:
             rows = [probe_point(name, out) for name in names]
