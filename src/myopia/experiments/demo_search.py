@@ -131,13 +131,20 @@ GRID: dict[str, dict] = {
     # every arm with seed 0 is confirmed by a 3-seed ``myopia demo`` and, if confirmed, becomes the default.
     "p1-mlp1-window4-floor0.1": {"p": 1.0, "mlp_ratio": 1, "window": 4, "min_lr_ratio": 0.1},
     "p1-mlp2-window4": {"p": 1.0, "mlp_ratio": 2, "window": 4},
+    # Ninth batch (committed after the eighth batch and the failed 3-seed confirmation of
+    # p1-omega4-window4-2000steps, before either was run). The floor and the wider MLP both failed; the narrow
+    # MLP at 1000 steps missed only on precache vanilla (0.166), so a larger peak lr within the same 1000 steps.
+    # Same rule.
+    "p1-mlp1-window4-lr4.5e-3": {"p": 1.0, "mlp_ratio": 1, "window": 4, "lr": 4.5e-3},
+    "p1-mlp1-window4-lr6e-3": {"p": 1.0, "mlp_ratio": 1, "window": 4, "lr": 6e-3},
 }
 SESSION3 = ("heads1", "p1-heads1", "p1-heads2", "p1-omega5", "p1-L3", "p1-heads1-2000steps",
             "p1-omega5-2000steps", "p1-omega5-4000steps", "p1-heads2-4000steps",
             "p1-omega4-2000steps", "p1-omega4-4000steps", "p1-omega5-L3-4000steps", "p1-omega5-8000steps",
             "p1-omega5-window4", "p1-omega5-window4-2000steps", "p1-omega5-window4-4000steps",
             "p1-heads2-window4", "p1-heads2-window4-2000steps", "p1-omega4-window4", "p1-omega4-window4-2000steps",
-            "p1-mlp1-window4", "p1-mlp1-window4-2000steps", "p1-mlp1-window4-floor0.1", "p1-mlp2-window4")
+            "p1-mlp1-window4", "p1-mlp1-window4-2000steps", "p1-mlp1-window4-floor0.1", "p1-mlp2-window4",
+            "p1-mlp1-window4-lr4.5e-3", "p1-mlp1-window4-lr6e-3")
 LADDER = ("p1-2000steps", "p1-4000steps", "p1-8000steps")
 WINDOWS = ("p1-window4", "p1-window2")
 
