@@ -195,7 +195,7 @@ def test_cpu_long_preset_is_the_search_point_that_met_the_target_and_excludes_fu
     from myopia.experiments import demo_search
     from myopia.experiments.demo import CPU_LONG, PRESETS, demo_config
 
-    point = dc_replace(demo_search.BASE, **demo_search.GRID["p1-omega4-window4-2000steps"])
+    point = dc_replace(demo_search.BASE, **demo_search.GRID["p1-mlp1-window4-2000steps"])
     # the same training problem and model as the searched point; only logging cadence and notes differ
     differ = {k for k, v in asdict(CPU_LONG).items() if asdict(point)[k] != v}
     assert differ <= {"eval_every", "notes"}
