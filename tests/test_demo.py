@@ -188,7 +188,7 @@ def test_demo_search_probe_reads_a_points_models_and_finds_the_feature_only_wher
             assert abs(arm["sin_lag0"][0]) < 0.05 and all(v <= 1.0 for v in arm["sin_lag0"])
 
 
-def test_cpu_long_preset_is_the_search_point_that_met_the_target_and_excludes_full(capsys):
+def test_cpu_long_preset_is_the_search_point_that_met_the_target_and_excludes_full(tmp_path, capsys):
     from dataclasses import asdict, replace as dc_replace
 
     from myopia.cli import main
@@ -203,3 +203,10 @@ def test_cpu_long_preset_is_the_search_point_that_met_the_target_and_excludes_fu
     assert demo_config(preset="cpu-long", steps=10).steps == 10
     assert main(["demo", "--full", "--cpu-long"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    out = tmp_path / "d"
+    assert main(["demo", "--cpu-long", "--steps", "3", "--n-seeds", "1", "--eval-sequences", "64", "--no-plots",
+                 "--no-progress", "--workers", "1", "--out", str(out)]) == 0
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["preset"] == "cpu-long" and saved["full"] is False
+    assert (saved["config"]["window"], saved["config"]["mlp_ratio"], saved["config"]["steps"]) == (4, 1, 3)
+    assert "cpu-long configuration" in capsys.readouterr().out
