@@ -137,6 +137,11 @@ GRID: dict[str, dict] = {
     # Same rule.
     "p1-mlp1-window4-lr4.5e-3": {"p": 1.0, "mlp_ratio": 1, "window": 4, "lr": 4.5e-3},
     "p1-mlp1-window4-lr6e-3": {"p": 1.0, "mlp_ratio": 1, "window": 4, "lr": 6e-3},
+    # Tenth batch (committed after p1-mlp1-window4-2000steps passed its 3-seed confirmation and became
+    # --cpu-long, before this point was run). The issue asks for p < 1 where it works, so that the (1 − z)·x_n
+    # branch occurs: the --cpu-long configuration at the base's p = 0.5. Rule: if its seed-0 run meets the target
+    # and a 3-seed confirmation passes (the same conditions), it replaces the p = 1 point as --cpu-long.
+    "mlp1-window4-2000steps": {"mlp_ratio": 1, "window": 4, "steps": 2000},
 }
 SESSION3 = ("heads1", "p1-heads1", "p1-heads2", "p1-omega5", "p1-L3", "p1-heads1-2000steps",
             "p1-omega5-2000steps", "p1-omega5-4000steps", "p1-heads2-4000steps",
@@ -144,7 +149,7 @@ SESSION3 = ("heads1", "p1-heads1", "p1-heads2", "p1-omega5", "p1-L3", "p1-heads1
             "p1-omega5-window4", "p1-omega5-window4-2000steps", "p1-omega5-window4-4000steps",
             "p1-heads2-window4", "p1-heads2-window4-2000steps", "p1-omega4-window4", "p1-omega4-window4-2000steps",
             "p1-mlp1-window4", "p1-mlp1-window4-2000steps", "p1-mlp1-window4-floor0.1", "p1-mlp2-window4",
-            "p1-mlp1-window4-lr4.5e-3", "p1-mlp1-window4-lr6e-3")
+            "p1-mlp1-window4-lr4.5e-3", "p1-mlp1-window4-lr6e-3", "mlp1-window4-2000steps")
 LADDER = ("p1-2000steps", "p1-4000steps", "p1-8000steps")
 WINDOWS = ("p1-window4", "p1-window2")
 
