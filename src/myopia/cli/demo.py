@@ -53,15 +53,11 @@ def run(args) -> int:
     from ..experiments.demo import demo_config, run_demo
 
     gradients = parse_gradients(args.gradients)
-    preset = "full" if args.full else ("cpu-long" if args.cpu_long else "cpu")
-    if args.full and args.cpu_long:
-        from ..errors import MyopiaError
-
-        raise MyopiaError("--full and --cpu-long exclude each other")
-    cfg = demo_config(args.full, preset=preset, steps=args.steps, eval_sequences=args.eval_sequences, seed=args.seed,
-                      n_seeds=args.n_seeds, p=args.p,
+    cfg = demo_config(args.full, preset="cpu-long" if args.cpu_long else None, steps=args.steps,
+                      eval_sequences=args.eval_sequences, seed=args.seed, n_seeds=args.n_seeds, p=args.p,
                       device=args.device, gradients=gradients,
                       eval_every=None if args.steps is None else max(1, args.steps // 6))
+    preset = "full" if args.full else ("cpu-long" if args.cpu_long else "cpu")
     if args.full and not torch.cuda.is_available() and cfg.device in ("auto", "cpu"):
         print("note: --full is the paper-scale configuration, sized for a GPU; on this CPU it takes hours",
               file=sys.stderr)

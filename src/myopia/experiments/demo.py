@@ -325,7 +325,7 @@ def demo_config(full: bool = False, preset: str | None = None, **overrides) -> D
     if preset is not None and preset not in PRESETS:
         raise MyopiaError(f"unknown demo preset {preset!r}; known: {', '.join(PRESETS)}")
     if full and preset not in (None, "full"):
-        raise MyopiaError(f"--full and the {preset} preset exclude each other")
+        raise MyopiaError(f"--full and --{preset} exclude each other")
     base = FULL if full else PRESETS[preset or "cpu"]
     seed, n_seeds = changes.pop("seed", None), changes.pop("n_seeds", None)
     if seed is not None or n_seeds is not None:

@@ -215,8 +215,8 @@ def confirm_point(name: str, out: Path) -> dict:
     """The 3-seed confirmation of one point: ``run_demo`` with the point's configuration in ``out/confirm-NAME``."""
     from .demo import run_demo
 
-    cfg = replace(BASE, **GRID[name], eval_every=max(1, replace(BASE, **GRID[name]).steps // 4),
-                  notes=f"3-seed confirmation of search point {name}")
+    cfg = replace(BASE, **GRID[name])
+    cfg = replace(cfg, eval_every=max(1, cfg.steps // 4), notes=f"3-seed confirmation of search point {name}")
     return run_demo(cfg, out / f"confirm-{name}", progress=False)
 
 
