@@ -165,8 +165,8 @@ def test_demo_search_refuses_unknown_points_and_keeps_its_ladder_and_windows_apa
     assert [demo_search.GRID[n]["steps"] for n in demo_search.LADDER] == [2000, 4000, 8000]
 
 
-def test_demo_search_probe_reads_a_points_models_and_finds_the_feature_only_where_it_is_computed(tmp_path, capsys,
-                                                                                                   monkeypatch):
+def test_demo_search_probe_reads_every_arm_of_a_point_and_finds_no_feature_in_the_input_embedding(tmp_path, capsys,
+                                                                                                     monkeypatch):
     from dataclasses import replace as dc_replace
 
     from myopia.experiments import demo_search

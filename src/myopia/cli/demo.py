@@ -53,17 +53,17 @@ def run(args) -> int:
     from ..experiments.demo import demo_config, run_demo
 
     gradients = parse_gradients(args.gradients)
-    cfg = demo_config(args.full, preset="cpu-long" if args.cpu_long else None, steps=args.steps,
+    preset = "cpu-long" if args.cpu_long else None
+    cfg = demo_config(args.full, preset=preset, steps=args.steps,
                       eval_sequences=args.eval_sequences, seed=args.seed, n_seeds=args.n_seeds, p=args.p,
                       device=args.device, gradients=gradients,
                       eval_every=None if args.steps is None else max(1, args.steps // 6))
-    preset = "full" if args.full else ("cpu-long" if args.cpu_long else "cpu")
     if args.full and not torch.cuda.is_available() and cfg.device in ("auto", "cpu"):
         print("note: --full is the paper-scale configuration, sized for a GPU; on this CPU it takes hours",
               file=sys.stderr)
     result = run_demo(cfg, args.out, full=args.full, plots=not args.no_plots, progress=not args.no_progress,
                       workers=args.workers, preset=preset)
-    print(f"myopia demo ({preset} configuration): ω={cfg.omega:g}, window {cfg.window}, "
+    print(f"myopia demo ({result['preset']} configuration): ω={cfg.omega:g}, window {cfg.window}, "
           f"{cfg.seq_len} positions, p={cfg.p:g}; GPT {cfg.n_layer} layers × width {cfg.d_model}; "
           f"{cfg.steps} steps × batch {cfg.batch_size} per model; seeds {list(cfg.seeds)}; "
           f"{cfg.eval_sequences} fresh held-out sequences")
