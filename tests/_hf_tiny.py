@@ -39,6 +39,12 @@ def tiny(arch: str, *, n_layer: int = 2, seed: int = 0, dtype=torch.float64):
                                num_key_value_heads=2, intermediate_size=64, max_position_embeddings=32,
                                sliding_window=16, bos_token_id=0, eos_token_id=0, pad_token_id=0)
         model = tr.MistralForCausalLM(cfg)
+    elif arch in ("falcon", "falcon-alibi"):  # multi-query rotary Falcon; the ALiBi one with grouped kv heads
+        alibi = arch == "falcon-alibi"
+        cfg = tr.FalconConfig(vocab_size=V, hidden_size=32, num_hidden_layers=n_layer, num_attention_heads=4,
+                              alibi=alibi, new_decoder_architecture=alibi, num_kv_heads=2 if alibi else None,
+                              attention_dropout=0.0, hidden_dropout=0.0, bos_token_id=0, eos_token_id=0)
+        model = tr.FalconForCausalLM(cfg)
     else:
         raise ValueError(arch)
     model = model.to(dtype).eval()

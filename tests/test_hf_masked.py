@@ -248,7 +248,7 @@ def test_position_bias_alibi_through_the_interface():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("family", ["bloom", "mpt", "falcon"])
+@pytest.mark.parametrize("family", ["bloom", "mpt"])
 def test_families_outside_the_attention_interface_are_refused_in_one_line(family):
     import transformers as tr
 
@@ -257,13 +257,64 @@ def test_families_outside_the_attention_interface_are_refused_in_one_line(family
         "bloom": lambda: tr.BloomForCausalLM(tr.BloomConfig(vocab_size=V, hidden_size=32, n_layer=1, n_head=4)),
         "mpt": lambda: tr.MptForCausalLM(tr.MptConfig(vocab_size=V, d_model=32, n_layers=1, n_heads=4,
                                                       max_seq_len=16)),
-        "falcon": lambda: tr.FalconForCausalLM(tr.FalconConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1,
-                                                               num_attention_heads=4, alibi=True)),
     }[family]
     with pytest.raises(MyopiaError) as exc:
         mhf.apply(build(), "myopic")
     msg = str(exc.value)
     assert "\n" not in msg and family in msg.lower() and "AttentionInterface" in msg
+
+
+def _falcon_dispatches_through_the_interface() -> bool:
+    """Whether the installed transformers' Falcon attention calls the registered attention functions (recent releases;
+    earlier releases compute attention inside the layer)."""
+    import inspect
+
+    from transformers.models.falcon import modeling_falcon
+
+    return "ALL_ATTENTION_FUNCTIONS" in inspect.getsource(modeling_falcon.FalconAttention.forward)
+
+
+@pytest.mark.parametrize("arch", ["falcon", "falcon-alibi"])
+def test_falcon_is_exact_where_transformers_dispatches_it_and_refused_in_one_line_elsewhere(arch):
+    """Falcon (multi-query rotary, and ALiBi through the additive mask with grouped kv heads): where the installed
+    transformers routes its attention through the interface, both myopic gradients equal the float64 brute force;
+    where it does not, apply refuses in one line. Either way no silently wrong gradient."""
+    model = tiny(arch)
+    x = _ids(B=2, T=6, seed=3)
+    if not _falcon_dispatches_through_the_interface():
+        with pytest.raises(MyopiaError) as exc:
+            mhf.apply(model, "myopic")
+        assert "\n" not in str(exc.value) and "AttentionInterface" in str(exc.value)
+        return
+    params = list(model.parameters())
+    ref_logits = model(x[:, :-1], use_cache=False).logits
+    g_vanilla = grads(model_loss(model, x), params)
+    g_strict = grads(brute_force_loss(model, x), params)
+    g_hidden = grads(hidden_brute_force_loss(model, x), params)
+    for gradient, want in (("myopic", g_strict), ("myopic-hidden", g_hidden)):
+        mhf.apply(model, gradient)
+        torch.testing.assert_close(model(x[:, :-1], use_cache=False).logits, ref_logits, rtol=1e-12, atol=1e-12)
+        assert_grads_close(grads(model_loss(model, x), params), want, **TOL)
+    diff = max((a - b).abs().max().item() for a, b in zip(g_strict, g_vanilla))
+    assert diff > 1e-3  # the myopic gradient really differs from vanilla's (the test can fail)
+
+
+def test_a_causal_mask_passed_with_is_causal_false_trains_and_a_bidirectional_one_is_refused():
+    """Some transformers releases pass GPT-2's causal boolean mask with is_causal=False: the mask decides."""
+    from myopia.hf.attention import MyopiaSettings, myopia_attention_forward
+
+    q, k, v = (torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    module = torch.nn.Module()
+    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(gradient="myopic"), None
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]
+    want, _ = myopia_attention_forward(module, q, k, v, None)
+    got, _ = myopia_attention_forward(module, q, k, v, causal, is_causal=False)
+    g = torch.randn_like(want)
+    torch.testing.assert_close(torch.autograd.grad((got * g).sum(), (q, k, v)),
+                               torch.autograd.grad((want * g).sum(), (q, k, v)), rtol=1e-12, atol=1e-12)
+    for mask in (None, torch.ones(1, 1, 5, 5, dtype=torch.bool)):
+        with pytest.raises(MyopiaError, match="non-causal"):
+            myopia_attention_forward(module, q, k, v, mask, is_causal=False)
 
 
 def test_attention_sinks_and_dropout_stay_refused():

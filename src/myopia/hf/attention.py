@@ -238,7 +238,8 @@ def _same_dtype(*tensors):
     return tuple(t.to(dtype) for t in tensors)
 
 
-def _require_whole_causal_call(module, query, key, dropout, kwargs, what: str) -> tuple[str, int, int]:
+def _require_whole_causal_call(module, query, key, attention_mask, dropout, kwargs,
+                               what: str) -> tuple[str, int, int]:
     """What every exact path needs of a call: the whole sequence at once, no dropout, causal. Returns (layer name,
     T, S)."""
     name = type(module).__name__
@@ -249,13 +250,32 @@ def _require_whole_causal_call(module, query, key, dropout, kwargs, what: str) -
     if dropout and float(dropout) > 0:
         raise MyopiaError(f"{name}: attention dropout p={dropout} is not supported by {what}; set the config's "
                           "attention dropout (attn_pdrop / attention_dropout) to 0")
-    if kwargs.get("is_causal") is False:
+    if kwargs.get("is_causal") is False and not _mask_within_causal(attention_mask, T, S):
         raise MyopiaError(f"{name}: non-causal attention is not supported by {what}")
     return name, T, S
 
 
+def _mask_within_causal(attention_mask, T: int, S: int) -> bool:
+    """Whether ``attention_mask`` allows no key after its query (a causal mask, possibly padded or packed).
+
+    Some transformers releases (4.55-4.57 for GPT-2) pass a causal boolean mask together with ``is_causal=False``;
+    the mask, not the flag, says what the call attends to. No mask with ``is_causal=False`` is bidirectional.
+    """
+    if attention_mask is None:
+        return False
+    allowed = attention_mask if attention_mask.dtype == torch.bool else \
+        attention_mask > torch.finfo(attention_mask.dtype).min / 2
+    if allowed.shape[-2:] != (T, S):
+        return False
+    future = torch.ones(T, S, dtype=torch.bool, device=allowed.device).triu(S - T + 1)
+    if torch.compiler.is_compiling():
+        torch._assert_async(~(allowed & future).any(), "non-causal attention mask in myopic training")
+        return True
+    return not bool((allowed & future).any())
+
+
 def _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, what: str) -> None:
-    name, T, S = _require_whole_causal_call(module, query, key, dropout, kwargs, what)
+    name, T, S = _require_whole_causal_call(module, query, key, attention_mask, dropout, kwargs, what)
     for key_name in ("softcap", "s_aux", "position_bias"):
         if kwargs.get(key_name) is not None:
             raise MyopiaError(f"{name}: attention with {key_name} is not supported by {what}")
@@ -289,7 +309,7 @@ _mask_checked.last = None
 def _masked_structure(module, query, key, attention_mask, dropout, kwargs, what: str):
     """``(structure, bias)`` of this call for :mod:`myopia.masked_attention`, or ``(None, None)`` for a plain
     causal batch (the fused path). Refuses what no exact path covers, in one line naming the layer."""
-    name, T, S = _require_whole_causal_call(module, query, key, dropout, kwargs, what)
+    name, T, S = _require_whole_causal_call(module, query, key, attention_mask, dropout, kwargs, what)
     if kwargs.get("s_aux") is not None:
         raise MyopiaError(f"{name}: attention with sinks (s_aux) is not supported by {what}")
     softcap, bias = kwargs.get("softcap"), kwargs.get("position_bias")
