@@ -88,25 +88,41 @@ def train_config(args) -> TrainConfig:
     return config_from_args(TrainConfig, args)
 
 
-def add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """--data and how to read and tokenize it (see myopia.data.sources / myopia.data.tokenizer)."""
+def add_data_args(p: argparse.ArgumentParser, *, required: bool = True, tokenizer_help: str | None = None) -> None:
+    """--data and how to read, split and tokenize it (see myopia.data.sources / text / tokenizer); the same options
+    on every command that reads text."""
+    from ..data.text import DEFAULT_DOCUMENTS, DOCUMENT_MODES
+
     g = p.add_argument_group("data")
     g.add_argument("--data", required=required,
                    help="text file, folder (file stem = slice), .jsonl/.parquet, a datasets save_to_disk folder, "
-                   "hf:NAME, or a token cache folder")
+                   "hf:NAME, a token cache folder, or .npy token ids")
+    g.add_argument("--documents", default=DEFAULT_DOCUMENTS, choices=DOCUMENT_MODES,
+                   help="how a plain-text file becomes documents: blank-lines (blocks between blank lines), file "
+                   "(each file one text, cut into ~8k-character segments for the split), stream (a folder's files "
+                   "as one continuous text); records of JSONL/Parquet/datasets are documents anyway "
+                   "(default %(default)s)")
     g.add_argument("--tokenizer", default=None,
-                   help="bytes (default), bpe:N (train a byte-level BPE), a tokenizer.json, hf:NAME or a folder")
-    g.add_argument("--text-field", default="text", help="text field of JSON/Parquet/datasets records")
-    g.add_argument("--label-field", default=None, help="record field used as the slice label")
-    g.add_argument("--hf-config", default=None, help="Hugging Face dataset configuration")
+                   help=tokenizer_help or "bytes (default), bpe:N (train a byte-level BPE on the training "
+                   "documents), a tokenizer.json, hf:NAME or a folder")
+    g.add_argument("--text-field", default="text", help="text field of JSON/Parquet/datasets records "
+                   "(default %(default)s)")
+    g.add_argument("--label-field", default=None, help="record field used as the slice label (default: the file "
+                   "stem)")
+    g.add_argument("--hf-config", default=None, help="Hugging Face dataset configuration (default: none)")
     g.add_argument("--hf-split", default=None, help="Hugging Face dataset split(s) to read (default: all)")
-    g.add_argument("--val-frac", type=float, default=0.05, help="fraction of documents held out for validation")
-    g.add_argument("--test-frac", type=float, default=0.05, help="fraction of documents held out for testing")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the document-level split")
+    g.add_argument("--val-frac", type=float, default=0.05, help="fraction of documents held out for validation "
+                   "(default %(default)s)")
+    g.add_argument("--test-frac", type=float, default=0.05, help="fraction of documents held out for testing "
+                   "(default %(default)s)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the document-level split (default %(default)s)")
 
 
 def data_options(args) -> dict:
-    """Keyword arguments of myopia.data.load_corpus from add_data_args' flags (tokenizer and cache excluded)."""
+    """Keyword arguments of myopia.data.load_corpus from add_data_args' flags (tokenizer and cache excluded): how
+    to read and split, and a line on stderr saying what was read (warning when documents are shorter than the
+    command's --seq-len)."""
     return {"text_field": args.text_field, "label_field": args.label_field, "hf_config": args.hf_config,
             "hf_split": args.hf_split, "val_frac": args.val_frac, "test_frac": args.test_frac,
-            "split_seed": args.split_seed}
+            "split_seed": args.split_seed, "documents": args.documents, "announce": True,
+            "context_len": getattr(args, "seq_len", None)}

@@ -32,7 +32,7 @@ def run_build(args) -> int:
 
     opts = data_options(args)
     source = DataSource.from_spec(args.data, **{k: opts[k] for k in ("text_field", "label_field", "hf_config",
-                                                                     "hf_split")})
+                                                                     "hf_split", "documents")})
     corpus = build_cache(source, args.tokenizer or "bytes", args.out, val_frac=args.val_frac,
                          test_frac=args.test_frac, split_seed=args.split_seed, progress=not args.no_progress,
                          force=args.force)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_train_args, train_config
+from .common import add_data_args, add_train_args, data_options, train_config
 
 
 def register(sub) -> None:
@@ -18,8 +18,8 @@ def register(sub) -> None:
         "not measured).",
     )
     p.add_argument("--model", required=True, help="Hugging Face model name or local directory")
-    p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="output directory (one run directory per arm)")
+    add_data_args(p, tokenizer_help="the model's own tokenizer (default); if given it must be the model's (checked)")
     p.add_argument("--arms", default="vanilla,myopic,myopic-hidden",
                    help="comma-separated gradient settings to train (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per training window (default %(default)s)")
@@ -50,7 +50,8 @@ def run(args) -> int:
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
     summary = finetune(args.model, args.data, args.out, train_config(args), seq_len=args.seq_len, arms=arms,
                        beta=args.beta, horizon=args.horizon, eval_tokens=args.eval_tokens, resume=args.resume,
-                       snapshot_every=args.snapshot_every)
+                       snapshot_every=args.snapshot_every, data_opts=data_options(args),
+                       tokenizer_spec=args.tokenizer)
     from ..analysis.stats import format_interval
 
     for arm, r in summary.get("arms", {}).items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .common import add_data_args, data_options
+
 
 def register(sub) -> None:
     """Add the ``myopia grad`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
@@ -14,8 +16,8 @@ def register(sub) -> None:
         "Writes OUT/grad.json and OUT/grad.png (the dynamics over a series of checkpoints).",
     )
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints, in training order")
-    p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="output directory")
+    add_data_args(p, tokenizer_help="the checkpoints' own tokenizer (default); if given it must be theirs (checked)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"], help="data split (default val)")
     p.add_argument("--windows", type=int, default=16, help="windows in the sample (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per window (default: the run's, or 64)")
@@ -36,7 +38,8 @@ def run(args) -> int:
     hf_logging.disable_progress_bar()
     summary = grad_decomposition(args.checkpoints, args.data, args.out, split=args.split, windows=args.windows,
                                  seq_len=args.seq_len, snapshots=args.snapshots, device=args.device,
-                                 micro_batch=args.micro_batch, plot=not args.no_plot)
+                                 micro_batch=args.micro_batch, plot=not args.no_plot,
+                                 data_opts=data_options(args), tokenizer_spec=args.tokenizer)
     def num(v, spec):
         return "n/a" if v is None else format(v, spec)
 

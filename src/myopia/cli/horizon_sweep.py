@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..arms import MYOPIC_ARMS
+from .common import data_options
 from .sweep import add_sweep_args, settings_from_args
 
 
@@ -40,7 +41,7 @@ def run(args) -> int:
             print(f"{a.name:28s} gradient={a.gradient:14s} horizon={a.horizon:<4d} beta={a.beta:g}")
         print(f"{len(arms) * len(settings.seeds)} runs at {settings.sizes[0].name}, budget {settings.tokens[0].label}")
         return 0
-    corpus = load_corpus(args.data)
+    corpus = load_corpus(args.data, args.tokenizer, **data_options(args))
     s = run_horizon_sweep(args.data, args.out, settings, horizons=horizons, betas=betas, corpus=corpus,
                           max_runs=args.max_runs, bootstrap=args.bootstrap)
     print(f"vanilla {s['vanilla']['loss']} ({s['vanilla']['seeds']} seed(s); training noise {s['training_noise']})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MyopiaError
+from .common import add_data_args, data_options
 
 
 def register(sub) -> None:
@@ -17,8 +18,8 @@ def register(sub) -> None:
     p.add_argument("--pair", default=None, help="a pair or finetune directory (arms as subdirectories)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
                    help="a model to probe (run dir, weights file, HF directory or hub name); repeatable")
-    p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="output directory")
+    add_data_args(p, tokenizer_help="the models' own tokenizer (default); if given it must be theirs (checked)")
     p.add_argument("--layers", default="all", help="'all' or comma-separated layer indices (0 = embeddings)")
     p.add_argument("--ks", default="1,2,3,4", help="future offsets (default %(default)s)")
     p.add_argument("--train-split", default="val", choices=["train", "val", "test"],
@@ -59,7 +60,8 @@ def run(args) -> int:
     summary = probe_comparison(models, args.data, args.out, layers=args.layers, ks=ks, train_split=args.train_split,
                                eval_split=args.eval_split, windows=args.windows, seq_len=args.seq_len,
                                classes=args.classes, steps=args.steps, lr=args.lr, seed=args.seed,
-                               device=args.device, plot=not args.no_plot)
+                               device=args.device, plot=not args.no_plot,
+                               data_opts=data_options(args), tokenizer_spec=args.tokenizer)
     for name, res in summary["models"].items():
         last = max(res["layers"], key=int)
         accs = "  ".join(f"k={k}: {res['layers'][last][str(k)]['accuracy']:.3f}" for k in summary["ks"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..experiments.scaling_presets import ISOFLOP_PRESETS, PRESETS
+from .common import add_data_args, data_options
 
 PRESET_HELP = "; ".join(f"{name}: {p.description}" for name, p in PRESETS.items())
 ISOFLOP_HELP = "; ".join(f"{name}: {p.description}" for name, p in ISOFLOP_PRESETS.items())
@@ -13,8 +14,8 @@ ISOFLOP_HELP = "; ".join(f"{name}: {p.description}" for name, p in ISOFLOP_PRESE
 def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None = "vanilla,myopic,myopic-hidden",
                    isoflop: bool = False):
     """Arguments shared by `sweep` and `horizon-sweep`: the preset and what may override it."""
-    p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="sweep folder: one subfolder per run, plus the summary JSON")
+    add_data_args(p)
     choices = sorted(PRESETS) + (sorted(ISOFLOP_PRESETS) if isoflop else [])
     help_ = PRESET_HELP + ("; IsoFLOP designs: " + ISOFLOP_HELP if isoflop else "")
     p.add_argument("--preset", choices=choices, default=None,
@@ -205,7 +206,7 @@ def run_isoflop_cli(args) -> int:
 
     s = isoflop_settings_from_args(args)
     shard = parse_shard(args.shard)
-    corpus = load_corpus(args.data)
+    corpus = load_corpus(args.data, args.tokenizer, **data_options(args))
     if args.dry_run:
         train_tokens = len(corpus.split_tokens("train"))
         cells = shard_cells(plan_cells(s, corpus.vocab_size, train_tokens), shard, len(s.lr_grid))
@@ -257,7 +258,7 @@ def run(args) -> int:
         init_distributed()
         return run_isoflop_cli(args)
     settings = settings_from_args(args)
-    corpus = load_corpus(args.data)
+    corpus = load_corpus(args.data, args.tokenizer, **data_options(args))
     if args.dry_run:
         runs = plan_runs(settings, corpus.vocab_size)
         for r in runs:

@@ -82,6 +82,26 @@ class TokenCorpus:
         return out
 
 
+def describe_documents(corpus: TokenCorpus, context_len: int | None = None,
+                       mode: str = "blank-lines") -> tuple[str, str | None]:
+    """One line saying how many documents a corpus holds, how they were made (``mode``: a ``--documents`` mode,
+    ``records``, ``blocks``, ``cache``) and how long they are (median, in tokens, end-of-document token included),
+    with the documents per split; and a warning (or None) when the median document is shorter than
+    ``context_len`` (with document masks no position would see a full context)."""
+    lengths = corpus.doc_lengths
+    median = int(np.median(lengths)) if len(lengths) else 0
+    counts = "/".join(str(int((corpus.doc_split == i).sum())) for i in range(len(SPLITS)))
+    line = (f"data: {corpus.source or 'corpus'}: {corpus.n_docs:,} documents ({mode}), median {median:,} tokens, "
+            f"{len(corpus.tokens):,} tokens in all; train/val/test documents {counts}")
+    warning = None
+    if context_len is not None and median < context_len:
+        hint = " (--documents file or stream reads a text file as one continuous text)" \
+            if mode == "blank-lines" else ""
+        warning = (f"warning: the median document ({median} tokens) is shorter than the context window "
+                   f"({context_len}); with document masks most positions see less than a full context{hint}")
+    return line, warning
+
+
 def assign_splits(n_docs: int, val_frac: float, test_frac: float, seed: int) -> np.ndarray:
     """Document-level split: a seeded permutation; at least one validation and test document when n >= 3."""
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
@@ -163,4 +183,4 @@ def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_s
     )
 
 
-__all__ = ["TokenCorpus", "Document", "assign_splits", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]
+__all__ = ["TokenCorpus", "Document", "assign_splits", "describe_documents", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]

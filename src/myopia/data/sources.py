@@ -6,7 +6,8 @@ dataset fingerprint for hub datasets), so token caches can tell whether they are
 
 Spec strings (what ``--data`` takes):
 
-- ``path/to/file.txt`` (any suffix but the ones below): documents separated by blank lines, slice = file stem;
+- ``path/to/file.txt`` (any suffix but the ones below): documents as ``documents`` says (blank-line separated by
+  default; see :mod:`myopia.data.text`), slice = file stem;
 - ``path/to/folder``: every ``.txt``/``.text``/``.md``/``.jsonl``/``.parquet`` file in it, slice = file stem
   (or the label field of JSON/Parquet records when one is named);
 - ``file.jsonl`` / ``file.ndjson`` / ``file.json`` (one JSON object per line) and ``file.parquet``: one document
@@ -24,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MyopiaError, first_line
-from .text import TEXT_SUFFIXES, Document, iter_text_file
+from .text import (DEFAULT_DOCUMENTS, TEXT_SUFFIXES, Document, check_document_mode, cut_segments, iter_text_file,
+                   read_whole_text, segment_size)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet",)
@@ -59,19 +61,25 @@ class DataSource:
     """A stream of documents. Build one with :meth:`from_spec`; iterate with :meth:`documents`."""
 
     def __init__(self, kind: str, location: str, *, text_field: str = "text", label_field: str | None = None,
-                 hf_config: str | None = None, hf_split: str | None = None):
+                 hf_config: str | None = None, hf_split: str | None = None, documents: str = DEFAULT_DOCUMENTS):
         if kind not in KINDS:
             raise MyopiaError(f"unknown data source kind {kind!r}")
-        self.kind, self.location = kind, location
+        check_document_mode(documents)
+        if documents != DEFAULT_DOCUMENTS and kind not in ("text", "folder"):
+            raise MyopiaError(f"--documents {documents} applies to plain-text files; each record of {location} is "
+                              "one document already")
+        self.kind, self.location, self.documents_mode = kind, location, documents
         self.text_field, self.label_field = text_field, label_field
         self.hf_config, self.hf_split = hf_config, hf_split
         self._dataset = None  # a loaded Hugging Face dataset, kept once loaded
 
     @classmethod
     def from_spec(cls, spec: str | Path, *, text_field: str = "text", label_field: str | None = None,
-                  hf_config: str | None = None, hf_split: str | None = None) -> "DataSource":
+                  hf_config: str | None = None, hf_split: str | None = None,
+                  documents: str = DEFAULT_DOCUMENTS) -> "DataSource":
         """The source named by a path or ``hf:NAME``; a clear error when the path does not exist."""
-        opts = dict(text_field=text_field, label_field=label_field, hf_config=hf_config, hf_split=hf_split)
+        opts = dict(text_field=text_field, label_field=label_field, hf_config=hf_config, hf_split=hf_split,
+                    documents=documents)
         spec_str = str(spec)
         if spec_str.startswith("hf:"):
             if not spec_str[3:]:
@@ -92,6 +100,8 @@ class DataSource:
             out.update(text_field=self.text_field, label_field=self.label_field)
         if self.kind.startswith("hf"):
             out.update(hf_config=self.hf_config, hf_split=self.hf_split)
+        if self.documents_mode != DEFAULT_DOCUMENTS:  # absent at the default: earlier caches keep their keys
+            out["documents"] = self.documents_mode
         return out
 
     def fingerprint(self) -> str:
@@ -113,10 +123,15 @@ class DataSource:
     def documents(self) -> Iterator[Document]:
         """Stream the source's documents, one at a time, in a fixed order."""
         path = Path(self.location)
+        segmented = self.documents_mode != DEFAULT_DOCUMENTS
         if self.kind == "text":
-            yield from iter_text_file(path)
+            yield from _segmented_documents([path], joined=False) if segmented else iter_text_file(path)
         elif self.kind == "folder":
             files = self._folder_files()
+            if segmented:  # the text files as segments (one stream with ``stream``), then the record files
+                texts = [f for f in files if _file_kind(f) == "text"]
+                yield from _segmented_documents(texts, joined=self.documents_mode == "stream")
+                files = [f for f in files if _file_kind(f) != "text"]
             for f in files:
                 yield from self._file_documents(f)
         elif self.kind in ("jsonl", "parquet"):
@@ -251,6 +266,30 @@ class DataSource:
                     doc = self._record_document(text, label, f"dataset {self.location} row {row}", default)
                     if doc is not None:
                         yield doc
+
+
+def _segmented_documents(paths: list[Path], *, joined: bool) -> Iterator[Document]:
+    """Contiguous segments of the text files ``paths`` (see :mod:`myopia.data.text`): each file cut on its own, or
+    with ``joined`` all of them as one text (a segment's slice is the file it starts in)."""
+    if not paths:
+        return
+    size = segment_size(sum(_stat_entry(p, p)[1] for p in paths))
+    rest, rest_label = "", ""
+    for path in paths:
+        text = read_whole_text(path)
+        if joined and rest:
+            text, first_label = rest + "\n" + text, rest_label
+        else:
+            first_label = path.stem
+        pieces, rest = cut_segments(text, size)
+        for i, piece in enumerate(pieces):
+            yield Document(piece, first_label if i == 0 else path.stem)
+        rest_label = first_label if not pieces else path.stem
+        if not joined and rest.strip():
+            yield Document(rest, rest_label)
+            rest = ""
+    if joined and rest.strip():
+        yield Document(rest, rest_label)
 
 
 def read_text_documents(path: str | Path) -> list[Document]:

@@ -236,6 +236,22 @@ def make_tokenizer(spec, train_texts=None, *, show_progress: bool = False):
     raise MyopiaError(f"unknown tokenizer {spec!r}: use bytes, bpe:N, a tokenizer.json, hf:NAME or a tokenizer folder")
 
 
+def check_model_tokenizer(spec: str | None, tokenizer, model: str) -> None:
+    """Refuse ``--tokenizer spec`` where a model's own ``tokenizer`` decides the ids (None: nothing to check).
+
+    ``bpe:N`` would train a new vocabulary, which a trained model cannot read; any other spec must have the same
+    fingerprint as the model's tokenizer."""
+    if spec is None:
+        return
+    if parse_bpe_spec(spec) is not None:
+        raise MyopiaError(f"--tokenizer {spec} trains a new vocabulary; {model} reads its own tokenizer's ids "
+                          "(leave --tokenizer out)")
+    given = make_tokenizer(spec)
+    if given.fingerprint() != tokenizer.fingerprint():
+        raise MyopiaError(f"--tokenizer {spec} is not {model}'s tokenizer ({tokenizer.describe()['kind']}, "
+                          f"vocabulary {tokenizer.vocab_size}); leave --tokenizer out to use the model's own")
+
+
 def load_saved_tokenizer(folder: Path, kind: str):
     """The tokenizer a token cache saved with :meth:`save`."""
     folder = Path(folder)

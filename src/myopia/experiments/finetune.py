@@ -21,6 +21,7 @@ from ..analysis.stats import HierarchicalBootstrap
 from ..arms import GRADIENTS, PAIR_ARMS
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
+from ..data.tokenizer import check_model_tokenizer
 from ..errors import MyopiaError
 from ..hf.model import HFCausalLM, load_hf_model
 from ..hf.tokenizer import load_hf_tokenizer
@@ -77,8 +78,13 @@ def finetune(
     eval_tokens: int = 65536,
     resume: bool = False,
     snapshot_every: int = 0,
+    data_opts: dict | None = None,
+    tokenizer_spec: str | None = None,
 ) -> dict:
     """Continue training ``model_name`` once per arm on ``data``; returns the summary written to finetune.json.
+
+    ``data_opts`` are :func:`myopia.data.load_corpus` options; ``tokenizer_spec``, when given, must name the
+    model's own tokenizer.
 
     ``beta``/``horizon`` apply to the myopic arms. ``snapshot_every`` > 0 keeps the weights every that many
     steps in ``<arm>/snapshots/step_XXXXXXX.safetensors`` (for ``myopia grad`` over training).
@@ -90,7 +96,8 @@ def finetune(
         raise MyopiaError("snapshot-every must be a multiple of ckpt-every (snapshots are taken at checkpoints)")
     out = Path(out)
     tokenizer = load_hf_tokenizer(model_name)
-    corpus = load_corpus(data, tokenizer)
+    check_model_tokenizer(tokenizer_spec, tokenizer, model_name)
+    corpus = load_corpus(data, tokenizer, **(data_opts or {}))
     device = resolve_device(train_cfg.device)
     test_task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_split="test", eval_tokens=eval_tokens,
                        document_mask=train_cfg.document_mask)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..data import LMTask, load_corpus
+from ..data.tokenizer import check_model_tokenizer
 from ..errors import MyopiaError
 from ..gradsplit import PARTS, decomposition_stats
 from ..io import provenance, read_json, write_json
@@ -57,8 +58,12 @@ def sample_windows(corpus, seq_len: int, split: str, windows: int) -> tuple[torc
 
 def grad_decomposition(specs: list[str], data: str | Path, out: str | Path, *, split: str = "val",
                        windows: int = 16, seq_len: int | None = None, snapshots: bool = False,
-                       device: str = "cpu", micro_batch: int = 16, plot: bool = True) -> dict:
-    """Decompose each checkpoint's gradient on the same sample; returns (and writes) the summary."""
+                       device: str = "cpu", micro_batch: int = 16, plot: bool = True,
+                       data_opts: dict | None = None, tokenizer_spec: str | None = None) -> dict:
+    """Decompose each checkpoint's gradient on the same sample; returns (and writes) the summary.
+
+    ``data_opts`` are :func:`myopia.data.load_corpus` options (documents, split fractions, ...);
+    ``tokenizer_spec``, when given, must name each checkpoint's own tokenizer."""
     if windows < 1:
         raise MyopiaError("windows must be >= 1")
     series = expand_series(specs, snapshots)
@@ -67,9 +72,10 @@ def grad_decomposition(specs: list[str], data: str | Path, out: str | Path, *, s
     for spec in series:
         model, tokenizer, info = load_model(spec, device=device)
         model.float()
+        check_model_tokenizer(tokenizer_spec, tokenizer, spec)
         fp = tokenizer.fingerprint()
         if fp not in corpora:
-            corpora[fp] = load_corpus(data, tokenizer)
+            corpora[fp] = load_corpus(data, tokenizer, **(data_opts or {}))
         T = seq_len or _default_seq_len(spec, model)
         x, y = sample_windows(corpora[fp], T, split, windows)
         if sample_info is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..data import LMTask, load_corpus
+from ..data.tokenizer import check_model_tokenizer
 from ..arms import PAIR_ARMS
 from ..errors import MyopiaError
 from ..io import provenance, write_json
@@ -41,17 +42,22 @@ def split_windows(corpus, seq_len: int, split: str, windows: int) -> torch.Tenso
 def probe_comparison(models: dict[str, str], data: str | Path, out: str | Path, *, layers: str = "all",
                      ks=(1, 2, 3, 4), train_split: str = "val", eval_split: str = "test", windows: int = 64,
                      seq_len: int = 64, classes: int = 1024, steps: int = 300, lr: float = 0.05,
-                     seed: int = 0, device: str = "cpu", plot: bool = True) -> dict:
-    """Probe each model ``{name: checkpoint}``; returns (and writes) the summary."""
+                     seed: int = 0, device: str = "cpu", plot: bool = True, data_opts: dict | None = None,
+                     tokenizer_spec: str | None = None) -> dict:
+    """Probe each model ``{name: checkpoint}``; returns (and writes) the summary.
+
+    ``data_opts`` are :func:`myopia.data.load_corpus` options; ``tokenizer_spec``, when given, must name the
+    models' own tokenizer."""
     if train_split == eval_split:
         raise MyopiaError("train and eval splits of the probes must differ")
     results, fingerprint, corpus, info = {}, None, None, {}
     for name, spec in models.items():
         model, tokenizer, meta = load_model(spec, device=device)
         model.float()
+        check_model_tokenizer(tokenizer_spec, tokenizer, name)
         if fingerprint is None:
             fingerprint = tokenizer.fingerprint()
-            corpus = load_corpus(data, tokenizer)
+            corpus = load_corpus(data, tokenizer, **(data_opts or {}))
             train_w = split_windows(corpus, seq_len, train_split, windows)
             test_w = split_windows(corpus, seq_len, eval_split, windows)
         elif tokenizer.fingerprint() != fingerprint:

@@ -18,6 +18,16 @@ def build_model(model_cfg: GPTConfig, seed: int) -> GPT:
     return GPT(model_cfg)
 
 
+_READING_DEFAULTS = {"tokenizer": None, "documents": "blank-lines", "text_field": "text", "label_field": None,
+                     "hf_config": None, "hf_split": None, "val_frac": 0.05, "test_frac": 0.05, "split_seed": 0}
+
+
+def _non_default_reading(tokenizer, data_opts: dict) -> dict:
+    """The reading options (tokenizer, documents, split, ...) that differ from load_corpus's defaults."""
+    given = {"tokenizer": tokenizer, **{k: v for k, v in data_opts.items() if k in _READING_DEFAULTS}}
+    return {k: v for k, v in given.items() if v != _READING_DEFAULTS[k]}
+
+
 def train_lm(
     data: str | Path,
     out: str | Path,
@@ -27,13 +37,20 @@ def train_lm(
     resume: bool = False,
     eval_tokens: int = 65536,
     corpus=None,
+    tokenizer: str | None = None,
+    data_opts: dict | None = None,
 ) -> dict:
-    """Train a GPT on ``data`` (text file, folder of text files or .npy tokens); returns the result dict."""
-    corpus = corpus if corpus is not None else load_corpus(data)
+    """Train a GPT on ``data`` (any source :func:`myopia.data.load_corpus` reads, tokenized with ``tokenizer``,
+    default bytes, read with ``data_opts``); returns the result dict. The reading options that differ from the
+    defaults are recorded in the run's config (so ``--resume`` refuses other ones)."""
+    corpus = corpus if corpus is not None else load_corpus(data, tokenizer, **(data_opts or {}))
     model_cfg = replace(model_cfg, vocab_size=corpus.vocab_size)
     task = LMTask(corpus, model_cfg.seq_len, seed=train_cfg.seed, eval_tokens=eval_tokens)
     model = build_model(model_cfg, train_cfg.seed)
     run_config = {"command": "train", "data": str(data), "model": model_cfg.to_dict(), "eval_tokens": eval_tokens}
+    reading = _non_default_reading(tokenizer, data_opts or {})
+    if reading:
+        run_config["data_options"] = reading
     return train(
         model,
         task,
