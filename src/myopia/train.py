@@ -109,8 +109,8 @@ class TrainConfig:
     device_memory_gb: float = option(0.0, "refuse a run whose memory plan exceeds this per process (0: the GPU's "
                                      "own memory)")
     document_mask: bool = option(True, "keep attention inside documents: no position attends across an "
-                                       "end-of-document boundary, in every gradient mode (off: the old behaviour; "
-                                       "runs saved without this field had it off)", both_switches=True)
+                                       "end-of-document boundary, in every gradient mode (off: windows run across "
+                                       "documents, as in one token stream)", both_switches=True)
 
     def __post_init__(self) -> None:
         self.validate()

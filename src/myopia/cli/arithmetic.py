@@ -28,7 +28,7 @@ def register(sub) -> None:
     g.add_argument("--n-layer", type=int, default=None, help="default 2")
     g.add_argument("--n-head", type=int, default=None, help="default 4")
     g.add_argument("--d-model", type=int, default=None, help="default 64")
-    g.add_argument("--mlp-ratio", type=int, default=4)
+    g.add_argument("--mlp-ratio", type=int, default=4, help="MLP width / d_model (default %(default)s)")
     add_train_args(p, steps=None, batch_size=None, lr=None)
     p.set_defaults(func=run)
 

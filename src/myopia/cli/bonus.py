@@ -7,7 +7,7 @@ def register(sub) -> None:
     p = sub.add_parser("bonus", help="train the local-myopic trainee and report the local myopia bonus",
                        description="Train a trainee whose present-position computation learns while every earlier "
                        "position's keys/values come from the frozen vanilla model; report bonus = "
-                       "loss(vanilla) - loss(local) with a 95%% CI and the decomposition gap = "
+                       "loss(vanilla) - loss(local) with a 95% CI and the decomposition gap = "
                        "(myopic - local) - (vanilla - local). Writes DIR/bonus.json.")
     p.add_argument("dir", help="pair directory (made by myopia pair)")
     p.add_argument("--init", choices=["vanilla", "scratch"], default="vanilla",
@@ -25,11 +25,11 @@ def register(sub) -> None:
                    help="peak learning rate (default: the pair's lr / 4 from vanilla, the pair's lr from scratch)")
     p.add_argument("--no-control", action="store_true",
                    help="skip the control (vanilla trained on the same examples with the same rule)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--max-docs", type=int, default=None)
-    p.add_argument("--bootstrap", type=int, default=2000)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="held-out split scored (default %(default)s)")
+    p.add_argument("--max-docs", type=int, default=None, help="score at most this many documents (default: all)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the intervals (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 

@@ -29,8 +29,9 @@ def add_config_options(group, cls, names, **defaults) -> None:
     for name in names:
         f = by_name[name]
         text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
-        with_default = text + " (default %(default)s)"
         default = defaults.get(name, f.default)
+        with_default = text + (" (default %(default)s)" if default is not None else
+                               f" (default: {f.metadata.get('unset', 'unset')})")
         flag = "--" + name.replace("_", "-")
         if hints[name] is not bool:
             group.add_argument(flag, type=hints[name], default=default, choices=f.metadata.get("choices"),

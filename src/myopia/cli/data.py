@@ -12,7 +12,7 @@ def register(sub) -> None:
     p = sub.add_parser("data", help="build or inspect a token cache",
                        description="Tokenize a corpus once into a memory-mapped token cache (reused while the "
                        "source, tokenizer and split settings are unchanged), or show what a cache holds.")
-    s = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = p.add_subparsers(dest="data_command", metavar="ACTION", required=True, help="build or info")
     b = s.add_parser("build", help="tokenize a corpus into a cache folder")
     add_data_args(b)
     b.add_argument("--out", required=True, help="cache folder")

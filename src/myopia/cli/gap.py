@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("gap", help="evaluate a pair on held-out documents: the gap by position, slice, token class",
                        description="Score every held-out token with every arm of a pair; write DIR/gap.json "
-                       "(gap with seed-inclusive 95%% intervals in nats/token, bits/byte and as a fraction of "
+                       "(gap with seed-inclusive 95% intervals in nats/token, bits/byte and as a fraction of "
                        "the value of context; the vanilla-vs-vanilla null with >= 2 seeds; by position, slice and "
                        "token class; top contexts) and DIR/gap/per_token.npz. --data other than the pair's own "
                        "split is refused if its documents overlap the training split.")
@@ -20,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--reuse-scores", action="store_true",
                    help="re-analyse the per-token losses of an earlier run (DIR/gap/per_token.npz of the same tokens, "
                    "seeds and arms) instead of scoring again; refused if a model is newer than those scores")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 

@@ -17,11 +17,11 @@ def register(sub) -> None:
                    help="instead of a pair: run folders or Hugging Face model directories, one arm each")
     p.add_argument("--baseline", default=None, help="the --runs arm the others are compared with (default: first)")
     p.add_argument("--out", default=None, help="folder for harness.json (default: the pair directory)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per evaluation batch (default %(default)s)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default %(default)s)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 

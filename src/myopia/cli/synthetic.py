@@ -10,7 +10,7 @@ def register(sub) -> None:
                        description="Sequence regression y_n = z_n Σ sin(ω x_{n-i}) + (1-z_n) x_n (see the docs, "
                        "'Concepts: the synthetic tasks'). Writes OUT/<task>-<gradient>[-seedS]/ runs and "
                        "OUT/result.json.")
-    p.add_argument("--task", choices=["precache", "control"], required=True)
+    p.add_argument("--task", choices=["precache", "control"], required=True, help="precache (the feature is needed only later) or control (also needed at once)")
     p.add_argument("--out", required=True, help="result folder")
     p.add_argument("--gradients", default="vanilla,myopic-hidden,myopic,bigram",
                    help="comma-separated gradient settings (default %(default)s)")
@@ -20,12 +20,12 @@ def register(sub) -> None:
     p.add_argument("--n-seeds", type=int, default=1, help="paired repetitions with seeds seed..seed+n-1")
     p.add_argument("--eval-sequences", type=int, default=2048, help="fresh held-out sequences (default %(default)s)")
     p.add_argument("--probe", action="store_true", help="also fit lookback probes (R² tables in result.json)")
-    p.add_argument("--probe-max-lag", type=int, default=20)
+    p.add_argument("--probe-max-lag", type=int, default=20, help="largest lag probed for the feature (default %(default)s)")
     g = p.add_argument_group("model")
     g.add_argument("--seq-len", type=int, default=16, help="positions per sequence (default %(default)s)")
-    g.add_argument("--n-layer", type=int, default=2)
-    g.add_argument("--n-head", type=int, default=4)
-    g.add_argument("--d-model", type=int, default=64)
+    g.add_argument("--n-layer", type=int, default=2, help="transformer blocks (default %(default)s)")
+    g.add_argument("--n-head", type=int, default=4, help="attention heads (default %(default)s)")
+    g.add_argument("--d-model", type=int, default=64, help="residual width (default %(default)s)")
     add_train_args(p, steps=1500, batch_size=128, lr=3e-3)
     p.set_defaults(func=run)
 

@@ -21,9 +21,9 @@ def register(sub) -> None:
                    help="user tasks: JSON Lines of {\"context\": ..., \"continuation\": ...} (task user:<stem>)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite (default: all five)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default %(default)s)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
 
 
