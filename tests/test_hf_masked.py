@@ -347,3 +347,15 @@ def test_hf_wrapper_document_ids_become_a_packed_batch():
     logits = wrapped(x, doc_ids=doc_ids)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-12)
     assert_grads_close(grads(_masked_loss(logits, y), params), want, **TOL)
+
+
+def test_a_transformers_older_than_the_floor_is_refused_in_one_line(monkeypatch):
+    import transformers
+
+    from myopia.hf.attention import TRANSFORMERS_FLOOR
+
+    monkeypatch.setattr(transformers, "__version__", "5.23.0")
+    assert TRANSFORMERS_FLOOR > (5, 23)
+    with pytest.raises(MyopiaError, match="needs transformers >= 5.24") as exc:
+        mhf.apply(tiny("gpt2"), "myopic")
+    assert "\n" not in str(exc.value)

@@ -73,6 +73,22 @@ class _Captured(Exception):
 # --------------------------------------------------------------------------------------------------------------
 
 
+TRANSFORMERS_FLOOR = (5, 24)  # the oldest release the tests pass with (pyproject's range; .ci/run tests it)
+
+
+def _check_transformers() -> None:
+    """One clear line instead of a confusing failure deep inside transformers when it is older than the floor."""
+    import transformers
+
+    parts = []
+    for piece in transformers.__version__.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    if tuple(parts) < TRANSFORMERS_FLOOR:
+        raise MyopiaError(f"myopia.hf needs transformers >= {'.'.join(map(str, TRANSFORMERS_FLOOR))} (installed "
+                          f"{transformers.__version__}); pip install -e '.[hf]' installs a tested release")
+
+
 def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -114,6 +130,7 @@ def install(model, settings: MyopiaSettings) -> MyopiaSettings:
     it then runs ordinary sdpa attention, which lets :class:`HFCausalLM` collect or replace keys/values)."""
     from transformers import PreTrainedModel
 
+    _check_transformers()
     if not isinstance(model, PreTrainedModel):
         raise MyopiaError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
     check_gradient(settings.gradient, settings.beta, settings.horizon)
