@@ -225,3 +225,22 @@ def test_models_loaded_with_eager_attention(arch):
     assert model.config._attn_implementation == "eager"
     for a, b in zip(grads(model_loss(model, x), list(model.parameters())), g_ref):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("gradient", ["myopic", "myopic-hidden"])
+def test_a_peft_lora_model_trains_its_adapters_with_the_exact_myopic_gradient(gradient):
+    """apply() takes a PEFT wrapper as it is: the LoRA adapters (inside the base model's q/v projections) get the
+    brute-force gradient of the setting, and they really differ from vanilla's."""
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(tiny("gpt2"), peft.LoraConfig(r=4, target_modules=["c_attn"], lora_dropout=0.0,
+                                                              init_lora_weights=False, fan_in_fan_out=True)).eval()
+    x = _ids()
+    adapters = [p for p in model.parameters() if p.requires_grad]
+    assert adapters and all("lora" in n for n, p in model.named_parameters() if p.requires_grad)
+    reference = brute_force_loss if gradient == "myopic" else hidden_brute_force_loss
+    want, vanilla = grads(reference(model, x), adapters), grads(model_loss(model, x), adapters)
+    assert mhf.apply(model, gradient) is model and mhf.current_gradient(model) == gradient
+    assert_grads_close(grads(model_loss(model, x), adapters), want, **tolerance("gpt2"))
+    assert max((a - b).abs().max().item() for a, b in zip(want, vanilla)) > 1e-4
+    mhf.apply(model, "vanilla")
+    assert mhf.current_gradient(model) == "vanilla"

@@ -106,19 +106,28 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 def apply(model, gradient: str = "myopic", beta: float = 0.0, horizon: int = 0):
     """Make a transformers causal LM train with the given gradient setting; returns ``model`` (changed in place).
 
-    ``gradient="vanilla"`` restores the model's original attention implementation exactly. Raises
-    :class:`MyopiaError` for models whose attention layers do not use transformers' attention interface.
+    ``gradient="vanilla"`` restores the model's original attention implementation exactly. A PEFT-wrapped model
+    (LoRA, ...) is switched through its base model and returned as it is. Raises :class:`MyopiaError` for models
+    whose attention layers do not use transformers' attention interface.
     """
     check_gradient(gradient, beta, horizon)
     if gradient == "vanilla":
-        _uninstall(model)
+        _uninstall(transformers_model(model))
         return model
-    install(model, MyopiaSettings(gradient=gradient, beta=float(beta), horizon=int(horizon)))
+    install(transformers_model(model), MyopiaSettings(gradient=gradient, beta=float(beta), horizon=int(horizon)))
     return model
+
+
+def transformers_model(model):
+    """The transformers model inside a PEFT wrapper (LoRA, prefix tuning, ...: ``model.get_base_model()``), or
+    ``model`` itself. The adapters live inside the base model's layers, so they train under the same setting."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 def current_gradient(model) -> str:
     """The gradient setting a transformers model currently trains with (``vanilla`` if never applied)."""
+    model = transformers_model(model)
     settings = getattr(model, "_myopia", None)
     if settings is None or getattr(model.config, "_attn_implementation", None) != ATTN_NAME:
         return "vanilla"
