@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MyopiaError
-from .text import Document
+from .text import Deduplicator, Document
 from .tokenizer import make_tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -82,6 +82,23 @@ class TokenCorpus:
         return out
 
 
+FINGERPRINT_CHUNK = 1 << 24  # tokens hashed per update
+
+
+def data_fingerprint(corpus: TokenCorpus, split: str = "train") -> str:
+    """A content hash of a split: ``"blake2b:<32 hex>"`` of its token ids in document order (end-of-document
+    tokens included) as little-endian uint32, and the vocabulary size. Equal for the same tokens whatever the
+    file, cache or stored dtype; any changed token, document or split assignment changes it."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"myopia-data-v1 vocab={int(corpus.vocab_size)};".encode())
+    tokens = corpus.split_tokens(split)
+    for start in range(0, len(tokens), FINGERPRINT_CHUNK):
+        h.update(np.asarray(tokens[start:start + FINGERPRINT_CHUNK]).astype("<u4").tobytes())
+    return f"blake2b:{h.hexdigest()}"
+
+
 def assign_splits(n_docs: int, val_frac: float, test_frac: float, seed: int) -> np.ndarray:
     """Document-level split: a seeded permutation; at least one validation and test document when n >= 3."""
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
@@ -110,8 +127,12 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
     """Tokenize ``docs`` (objects with ``.text`` and ``.slice``) and split them by document.
 
     ``tokenizer`` is a tokenizer object or spec (default bytes); ``bpe:N`` is trained on the training documents.
+    Exact duplicates (:func:`~myopia.data.text.dedup_key`) are removed before the split, and held-out documents
+    that overlap the training split are excluded (:func:`~myopia.data.overlap.exclude_split_overlap`); both
+    counts are in ``info`` (``duplicates_removed``, ``near_duplicates_excluded``).
     """
-    docs = list(docs)
+    dedup = Deduplicator()
+    docs = list(dedup(docs))
     if not docs:
         raise MyopiaError(f"corpus {source or '(documents)'} is empty: no non-blank documents")
     split = assign_splits(len(docs), val_frac, test_frac, split_seed)
@@ -121,7 +142,7 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     tokens = np.fromiter((t for e in encoded for t in e), dtype=token_dtype(tokenizer.vocab_size),
                          count=int(offsets[-1]))
-    return TokenCorpus(
+    corpus = TokenCorpus(
         tokens=tokens,
         doc_offsets=offsets,
         doc_slices=[d.slice for d in docs],
@@ -129,8 +150,13 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
         vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer,
         source=source,
-        info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)}},
+        info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)},
+              "duplicates_removed": dedup.removed},
     )
+    from .overlap import exclude_split_overlap  # overlap.py builds on this module
+
+    exclude_split_overlap(corpus)
+    return corpus
 
 
 def token_dtype(vocab_size: int):
@@ -163,4 +189,4 @@ def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_s
     )
 
 
-__all__ = ["TokenCorpus", "Document", "assign_splits", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]
+__all__ = ["TokenCorpus", "Document", "assign_splits", "data_fingerprint", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MyopiaError, first_line
-from .text import TEXT_SUFFIXES, Document, iter_text_file
+from .text import TEXT_SUFFIXES, Document, iter_text_file, utf8_lines
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet",)
@@ -150,31 +150,25 @@ class DataSource:
 
     def _jsonl_documents(self, path: Path) -> Iterator[Document]:
         try:
-            f = open(path, encoding="utf-8")
+            for line_no, line in utf8_lines(path):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise MyopiaError(f"{path} line {line_no} is not valid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise MyopiaError(f"{path} line {line_no} is not a JSON object")
+                for field in (self.text_field, self.label_field):
+                    if field is not None and field not in record:
+                        raise MyopiaError(f"{path} line {line_no} has no field {field!r} "
+                                          f"(fields: {', '.join(map(str, record)) or 'none'})")
+                doc = self._record_document(record[self.text_field], record.get(self.label_field),
+                                            f"{path} line {line_no}", path.stem)
+                if doc is not None:
+                    yield doc
         except OSError as exc:
             raise MyopiaError(f"cannot read {path}: {exc.strerror or exc}") from None
-        line_no = 0
-        try:
-            with f:
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise MyopiaError(f"{path} line {line_no} is not valid JSON ({exc.msg})") from None
-                    if not isinstance(record, dict):
-                        raise MyopiaError(f"{path} line {line_no} is not a JSON object")
-                    for field in (self.text_field, self.label_field):
-                        if field is not None and field not in record:
-                            raise MyopiaError(f"{path} line {line_no} has no field {field!r} "
-                                              f"(fields: {', '.join(map(str, record)) or 'none'})")
-                    doc = self._record_document(record[self.text_field], record.get(self.label_field),
-                                                f"{path} line {line_no}", path.stem)
-                    if doc is not None:
-                        yield doc
-        except UnicodeDecodeError:
-            raise MyopiaError(f"{path} is not UTF-8 text (near line {line_no + 1})") from None
 
     def _parquet_documents(self, path: Path) -> Iterator[Document]:
         import pyarrow.parquet as pq
