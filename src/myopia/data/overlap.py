@@ -253,3 +253,19 @@ def exclude_split_overlap(corpus: TokenCorpus) -> int:
     corpus.doc_split = split
     corpus.info["near_duplicates_excluded"] = int(len(dropped))
     return int(len(dropped))
+
+
+def require_clean_split(corpus: TokenCorpus) -> None:
+    """Refuse a corpus whose held-out documents overlap its own training split. Corpora built by this version
+    were cleaned when built (``info["near_duplicates_excluded"]``); others (token caches of earlier versions)
+    are checked here and refused with one line naming the count."""
+    if "near_duplicates_excluded" in corpus.info:
+        return
+    held = np.flatnonzero(np.isin(corpus.doc_split, (1, 2)))
+    if not len(held) or not (corpus.doc_split == 0).any():
+        return
+    try:
+        check_corpus_overlap(corpus, held, {"train": corpus}, what=f"the held-out split of {corpus.source}")
+    except MyopiaError as exc:
+        raise MyopiaError(f"{str(exc).split('; score')[0]}; rebuild the data (myopia data build, or --data on the raw "
+                          "text): this version drops duplicates and near-duplicates when it builds") from None
