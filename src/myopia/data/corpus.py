@@ -123,16 +123,17 @@ def _train_texts(docs, split: np.ndarray):
 
 
 def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05, split_seed=0,
-                          source="") -> TokenCorpus:
+                          source="", dedup: bool = True) -> TokenCorpus:
     """Tokenize ``docs`` (objects with ``.text`` and ``.slice``) and split them by document.
 
     ``tokenizer`` is a tokenizer object or spec (default bytes); ``bpe:N`` is trained on the training documents.
     Exact duplicates (:func:`~myopia.data.text.dedup_key`) are removed before the split, and held-out documents
     that overlap the training split are excluded (:func:`~myopia.data.overlap.exclude_split_overlap`); both
-    counts are in ``info`` (``duplicates_removed``, ``near_duplicates_excluded``).
+    counts are in ``info`` (``duplicates_removed``, ``near_duplicates_excluded``). ``dedup=False`` keeps every
+    document as given (constructed corpora, e.g. tests that need copies).
     """
-    dedup = Deduplicator()
-    docs = list(dedup(docs))
+    unique = Deduplicator()
+    docs = list(unique(docs) if dedup else docs)
     if not docs:
         raise MyopiaError(f"corpus {source or '(documents)'} is empty: no non-blank documents")
     split = assign_splits(len(docs), val_frac, test_frac, split_seed)
@@ -151,11 +152,12 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
         tokenizer=tokenizer,
         source=source,
         info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)},
-              "duplicates_removed": dedup.removed},
+              **({"duplicates_removed": unique.removed} if dedup else {})},
     )
-    from .overlap import exclude_split_overlap  # overlap.py builds on this module
+    if dedup:
+        from .overlap import exclude_split_overlap  # overlap.py builds on this module
 
-    exclude_split_overlap(corpus)
+        exclude_split_overlap(corpus)
     return corpus
 
 
