@@ -191,4 +191,4 @@ def corpus_from_token_file(path: Path, *, val_frac=0.05, test_frac=0.05, split_s
     )
 
 
-__all__ = ["TokenCorpus", "Document", "assign_splits", "data_fingerprint", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]
+__all__ = ["TokenCorpus", "Document", "assign_splits", "corpus_from_documents", "corpus_from_token_file", "SPLITS"]

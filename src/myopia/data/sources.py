@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import MyopiaError, first_line
-from .text import TEXT_SUFFIXES, Document, iter_text_file, utf8_lines
+from .text import TEXT_SUFFIXES, Document, iter_text_file
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet",)
@@ -149,6 +149,8 @@ class DataSource:
         return Document(text, default_slice if self.label_field is None else str(label))
 
     def _jsonl_documents(self, path: Path) -> Iterator[Document]:
+        from .text import utf8_lines  # each line decoded on its own: a bad byte is named at its own line
+
         try:
             for line_no, line in utf8_lines(path):
                 if not line.strip():
