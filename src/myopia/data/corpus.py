@@ -82,23 +82,6 @@ class TokenCorpus:
         return out
 
 
-FINGERPRINT_CHUNK = 1 << 24  # tokens hashed per update
-
-
-def data_fingerprint(corpus: TokenCorpus, split: str = "train") -> str:
-    """A content hash of a split: ``"blake2b:<32 hex>"`` of its token ids in document order (end-of-document
-    tokens included) as little-endian uint32, and the vocabulary size. Equal for the same tokens whatever the
-    file, cache or stored dtype; any changed token, document or split assignment changes it."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"myopia-data-v1 vocab={int(corpus.vocab_size)};".encode())
-    tokens = corpus.split_tokens(split)
-    for start in range(0, len(tokens), FINGERPRINT_CHUNK):
-        h.update(np.asarray(tokens[start:start + FINGERPRINT_CHUNK]).astype("<u4").tobytes())
-    return f"blake2b:{h.hexdigest()}"
-
-
 def assign_splits(n_docs: int, val_frac: float, test_frac: float, seed: int) -> np.ndarray:
     """Document-level split: a seeded permutation; at least one validation and test document when n >= 3."""
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
@@ -159,6 +142,23 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
 
         exclude_split_overlap(corpus)
     return corpus
+
+
+FINGERPRINT_CHUNK = 1 << 24  # tokens hashed per update
+
+
+def data_fingerprint(corpus: TokenCorpus, split: str = "train") -> str:
+    """A content hash of a split: ``"blake2b:<32 hex>"`` of its token ids in document order (end-of-document
+    tokens included) as little-endian uint32, and the vocabulary size. Equal for the same tokens whatever the
+    file, cache or stored dtype; any changed token, document or split assignment changes it."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"myopia-data-v1 vocab={int(corpus.vocab_size)};".encode())
+    tokens = corpus.split_tokens(split)
+    for start in range(0, len(tokens), FINGERPRINT_CHUNK):
+        h.update(np.asarray(tokens[start:start + FINGERPRINT_CHUNK]).astype("<u4").tobytes())
+    return f"blake2b:{h.hexdigest()}"
 
 
 def token_dtype(vocab_size: int):
