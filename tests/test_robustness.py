@@ -36,9 +36,10 @@ WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "awa
 
 
 def run_cli(capsys, args):
+    """Exit status and stderr lines (the informational ``data: ...`` line some commands print left out)."""
     capsys.readouterr()
     code = main([str(a) for a in args])
-    return code, capsys.readouterr().err.strip().splitlines()
+    return code, [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("data: ")]
 
 
 def assert_one_line_error(code, err, *needles):
