@@ -73,7 +73,8 @@ def test_long_range_selection_is_leave_one_seed_out():
 
 def test_window_masks_map_items_to_the_held_out_tokens_that_predict_them():
     doc = "x (" + " ." * 10 + ") Budd, Budd."
-    corpus = corpus_from_documents([Document(doc, "only")] * 3, BYTES, val_frac=0.34, test_frac=0.34)
+    corpus = corpus_from_documents([Document(doc, "only")] * 3, BYTES, val_frac=0.34, test_frac=0.34,
+                                   dedup=False)
     held = document_windows(corpus, "test", 64)
     m = T.window_masks(held, TEXTS, min_chars=4, min_distance=16)
     assert bytes(held.target[m["closing"]].tolist()) == b")"
@@ -86,7 +87,8 @@ def test_window_masks_map_items_to_the_held_out_tokens_that_predict_them():
 
 
 def test_short_context_windows_hold_the_last_k_inputs():
-    corpus = corpus_from_documents([Document("abcdefghijklmnopqrstuvwxyz", "s")] * 3, BYTES, val_frac=0.34, test_frac=0.34)
+    corpus = corpus_from_documents([Document("abcdefghijklmnopqrstuvwxyz", "s")] * 3, BYTES, val_frac=0.34,
+                                   test_frac=0.34, dedup=False)
     held = document_windows(corpus, "test", 32)
     short, idx = T.short_context_windows(held, 4)
     assert (held.position[idx] >= 4).all() and len(idx) == (held.position >= 4).sum()

@@ -551,6 +551,8 @@ RESUMABLE_KEYS = ("resume", "progress", "tensorboard", "world_size", "debug", "s
 RUN_FILES = (CONFIG, METRICS, RESULT)
 # Config keys that runs saved before they existed lack, with the behaviour those runs had.
 LEGACY_DEFAULTS = {"document_mask": False}
+# Records added later (data identity): compared when both configs have them, skipped when one predates them.
+ADDED_RECORDS = ("data_fingerprint", "duplicates_removed", "near_duplicates_excluded")
 
 
 def config_mismatch(saved: dict, current: dict) -> str:
@@ -563,6 +565,8 @@ def config_mismatch(saved: dict, current: dict) -> str:
                     continue
                 if k in LEGACY_DEFAULTS and (k in a) != (k in b):  # saved before the key existed
                     a, b = {k: LEGACY_DEFAULTS[k], **a}, {k: LEGACY_DEFAULTS[k], **b}
+                if k in ADDED_RECORDS and (k in a) != (k in b):
+                    continue
                 if k not in a or k not in b:
                     return f"{path}{k} present in only one"
                 d = walk(a[k], b[k], f"{path}{k}.")
@@ -583,6 +587,9 @@ def config_mismatch(saved: dict, current: dict) -> str:
 
 
 def mismatch_message(what: str, mismatch: str) -> str:
+    if "data_fingerprint" in mismatch:
+        return (f"cannot resume {what}: its training data changed ({mismatch}): the training split's content "
+                "differs from the one it was trained on; give the same data or use another --out")
     if "vocab_size" in mismatch or "tokenizer" in mismatch:
         return (f"cannot resume {what}: the data's vocabulary differs from the one it was trained with "
                 f"({mismatch}); was the data tokenized with another tokenizer?")
@@ -601,13 +608,18 @@ def plan_resume(out: Path, full_config: dict, resume: bool) -> dict:
         raise MyopiaError(f"--out {out} exists and is not a folder")
     folders, legacy = checkpoint_steps(out), legacy_checkpoints(out)
     existing = [p for p in (out / name for name in RUN_FILES) if p.exists()] + [p for _, p in folders] + legacy
+    started = folders or legacy or (out / RESULT).exists()  # anything beyond an attempt with no checkpoint
     if not resume:
         if existing:
-            raise MyopiaError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+            hint = "" if started else " (it never reached a checkpoint: --resume starts it over)"
+            raise MyopiaError(f"{out} already holds a run{hint}; use --resume to continue it or choose another --out")
         return {"checkpoint": None, "legacy": False, "step": 0, "fresh": True, "notes": []}
     if not existing:
         note = f"nothing to resume in {out}: starting a new run"
         return {"checkpoint": None, "legacy": False, "step": 0, "fresh": True, "notes": [note]}
+    if not started:  # nothing to continue: start over with this run's config, whatever the earlier one was
+        note = f"{out} holds no checkpoint yet: restarting at step 0"
+        return {"checkpoint": None, "legacy": False, "step": 0, "fresh": False, "restart": True, "notes": [note]}
     if (out / CONFIG).exists():
         mismatch = config_mismatch(read_json(out / CONFIG), full_config)
         if mismatch:

@@ -476,6 +476,22 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 _GB = 1024**3
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this machine can give a new process without swapping: Linux's MemAvailable (page cache that can be
+    dropped included), else free physical pages; None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def memory_plan(model: nn.Module, *, shard: str, world: int, precision: str, micro_batch: int, seq_len: int,
                 activation_checkpointing: bool, device: torch.device, device_memory_gb: float = 0.0) -> dict:
     """Bytes each process holds for parameters, gradients, AdamW state and (estimated) activations.
@@ -485,7 +501,8 @@ def memory_plan(model: nn.Module, *, shard: str, world: int, precision: str, mic
     parameters, which stay from forward to backward. ``full``: the same shards plus two blocks gathered at a
     time. Activations: about 34 d bytes per token per block in bf16 (Korthikanti et al. 2022; twice in fp32),
     only the block inputs with activation checkpointing, plus the logits and their gradient. Refuses with one
-    line when the total exceeds ``device_memory_gb`` (0: the CUDA device's own memory; no limit on CPU).
+    line when the total exceeds ``device_memory_gb`` (0: the CUDA device's own memory; on CPU the machine's
+    available memory shared by this machine's processes, :func:`available_memory_bytes`).
     """
     n = sum(p.numel() for p in model.parameters())
     cfg = getattr(model, "cfg", None)
@@ -509,6 +526,9 @@ def memory_plan(model: nn.Module, *, shard: str, world: int, precision: str, mic
     limit_gb = float(device_memory_gb)
     if limit_gb <= 0 and device.type == "cuda":
         limit_gb = torch.cuda.get_device_properties(device).total_memory / _GB
+    if limit_gb <= 0 and device.type == "cpu":  # the processes on this machine share its available memory
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or 1)
+        limit_gb = (available_memory_bytes() or 0) / _GB / max(local, 1)
     plan = {"parameters_gb": params / _GB, "gradients_gb": grads / _GB, "optimizer_gb": optim / _GB,
             "gathered_parameters_gb": gathered / _GB, "activations_gb": activations / _GB, "total_gb": total / _GB,
             "device_memory_gb": limit_gb or None, "n_params": n, "shard": shard, "world_size": world}

@@ -12,6 +12,8 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,40 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+RESULTS_LOCK = ".results.lock"  # held while a study writes its result files into a folder (gap, tasks, bonus)
+
+
+@contextmanager
+def exclusive_writer(folder: str | Path, what: str = "results", name: str = RESULTS_LOCK) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``folder/name`` for the ``with`` block: a second process asking for
+    the same folder is refused at once with one MyopiaError line (its pid), before it computes or writes
+    anything. The kernel drops the lock when the holder ends, so a killed process never leaves it stuck; the
+    file itself stays (empty of meaning). A no-op where ``fcntl`` does not exist. Yields the folder."""
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield folder
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise MyopiaError(f"could not write {folder / name}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise MyopiaError(f"{folder} is being written by another process ({holder}): one writer of its "
+                              f"{what} at a time; wait for it to end") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -54,7 +54,8 @@ STATUSES = ("new", "partial", "done")
 __all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINTS", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "LOCK",
            "SNAPSHOTS", "TOKENIZER", "PAIR_JSON", "GAP_JSON", "BONUS_JSON", "SWEEP_JSON", "HORIZON_JSON",
            "Run", "is_run", "read_config", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
-           "load_run", "load_run_model", "run_tokenizer", "load_model", "read_manifest", "resolve_cache"]
+           "load_run", "load_run_model", "run_tokenizer", "load_model", "read_manifest", "resolve_cache",
+           "data_identity", "check_same_data"]
 
 
 @dataclass
@@ -256,3 +257,47 @@ def resolve_cache(pair_dir: str | Path, manifest: dict) -> Path:
     """The pair's token cache folder (relative paths in pair.json are relative to the pair directory)."""
     p = Path(manifest["data"]["cache"])
     return p if p.is_absolute() else Path(pair_dir) / p
+
+
+def data_identity(config: dict) -> dict:
+    """What identifies the data a run trained on, from its config.json: ``{"data_fingerprint": ...}`` (the
+    training split's content hash) when recorded, else (runs of earlier versions) the corpus's per-split
+    document and token counts, vocabulary, tokenizer fingerprint and source fingerprint."""
+    task = config.get("task", {})
+    if task.get("data_fingerprint"):
+        return {"data_fingerprint": task["data_fingerprint"]}
+    corpus = task.get("corpus", {})
+    return {"documents": corpus.get("documents"), "tokens": corpus.get("tokens"),
+            "vocab_size": corpus.get("vocab_size"), "tokenizer": (corpus.get("tokenizer") or {}).get("fingerprint"),
+            "source_fingerprint": corpus.get("source_fingerprint")}
+
+
+def check_same_data(runs) -> str | None:
+    """Refuse runs trained on different data: ``runs`` are run folders (or ``{name: folder}``); returns their
+    common training-split fingerprint (None for runs of earlier versions, compared by counts instead).
+    One MyopiaError line naming the first two runs that differ and what each recorded."""
+    items = list(runs.items()) if isinstance(runs, dict) else [(str(r), r) for r in runs]
+    configs = [(name, read_config(folder)) for name, folder in items]
+    if not configs:
+        return None
+    name0, cfg0 = configs[0]
+    for name, cfg in configs[1:]:
+        a, b = data_identity(cfg0), data_identity(cfg)
+        if ("data_fingerprint" in a) != ("data_fingerprint" in b):  # one run predates fingerprints
+            a, b = _legacy_identity(cfg0), _legacy_identity(cfg)
+        if a != b:
+            raise MyopiaError(f"runs {name0} and {name} were trained on different data (training split "
+                              f"{_describe_identity(a)} vs {_describe_identity(b)}); compare runs trained on "
+                              "the same corpus and split")
+    return data_identity(cfg0).get("data_fingerprint")
+
+
+def _legacy_identity(config: dict) -> dict:
+    """:func:`data_identity` without the fingerprint (to compare with a run that lacks one)."""
+    return data_identity({"task": {k: v for k, v in config.get("task", {}).items() if k != "data_fingerprint"}})
+
+
+def _describe_identity(ident: dict) -> str:
+    if "data_fingerprint" in ident:
+        return ident["data_fingerprint"]
+    return f"{ident.get('tokens')} tokens, source {ident.get('source_fingerprint')}"

@@ -373,8 +373,13 @@ def train(
         on_all_ranks(lambda: prepare_run_dir(out, plan, full_config, memory, engine) if rank == 0 else None, world)
         if cfg.compile:
             model.compile(backend=cfg.compile_backend)
-        last_eval, elapsed, steps_done = run_loop(engine, optimizer, task, cfg, out, plan["step"], full_config,
-                                                  precision, on_checkpoint, stop_when)
+        try:
+            last_eval, elapsed, steps_done = run_loop(engine, optimizer, task, cfg, out, plan["step"],
+                                                      full_config, precision, on_checkpoint, stop_when)
+        except MyopiaError:
+            if rank == 0:
+                forget_unsaved_run(out)
+            raise
         result = finish(engine, cfg, out, full_config, last_eval, elapsed, plan["step"], precision, memory,
                         flops_per_example, steps_done)
     finally:
@@ -427,7 +432,7 @@ def prepare_run_dir(out: Path, plan: dict, full_config: dict, memory: dict, engi
     for note in notes:
         print(f"warning: {note}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    if plan["fresh"] or not (out / CONFIG).exists():
+    if plan["fresh"] or plan.get("restart") or not (out / CONFIG).exists():
         write_json(out / CONFIG, full_config)
     if not plan["fresh"]:
         MetricsLog(out / METRICS).truncate_after(plan["step"])
@@ -522,6 +527,9 @@ def train_step(engine: Engine, optimizer, task, cfg: TrainConfig, step: int, sli
     train_loss = sum_over_ranks([loss_sum.item()], device, world)[0] / total
     if not math.isfinite(train_loss):
         raise mark_all_ranks(MyopiaError(_nan_message(step + 1, out)))
+    limit = divergence_limit(engine.model, task)
+    if limit is not None and train_loss > limit:
+        raise mark_all_ranks(MyopiaError(_nan_message(step + 1, out, what="loss", value=train_loss, limit=limit)))
     params = engine.parameters()
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else 1e30)
     norm = local_tensor(norm)
@@ -646,12 +654,45 @@ def _rank_slices(batch_size: int, world: int, rank: int, micro: int) -> list[tup
     return [(a, min(a + step, hi)) for a in range(lo, hi, step)]
 
 
-def _nan_message(step: int, out: Path, what: str = "loss") -> str:
+# A language model's training loss above this many times ln(vocab) nats/token (the loss of predicting every token
+# uniformly, itself at least the unigram loss) has diverged: a fresh model starts near 1 x ln(vocab).
+DIVERGENCE_FACTOR = 4.0
+
+
+def divergence_limit(model, task) -> float | None:
+    """``DIVERGENCE_FACTOR * ln(vocab)`` for next-token tasks (those with a unigram baseline), else None."""
+    vocab = _model_vocab(model) or _model_vocab(getattr(model, "module", None))
+    if vocab is None or vocab < 2 or not hasattr(task, "unigram_loss"):
+        return None
+    return DIVERGENCE_FACTOR * math.log(vocab)
+
+
+def _nan_message(step: int, out: Path, what: str = "loss", value: float | None = None,
+                 limit: float | None = None) -> str:
     from .checkpoint import checkpoint_steps, legacy_checkpoints
 
     kept = [p for _, p in checkpoint_steps(out)] + legacy_checkpoints(out)
-    keep = f"; the last good checkpoint {kept[0]} is kept (continue with --resume)" if kept else ""
+    keep = (f"; the last good checkpoint {kept[0]} is kept (continue with --resume)" if kept else
+            f"; no checkpoint was written yet, so the run's files are removed and {out} may be reused")
+    if value is not None:
+        return (f"training diverged at step {step}: loss {value:.4g} nats/token is above {limit:.4g} "
+                f"({DIVERGENCE_FACTOR:g} x ln(vocab), the uniform prediction's loss): stopping{keep}. Try a lower --lr")
     return f"non-finite {what} at step {step} (NaN or inf): stopping{keep}. Try a lower --lr"
+
+
+def forget_unsaved_run(out: Path) -> None:
+    """After a diagnosed failure before the first checkpoint: remove the run's config.json and metrics.jsonl,
+    so that the folder holds no run (a rerun with any settings may use it). Nothing is removed once a
+    checkpoint or result exists."""
+    from .checkpoint import has_checkpoint
+
+    if has_checkpoint(out) or (out / RESULT).exists():
+        return
+    for name in (CONFIG, METRICS):
+        try:
+            (out / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _compile_error(exc: BaseException) -> bool:

@@ -29,6 +29,7 @@ from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from .corpus import TokenCorpus, assign_splits, token_dtype
 from .sources import DataSource
+from .text import DEDUP, Deduplicator
 from .tokenizer import load_saved_tokenizer, make_tokenizer, parse_bpe_spec
 
 FORMAT = "myopia-token-cache-v1"
@@ -62,6 +63,7 @@ def cache_key(source: DataSource, tokenizer_key: dict, val_frac: float, test_fra
         "source_fingerprint": source.fingerprint(),
         "tokenizer": tokenizer_key,
         "split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)},
+        "dedup": DEDUP,
     }
 
 
@@ -75,7 +77,8 @@ def stale_reason(folder: Path, key: dict) -> str:
         return str(exc)
     old = meta.get("key", {})
     for part, label in (("format", "cache format"), ("source_fingerprint", "the source changed"),
-                        ("tokenizer", "the tokenizer changed"), ("split", "the split settings changed")):
+                        ("tokenizer", "the tokenizer changed"), ("split", "the split settings changed"),
+                        ("dedup", "built without deduplication")):
         if old.get(part) != key[part]:
             return label
     tokens = folder / "tokens.bin"
@@ -103,6 +106,7 @@ def build_cache(
     """
     source = source if isinstance(source, DataSource) else DataSource.from_spec(source)
     out = Path(out)
+    unique = _Unique(source)
     tok_key, tok = _tokenizer_key(tokenizer)
     key = cache_key(source, tok_key, val_frac, test_frac, split_seed)
     reason = "rebuild requested" if force else stale_reason(out, key)
@@ -115,17 +119,19 @@ def build_cache(
     if progress:
         print(f"building token cache {out} ({reason})", file=sys.stderr)
     t0 = time.perf_counter()
-    n_docs = count_documents(source, progress)
+    n_docs = count_documents(unique, progress)
+    duplicates = unique.removed
     split = assign_splits(n_docs, val_frac, test_frac, split_seed)
     if tok is None:
-        tok = train_tokenizer(source, tokenizer, split, progress)
+        tok = train_tokenizer(unique, tokenizer, split, progress)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        offsets, slice_names = write_tokens(source, tok, n_docs, tmp, progress)
+        offsets, slice_names = write_tokens(unique, tok, n_docs, tmp, progress)
         np.save(tmp / "doc_offsets.npy", offsets)
+        split, excluded = _exclude_near_duplicates(tmp, tok, offsets, split, progress)
         np.save(tmp / "doc_split.npy", split)
         tok.save(tmp)
         meta = {
@@ -136,6 +142,8 @@ def build_cache(
             "split": key["split"],
             "n_docs": n_docs,
             "n_tokens": int(offsets[-1]),
+            "duplicates_removed": duplicates,
+            "near_duplicates_excluded": excluded,
             "dtype": np.dtype(token_dtype(tok.vocab_size)).name,
             "vocab_size": tok.vocab_size,
             "eos_id": tok.eos_id,
@@ -154,6 +162,34 @@ def build_cache(
         print(f"token cache {out}: {n_docs:,} documents, {int(offsets[-1]):,} tokens "
               f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return open_cache(out)
+
+
+class _Unique:
+    """``source`` without its exact duplicates (:class:`~myopia.data.text.Deduplicator`), the same documents in
+    every pass; ``removed`` counts the duplicates of the last full pass."""
+
+    def __init__(self, source: DataSource):
+        self.source, self.location, self.removed = source, source.location, 0
+
+    def documents(self):
+        dedup = Deduplicator()
+        yield from dedup(self.source.documents())
+        self.removed = dedup.removed
+
+
+def _exclude_near_duplicates(folder: Path, tok, offsets: np.ndarray, split: np.ndarray, progress: bool):
+    """The split with held-out documents that overlap the training split moved out of every split (see
+    :func:`myopia.data.overlap.exclude_split_overlap`), and their number."""
+    from .overlap import exclude_split_overlap
+
+    tokens = np.memmap(folder / "tokens.bin", dtype=token_dtype(tok.vocab_size), mode="r", shape=(int(offsets[-1]),))
+    corpus = TokenCorpus(tokens=tokens, doc_offsets=offsets, doc_slices=[""] * (len(offsets) - 1), doc_split=split,
+                         vocab_size=tok.vocab_size, tokenizer=tok, source=str(folder))
+    if progress:
+        print("checking held-out documents for overlap with the training split", file=sys.stderr)
+    n = exclude_split_overlap(corpus)
+    del tokens
+    return corpus.doc_split, n
 
 
 def count_documents(source: DataSource, progress: bool = False) -> int:
@@ -252,7 +288,8 @@ def open_cache(folder: str | Path, *, expect_tokenizer=None) -> TokenCorpus:
         vocab_size=int(meta["vocab_size"]),
         tokenizer=tok,
         source=meta["source"]["location"],
-        info={"cache": str(folder), "source_fingerprint": meta["source"]["fingerprint"], "split": meta["split"]},
+        info={"cache": str(folder), "source_fingerprint": meta["source"]["fingerprint"], "split": meta["split"],
+              **{k: meta[k] for k in ("duplicates_removed", "near_duplicates_excluded") if k in meta}},
     )
 
 

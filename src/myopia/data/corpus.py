@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MyopiaError
-from .text import Document
+from .text import Deduplicator, Document
 from .tokenizer import make_tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -126,12 +126,17 @@ def _train_texts(docs, split: np.ndarray):
 
 
 def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05, split_seed=0,
-                          source="") -> TokenCorpus:
+                          source="", dedup: bool = True) -> TokenCorpus:
     """Tokenize ``docs`` (objects with ``.text`` and ``.slice``) and split them by document.
 
     ``tokenizer`` is a tokenizer object or spec (default bytes); ``bpe:N`` is trained on the training documents.
+    Exact duplicates (:func:`~myopia.data.text.dedup_key`) are removed before the split, and held-out documents
+    that overlap the training split are excluded (:func:`~myopia.data.overlap.exclude_split_overlap`); both
+    counts are in ``info`` (``duplicates_removed``, ``near_duplicates_excluded``). ``dedup=False`` keeps every
+    document as given (constructed corpora, e.g. tests that need copies).
     """
-    docs = list(docs)
+    unique = Deduplicator()
+    docs = list(unique(docs) if dedup else docs)
     if not docs:
         raise MyopiaError(f"corpus {source or '(documents)'} is empty: no non-blank documents")
     split = assign_splits(len(docs), val_frac, test_frac, split_seed)
@@ -141,7 +146,7 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     tokens = np.fromiter((t for e in encoded for t in e), dtype=token_dtype(tokenizer.vocab_size),
                          count=int(offsets[-1]))
-    return TokenCorpus(
+    corpus = TokenCorpus(
         tokens=tokens,
         doc_offsets=offsets,
         doc_slices=[d.slice for d in docs],
@@ -149,8 +154,31 @@ def corpus_from_documents(docs, tokenizer=None, *, val_frac=0.05, test_frac=0.05
         vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer,
         source=source,
-        info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)}},
+        info={"split": {"val_frac": float(val_frac), "test_frac": float(test_frac), "split_seed": int(split_seed)},
+              **({"duplicates_removed": unique.removed} if dedup else {})},
     )
+    if dedup:
+        from .overlap import exclude_split_overlap  # overlap.py builds on this module
+
+        exclude_split_overlap(corpus)
+    return corpus
+
+
+FINGERPRINT_CHUNK = 1 << 24  # tokens hashed per update
+
+
+def data_fingerprint(corpus: TokenCorpus, split: str = "train") -> str:
+    """A content hash of a split: ``"blake2b:<32 hex>"`` of its token ids in document order (end-of-document
+    tokens included) as little-endian uint32, and the vocabulary size. Equal for the same tokens whatever the
+    file, cache or stored dtype; any changed token, document or split assignment changes it."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"myopia-data-v1 vocab={int(corpus.vocab_size)};".encode())
+    tokens = corpus.split_tokens(split)
+    for start in range(0, len(tokens), FINGERPRINT_CHUNK):
+        h.update(np.asarray(tokens[start:start + FINGERPRINT_CHUNK]).astype("<u4").tobytes())
+    return f"blake2b:{h.hexdigest()}"
 
 
 def token_dtype(vocab_size: int):

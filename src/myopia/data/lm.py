@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MyopiaError
-from .corpus import TokenCorpus
+from .corpus import TokenCorpus, data_fingerprint
 
 
 class LMTask:
@@ -163,6 +163,12 @@ class LMTask:
         _, y = self.eval_windows()
         return float(-logp[y.numpy().ravel()].mean())
 
+    def data_fingerprint(self) -> str:
+        """The training split's content hash (:func:`~myopia.data.corpus.data_fingerprint`), computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = data_fingerprint(self.corpus, "train")
+        return self._fingerprint
+
     def describe(self) -> dict:
         """What config.json records about the task: kind, unigram baseline, sequence length, data seed, windows."""
         return {
@@ -173,6 +179,7 @@ class LMTask:
             **({"example_offset": self.example_offset} if self.example_offset else {}),
             **({"document_mask": True} if self.document_mask else {}),
             "train_windows": self.n_windows,
+            "data_fingerprint": self.data_fingerprint(),
             "eval_split": self.eval_split,
             "eval_windows": self.n_eval_windows,
             "corpus": self.corpus.describe(),

@@ -164,32 +164,28 @@ class DataSource:
         return Document(text, default_slice if self.label_field is None else str(label))
 
     def _jsonl_documents(self, path: Path) -> Iterator[Document]:
+        from .text import utf8_lines  # each line decoded on its own: a bad byte is named at its own line
+
         try:
-            f = open(path, encoding="utf-8")
+            for line_no, line in utf8_lines(path):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise MyopiaError(f"{path} line {line_no} is not valid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise MyopiaError(f"{path} line {line_no} is not a JSON object")
+                for field in (self.text_field, self.label_field):
+                    if field is not None and field not in record:
+                        raise MyopiaError(f"{path} line {line_no} has no field {field!r} "
+                                          f"(fields: {', '.join(map(str, record)) or 'none'})")
+                doc = self._record_document(record[self.text_field], record.get(self.label_field),
+                                            f"{path} line {line_no}", path.stem)
+                if doc is not None:
+                    yield doc
         except OSError as exc:
             raise MyopiaError(f"cannot read {path}: {exc.strerror or exc}") from None
-        line_no = 0
-        try:
-            with f:
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise MyopiaError(f"{path} line {line_no} is not valid JSON ({exc.msg})") from None
-                    if not isinstance(record, dict):
-                        raise MyopiaError(f"{path} line {line_no} is not a JSON object")
-                    for field in (self.text_field, self.label_field):
-                        if field is not None and field not in record:
-                            raise MyopiaError(f"{path} line {line_no} has no field {field!r} "
-                                              f"(fields: {', '.join(map(str, record)) or 'none'})")
-                    doc = self._record_document(record[self.text_field], record.get(self.label_field),
-                                                f"{path} line {line_no}", path.stem)
-                    if doc is not None:
-                        yield doc
-        except UnicodeDecodeError:
-            raise MyopiaError(f"{path} is not UTF-8 text (near line {line_no + 1})") from None
 
     def _parquet_documents(self, path: Path) -> Iterator[Document]:
         import pyarrow.parquet as pq

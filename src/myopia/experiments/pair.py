@@ -24,6 +24,7 @@ from ..arms import PAIR_ARMS
 from ..checkpoint import has_checkpoint
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
+from ..data.overlap import require_clean_split
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig
@@ -159,6 +160,7 @@ def run_pair(
     corpus, cache_dir = prepare_corpus(data, out, tokenizer=tokenizer, cache=cache, progress=progress,
                                        **(data_opts or {}))
     check_seq_len(corpus, model_cfg.seq_len)
+    require_clean_split(corpus)
     base = replace(model_cfg, vocab_size=corpus.vocab_size, gradient="vanilla", beta=0.0, horizon=0)
     train_base = replace(train_cfg, seed=0)
     manifest = {

@@ -12,11 +12,13 @@ The exported directory loads with ``AutoModelForCausalLM.from_pretrained`` (and 
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import torch
 
-from ..errors import MyopiaError
+from ..errors import MyopiaError, first_line
 from ..io import provenance, read_json, write_json
 from ..rundir import CONFIG, MODEL, load_run_model, run_kind
 
@@ -98,25 +100,22 @@ def gpt_to_neox(model):
 def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str | Path | None = None) -> dict:
     """Write the run's model as a transformers directory ``out_dir`` (config, safetensors weights, tokenizer).
 
-    Returns a summary (also written to ``out_dir/myopia_export.json``).
+    Atomic: everything is written into a temporary folder beside ``out_dir`` that is renamed into place only
+    when complete, so a failed export (a full disk) leaves no ``out_dir`` and no weights-less config; an I/O
+    error is one MyopiaError line. Files are made mode 0666 minus the umask (0644 usually), folders 0777 minus
+    it. Returns a summary (also written to ``out_dir/myopia_export.json``).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if run_kind(run_dir) != "gpt":
         raise MyopiaError(f"{run_dir} is a Hugging Face fine-tune; its transformers model is already in "
                           f"{run_dir / 'hf'}")
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise MyopiaError(f"{out_dir} exists and is not empty; choose another --out")
     model = load_run_model(run_dir, weights=weights)
     neox = gpt_to_neox(model)
-    neox.save_pretrained(out_dir)
     cfg = read_json(run_dir / CONFIG)
     tok_kind = cfg.get("task", {}).get("corpus", {}).get("tokenizer", {}).get("kind")
-    tokenizer = None
-    if tok_kind in (None, "bytes") and model.cfg.vocab_size == 257:
-        from .tokenizer import bytes_tokenizer
-
-        bytes_tokenizer().save_pretrained(out_dir)
-        tokenizer = "bytes"
+    tokenizer = "bytes" if tok_kind in (None, "bytes") and model.cfg.vocab_size == 257 else None
     summary = {
         "source_run": str(run_dir),
         "weights": str(weights) if weights else MODEL,
@@ -126,5 +125,41 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str | Path 
         "model": model.cfg.to_dict(),
         **provenance(),
     }
-    write_json(out_dir / "myopia_export.json", summary)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        neox.save_pretrained(tmp)
+        if tokenizer == "bytes":
+            from .tokenizer import bytes_tokenizer
+
+            bytes_tokenizer().save_pretrained(tmp)
+        write_json(tmp / "myopia_export.json", summary)
+        _usual_modes(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, out_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _io_error(exc):
+            raise MyopiaError(f"could not write {out_dir}: {first_line(exc)}; nothing was exported") from None
+        raise
     return summary
+
+
+def _io_error(exc: BaseException) -> bool:
+    """An OSError, or safetensors' error for a failed write (it wraps the OS error), or ours for a write."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, MyopiaError):
+        return str(exc).startswith("could not write")
+    return type(exc).__name__ == "SafetensorError"
+
+
+def _usual_modes(folder: Path) -> None:
+    """Files 0666 and folders 0777, minus the umask (some writers create files 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)

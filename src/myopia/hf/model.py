@@ -143,11 +143,28 @@ def load_hf_model(name_or_path: str | Path, *, dtype: torch.dtype = torch.float3
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        model, info = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, output_loading_info=True)
     except (OSError, ValueError, KeyError) as exc:
         raise MyopiaError(f"cannot load a causal language model from {name_or_path}: {first_line(exc)}") from None
+    check_loading_info(info, name_or_path)
     set_attention_dropout(model, attention_dropout)
     return model
+
+
+def check_loading_info(info: dict, where) -> None:
+    """Refuse weights that do not cover the model exactly: transformers' ``output_loading_info`` lists tensors
+    the model has but the files lack (they would stay randomly initialised), tensors the files hold that the
+    model has no place for, and tensors of the wrong shape. One MyopiaError line naming them (at most 5 each)."""
+    problems = []
+    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                      ("mismatched_keys", "of the wrong shape")):
+        names = sorted(str(k[0] if isinstance(k, (tuple, list)) else k) for k in (info.get(key) or ()))
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            problems.append(f"{len(names)} {what} ({shown})")
+    if problems:
+        raise MyopiaError(f"the weights in {where} do not match the model: tensors {'; '.join(problems)}; "
+                          "refusing to use randomly initialised weights")
 
 
 def set_attention_dropout(model, p: float) -> None:
@@ -177,4 +194,4 @@ def hf_model_from_config(config_dict: dict):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-__all__ += ["hf_model_from_config", "set_attention_dropout"]
+__all__ += ["hf_model_from_config", "set_attention_dropout", "check_loading_info"]
