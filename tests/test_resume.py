@@ -366,3 +366,25 @@ def test_resume_refuses_a_different_config(corpus_file, tmp_path):
     train_lm(corpus_file, tmp_path / "r", small_model(), small_train(steps=4))
     with pytest.raises(MyopiaError, match="config differs"):
         train_lm(corpus_file, tmp_path / "r", small_model("myopic"), small_train(steps=4), resume=True)
+
+
+def test_resume_reads_the_saved_config_and_refuses_a_typed_change_naming_the_field(corpus_file, tmp_path, capsys):
+    """`myopia train --out DIR --resume` needs nothing else: data, model, gradient and training options come from
+    DIR/config.json, and the resumed run ends bit for bit where the uninterrupted one does. An option typed
+    differently from the saved run is refused in one line that names it."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    extra = dict(gradient="myopic-hidden", lr="2e-3", documents="stream")
+    assert main(tiny_args(corpus_file, full, **extra)) == 0
+    assert main(tiny_args(corpus_file, cut, **extra)) == 0
+    for name in ("result.json", "model.safetensors"):
+        (cut / name).unlink()
+    newest = max(s for s, _ in checkpoint_steps(cut))
+    shutil.rmtree(cut / "checkpoints" / f"step_{newest:07d}")
+    assert main(["train", "--out", str(cut), "--resume", "--no-progress"]) == 0
+    a = load_model_state(full / "model.safetensors")[0]
+    b = load_model_state(cut / "model.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(["train", "--out", str(cut), "--resume", "--lr", "1e-3", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "lr" in err[-1]

@@ -114,6 +114,7 @@ def _run(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = argv  # what was typed: commands that fill the rest from a saved run need to know it
     debug = args.debug or os.environ.get("MYOPIA_DEBUG") == "1"
     clean = False
     try:

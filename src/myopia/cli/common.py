@@ -127,3 +127,47 @@ def data_options(args) -> dict:
             "hf_split": args.hf_split, "val_frac": args.val_frac, "test_frac": args.test_frac,
             "split_seed": args.split_seed, "documents": args.documents, "announce": True,
             "context_len": getattr(args, "seq_len", None)}
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The destinations of the options typed in ``argv`` (a whole ``myopia`` command line), defaults left out:
+    what a command that fills the rest from a saved run must not override."""
+    from . import build_parser
+
+    parser = build_parser()
+    _suppress_defaults(parser)
+    return set(vars(parser.parse_args(argv))) - {"func", "command"}
+
+
+def _suppress_defaults(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _suppress_defaults(child)
+        elif not isinstance(action, argparse._HelpAction):
+            action.default = argparse.SUPPRESS
+            action.required = False
+    parser.set_defaults(**{k: argparse.SUPPRESS for k in parser._defaults})
+
+
+def fill_from_saved_run(args, saved: dict, model_fields, train_fields) -> list[str]:
+    """Set every option of a ``--resume`` that was not typed to the saved run's value (``config.json``'s ``run``
+    and ``train``); returns the names filled. Typed options stay, and the resume check then refuses any that
+    differ from the saved run (naming the field)."""
+    typed = given_options(args.argv) if getattr(args, "argv", None) is not None else set()
+    run, train = saved.get("run", {}), saved.get("train", {})
+    values = {"data": run.get("data"), "eval_tokens": run.get("eval_tokens"),
+              **{k: run.get("model", {}).get(k) for k in model_fields},
+              **{k: train.get(k) for k in train_fields}, **run.get("data_options", {})}
+    filled = []
+    for name, value in values.items():
+        if value is None or name in typed:
+            continue
+        if hasattr(args, name):
+            setattr(args, name, value)
+        elif hasattr(args, f"no_{name}") and isinstance(value, bool):
+            setattr(args, f"no_{name}", not value)
+        else:
+            continue
+        filled.append(name)
+    return filled

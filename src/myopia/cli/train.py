@@ -14,9 +14,11 @@ def register(sub) -> None:
                        "or a .npy token file. Writes config.json, metrics.jsonl, checkpoints/, "
                        "model.safetensors and result.json to --out.")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint; options not given are read from its "
+                   "config.json (so `myopia train --out DIR --resume` is enough)")
     p.add_argument("--eval-tokens", type=int, default=65536, help="held-out tokens per evaluation")
-    add_data_args(p)
+    add_data_args(p, required=False)
     add_model_args(p)
     add_gradient_args(p)
     add_train_args(p)
@@ -28,6 +30,9 @@ def run(args) -> int:
     from ..experiments.train_lm import train_lm
     from ..train import init_distributed, is_main_process
 
+    _resume_defaults(args)
+    if args.data is None:
+        raise MyopiaError("myopia train needs --data (or --resume on a run folder that has a config.json)")
     if args.eval_tokens < 1:
         raise MyopiaError(f"eval-tokens must be a positive integer, got {args.eval_tokens}")
     init_distributed(args.device)
@@ -37,3 +42,17 @@ def run(args) -> int:
         print(f"{args.gradient}: eval loss {result['eval_loss']:.4f} nats/token after {result['tokens_seen']:,} "
               f"tokens ({result['train_time_s']:.0f} s) -> {args.out}")
     return 0
+
+
+def _resume_defaults(args) -> None:
+    """With --resume on a folder that holds a run, options not typed come from its config.json."""
+    from pathlib import Path
+
+    from ..io import read_json
+    from ..rundir import CONFIG
+    from .common import GRADIENT_OPTIONS, MODEL_OPTIONS, SCALE_OUT_OPTIONS, TRAIN_OPTIONS, fill_from_saved_run
+
+    config = Path(args.out) / CONFIG
+    if args.resume and config.is_file():
+        fill_from_saved_run(args, read_json(config), ("gradient", *GRADIENT_OPTIONS, *MODEL_OPTIONS),
+                            (*TRAIN_OPTIONS, *SCALE_OUT_OPTIONS))
