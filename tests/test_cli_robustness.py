@@ -34,10 +34,12 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
 
 
 def run_cli(capsys, args) -> tuple[int, list[str]]:
-    """Exit status and stderr lines of ``myopia <args>`` run in this process."""
+    """Exit status and stderr lines of ``myopia <args>`` run in this process (the informational ``data: ...`` line
+    and the short-documents warning that commands reading text print first are left out)."""
     capsys.readouterr()
     code = main(args)
-    return code, capsys.readouterr().err.strip().splitlines()
+    return code, [line for line in capsys.readouterr().err.strip().splitlines()
+                  if not line.startswith(("data: ", "warning: the median document"))]
 
 
 def assert_one_line_error(code, err, *needles, status=2):

@@ -62,20 +62,26 @@ def _map(targets: torch.Tensor, mapping: dict, n_classes: int) -> torch.Tensor:
 
 
 def _train_linear(x, y, n_classes, prior, *, steps, lr, weight_decay, seed, device):
-    """Weights (d, C) and bias (C,) of a softmax regression: full-batch Adam on CE + weight_decay |W|^2."""
+    """Weights (d, C) and bias (C,) of a softmax regression minimising CE + weight_decay |W|^2: full-batch L-BFGS
+    (strong-Wolfe line search) for at most ``steps`` iterations, the standard solver for this convex problem
+    (what scikit-learn's LogisticRegression uses); ``lr`` scales its first step."""
     gen = torch.Generator().manual_seed(seed)
     w = (torch.randn(x.shape[1], n_classes, generator=gen) * 0.01).to(device).requires_grad_()
     b = prior.clone().to(device).requires_grad_()
-    opt = torch.optim.Adam([w, b], lr=lr)
-    for _ in range(steps):
+    opt = torch.optim.LBFGS([w, b], lr=lr, max_iter=steps, history_size=20, tolerance_grad=1e-6,
+                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(x @ w + b, y) + weight_decay * (w * w).sum()
         loss.backward()
-        opt.step()
+        return loss
+
+    opt.step(closure)
     return w.detach(), b.detach()
 
 
-def fit_probe(x_train, y_train, x_test, y_test, *, classes: int = 1024, steps: int = 300, lr: float = 0.05,
+def fit_probe(x_train, y_train, x_test, y_test, *, classes: int = 1024, steps: int = 100, lr: float = 1.0,
               weight_decays=(1e-4, 1e-3, 1e-2), seed: int = 0, device="cpu", test_group: int | None = None) -> dict:
     """Train a linear softmax probe on (x_train, y_train) and score it on (x_test, y_test).
 
@@ -129,12 +135,15 @@ def fit_probe(x_train, y_train, x_test, y_test, *, classes: int = 1024, steps: i
 
 
 def probe_model(model, train_windows: torch.Tensor, test_windows: torch.Tensor, *, layers: list[int],
-                ks: list[int], device="cpu", **fit) -> dict:
-    """``{layer: {k: fit_probe result}}`` for one model; windows are (N, T+1) token ids."""
+                ks: list[int], device="cpu", log=None, **fit) -> dict:
+    """``{layer: {k: fit_probe result}}`` for one model; windows are (N, T+1) token ids. ``log`` (a callable
+    taking a line) hears of each layer as it starts."""
     h_train = hidden_states(model, train_windows[:, :-1], layers, device=device)
     h_test = hidden_states(model, test_windows[:, :-1], layers, device=device)
     out: dict = {}
-    for layer in layers:
+    for i, layer in enumerate(layers):
+        if log is not None:
+            log(f"layer {layer} ({i + 1} of {len(layers)}): {len(ks)} offsets")
         out[layer] = {}
         for k in ks:
             xt, yt = future_pairs(h_train[layer], train_windows, k)

@@ -29,8 +29,9 @@ def register(sub) -> None:
     p.add_argument("--windows", type=int, default=64, help="windows per split (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per window (default %(default)s)")
     p.add_argument("--classes", type=int, default=1024, help="probe classes incl. 'other' (default %(default)s)")
-    p.add_argument("--steps", type=int, default=300, help="probe optimisation steps (default %(default)s)")
-    p.add_argument("--lr", type=float, default=0.05, help="probe learning rate (default %(default)s)")
+    p.add_argument("--steps", type=int, default=100, help="L-BFGS iterations per probe fit, at most "
+                   "(default %(default)s)")
+    p.add_argument("--lr", type=float, default=1.0, help="scale of L-BFGS's first step (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes' initialisation (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     p.add_argument("--no-plot", action="store_true", help="write probe.json only (no probe.png)")

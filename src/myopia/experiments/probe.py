@@ -39,9 +39,16 @@ def split_windows(corpus, seq_len: int, split: str, windows: int) -> torch.Tenso
     return torch.cat([x, y[:, -1:]], dim=1)[:windows]
 
 
+def _progress(name: str, index: int, total: int):
+    """A line on stderr per layer probed: which model of how many, which layer."""
+    import sys
+
+    return lambda line: print(f"probe: model {index} of {total} ({name}), {line}", file=sys.stderr, flush=True)
+
+
 def probe_comparison(models: dict[str, str], data: str | Path, out: str | Path, *, layers: str = "all",
                      ks=(1, 2, 3, 4), train_split: str = "val", eval_split: str = "test", windows: int = 64,
-                     seq_len: int = 64, classes: int = 1024, steps: int = 300, lr: float = 0.05,
+                     seq_len: int = 64, classes: int = 1024, steps: int = 100, lr: float = 1.0,
                      seed: int = 0, device: str = "cpu", plot: bool = True, data_opts: dict | None = None,
                      tokenizer_spec: str | None = None) -> dict:
     """Probe each model ``{name: checkpoint}``; returns (and writes) the summary.
@@ -73,13 +80,13 @@ def probe_comparison(models: dict[str, str], data: str | Path, out: str | Path, 
             "trained_gradient": getattr(model.cfg, "gradient", None),
             "layers": {str(layer): {str(k): r for k, r in per_k.items()} for layer, per_k in probe_model(
                 model, train_w, test_w, layers=chosen, ks=list(ks), device=device, classes=classes,
-                steps=steps, lr=lr, seed=seed).items()},
+                steps=steps, lr=lr, seed=seed, log=_progress(name, len(results) + 1, len(models))).items()},
         }
         info[name] = n_layer
         del model
     summary = {"data": str(data), "train_split": train_split, "eval_split": eval_split, "seq_len": seq_len,
                "windows": {"train": int(len(train_w)), "eval": int(len(test_w))}, "ks": list(ks),
-               "probe": {"classes": classes, "steps": steps, "lr": lr, "seed": seed,
+               "probe": {"classes": classes, "solver": "L-BFGS", "max_iterations": steps, "lr": lr, "seed": seed,
                          "weight_decay_selection": "best of 1e-4, 1e-3, 1e-2 on the last 20% of training pairs"},
                "models": results, **provenance()}
     out = Path(out)
