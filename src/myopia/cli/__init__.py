@@ -22,6 +22,7 @@ COMMANDS = [
     "demo",
     "export",
     "finetune",
+    "generate",
     "gap",
     "grad",
     "harness",

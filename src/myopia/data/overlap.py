@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MyopiaError
-from .corpus import TokenCorpus
+# TokenCorpus (myopia.data.corpus) appears in annotations only: corpus.py calls this module, so no import here.
 
 NGRAM = 13  # words per n-gram (GPT-3 paper, lm-evaluation-harness)
 MIN_NGRAM = 8  # documents with fewer words are checked exactly only (GPT-3's minimum n)
