@@ -25,3 +25,20 @@ def test_every_option_has_help_and_the_text_is_clean(name):
             text += "".join(child.format_help() for child in sub.choices.values())
     assert "%%" not in text and "(default None)" not in text
     assert "old behaviour" not in text and "legacy" not in text.lower()
+
+
+def test_a_config_file_sets_defaults_and_typed_options_win(tmp_path, capsys):
+    import json
+
+    from myopia.cli import main
+
+    cfg = tmp_path / "pair.toml"
+    cfg.write_text('lr = 0.004\nd-model = 48\nno-progress = true\n[pair]\nsteps = 77\ndata = "corpus.txt"\n'
+                   'out = "runs/p"\n[train]\nsteps = 5\n')
+    assert main(["pair", "--config", str(cfg), "--steps", "12", "--dry-run"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["lr"] == 0.004 and shown["d_model"] == 48 and shown["no_progress"] is True
+    assert shown["steps"] == 12 and shown["data"] == "corpus.txt"  # typed wins; the [pair] table applies
+    cfg.write_text("lerning-rate = 3\n")
+    assert main(["pair", "--config", str(cfg), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --config {cfg}: myopia pair has no option --lerning-rate"

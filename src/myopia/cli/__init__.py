@@ -49,6 +49,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+# commands whose --dry-run does more than print the options (a plan, the commands they would run)
+_OWN_DRY_RUN = {f"{__name__}.{name}" for name in ("sweep", "horizon_sweep", "recipe")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="myopia",
@@ -63,7 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
         if "--debug" not in command._option_string_actions:
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                  help="show the full traceback on errors")
+        if "--config" in command._option_string_actions:  # the same parser under an alias
+            continue
+        command.add_argument("--config", metavar="FILE.toml", default=None,
+                             help="read option values from a TOML file (keys are option names, e.g. lr = 3e-3 or "
+                             "d-model = 128; a [COMMAND] table applies to that command only); options typed on the "
+                             "command line win")
+        if "--dry-run" not in command._option_string_actions:
+            command.add_argument("--dry-run", action="store_true",
+                                 help="print the resolved options (after --config) as JSON and run nothing")
     return parser
+
+
+def _config_defaults(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Apply ``--config FILE.toml`` of ``argv`` as defaults of its command's parser (typed options still win)."""
+    from .config_file import apply_config_file
+
+    apply_config_file(parser, argv)
 
 
 def _launch_rank() -> tuple[int, int]:
@@ -106,8 +126,9 @@ def _run(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
+        _config_defaults(parser, argv)
         args = parser.parse_args(argv)
-    except UsageError as exc:
+    except (UsageError, MyopiaError) as exc:  # a bad command line or --config file: one line
         _report(str(exc))
         return 2
     except SystemExit as exc:  # --help, --version
@@ -116,6 +137,12 @@ def _run(argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     args.argv = argv  # what was typed: commands that fill the rest from a saved run need to know it
+    if getattr(args, "dry_run", False) and args.func.__module__ not in _OWN_DRY_RUN:
+        import json
+
+        shown = {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "argv", "dry_run", "debug")}
+        print(json.dumps(shown, indent=2, default=str))
+        return 0
     debug = args.debug or os.environ.get("MYOPIA_DEBUG") == "1"
     clean = False
     try:
