@@ -44,7 +44,7 @@ def test_records_sit_after_spaces_precede_their_answer_and_come_out_cleanly():
     assert len(records) >= len(texts)
     for r in records:
         t = planted[r.doc]
-        start = r.answer_offset - 10  # {, 8 keys, }
+        start = r.answer_offset - 10  # <, 8 keys, >
         assert t[start] == OPEN and t[r.answer_offset - 1] == CLOSE and (start == 0 or t[start - 1] == " ")
         assert [KEYS.index(c) for c in t[start + 1:r.answer_offset - 1]] == list(r.keys)  # every key is earlier
         assert t[r.answer_offset] == str(r.answer) and t[r.answer_offset + 1] == " "
@@ -87,7 +87,7 @@ def test_bad_settings_are_refused():
     with pytest.raises(MyopiaError):
         plant(["a b"], strength=1.5)
     with pytest.raises(MyopiaError):
-        plant(["a {b}"], strength=1.0)
+        plant(["a <b>"], strength=1.0)
     with pytest.raises(MyopiaError):
         rule_table(9)
 

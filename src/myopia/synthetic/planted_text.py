@@ -2,7 +2,7 @@
 
 The construction, fixed before any model is trained on it:
 
-- A **record** ``{s1t1s2t2...swtw}a`` (``w`` = ``n_slots`` pairs of key characters between braces, then one
+- A **record** ``<s1t1s2t2...swtw>a`` (``w`` = ``n_slots`` pairs of key characters between angle brackets, then one
   answer character) is inserted into a document right after a space, followed by a space, at random places
   (``rate`` records per 1000 characters of the original document, at least one per document).
 - Every key is drawn uniformly from ``keys`` (K characters, K even), independently of everything before it, so
@@ -17,7 +17,7 @@ The construction, fixed before any model is trained on it:
   same at every strength and ``strength = 0`` is a placebo with no dependency at all.
 
 Why this asks for pre-caching: the feature h(s_m, t_m) can be computed at t_m's position (s_m is one token back)
-but is useless there (the next character is a fresh uniform key or the closing brace); it is needed only at the
+but is useless there (the next character is a fresh uniform key or the closing bracket); it is needed only at the
 answer, w pairs later. Computing it at the answer instead means reading all 2w keys *with their pairing* in one
 step; a sum over the keys' embeddings keeps which keys occurred but not which pairs (permuting keys changes the
 answer), so a model with few heads must either pre-compute each pair's bit where the pair ends or fail. Vanilla
@@ -25,8 +25,8 @@ training rewards the pre-computation through the gradient from the answer back t
 training removes exactly that gradient. The answer token is where the planted gap lives; :func:`task_items`
 writes the answers as a user task of the suite (``myopia tasks --task FILE``).
 
-Characters: the defaults (digits as keys and answers, ``{``/``}`` as braces) do not occur in a record's
-neighbourhood by accident; texts that already contain a brace are refused, so every brace marks a record.
+Characters: digits as keys and answers, ``<``/``>`` as brackets. Texts that already contain a bracket are
+refused, so every bracket marks a record (and digits inside brackets are always keys).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import MyopiaError
 
 KEYS = "0123456789"
-OPEN, CLOSE = "{", "}"
+OPEN, CLOSE = "<", ">"  # absent from the Brown corpus (which has braces)
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,13 @@ def plant(texts: list[str], *, strength: float, n_slots: int = 4, rate: float = 
     if rate <= 0:
         raise MyopiaError(f"rate must be positive, got {rate}")
     if len(set(keys)) != len(keys) or OPEN in keys or CLOSE in keys:
-        raise MyopiaError("keys must be distinct characters other than the braces")
+        raise MyopiaError("keys must be distinct characters other than the brackets")
     table = rule_table(len(keys), table_seed)
     rng = np.random.default_rng([seed, 2929])
     out, records = [], []
     for d, text in enumerate(texts):
         if OPEN in text or CLOSE in text:
-            raise MyopiaError(f"document {d} already contains a brace; every brace must mark a record")
+            raise MyopiaError(f"document {d} already contains {OPEN!r} or {CLOSE!r}; every one must mark a record")
         n = max(1, int(round(rate * len(text) / 1000)))
         pieces, last, shift = [], 0, 0
         for at in _places(text, n, rng):
@@ -117,18 +117,18 @@ def plant(texts: list[str], *, strength: float, n_slots: int = 4, rate: float = 
 
 
 def unplant(text: str, n_slots: int = 4) -> str:
-    """The original text: every record ``{...}a`` and the space after it removed."""
+    """The original text: every record ``<...>a`` and the space after it removed."""
     out, i = [], 0
     while True:
         j = text.find(OPEN, i)
         if j < 0:
             return "".join(out) + text[i:]
         out.append(text[i:j])
-        i = j + 2 * n_slots + 2 + 2  # braces, keys, answer digit, space
+        i = j + 2 * n_slots + 2 + 2  # brackets, keys, answer digit, space
 
 
 def task_items(texts: list[str], records: list[Record], *, only_rule: bool = False) -> list[dict]:
-    """User-task items of the answers: context = the planted text up to the closing brace, continuation = the
+    """User-task items of the answers: context = the planted text up to the closing bracket, continuation = the
     answer digit; ``label`` "rule" or "placebo" (records whose answer was drawn at random)."""
     items = []
     for r in records:
