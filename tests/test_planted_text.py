@@ -77,7 +77,11 @@ def test_task_items_score_the_answer_after_its_record(tmp_path):
     assert len(items) == len(records)
     for it, r in zip(items, records):
         assert it["context"].endswith(CLOSE) and it["continuation"] == str(r.answer)
+        assert planted[r.doc][:r.answer_offset].endswith(it["context"]) and len(it["context"]) <= 1024
         assert it["label"] == ("rule" if r.follows_rule else "placebo")
+    short = task_items(planted, records, context_chars=20, docs=[1, 3])
+    assert {int(it["id"][1:].split("@")[0]) for it in short} == {1, 3}
+    assert all(len(it["context"]) == 20 for it in short)
     write_task_file(tmp_path / "planted.jsonl", items)
     lines = (tmp_path / "planted.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in lines] == items

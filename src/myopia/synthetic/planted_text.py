@@ -127,15 +127,20 @@ def unplant(text: str, n_slots: int = 4) -> str:
         i = j + 2 * n_slots + 2 + 2  # brackets, keys, answer digit, space
 
 
-def task_items(texts: list[str], records: list[Record], *, only_rule: bool = False) -> list[dict]:
-    """User-task items of the answers: context = the planted text up to the closing bracket, continuation = the
-    answer digit; ``label`` "rule" or "placebo" (records whose answer was drawn at random)."""
+def task_items(texts: list[str], records: list[Record], *, only_rule: bool = False, context_chars: int = 1024,
+               docs=None) -> list[dict]:
+    """User-task items of the answers: context = the last ``context_chars`` characters of the planted text up to
+    the closing bracket (the task suite left-truncates a context to the model's window anyway), continuation =
+    the answer digit; ``label`` "rule" or "placebo" (records whose answer was drawn at random). ``docs``: keep
+    only records of these document indices (e.g. the held-out ones)."""
+    keep = None if docs is None else set(int(d) for d in docs)
     items = []
     for r in records:
-        if only_rule and not r.follows_rule:
+        if (only_rule and not r.follows_rule) or (keep is not None and r.doc not in keep):
             continue
         t = texts[r.doc]
-        items.append({"id": f"d{r.doc}@{r.answer_offset}", "context": t[:r.answer_offset],
+        items.append({"id": f"d{r.doc}@{r.answer_offset}",
+                      "context": t[max(0, r.answer_offset - context_chars):r.answer_offset],
                       "continuation": t[r.answer_offset], "label": "rule" if r.follows_rule else "placebo"})
     return items
 
@@ -149,12 +154,13 @@ def write_task_file(path, items: list[dict]) -> None:
     atomic_write_bytes(Path(path), "".join(json.dumps(it) + "\n" for it in items).encode("utf-8"))
 
 
-def plant_folder(source, out_dir, task_file, *, strength: float, **kwargs) -> dict:
+def plant_folder(source, out_dir, task_file, *, strength: float, task_docs=None, **kwargs) -> dict:
     """Plant records into every document of a text corpus (file or folder of ``.txt`` files, one slice per file)
     and write it as a folder corpus ``out_dir/<slice>.txt`` (documents separated by blank lines, in the source's
     order, so the same document split applies) plus the answers as a user task ``task_file`` (outside out_dir).
 
-    ``kwargs`` go to :func:`plant`. Returns a summary {documents, records, follows_rule, strength, settings}."""
+    ``task_docs``: document indices (source order) whose answers go into the task file (default all; pass the
+    held-out ones). ``kwargs`` go to :func:`plant`. Returns a summary {documents, records, follows_rule, strength, settings}."""
     from ..data.sources import read_text_documents
     from ..io import atomic_write_bytes
 
@@ -169,6 +175,6 @@ def plant_folder(source, out_dir, task_file, *, strength: float, **kwargs) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, texts in by_slice.items():
         atomic_write_bytes(out_dir / f"{name}.txt", ("\n\n".join(texts) + "\n").encode("utf-8"))
-    write_task_file(task_file, task_items(planted, records))
+    write_task_file(task_file, task_items(planted, records, docs=task_docs))
     return {"documents": len(docs), "records": len(records), "follows_rule": sum(r.follows_rule for r in records),
             "strength": float(strength), "settings": {k: v for k, v in kwargs.items()}}
