@@ -412,3 +412,145 @@ def masked_means(boot: HierarchicalBootstrap, values, mask, unit) -> Resampled:
         b_eval = per_rep_seed.mean(1)
     return Resampled(np.asarray([per_seed.mean()]), per_seed[:, None], b[:, None], b_eval[:, None],
                      np.asarray([counts.sum(1).mean()]))
+
+
+# --- stated power: what a null interval could have seen (issue 29) ---------------------------------------------
+# A gap is measured over S seeds, each scored on the same held-out documents. Model of the estimate:
+#
+#     ĝ = δ + (mean of S seed effects) + (one document effect shared by every seed),
+#     Var ĝ = σ_s² / S + σ_d²,
+#
+# σ_s: sd of the per-seed gaps (training noise, with the seed × document part); σ_d: se of the gap from the
+# documents alone (``ci95_eval``). The interval of :meth:`Resampled.summary` is the widest of the t-interval over
+# per-seed gaps (S ≥ 3), the seeds × documents bootstrap and the documents-only one; with the sample sd s of the
+# per-seed gaps its half-width is modelled as
+#
+#     h(s) = max(t_{S-1} s / √S (S ≥ 3),  z √((S-1)/S · s²/S + σ_d²),  z σ_d)
+#
+# (a bootstrap over S seeds sees (S-1)/S of their variance). A gap is *detected* when the interval excludes 0,
+# so its power at a true gap δ is
+#
+#     power(δ) = E_s[ Φ((δ − h(s)) / τ) + Φ((−δ − h(s)) / τ) ],   τ² = σ_s²/S + σ_d²,  s² ~ σ_s² χ²_{S-1}/(S-1),
+#
+# integrated over the χ² quantiles. The minimum detectable gap solves power(δ) = 0.8 at α = 0.05.
+
+POWER = 0.8
+N_QUANTILES = 2000
+
+
+def _interval_half_width(s: np.ndarray, n_seeds: int, doc_se: float, level: float = LEVEL) -> np.ndarray:
+    """Modelled half-width of the seed-inclusive interval for sample per-seed sds ``s`` (any shape)."""
+    S = n_seeds
+    z = _sps.norm.ppf((1 + level) / 2)
+    boot = z * np.sqrt((S - 1) / S * s ** 2 / S + doc_se ** 2)
+    h = np.maximum(boot, z * doc_se)
+    if S >= 3:
+        h = np.maximum(h, _sps.t.ppf((1 + level) / 2, S - 1) * s / math.sqrt(S))
+    return h
+
+
+def detection_power(gap: float, seed_sd: float, doc_se: float, n_seeds: int, level: float = LEVEL) -> float:
+    """Probability that the seed-inclusive interval of ``n_seeds`` seeds excludes 0 when the true gap is ``gap``
+    (seed_sd: sd of per-seed gaps; doc_se: se from documents alone; same units as ``gap``)."""
+    if n_seeds < 2:
+        raise MyopiaError("power needs at least 2 seeds (training noise is not measured with 1)")
+    u = (np.arange(N_QUANTILES) + 0.5) / N_QUANTILES
+    s = seed_sd * np.sqrt(_sps.chi2.ppf(u, n_seeds - 1) / (n_seeds - 1))
+    h = _interval_half_width(s, n_seeds, doc_se, level)
+    tau = math.sqrt(seed_sd ** 2 / n_seeds + doc_se ** 2)
+    if tau == 0:
+        return 1.0 if abs(gap) > 0 else 0.0
+    return float(np.mean(_sps.norm.cdf((abs(gap) - h) / tau) + _sps.norm.cdf((-abs(gap) - h) / tau)))
+
+
+def min_detectable_gap(seed_sd: float, doc_se: float, n_seeds: int, power: float = POWER,
+                       level: float = LEVEL) -> float:
+    """The smallest true gap the seed-inclusive interval of ``n_seeds`` seeds detects with probability ``power``."""
+    if seed_sd < 0 or doc_se < 0:
+        raise MyopiaError("standard deviations must be non-negative")
+    scale = math.sqrt(seed_sd ** 2 + doc_se ** 2)
+    if scale == 0:
+        return 0.0
+    hi = scale
+    while detection_power(hi, seed_sd, doc_se, n_seeds, level) < power:
+        hi *= 2
+    return float(_brentq(lambda g: detection_power(g, seed_sd, doc_se, n_seeds, level) - power, 0.0, hi))
+
+
+def _brentq(fn, lo, hi) -> float:
+    from scipy.optimize import brentq
+
+    return brentq(fn, lo, hi, xtol=1e-12 * max(hi, 1e-300), rtol=1e-10)
+
+
+def seeds_needed(target_gap: float, seed_sd: float, doc_se: float, power: float = POWER, level: float = LEVEL,
+                 max_seeds: int = 1000) -> int | None:
+    """Fewest seeds (≥ 2) whose minimum detectable gap is ≤ ``target_gap``; None when even ``max_seeds`` do not
+    suffice (the documents' own noise, which more seeds do not shrink, can make a gap undetectable)."""
+    if target_gap <= 0:
+        return None
+    if detection_power(target_gap, seed_sd, doc_se, max_seeds, level) < power:
+        return None
+    lo, hi = 2, max_seeds
+    if detection_power(target_gap, seed_sd, doc_se, lo, level) >= power:
+        return lo
+    while hi - lo > 1:  # power grows with the seed count
+        mid = (lo + hi) // 2
+        if detection_power(target_gap, seed_sd, doc_se, mid, level) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def noise_of_summary(summary: dict, level: float = LEVEL) -> tuple[float | None, float | None]:
+    """(seed_sd, doc_se) measured from a gap summary: sd (ddof 1) of ``per_seed``; half-width of ``ci95_eval``
+    / z. seed_sd is None with fewer than 2 seeds."""
+    per_seed = [x for x in summary.get("per_seed") or [] if x is not None]
+    seed_sd = float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 else None
+    ci = summary.get("ci95_eval") or [None, None]
+    doc_se = None
+    if ci[0] is not None and ci[1] is not None:
+        doc_se = (ci[1] - ci[0]) / 2 / _sps.norm.ppf((1 + level) / 2)
+    return seed_sd, doc_se
+
+
+def power_entry(summary: dict, context_value: float | None, *, fraction: float = 0.05, power: float = POWER,
+                level: float = LEVEL) -> dict:
+    """``power.<arm>`` of gap.json from a gap summary and the value of context (same units, e.g. nats/token):
+    min_detectable_gap, min_detectable_fraction_of_context_value, seeds_for_5pct, and the inputs used."""
+    seed_sd, doc_se = noise_of_summary(summary, level)
+    S = int(summary.get("n_seeds") or len(summary.get("per_seed") or []))
+    out = {"min_detectable_gap": None, "min_detectable_fraction_of_context_value": None, "seeds_for_5pct": None,
+           "n_seeds": S, "seed_sd": seed_sd, "doc_se": doc_se, "power": power, "alpha": round(1 - level, 10)}
+    if seed_sd is None or doc_se is None or S < 2:
+        out["note"] = "not stated: training noise not measured (fewer than 2 seeds)"
+        return out
+    mdg = min_detectable_gap(seed_sd, doc_se, S, power, level)
+    out["min_detectable_gap"] = mdg
+    if context_value is not None and context_value > 0:
+        out["min_detectable_fraction_of_context_value"] = mdg / context_value
+        out["seeds_for_5pct"] = seeds_needed(fraction * context_value, seed_sd, doc_se, power, level)
+    else:
+        out["note"] = "no positive value of context: the gap cannot be put as a fraction of it"
+    return out
+
+
+def null_interval(null: dict | None, n_seeds: int, level: float = LEVEL) -> dict | None:
+    """The null of a mean gap over ``n_seeds`` seeds, from vanilla-vs-vanilla pairs (``null_gap``'s result).
+
+    A pair's difference v_i − v_j has variance 2σ_v² (rms of the pairs = √2 × the sd of the vanilla seeds);
+    the mean of ``n_seeds`` independent such differences has sd rms / √n_seeds. The interval is ±t·sd with the
+    vanilla seeds' degrees of freedom (S_v − 1). None without pairs.
+    """
+    if not null or not null.get("per_pair"):
+        return None
+    pairs = np.asarray([p for p in null["per_pair"] if p is not None], dtype=np.float64)
+    n_pairs = len(pairs)
+    s_v = int(round((1 + math.sqrt(1 + 8 * n_pairs)) / 2))  # n_pairs = S_v (S_v − 1) / 2
+    rms = float(np.sqrt(np.mean(pairs ** 2)))
+    sd = rms / math.sqrt(n_seeds)
+    q = float(_sps.t.ppf((1 + level) / 2, max(s_v - 1, 1))) * sd
+    return {"sd": sd, "ci95": [-q, q], "n_seeds": int(n_seeds), "df": max(s_v - 1, 1), "per_pair_rms": rms,
+            "definition": "null of a mean over n_seeds independent vanilla-vs-vanilla differences: sd = rms of "
+                          "the seed pairs / sqrt(n_seeds); ci95 = ±t(S_v − 1)·sd"}
