@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .arms import GradientSetting
 from .errors import MyopiaError, first_line
 from .io import read_json
 from .runfiles import (
@@ -158,7 +159,7 @@ def _build_model(run_dir: Path, run: dict) -> nn.Module:
         if "hf_config" not in run:
             raise MyopiaError(f"{run_dir}/{CONFIG} lacks the Hugging Face config (hf_config)")
         model = HFCausalLM(hf_model_from_config(run["hf_config"]))
-        model.set_gradient(run.get("gradient", "vanilla"), run.get("beta", 0.0), run.get("horizon", 0))
+        model.set_gradient(GradientSetting.from_dict(run))
         return model
     from .model import GPT, GPTConfig
 

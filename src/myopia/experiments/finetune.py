@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.stats import HierarchicalBootstrap
-from ..arms import GRADIENTS, PAIR_ARMS
+from ..arms import GRADIENTS, PAIR_ARMS, GradientSetting
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
 from ..errors import MyopiaError
@@ -86,6 +86,7 @@ def finetune(
     unknown = [a for a in arms if a not in GRADIENTS]
     if unknown or not arms:
         raise MyopiaError(f"arms must be among vanilla, myopic, myopic-hidden, bigram; got {', '.join(arms)}")
+    settings = {a: GradientSetting() if a == "vanilla" else GradientSetting(a, beta, horizon) for a in arms}
     if snapshot_every and (not train_cfg.ckpt_every or snapshot_every % train_cfg.ckpt_every):
         raise MyopiaError("snapshot-every must be a multiple of ckpt-every (snapshots are taken at checkpoints)")
     out = Path(out)
@@ -103,17 +104,14 @@ def finetune(
                               f"{model.cfg.vocab_size} embeddings")
         if seq_len > model.cfg.seq_len:
             raise MyopiaError(f"seq-len {seq_len} exceeds the model's context {model.cfg.seq_len}")
-        myopic = arm != "vanilla"
-        model.set_gradient(arm, beta if myopic else 0.0, horizon if myopic else 0)
+        model.set_gradient(settings[arm])
         task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_tokens=eval_tokens)
         run_dir = out / arm
         run_config = {
             "command": "finetune",
             "model_kind": "hf",
             "base_model": str(model_name),
-            "gradient": arm,
-            "beta": beta if myopic else 0.0,
-            "horizon": horizon if myopic else 0,
+            **settings[arm].to_dict(),
             "seq_len": seq_len,
             "data": str(data),
             "eval_tokens": eval_tokens,
