@@ -6,8 +6,9 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
   (corpus, tokenizer, sequence length); ``run.model_kind == "hf"`` marks a Hugging Face fine-tune;
 - ``metrics.jsonl`` (:data:`METRICS`): one JSON record per logged step or evaluation;
 - ``checkpoints/step_XXXXXXX/`` (:data:`CHECKPOINTS`): the distributed checkpoints a resumed run continues from
-  (the newest and the one before; see :mod:`myopia.checkpoint`); ``checkpoint.safetensors`` (:data:`CHECKPOINT`,
-  and :data:`PREVIOUS_CHECKPOINT`) in runs of earlier versions; ``.lock`` (:data:`LOCK`) held by the writer;
+  (the newest and the one before; see :mod:`myopia.checkpoint`); ``.lock`` (:data:`LOCK`) held by the writer.
+  A folder with the single-file ``checkpoint.safetensors`` (:data:`CHECKPOINT`, :data:`PREVIOUS_CHECKPOINT`) was
+  written by myopia < 0.2.0 and is refused with one line naming the version;
 - ``model.safetensors`` (:data:`MODEL`): the final weights, written with ``result.json`` (:data:`RESULT`) when
   the run finishes; ``snapshots/step_*.safetensors`` when asked for; ``tokenizer/`` for Hugging Face runs.
 
@@ -130,12 +131,12 @@ def weights_file(run_dir: str | Path, weights: str | Path | None = None, *, fini
         return run_dir / MODEL
     if (run_dir / MODEL).exists():
         return run_dir / MODEL
-    from .checkpoint import checkpoint_steps, legacy_checkpoints
+    from .checkpoint import checkpoint_steps, refuse_old_run
 
-    for path in [p for _, p in checkpoint_steps(run_dir)] + legacy_checkpoints(run_dir):
+    refuse_old_run(run_dir)
+    for _, path in checkpoint_steps(run_dir):
         return path
-    raise MyopiaError(f"{run_dir} holds no {MODEL} or {CHECKPOINT} and no {CHECKPOINTS}/step_* folder "
-                      "(is it a run directory?)")
+    raise MyopiaError(f"{run_dir} holds no {MODEL} and no {CHECKPOINTS}/step_* folder (is it a run directory?)")
 
 
 def check_tokenizer(config: dict, vocab_size: int, corpus, where) -> None:

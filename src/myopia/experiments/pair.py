@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..arms import PAIR_ARMS, GradientSetting
-from ..checkpoint import has_checkpoint
+from ..checkpoint import has_checkpoint, old_version_error
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..errors import MyopiaError
@@ -121,8 +121,8 @@ def _train_record(cfg: TrainConfig) -> dict:
 
 
 def _as_current(model: dict, train: dict) -> tuple[dict, dict]:
-    """A stored pair's model and training configs as today's code writes them: fields added since keep the
-    behaviour they had before they existed (TrainConfig.from_dict's legacy defaults; GPTConfig's defaults)."""
+    """A stored pair's model and training configs as today's code writes them (model fields added since take
+    GPTConfig's defaults; a training config from before 0.2.0 is refused by TrainConfig.from_dict)."""
     return GPTConfig.from_dict(model).to_dict(), _train_record(TrainConfig.from_dict({**train, "seed": 0}))
 
 
@@ -161,9 +161,8 @@ def run_pair(
     }
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
-        if "document_mask" not in old.get("train", {}) and manifest["train"].get("document_mask"):
-            raise MyopiaError(f"{out} holds a pair trained without document masks (it predates --document-mask); "
-                              "extend it with --no-document-mask, or use another --out")
+        if "document_mask" not in old.get("train", {}):
+            raise old_version_error(out, f"its {MANIFEST} has no document_mask")
         old["model"], old["train"] = _as_current(old.get("model", {}), old.get("train", {}))
         for key in ("model", "train", "eval_tokens"):
             if old.get(key) != manifest[key]:
