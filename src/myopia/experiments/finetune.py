@@ -64,6 +64,18 @@ def window_gap(a: np.ndarray, b: np.ndarray, docs: np.ndarray, *, n_boot: int = 
             "resamples": n_boot}
 
 
+def _arm_model(model_name: str, tokenizer, seq_len: int, setting: GradientSetting) -> HFCausalLM:
+    """A fresh copy of the pretrained model, checked against the tokenizer and context, with ``setting``."""
+    model = HFCausalLM(load_hf_model(model_name))
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise MyopiaError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                          f"{model.cfg.vocab_size} embeddings")
+    if seq_len > model.cfg.seq_len:
+        raise MyopiaError(f"seq-len {seq_len} exceeds the model's context {model.cfg.seq_len}")
+    model.set_gradient(setting)
+    return model
+
+
 def finetune(
     model_name: str,
     data: str | Path,
@@ -97,27 +109,13 @@ def finetune(
                        document_mask=train_cfg.document_mask)
     results, losses = {}, {}
     for arm in arms:
-        hf = load_hf_model(model_name)
-        model = HFCausalLM(hf)
-        if tokenizer.vocab_size > model.cfg.vocab_size:
-            raise MyopiaError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                              f"{model.cfg.vocab_size} embeddings")
-        if seq_len > model.cfg.seq_len:
-            raise MyopiaError(f"seq-len {seq_len} exceeds the model's context {model.cfg.seq_len}")
-        model.set_gradient(settings[arm])
+        model = _arm_model(model_name, tokenizer, seq_len, settings[arm])
+        hf = model.hf
         task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_tokens=eval_tokens)
         run_dir = out / arm
-        run_config = {
-            "command": "finetune",
-            "model_kind": "hf",
-            "base_model": str(model_name),
-            **settings[arm].to_dict(),
-            "seq_len": seq_len,
-            "data": str(data),
-            "eval_tokens": eval_tokens,
-            "attention_dropout": 0.0,
-            "hf_config": hf.config.to_dict(),
-        }
+        run_config = {"command": "finetune", "model_kind": "hf", "base_model": str(model_name),
+                      **settings[arm].to_dict(), "seq_len": seq_len, "data": str(data), "eval_tokens": eval_tokens,
+                      "attention_dropout": 0.0, "hf_config": hf.config.to_dict()}
         tokenizer.tok.save_pretrained(run_dir / "tokenizer")
 
         def snapshot(step, m, run_dir=run_dir):
