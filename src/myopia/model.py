@@ -125,7 +125,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention with the configured gradient. ``(B, T, d) -> (B, T, d)``."""
+    """Multi-head causal self-attention with the configured gradient. ``(B, T, d) -> (B, T, d)``; the kernel is
+    chosen by :func:`myopia.attention.attend` from ``cfg.setting``."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
