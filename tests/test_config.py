@@ -49,8 +49,10 @@ def test_a_command_overrides_a_default_without_restating_the_option():
 
 def test_every_recipe_is_a_sequence_of_valid_myopia_command_lines(capsys):
     from myopia.cli import main
-    from myopia.experiments.recipes import RECIPES
+    from myopia.experiments.recipes import load_recipes
 
+    RECIPES = load_recipes()
+    assert {"train-check", "brown-gap", "hf-chain", "sweep-cpu", "horizon-cpu"} <= set(RECIPES)
     parser = build_parser()
     for recipe in RECIPES.values():
         for argv in recipe.commands("corpus/", "runs/x", "other.txt"):
@@ -70,3 +72,18 @@ def test_an_unknown_recipe_or_a_missing_input_is_one_line(capsys):
     assert main(["recipe", "brown-gap", "--out", "o"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "known recipes: " in err[0] and "needs --data" in err[1]
+
+
+def test_a_malformed_recipe_file_is_one_line(tmp_path, monkeypatch, capsys):
+    from myopia.cli import main
+
+    monkeypatch.setenv("MYOPIA_RECIPES", str(tmp_path))
+    (tmp_path / "recipes.toml").write_text('[x]\ndescription = "a"\ndata = "b"\nsteps = ["train --out {out}", 3]\n')
+    assert main(["recipe"]) == 2
+    (tmp_path / "recipes.toml").write_text('[x]\ndescription = "a"\nsteps = ["train --out {out}"]\nextra = 1\n')
+    assert main(["recipe", "x", "--out", "o"]) == 2
+    (tmp_path / "recipes.toml").write_text('[x\n')
+    assert main(["recipe"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "steps must be a non-empty list" in err[0]
+    assert "unknown keys extra; missing data" in err[1] and "recipes.toml" in err[2]

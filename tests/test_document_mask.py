@@ -1,6 +1,6 @@
 """Document masking in our GPT and trainer: no position attends across a document boundary, in every gradient
 mode, exactly (a packed batch gives the gradients of its documents run on their own, which the fused path's
-brute-force tests cover); the task's document ids; the config field, its legacy default and the CLI flag."""
+brute-force tests cover); the task's document ids; the config field, the refusal of configs from before it existed, and the CLI flag."""
 
 import json
 
@@ -16,7 +16,7 @@ from myopia.data.text import Document
 from myopia.errors import MyopiaError
 from myopia.masked_attention import AttentionStructure, document_positions, masked_attention_with_past
 from myopia.model import GPT, GPTConfig
-from myopia.train import TrainConfig, legacy_document_mask
+from myopia.train import TrainConfig
 
 LENGTHS = (5, 7, 4)  # three documents packed into one window of 16
 
@@ -152,17 +152,13 @@ def test_masked_task_loss_and_evaluation_run_through_the_mask():
     assert on.evaluate(model)["loss"] != off.evaluate(model)["loss"]
 
 
-def test_config_field_default_legacy_and_cli(tmp_path):
+def test_config_field_default_old_configs_refused_and_cli(tmp_path):
     assert TrainConfig().document_mask is True
-    assert TrainConfig.from_dict({"steps": 3}).document_mask is False  # saved before the field: as it was
+    with pytest.raises(MyopiaError, match=r"written by myopia < 0\.2\.0.*retrain or use myopia 0\.1\.x"):
+        TrainConfig.from_dict({"steps": 3})  # saved before the field existed
     assert TrainConfig.from_dict({"steps": 3, "document_mask": True}).document_mask is True
     with pytest.raises(MyopiaError, match="document_mask"):
         TrainConfig(document_mask="yes")
-    (tmp_path / "config.json").write_text(json.dumps({"train": {"steps": 3}}))
-    cfg, notes = legacy_document_mask(TrainConfig(), tmp_path, resume=True)
-    assert cfg.document_mask is False and "predates --document-mask" in notes[0]
-    cfg, notes = legacy_document_mask(TrainConfig(), tmp_path, resume=False)
-    assert cfg.document_mask is True and not notes
 
     from myopia.cli import build_parser
     from myopia.cli.common import train_config
@@ -173,7 +169,7 @@ def test_config_field_default_legacy_and_cli(tmp_path):
     assert train_config(parser.parse_args(base + ["--no-document-mask"])).document_mask is False
 
 
-def test_training_records_the_mask_and_old_runs_resume_without_it(tmp_path, corpus_file, capsys):
+def test_training_records_the_mask_and_old_runs_are_refused(tmp_path, corpus_file, capsys):
     from myopia.cli import main
     from _tiny_run import tiny_args
 
@@ -182,17 +178,18 @@ def test_training_records_the_mask_and_old_runs_resume_without_it(tmp_path, corp
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["document_mask"] is True and config["task"]["document_mask"] is True
 
-    # an old run: its config has no document_mask; resuming keeps training across documents and says so
+    # an old run (myopia < 0.2.0): its config has no document_mask; resuming it is refused in one line
     old = tmp_path / "old"
     assert main(tiny_args(corpus_file, old, steps=2, no_document_mask=True)) == 0
-    for name in ("config.json",):
-        c = json.loads((old / name).read_text())
-        c["train"].pop("document_mask")
-        (old / name).write_text(json.dumps(c))
+    c = json.loads((old / "config.json").read_text())
+    c["train"].pop("document_mask")
+    (old / "config.json").write_text(json.dumps(c))
+    result = (old / "result.json").read_bytes()
     capsys.readouterr()
-    assert main(tiny_args(corpus_file, old, steps=2, resume=True)) == 0  # (a finished run: re-evaluated)
-    assert "predates --document-mask" in capsys.readouterr().err
-    assert json.loads((old / "result.json").read_text())["config"]["train"]["document_mask"] is False
+    assert main(tiny_args(corpus_file, old, steps=2, resume=True)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "written by myopia < 0.2.0" in err and "0.1.x" in err
+    assert (old / "result.json").read_bytes() == result  # nothing rewritten
 
 
 def test_document_mask_under_torch_compile():

@@ -25,6 +25,7 @@ from _hf_tiny import (  # noqa: E402
 )
 
 import myopia.hf as mhf  # noqa: E402
+from myopia.arms import GradientSetting  # noqa: E402
 from myopia.errors import MyopiaError  # noqa: E402
 
 TOL = dict(rtol=1e-9, atol=1e-11)
@@ -239,7 +240,7 @@ def test_position_bias_alibi_through_the_interface():
     i, j = torch.arange(T).unsqueeze(1), torch.arange(T).unsqueeze(0)
     bias = (-slopes[:, None, None] * (i - j)).unsqueeze(0)  # (1, H, T, T)
     module = torch.nn.Module()
-    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(gradient="myopic"), None
+    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(GradientSetting("myopic")), None
     out, _ = myopia_attention_forward(module, q, k, v, None, scaling=0.5, position_bias=bias)
     got = torch.autograd.grad((out.transpose(1, 2) * g).sum(), (q, k, v))
     st = AttentionStructure(alibi=slopes)
@@ -322,7 +323,7 @@ def test_attention_sinks_and_dropout_stay_refused():
 
     q = torch.randn(1, 2, 4, 4, requires_grad=True)
     module = torch.nn.Module()
-    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(gradient="myopic"), None
+    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(GradientSetting("myopic")), None
     with pytest.raises(MyopiaError, match="sinks"):
         myopia_attention_forward(module, q, q, q, None, s_aux=torch.zeros(2))
     with pytest.raises(MyopiaError, match="dropout"):

@@ -1,6 +1,6 @@
 """Resuming and checkpoints, in one process: SIGKILL + --resume is bitwise exact, corrupted or foreign
-checkpoints are refused or fall back, one writer per run directory, async checkpoints, and runs of the
-earlier single-file checkpoint format. (Resume across process counts: test_multiprocess.py.)"""
+checkpoints are refused or fall back, one writer per run directory, async checkpoints, and the refusal of runs
+of the single-file checkpoint format (myopia < 0.2.0). (Resume across process counts: test_multiprocess.py.)"""
 
 import json
 import os
@@ -115,38 +115,18 @@ def test_async_checkpoints_resume_bit_for_bit(corpus_file, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.slow
-def test_single_file_checkpoint_of_an_earlier_version_resumes_in_one_process(corpus_file, tmp_path, capsys):
-    """A run directory with checkpoint.safetensors (the earlier format) continues bit for bit in one process;
-    with --shard it is refused with one line."""
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(tiny_args(corpus_file, full)) == 0
-    shutil.copytree(full, cut)
-    for name in ("result.json", "model.safetensors"):
-        (cut / name).unlink()
-    cfg = read_json(cut / "config.json")
-    model = build_model(GPTConfig(**cfg["run"]["model"]), 0)
-    optimizer = make_optimizer(model, TrainConfig(**cfg["train"]))
-    step6 = dict(checkpoint_steps(cut))[6]
-    load_distributed(step6, model, optimizer)
-    from myopia.checkpoint import load_tensors
-
-    rng = load_tensors(step6 / "rng.safetensors")[0]
-    save_checkpoint(cut / "checkpoint.safetensors", model, optimizer, {"step": 6, "config": cfg},
-                    rng_states={"torch.r0": rng["torch.r0"]})
-    shutil.rmtree(cut / "checkpoints")
+def test_a_single_file_checkpoint_of_myopia_before_0_2_0_is_refused_in_one_line(corpus_file, tmp_path, capsys):
+    """A run folder with checkpoint.safetensors (the format before 0.2.0) is refused, naming the version, and
+    left as it was."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "checkpoint.safetensors").write_bytes(b"old")
     capsys.readouterr()
-    assert main(tiny_args(corpus_file, cut, resume=True, shard="full")) == 2
+    assert main(tiny_args(corpus_file, old, resume=True)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "earlier single-file format" in err[0]
-    assert main(tiny_args(corpus_file, cut, resume=True)) == 0
-    assert [s for s, _ in checkpoint_steps(cut)] == [8]  # the continuation writes the distributed format
-    wa, wb = load_model_state(cut / "model.safetensors")[0], load_model_state(full / "model.safetensors")[0]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rs]  # noqa: E731
-    assert strip(read_jsonl(cut / "metrics.jsonl")) == strip(read_jsonl(full / "metrics.jsonl"))
-    assert np.isclose(read_json(cut / "result.json")["eval_loss"], read_json(full / "result.json")["eval_loss"],
-                      rtol=0, atol=0)
+    assert len(err) == 1 and "written by myopia < 0.2.0" in err[0] and "myopia 0.1.x" in err[0]
+    assert sorted(p.name for p in old.iterdir() if p.name != ".lock") == ["checkpoint.safetensors"]
+    assert (old / "checkpoint.safetensors").read_bytes() == b"old"
 
 
 @pytest.mark.slow

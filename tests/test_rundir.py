@@ -37,10 +37,13 @@ def test_status_goes_new_partial_done(tmp_path, finished_run):
     assert rundir.run_status(tmp_path) == "new"
     (tmp_path / rundir.CHECKPOINTS / "step_0000004").mkdir()
     assert rundir.run_status(tmp_path) == "partial"
-    legacy = tmp_path / "legacy"
-    legacy.mkdir()
-    (legacy / rundir.PREVIOUS_CHECKPOINT).write_bytes(b"")
-    assert rundir.run_status(legacy) == "partial"
+    old = tmp_path / "old"  # a single-file checkpoint: written by myopia < 0.2.0, refused in one line
+    old.mkdir()
+    (old / rundir.PREVIOUS_CHECKPOINT).write_bytes(b"")
+    with pytest.raises(MyopiaError, match=r"written by myopia < 0\.2\.0.*0\.1\.x"):
+        rundir.run_status(old)
+    with pytest.raises(MyopiaError, match=r"myopia < 0\.2\.0"):
+        rundir.weights_file(old)
     assert rundir.run_status(finished_run) == "done"
 
 
@@ -81,7 +84,7 @@ def test_unfinished_foreign_and_mismatched_folders_are_refused(tmp_path, finishe
     (unfinished / rundir.CONFIG).write_bytes((finished_run / rundir.CONFIG).read_bytes())
     with pytest.raises(MyopiaError, match="holds no finished run"):
         rundir.load_run(unfinished, finished=True)
-    with pytest.raises(MyopiaError, match="holds no model.safetensors or checkpoint.safetensors and no checkpoints"):
+    with pytest.raises(MyopiaError, match="holds no model.safetensors and no checkpoints"):
         rundir.load_run(unfinished)
     other = load_corpus(corpus_file, "bpe:300")
     with pytest.raises(MyopiaError, match="tokenizer/vocabulary mismatch"):

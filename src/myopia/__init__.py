@@ -1,3 +1,3 @@
 """myopia: myopic training of transformer language models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -50,7 +50,14 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .arms import GradientSetting
 from .errors import MyopiaError
+from .masked_attention import (
+    document_bigram_attention,
+    masked_attention_with_past,
+    masked_myopic_attention,
+    masked_myopic_attention_split,
+)
 
 __all__ = [
     "myopic_attention",
@@ -891,3 +898,83 @@ def split_linear(
     Gradient arriving at ``y_w`` reaches only ``weight``/``bias``; gradient at ``y_x`` reaches only ``x``.
     """
     return _SplitLinear.apply(x, weight, bias)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One entry point: a gradient setting (plus documents/masks, a given past, hidden-state copies) to one kernel call
+# --------------------------------------------------------------------------------------------------------------
+
+__all__ += ["attend"]
+
+
+def _repeat_kv(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, H_kv, T, D) -> (B, n_heads, T, D), each key/value head shared by n_heads / H_kv query heads (for the
+    kernels that take equal head counts: the given past, the bigram baseline and the masked ones)."""
+    b, h_kv, T, d = t.shape
+    if h_kv == n_heads:
+        return t
+    if n_heads % h_kv:
+        raise MyopiaError(f"query heads ({n_heads}) are not a multiple of key/value heads ({h_kv})")
+    return t[:, :, None].expand(b, h_kv, n_heads // h_kv, T, d).reshape(b, n_heads, T, d)
+
+
+def _weights(setting: GradientSetting) -> dict:
+    """The kernels' ``horizon``/``beta`` for a setting: vanilla is beta = 1."""
+    if setting.kind == "vanilla":
+        return {"beta": 1.0}
+    return {"horizon": setting.horizon, "beta": setting.beta}
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, setting: GradientSetting, *, structure=None,
+           bias: torch.Tensor | None = None, past: tuple | None = None, split: tuple | None = None,
+           scale: float | None = None, impl: str = "auto") -> torch.Tensor:
+    """Causal attention ``(B, H, T, D), (B, H_kv, T, D) x 2 -> (B, H, T, D)`` with the gradient of ``setting``
+    (a :class:`myopia.arms.GradientSetting`): the one place a setting becomes a kernel call.
+
+    - ``structure`` (:class:`myopia.masked_attention.AttentionStructure`: documents, padding, windows, soft-caps,
+      ALiBi) and an additive score ``bias`` (B|1, H|1, T, T) select the masked kernels;
+    - ``past`` = (past_k, past_v), shaped like k, v: query i reads positions j < i from these constants and
+      itself from k, v (the local myopia bonus; the setting's weights do not apply);
+    - ``split`` = (k_x, v_x): the hidden-state copies of ``myopic-hidden`` (:func:`split_linear`); k, v are then
+      the copies that get the full gradient. Without it ``myopic-hidden`` has ``myopic``'s value and gradient
+      into k, v (what evaluation needs).
+
+    ``impl``: "auto"/"fused" or "eager" (the masked kernels run "eager" or "auto"). Grouped-query heads reach
+    the fused myopic kernels unrepeated; the others get them repeated.
+    """
+    if split is not None and (not setting.hidden or past is not None):
+        raise MyopiaError("hidden-state copies (split) apply to myopic-hidden without a given past only")
+    if bias is not None and structure is None:
+        raise MyopiaError("an additive score bias needs a mask structure (the masked kernels)")
+    if structure is not None:
+        return _attend_masked(q, k, v, setting, structure, bias, past, split, scale, impl)
+    n = q.shape[1]
+    if past is not None:
+        return myopic_attention(q, _repeat_kv(k, n), _repeat_kv(v, n), past_k=_repeat_kv(past[0], n),
+                                past_v=_repeat_kv(past[1], n), scale=scale, impl=impl)
+    if setting.kind == "bigram":
+        return bigram_attention(q, _repeat_kv(k, n), _repeat_kv(v, n), scale=scale)
+    if split is not None:
+        return myopic_attention_split(q, k, v, *split, **_weights(setting), scale=scale, impl=impl)
+    return myopic_attention(q, k, v, **_weights(setting), scale=scale, impl=impl)
+
+
+def _attend_masked(q, k, v, setting, structure, bias, past, split, scale, impl):
+    """:func:`attend` under a mask structure (:mod:`myopia.masked_attention`'s kernels)."""
+    n = q.shape[1]
+    k, v = _repeat_kv(k, n), _repeat_kv(v, n)
+    impl = "eager" if impl == "eager" else "auto"
+    if past is not None:
+        if bias is not None:
+            raise MyopiaError("attention to a given past takes masks only, not a score bias")
+        return masked_attention_with_past(q, k, v, _repeat_kv(past[0], n), _repeat_kv(past[1], n), structure,
+                                          scale=scale)
+    if setting.kind == "bigram":
+        if structure.doc_ids is None:
+            raise MyopiaError("the bigram baseline under masks takes document ids only")
+        return document_bigram_attention(q, k, v, structure.doc_ids, scale=scale)
+    if split is not None:
+        k_x, v_x = _repeat_kv(split[0], n), _repeat_kv(split[1], n)
+        return masked_myopic_attention_split(q, k, v, k_x, v_x, structure, bias=bias, **_weights(setting),
+                                             scale=scale, impl=impl)
+    return masked_myopic_attention(q, k, v, structure, bias=bias, **_weights(setting), scale=scale, impl=impl)

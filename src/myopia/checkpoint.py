@@ -7,14 +7,16 @@ sha256 of every file). The folder is written under a temporary name and renamed 
 previous one is kept, so a crash leaves a complete checkpoint whatever happens to the newest. Loading reshards:
 a run saved by N processes resumes on M (``set_state_dict`` on the sharded or replicated model). A one-process
 run uses the same format (DCP without a process group). The final ``model.safetensors`` is exported from a full
-state dict gathered with CPU offload. Checkpoints of the earlier single-file format (``checkpoint.safetensors``)
-still resume in one process without ``--shard``; their next checkpoint is a DCP folder.
+state dict gathered with CPU offload. A run folder written by myopia < 0.2.0 (a single-file
+``checkpoint.safetensors``, or a config without ``document_mask``) is refused with one line naming the version
+(:func:`refuse_old_run`).
 
 **One writer per run directory**: :class:`RunLock` holds ``fcntl.flock`` on ``<run>/.lock`` (holder's pid, host
 and start time written in it). The kernel releases it when the holder dies, however it dies; a second writer is
 refused with one line naming the holder.
 
-**Single files** (weights, snapshots, legacy checkpoints) are safetensors. A file holds tensors ``model.*`` (the state dict), ``optim.*`` (AdamW moments) and ``rng.*`` (random-number
+**Single files** (weights, snapshots) are safetensors. A file holds tensors ``model.*`` (the state dict),
+``optim.*`` (AdamW moments) and ``rng.*`` (random-number
 generator states), plus a JSON header with the format tag, a sha256 over every tensor, and free-form metadata
 (the trainer stores the step, the run config and the optimizer's scalar state there). A file that was cut
 short, edited or written by another program is refused with a one-line :class:`MyopiaError`.
@@ -38,8 +40,7 @@ from safetensors.torch import save as st_save
 
 from .errors import MyopiaError, first_line
 from .io import fsync_dir, atomic_write_bytes, read_json, write_json
-from .runfiles import CHECKPOINT as LEGACY_CHECKPOINT
-from .runfiles import CHECKPOINTS, CONFIG, LOCK, METRICS, RESULT
+from .runfiles import CHECKPOINT, CHECKPOINTS, CONFIG, LOCK, METRICS, PREVIOUS_CHECKPOINT, RESULT
 
 FORMAT = "myopia-checkpoint-v1"
 
@@ -288,15 +289,31 @@ def checkpoint_steps(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def legacy_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoints of the earlier single-file format that exist in the run (newest first)."""
-    latest = Path(run_dir) / LEGACY_CHECKPOINT
-    return [p for p in (latest, previous_path(latest)) if p.exists()]
+def old_version_error(where, why: str) -> MyopiaError:
+    """The one error for run folders and configs written before version 0.2.0 (what they lack in ``why``)."""
+    return MyopiaError(f"{where} was written by myopia < 0.2.0 ({why}); retrain or use myopia 0.1.x")
+
+
+def refuse_old_run(run_dir: str | Path) -> None:
+    """Refuse a run folder written by myopia < 0.2.0: one holding a single-file checkpoint
+    (``checkpoint.safetensors``) or a config.json whose training config lacks ``document_mask``."""
+    run_dir = Path(run_dir)
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        if (run_dir / name).exists():
+            raise old_version_error(run_dir, f"a single-file {name}")
+    if (run_dir / CONFIG).is_file():
+        try:
+            train = read_json(run_dir / CONFIG).get("train")
+        except (MyopiaError, AttributeError):
+            return  # not a config of ours: whoever reads it says so
+        if isinstance(train, dict) and "document_mask" not in train:
+            raise old_version_error(run_dir, f"its {CONFIG} has no document_mask")
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether the run directory holds a training checkpoint of either format (a run to continue)."""
-    return bool(checkpoint_steps(run_dir) or legacy_checkpoints(run_dir))
+    """Whether the run directory holds a training checkpoint (a run to continue); an old folder is refused."""
+    refuse_old_run(run_dir)
+    return bool(checkpoint_steps(run_dir))
 
 
 def _sha256_file(path: Path) -> str:
@@ -549,8 +566,6 @@ class RunLock:
 RESUMABLE_KEYS = ("resume", "progress", "tensorboard", "world_size", "debug", "shard", "activation_checkpointing",
                   "async_checkpoint", "device_memory_gb")
 RUN_FILES = (CONFIG, METRICS, RESULT)
-# Config keys that runs saved before they existed lack, with the behaviour those runs had.
-LEGACY_DEFAULTS = {"document_mask": False}
 # Records added later (data identity): compared when both configs have them, skipped when one predates them.
 ADDED_RECORDS = ("data_fingerprint", "duplicates_removed", "near_duplicates_excluded")
 
@@ -563,8 +578,6 @@ def config_mismatch(saved: dict, current: dict) -> str:
             for k in sorted(set(a) | set(b)):
                 if k in RESUMABLE_KEYS:
                     continue
-                if k in LEGACY_DEFAULTS and (k in a) != (k in b):  # saved before the key existed
-                    a, b = {k: LEGACY_DEFAULTS[k], **a}, {k: LEGACY_DEFAULTS[k], **b}
                 if k in ADDED_RECORDS and (k in a) != (k in b):
                     continue
                 if k not in a or k not in b:
@@ -598,7 +611,7 @@ def mismatch_message(what: str, mismatch: str) -> str:
 
 
 def plan_resume(out: Path, full_config: dict, resume: bool) -> dict:
-    """Rank 0: ``{"checkpoint", "legacy", "step", "fresh", "notes"}`` for the run in ``out``. Reads, writes nothing.
+    """Rank 0: ``{"checkpoint", "step", "fresh", "notes"}`` for the run in ``out``. Reads, writes nothing.
 
     The newest checkpoint that is complete, passes its checksums and was written by this run's config is
     chosen; each one skipped is named in a note. Nothing usable left is refused with one line.
@@ -606,32 +619,29 @@ def plan_resume(out: Path, full_config: dict, resume: bool) -> dict:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MyopiaError(f"--out {out} exists and is not a folder")
-    folders, legacy = checkpoint_steps(out), legacy_checkpoints(out)
-    existing = [p for p in (out / name for name in RUN_FILES) if p.exists()] + [p for _, p in folders] + legacy
-    started = folders or legacy or (out / RESULT).exists()  # anything beyond an attempt with no checkpoint
+    refuse_old_run(out)
+    folders = checkpoint_steps(out)
+    existing = [p for p in (out / name for name in RUN_FILES) if p.exists()] + [p for _, p in folders]
+    started = folders or (out / RESULT).exists()  # anything beyond an attempt with no checkpoint
     if not resume:
         if existing:
             hint = "" if started else " (it never reached a checkpoint: --resume starts it over)"
             raise MyopiaError(f"{out} already holds a run{hint}; use --resume to continue it or choose another --out")
-        return {"checkpoint": None, "legacy": False, "step": 0, "fresh": True, "notes": []}
+        return {"checkpoint": None, "step": 0, "fresh": True, "notes": []}
     if not existing:
         note = f"nothing to resume in {out}: starting a new run"
-        return {"checkpoint": None, "legacy": False, "step": 0, "fresh": True, "notes": [note]}
+        return {"checkpoint": None, "step": 0, "fresh": True, "notes": [note]}
     if not started:  # nothing to continue: start over with this run's config, whatever the earlier one was
         note = f"{out} holds no checkpoint yet: restarting at step 0"
-        return {"checkpoint": None, "legacy": False, "step": 0, "fresh": False, "restart": True, "notes": [note]}
+        return {"checkpoint": None, "step": 0, "fresh": False, "restart": True, "notes": [note]}
     if (out / CONFIG).exists():
         mismatch = config_mismatch(read_json(out / CONFIG), full_config)
         if mismatch:
             raise MyopiaError(mismatch_message(str(out), mismatch))
     failures: list[str] = []
-    candidates = [(path, False) for _, path in folders] + ([] if folders else [(p, True) for p in legacy])
-    for path, is_legacy in candidates:
+    for _, path in folders:
         try:
-            if is_legacy:
-                _, meta = load_tensors(path)
-            else:
-                meta = read_checkpoint_meta(path)
+            meta = read_checkpoint_meta(path)
             step = int(meta["step"])
         except MyopiaError as exc:
             failures.append(str(exc))
@@ -643,10 +653,10 @@ def plan_resume(out: Path, full_config: dict, resume: bool) -> dict:
         if mismatch:
             raise MyopiaError(mismatch_message(f"from checkpoint {path} (written by a different run)", mismatch))
         notes = [f"{f}; resuming from the previous checkpoint {path.name} (step {step}) instead" for f in failures]
-        return {"checkpoint": str(path), "legacy": is_legacy, "step": step, "fresh": False, "notes": notes,
+        return {"checkpoint": str(path), "step": step, "fresh": False, "notes": notes,
                 "saved_world_size": meta.get("world_size")}
     if failures:
         failed = "; ".join(failures)
         raise MyopiaError(f"{failed}; no usable checkpoint is left in {out} (move it away and start again)")
     note = f"{out} holds no checkpoint yet: restarting at step 0"
-    return {"checkpoint": None, "legacy": False, "step": 0, "fresh": False, "notes": [note]}
+    return {"checkpoint": None, "step": 0, "fresh": False, "notes": [note]}

@@ -63,7 +63,7 @@ def decompose(model, x, y, parts=PARTS, *, micro_batch: int = 16) -> dict:
 
     ``future`` is ``total - myopic`` per tensor. The model's own gradient setting is restored afterwards.
     """
-    saved = (model.cfg.gradient, model.cfg.beta, model.cfg.horizon)
+    saved = model.cfg.setting
     try:
         total = loss_gradient(model, x, y, "vanilla", micro_batch=micro_batch, float64=True)
         out: dict = {"total": total}
@@ -75,7 +75,7 @@ def decompose(model, x, y, parts=PARTS, *, micro_batch: int = 16) -> dict:
                 continue
             out[part] = {"myopic": mine, "future": {k: total[k] - mine[k] for k in total}}
     finally:
-        model.set_gradient(*saved)
+        model.set_gradient(saved)
     return out
 
 
@@ -148,7 +148,7 @@ def decomposition_stats(model, x, y, parts=PARTS, *, micro_batch: int = 16) -> d
 
     Memory: two gradients in the parameters' dtype at a time. The model's gradient setting is restored.
     """
-    saved = (model.cfg.gradient, model.cfg.beta, model.cfg.horizon)
+    saved = model.cfg.setting
     try:
         total = loss_gradient(model, x, y, "vanilla", micro_batch=micro_batch)
         groups = parameter_groups(list(total))
@@ -162,5 +162,5 @@ def decomposition_stats(model, x, y, parts=PARTS, *, micro_batch: int = 16) -> d
             out[part] = split_stats(total, mine, groups)
             del mine
     finally:
-        model.set_gradient(*saved)
+        model.set_gradient(saved)
     return out

@@ -22,23 +22,17 @@ embeddings, sequential residual) maps one-to-one onto a Hugging Face GPT-NeoX co
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .arms import GRADIENTS
-from .attention import bigram_attention, myopic_attention, myopic_attention_split, split_linear
+from .arms import GRADIENTS, GradientSetting
+from .attention import attend, split_linear
 from .config import option
 from .errors import MyopiaError
-from .masked_attention import (
-    AttentionStructure,
-    document_bigram_attention,
-    masked_attention_with_past,
-    masked_myopic_attention,
-    masked_myopic_attention_split,
-)
+from .masked_attention import AttentionStructure
 
 
 @dataclass
@@ -81,12 +75,7 @@ class GPTConfig:
             raise MyopiaError(f"n_head ({self.n_head}) must divide d_model ({self.d_model})")
         if (self.d_model // self.n_head) % 2:
             raise MyopiaError(f"head size d_model/n_head = {self.d_model // self.n_head} must be even for RoPE")
-        if self.gradient not in GRADIENTS:
-            raise MyopiaError(f"gradient must be one of {', '.join(GRADIENTS)}; got {self.gradient!r}")
-        if not (0.0 <= float(self.beta) <= 1.0):
-            raise MyopiaError(f"beta must lie in [0, 1], got {self.beta!r}")
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0:
-            raise MyopiaError(f"horizon must be an integer >= 0, got {self.horizon!r}")
+        GradientSetting(self.gradient, self.beta, self.horizon)  # validates
         if not (0.0 <= float(self.dropout) < 1.0):
             raise MyopiaError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if self.attention_impl not in ("auto", "fused", "eager"):
@@ -104,6 +93,15 @@ class GPTConfig:
         if unknown:
             raise MyopiaError(f"unknown model config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+    @property
+    def setting(self) -> GradientSetting:
+        """The gradient setting of the flat fields ``gradient``, ``beta``, ``horizon``."""
+        return GradientSetting(self.gradient, self.beta, self.horizon)
+
+    def with_setting(self, setting: GradientSetting) -> "GPTConfig":
+        """A copy of this config with ``setting``'s gradient, beta and horizon."""
+        return replace(self, gradient=setting.kind, beta=setting.beta, horizon=setting.horizon)
 
     @property
     def head_dim(self) -> int:
@@ -127,7 +125,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention with the configured gradient. ``(B, T, d) -> (B, T, d)``."""
+    """Multi-head causal self-attention with the configured gradient. ``(B, T, d) -> (B, T, d)``; the kernel is
+    chosen by :func:`myopia.attention.attend` from ``cfg.setting``."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -147,59 +146,19 @@ class Attention(nn.Module):
         ``docs`` (an :class:`AttentionStructure` of document ids) keeps attention inside documents."""
         cfg = self.cfg
         B, T, _ = x.shape
-        gradient = cfg.gradient
-        if docs is not None:
-            return self._masked(x, cos, sin, past_kv, kv_out, docs)
-        if gradient == "myopic-hidden" and past_kv is None and torch.is_grad_enabled():
+        setting = cfg.setting
+        split = None
+        if setting.hidden and past_kv is None and torch.is_grad_enabled():
             y_w, y_x = split_linear(x, self.qkv.weight, self.qkv.bias)
-            q_w, k_w, v_w = self._split_qkv(y_w, B, T, cos, sin)
+            q, k, v = self._split_qkv(y_w, B, T, cos, sin)
             q_x, k_x, v_x = self._split_qkv(y_x, B, T, cos, sin)
-            q = q_w + (q_x - q_x.detach())  # the query is ordinary: gradient into both W and x
-            o = myopic_attention_split(
-                q, k_w, v_w, k_x, v_x, horizon=cfg.horizon, beta=cfg.beta, impl=cfg.attention_impl
-            )
-            if kv_out is not None:
-                kv_out.append((k_w.detach(), v_w.detach()))
+            q = q + (q_x - q_x.detach())  # the query is ordinary: gradient into both W and x
+            split = (k_x, v_x)
         else:
             q, k, v = self._split_qkv(self.qkv(x), B, T, cos, sin)
-            if kv_out is not None:
-                kv_out.append((k.detach(), v.detach()))
-            if past_kv is not None:
-                o = myopic_attention(q, k, v, past_k=past_kv[0], past_v=past_kv[1], impl=cfg.attention_impl)
-            elif gradient == "bigram":
-                o = bigram_attention(q, k, v)
-            elif gradient == "vanilla":
-                o = myopic_attention(q, k, v, beta=1.0, impl=cfg.attention_impl)
-            else:  # "myopic", or "myopic-hidden" at evaluation time (same forward value)
-                o = myopic_attention(q, k, v, horizon=cfg.horizon, beta=cfg.beta, impl=cfg.attention_impl)
-        o = o.transpose(1, 2).reshape(B, T, cfg.d_model)
-        return F.dropout(self.proj(o), cfg.dropout, self.training)
-
-    def _masked(self, x, cos, sin, past_kv, kv_out, docs):
-        """The forward pass under document masks: the same gradient settings in the masked path."""
-        cfg = self.cfg
-        B, T, _ = x.shape
-        impl = "eager" if cfg.attention_impl == "eager" else "auto"
-        kw = dict(horizon=cfg.horizon, beta=cfg.beta, impl=impl)
-        if cfg.gradient == "myopic-hidden" and past_kv is None and torch.is_grad_enabled():
-            y_w, y_x = split_linear(x, self.qkv.weight, self.qkv.bias)
-            q_w, k_w, v_w = self._split_qkv(y_w, B, T, cos, sin)
-            q_x, k_x, v_x = self._split_qkv(y_x, B, T, cos, sin)
-            o = masked_myopic_attention_split(q_w + (q_x - q_x.detach()), k_w, v_w, k_x, v_x, docs, **kw)
-            if kv_out is not None:
-                kv_out.append((k_w.detach(), v_w.detach()))
-        else:
-            q, k, v = self._split_qkv(self.qkv(x), B, T, cos, sin)
-            if kv_out is not None:
-                kv_out.append((k.detach(), v.detach()))
-            if past_kv is not None:
-                o = masked_attention_with_past(q, k, v, past_kv[0], past_kv[1], docs)
-            elif cfg.gradient == "bigram":
-                o = document_bigram_attention(q, k, v, docs.doc_ids)
-            elif cfg.gradient == "vanilla":
-                o = masked_myopic_attention(q, k, v, docs, beta=1.0, impl=impl)
-            else:
-                o = masked_myopic_attention(q, k, v, docs, **kw)
+        if kv_out is not None:
+            kv_out.append((k.detach(), v.detach()))
+        o = attend(q, k, v, setting, structure=docs, past=past_kv, split=split, impl=cfg.attention_impl)
         o = o.transpose(1, 2).reshape(B, T, cfg.d_model)
         return F.dropout(self.proj(o), cfg.dropout, self.training)
 
@@ -260,14 +219,12 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def set_gradient(self, gradient: str, beta: float | None = None, horizon: int | None = None) -> None:
-        """Switch the gradient setting in place (parameters untouched)."""
-        self.cfg.gradient = gradient
-        if beta is not None:
-            self.cfg.beta = beta
-        if horizon is not None:
-            self.cfg.horizon = horizon
-        self.cfg.validate()
+    def set_gradient(self, gradient: str | GradientSetting, beta: float | None = None,
+                     horizon: int | None = None) -> None:
+        """Switch the gradient setting in place (parameters untouched); ``gradient`` a kind or a
+        :class:`GradientSetting` (see :meth:`GradientSetting.switch`)."""
+        s = self.cfg.setting.switch(gradient, beta, horizon)
+        self.cfg.gradient, self.cfg.beta, self.cfg.horizon = s.kind, s.beta, s.horizon
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; with ``non_embedding`` the token embedding (tied to the output head) is left out."""

@@ -6,8 +6,9 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
   (corpus, tokenizer, sequence length); ``run.model_kind == "hf"`` marks a Hugging Face fine-tune;
 - ``metrics.jsonl`` (:data:`METRICS`): one JSON record per logged step or evaluation;
 - ``checkpoints/step_XXXXXXX/`` (:data:`CHECKPOINTS`): the distributed checkpoints a resumed run continues from
-  (the newest and the one before; see :mod:`myopia.checkpoint`); ``checkpoint.safetensors`` (:data:`CHECKPOINT`,
-  and :data:`PREVIOUS_CHECKPOINT`) in runs of earlier versions; ``.lock`` (:data:`LOCK`) held by the writer;
+  (the newest and the one before; see :mod:`myopia.checkpoint`); ``.lock`` (:data:`LOCK`) held by the writer.
+  A folder with the single-file ``checkpoint.safetensors`` (:data:`CHECKPOINT`, :data:`PREVIOUS_CHECKPOINT`) was
+  written by myopia < 0.2.0 and is refused with one line naming the version;
 - ``model.safetensors`` (:data:`MODEL`): the final weights, written with ``result.json`` (:data:`RESULT`) when
   the run finishes; ``snapshots/step_*.safetensors`` when asked for; ``tokenizer/`` for Hugging Face runs.
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .arms import GradientSetting
 from .errors import MyopiaError, first_line
 from .io import read_json
 from .runfiles import (
@@ -130,12 +132,12 @@ def weights_file(run_dir: str | Path, weights: str | Path | None = None, *, fini
         return run_dir / MODEL
     if (run_dir / MODEL).exists():
         return run_dir / MODEL
-    from .checkpoint import checkpoint_steps, legacy_checkpoints
+    from .checkpoint import checkpoint_steps, refuse_old_run
 
-    for path in [p for _, p in checkpoint_steps(run_dir)] + legacy_checkpoints(run_dir):
+    refuse_old_run(run_dir)
+    for _, path in checkpoint_steps(run_dir):
         return path
-    raise MyopiaError(f"{run_dir} holds no {MODEL} or {CHECKPOINT} and no {CHECKPOINTS}/step_* folder "
-                      "(is it a run directory?)")
+    raise MyopiaError(f"{run_dir} holds no {MODEL} and no {CHECKPOINTS}/step_* folder (is it a run directory?)")
 
 
 def check_tokenizer(config: dict, vocab_size: int, corpus, where) -> None:
@@ -159,7 +161,7 @@ def _build_model(run_dir: Path, run: dict) -> nn.Module:
         if "hf_config" not in run:
             raise MyopiaError(f"{run_dir}/{CONFIG} lacks the Hugging Face config (hf_config)")
         model = HFCausalLM(hf_model_from_config(run["hf_config"]))
-        model.set_gradient(run.get("gradient", "vanilla"), run.get("beta", 0.0), run.get("horizon", 0))
+        model.set_gradient(GradientSetting.from_dict(run))
         return model
     from .model import GPT, GPTConfig
 
@@ -284,7 +286,7 @@ def check_same_data(runs) -> str | None:
     for name, cfg in configs[1:]:
         a, b = data_identity(cfg0), data_identity(cfg)
         if ("data_fingerprint" in a) != ("data_fingerprint" in b):  # one run predates fingerprints
-            a, b = _legacy_identity(cfg0), _legacy_identity(cfg)
+            a, b = _identity_without_fingerprint(cfg0), _identity_without_fingerprint(cfg)
         if a != b:
             raise MyopiaError(f"runs {name0} and {name} were trained on different data (training split "
                               f"{_describe_identity(a)} vs {_describe_identity(b)}); compare runs trained on "
@@ -292,7 +294,7 @@ def check_same_data(runs) -> str | None:
     return data_identity(cfg0).get("data_fingerprint")
 
 
-def _legacy_identity(config: dict) -> dict:
+def _identity_without_fingerprint(config: dict) -> dict:
     """:func:`data_identity` without the fingerprint (to compare with a run that lacks one)."""
     return data_identity({"task": {k: v for k, v in config.get("task", {}).items() if k != "data_fingerprint"}})
 

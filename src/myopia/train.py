@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .checkpoint import (
-    LEGACY_DEFAULTS,
     RunLock,
     export_model,
     full_model_state,
-    load_checkpoint,
     load_distributed,
+    old_version_error,
     plan_resume,
     remove_checkpoints_after,
     save_distributed,
@@ -62,7 +61,7 @@ from .distributed import (
     sum_over_ranks,
 )
 from .errors import MyopiaError, first_line
-from .io import MetricsLog, provenance, read_json, write_json
+from .io import MetricsLog, provenance, write_json
 from .progress import Recorder
 from .rundir import CONFIG, METRICS, MODEL, RESULT
 
@@ -172,27 +171,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """Rebuild a saved config; one saved before a field existed keeps that field's old behaviour."""
+        """Rebuild a saved config (unknown keys ignored); one without ``document_mask`` predates 0.2.0 and is
+        refused (:func:`myopia.checkpoint.old_version_error`)."""
+        if "document_mask" not in d:
+            raise old_version_error("this training config", "it has no document_mask")
         known = {f.name for f in fields(cls)}
-        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in known}})
-
-
-LEGACY_NOTE = ("{out} predates --document-mask: it keeps training without document masks (positions attend "
-               "across document boundaries, as before)")
-
-
-def legacy_document_mask(cfg: TrainConfig, out: Path, resume: bool) -> tuple[TrainConfig, list[str]]:
-    """A resumed run whose saved config has no ``document_mask`` continues as it was trained (without)."""
-    path = Path(out) / CONFIG
-    if not (resume and path.is_file() and cfg.document_mask):
-        return cfg, []
-    try:
-        saved = read_json(path).get("train")
-    except (MyopiaError, AttributeError):
-        return cfg, []
-    if not isinstance(saved, dict) or "document_mask" in saved:  # no saved config to speak of, or a new one
-        return cfg, []
-    return replace(cfg, document_mask=False), [LEGACY_NOTE.format(out=out)]
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -356,7 +340,6 @@ def train(
     out = Path(out_dir)
     if stop_when is not None and world > 1:
         raise MyopiaError("stopping at a validation plateau is supported on one process only")
-    cfg, legacy_notes = legacy_document_mask(cfg, out, resume)
     if hasattr(task, "use_document_mask"):  # tasks with documents keep attention inside them when asked
         task.use_document_mask(cfg.document_mask)
     device, precision, memory = on_all_ranks(lambda: check_inputs(model, task, cfg, world, rank), world)
@@ -365,7 +348,6 @@ def train(
     lock = on_all_ranks(lambda: RunLock(out).acquire() if rank == 0 else None, world)
     try:
         plan = on_all_ranks(lambda: plan_resume(out, full_config, resume) if rank == 0 else None, world, share=True)
-        plan["notes"] = legacy_notes + plan["notes"]
         engine = Engine(model, task, device=device, precision=precision, shard=cfg.shard,
                         activation_checkpointing=cfg.activation_checkpointing, world=world, rank=rank)
         optimizer = make_optimizer(model, cfg)
@@ -410,13 +392,6 @@ def restore(plan: dict, model, optimizer, cfg: TrainConfig, device, rank: int, w
     if plan["checkpoint"] is None:
         if world > 1:  # distinct random streams per rank (dropout), reproducible
             torch.manual_seed(cfg.seed * 100_003 + rank + 1)
-        return
-    if plan["legacy"]:
-        if world > 1 or cfg.shard != "none":
-            raise mark_all_ranks(MyopiaError(
-                f"{plan['checkpoint']} is a checkpoint of the earlier single-file format: resume it once in one "
-                "process without --shard (its next checkpoint is a distributed one), then scale out"))
-        load_checkpoint(plan["checkpoint"], model, optimizer, rank=rank, device=device)
         return
     on_all_ranks(lambda: load_distributed(plan["checkpoint"], model, optimizer, rank=rank, device=device), world)
     saved_world = plan.get("saved_world_size")
@@ -669,9 +644,9 @@ def divergence_limit(model, task) -> float | None:
 
 def _nan_message(step: int, out: Path, what: str = "loss", value: float | None = None,
                  limit: float | None = None) -> str:
-    from .checkpoint import checkpoint_steps, legacy_checkpoints
+    from .checkpoint import checkpoint_steps
 
-    kept = [p for _, p in checkpoint_steps(out)] + legacy_checkpoints(out)
+    kept = [p for _, p in checkpoint_steps(out)]
     keep = (f"; the last good checkpoint {kept[0]} is kept (continue with --resume)" if kept else
             f"; no checkpoint was written yet, so the run's files are removed and {out} may be reused")
     if value is not None:

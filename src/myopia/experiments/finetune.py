@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.stats import HierarchicalBootstrap
-from ..arms import GRADIENTS, PAIR_ARMS
+from ..arms import PAIR_ARMS, GradientSetting
 from ..checkpoint import save_model
 from ..data import LMTask, load_corpus
 from ..data.tokenizer import check_model_tokenizer
@@ -65,6 +65,18 @@ def window_gap(a: np.ndarray, b: np.ndarray, docs: np.ndarray, *, n_boot: int = 
             "resamples": n_boot}
 
 
+def _arm_model(model_name: str, tokenizer, seq_len: int, setting: GradientSetting) -> HFCausalLM:
+    """A fresh copy of the pretrained model, checked against the tokenizer and context, with ``setting``."""
+    model = HFCausalLM(load_hf_model(model_name))
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise MyopiaError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                          f"{model.cfg.vocab_size} embeddings")
+    if seq_len > model.cfg.seq_len:
+        raise MyopiaError(f"seq-len {seq_len} exceeds the model's context {model.cfg.seq_len}")
+    model.set_gradient(setting)
+    return model
+
+
 def finetune(
     model_name: str,
     data: str | Path,
@@ -89,9 +101,9 @@ def finetune(
     ``beta``/``horizon`` apply to the myopic arms. ``snapshot_every`` > 0 keeps the weights every that many
     steps in ``<arm>/snapshots/step_XXXXXXX.safetensors`` (for ``myopia grad`` over training).
     """
-    unknown = [a for a in arms if a not in GRADIENTS]
-    if unknown or not arms:
-        raise MyopiaError(f"arms must be among vanilla, myopic, myopic-hidden, bigram; got {', '.join(arms)}")
+    if not arms:
+        raise MyopiaError("give at least one arm (vanilla, myopic, myopic-hidden, bigram)")
+    settings = {a: GradientSetting() if a == "vanilla" else GradientSetting(a, beta, horizon) for a in arms}
     if snapshot_every and (not train_cfg.ckpt_every or snapshot_every % train_cfg.ckpt_every):
         raise MyopiaError("snapshot-every must be a multiple of ckpt-every (snapshots are taken at checkpoints)")
     out = Path(out)
@@ -103,30 +115,13 @@ def finetune(
                        document_mask=train_cfg.document_mask)
     results, losses = {}, {}
     for arm in arms:
-        hf = load_hf_model(model_name)
-        model = HFCausalLM(hf)
-        if tokenizer.vocab_size > model.cfg.vocab_size:
-            raise MyopiaError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                              f"{model.cfg.vocab_size} embeddings")
-        if seq_len > model.cfg.seq_len:
-            raise MyopiaError(f"seq-len {seq_len} exceeds the model's context {model.cfg.seq_len}")
-        myopic = arm != "vanilla"
-        model.set_gradient(arm, beta if myopic else 0.0, horizon if myopic else 0)
+        model = _arm_model(model_name, tokenizer, seq_len, settings[arm])
+        hf = model.hf
         task = LMTask(corpus, seq_len, seed=train_cfg.seed, eval_tokens=eval_tokens)
         run_dir = out / arm
-        run_config = {
-            "command": "finetune",
-            "model_kind": "hf",
-            "base_model": str(model_name),
-            "gradient": arm,
-            "beta": beta if myopic else 0.0,
-            "horizon": horizon if myopic else 0,
-            "seq_len": seq_len,
-            "data": str(data),
-            "eval_tokens": eval_tokens,
-            "attention_dropout": 0.0,
-            "hf_config": hf.config.to_dict(),
-        }
+        run_config = {"command": "finetune", "model_kind": "hf", "base_model": str(model_name),
+                      **settings[arm].to_dict(), "seq_len": seq_len, "data": str(data), "eval_tokens": eval_tokens,
+                      "attention_dropout": 0.0, "hf_config": hf.config.to_dict()}
         tokenizer.tok.save_pretrained(run_dir / "tokenizer")
 
         def snapshot(step, m, run_dir=run_dir):

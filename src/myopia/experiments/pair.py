@@ -15,13 +15,12 @@ command skips finished runs and resumes interrupted ones, so arms and seeds can 
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..arms import PAIR_ARMS
-from ..checkpoint import has_checkpoint
+from ..arms import PAIR_ARMS, GradientSetting
+from ..checkpoint import has_checkpoint, old_version_error
 from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..data.overlap import require_clean_split
@@ -34,7 +33,6 @@ from ..train import TrainConfig
 from .train_lm import train_lm
 
 DEFAULT_ARMS = PAIR_ARMS
-_ARM = re.compile(r"^(myopic-hidden|myopic)(?:-(beta|horizon)(\d+(?:\.\d+)?))?$")
 
 
 @dataclass(frozen=True)
@@ -46,31 +44,21 @@ class Arm:
     beta: float = 0.0
     horizon: int = 0
 
+    @property
+    def setting(self) -> GradientSetting:
+        """This arm's :class:`GradientSetting`."""
+        return GradientSetting(self.gradient, self.beta, self.horizon)
+
     def model_config(self, base: GPTConfig) -> GPTConfig:
         """``base`` with this arm's gradient, beta and horizon."""
-        return replace(base, gradient=self.gradient, beta=self.beta, horizon=self.horizon)
+        return base.with_setting(self.setting)
 
 
 def parse_arm(name: str) -> Arm:
-    """The arm an arm name stands for: vanilla, bigram, myopic[-hidden] with an optional -betaX or -horizonN."""
-    name = name.strip()
-    if name in ("vanilla", "bigram"):
-        return Arm(name, name)
-    m = _ARM.match(name)
-    if not m:
-        raise MyopiaError(f"unknown arm {name!r}: use vanilla, myopic, myopic-hidden, bigram, myopic-beta0.5, "
-                          "myopic-horizon8 or myopic-hidden-horizon8")
-    gradient, knob, value = m.groups()
-    if knob == "beta":
-        beta = float(value)
-        if not 0 <= beta <= 1:
-            raise MyopiaError(f"arm {name}: beta must lie in [0, 1]")
-        return Arm(name, gradient, beta=beta)
-    if knob == "horizon":
-        if "." in value:
-            raise MyopiaError(f"arm {name}: the horizon must be an integer")
-        return Arm(name, gradient, horizon=int(value))
-    return Arm(name, gradient)
+    """The arm an arm name stands for (:meth:`GradientSetting.parse`: vanilla, bigram, myopic[-hidden] with an
+    optional -horizonN and/or -betaX)."""
+    setting = GradientSetting.parse(name)
+    return Arm(name.strip(), setting.kind, setting.beta, setting.horizon)
 
 
 def parse_arms(spec: str | list[str] | None) -> list[Arm]:
@@ -134,8 +122,8 @@ def _train_record(cfg: TrainConfig) -> dict:
 
 
 def _as_current(model: dict, train: dict) -> tuple[dict, dict]:
-    """A stored pair's model and training configs as today's code writes them: fields added since keep the
-    behaviour they had before they existed (TrainConfig.from_dict's legacy defaults; GPTConfig's defaults)."""
+    """A stored pair's model and training configs as today's code writes them (model fields added since take
+    GPTConfig's defaults; a training config from before 0.2.0 is refused by TrainConfig.from_dict)."""
     return GPTConfig.from_dict(model).to_dict(), _train_record(TrainConfig.from_dict({**train, "seed": 0}))
 
 
@@ -161,7 +149,7 @@ def run_pair(
                                        **(data_opts or {}))
     check_seq_len(corpus, model_cfg.seq_len)
     require_clean_split(corpus)
-    base = replace(model_cfg, vocab_size=corpus.vocab_size, gradient="vanilla", beta=0.0, horizon=0)
+    base = replace(model_cfg, vocab_size=corpus.vocab_size).with_setting(GradientSetting())
     train_base = replace(train_cfg, seed=0)
     manifest = {
         "kind": "myopia-pair",
@@ -175,9 +163,8 @@ def run_pair(
     }
     if (out / MANIFEST).is_file():
         old = read_json(out / MANIFEST)
-        if "document_mask" not in old.get("train", {}) and manifest["train"].get("document_mask"):
-            raise MyopiaError(f"{out} holds a pair trained without document masks (it predates --document-mask); "
-                              "extend it with --no-document-mask, or use another --out")
+        if "document_mask" not in old.get("train", {}):
+            raise old_version_error(out, f"its {MANIFEST} has no document_mask")
         old["model"], old["train"] = _as_current(old.get("model", {}), old.get("train", {}))
         for key in ("model", "train", "eval_tokens"):
             if old.get(key) != manifest[key]:

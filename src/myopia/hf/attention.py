@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..arms import GRADIENTS, check_gradient
-from ..attention import bigram_attention, myopic_attention, myopic_attention_split
+from ..arms import GRADIENTS, GradientSetting
+from ..attention import attend
 from ..errors import MyopiaError
-from ..masked_attention import AttentionStructure, masked_myopic_attention, masked_myopic_attention_split
+from ..masked_attention import AttentionStructure
 
 ATTN_NAME = "myopia"
 
@@ -50,14 +50,13 @@ __all__ = ["apply", "ATTN_NAME", "GRADIENTS", "MyopiaSettings", "attention_modul
 class MyopiaSettings:
     """What the registered attention function does; one object shared by all attention layers of a model.
 
-    ``past_kv`` (one (k, v) per layer, each (B, H_kv, T, D)) makes query i read positions j < i from it
+    ``setting`` is the gradient setting (:class:`myopia.arms.GradientSetting`). ``past_kv`` (one (k, v) per
+    layer, each (B, H_kv, T, D)) makes query i read positions j < i from it
     (the local-myopia-bonus trainee); ``kv_out`` collects each layer's (k, v). Both are set transiently by
     :class:`myopia.hf.model.HFCausalLM`.
     """
 
-    gradient: str = "myopic"
-    beta: float = 0.0
-    horizon: int = 0
+    setting: GradientSetting = GradientSetting("myopic")
     original: str = "sdpa"
     past_kv: list | None = None
     kv_out: list | None = None
@@ -103,18 +102,18 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
 
 
-def apply(model, gradient: str = "myopic", beta: float = 0.0, horizon: int = 0):
+def apply(model, gradient: str | GradientSetting = "myopic", beta: float = 0.0, horizon: int = 0):
     """Make a transformers causal LM train with the given gradient setting; returns ``model`` (changed in place).
 
     ``gradient="vanilla"`` restores the model's original attention implementation exactly. A PEFT-wrapped model
     (LoRA, ...) is switched through its base model and returned as it is. Raises :class:`MyopiaError` for models
     whose attention layers do not use transformers' attention interface.
     """
-    check_gradient(gradient, beta, horizon)
-    if gradient == "vanilla":
+    setting = GradientSetting().switch(gradient, beta, horizon)
+    if setting.kind == "vanilla":
         _uninstall(transformers_model(model))
         return model
-    install(transformers_model(model), MyopiaSettings(gradient=gradient, beta=float(beta), horizon=int(horizon)))
+    install(transformers_model(model), MyopiaSettings(setting))
     return model
 
 
@@ -131,7 +130,7 @@ def current_gradient(model) -> str:
     settings = getattr(model, "_myopia", None)
     if settings is None or getattr(model.config, "_attn_implementation", None) != ATTN_NAME:
         return "vanilla"
-    return settings.gradient
+    return settings.setting.kind
 
 
 def install(model, settings: MyopiaSettings) -> MyopiaSettings:
@@ -142,7 +141,7 @@ def install(model, settings: MyopiaSettings) -> MyopiaSettings:
     _check_transformers()
     if not isinstance(model, PreTrainedModel):
         raise MyopiaError(f"expected a transformers PreTrainedModel, got {type(model).__name__}")
-    check_gradient(settings.gradient, settings.beta, settings.horizon)
+    settings.setting.validate()
     layers = attention_modules(model)
     if not layers:
         raise MyopiaError(f"{type(model).__name__}: found no attention layers (modules named *Attention)")
@@ -194,7 +193,7 @@ def _uninstall(model) -> None:
 
 def _hidden_pre_hook(module, args, kwargs):
     settings = getattr(module, "_myopia", None)
-    if settings is None or settings.gradient != "myopic-hidden" or settings.past_kv is not None:
+    if settings is None or not settings.setting.hidden or settings.past_kv is not None:
         return None
     if module._myopia_phase is not None or not torch.is_grad_enabled():
         return None  # the capture pass itself (functional_call re-enters the hook), or evaluation
@@ -241,16 +240,6 @@ def _ordinary_attention(module, query, key, value, attention_mask, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-
-def _repeat_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, H_kv, T, D) -> (B, n_heads, T, D), each key/value head shared by n_heads / H_kv query heads."""
-    b, h_kv, T, d = t.shape
-    if h_kv == n_heads:
-        return t
-    if n_heads % h_kv:
-        raise MyopiaError(f"query heads ({n_heads}) are not a multiple of key/value heads ({h_kv})")
-    return t[:, :, None].expand(b, h_kv, n_heads // h_kv, T, d).reshape(b, n_heads, T, d)
 
 
 def _same_dtype(*tensors):
@@ -381,71 +370,52 @@ def myopia_attention_forward(module, query, key, value, attention_mask, dropout=
         raise _Captured((query, key, value))
     if settings.kv_out is not None:
         settings.kv_out.append((key.detach(), value.detach()))
-    n_heads = query.shape[1]
-    gradient = settings.gradient
+    setting = settings.setting
 
-    if settings.past_kv is not None:
-        past_k, past_v = settings.past_kv[module.layer_idx]
-        if past_k.shape != key.shape or past_v.shape != value.shape:
-            raise MyopiaError(f"past keys/values of layer {module.layer_idx} have shape {tuple(past_k.shape)}, "
-                              f"expected {tuple(key.shape)}")
-        _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, "attention to a given past")
+    if settings.past_kv is not None or setting.kind == "bigram":
+        what = "the bigram baseline" if settings.past_kv is None else "attention to a given past"
+        _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, what)
         query, key, value = _same_dtype(query, key, value)
-        past_k, past_v = past_k.to(query.dtype), past_v.to(query.dtype)
-        out = myopic_attention(query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads),
-                               past_k=_repeat_heads(past_k, n_heads), past_v=_repeat_heads(past_v, n_heads),
-                               scale=scaling)
-        return out.transpose(1, 2).contiguous(), None
-
-    if gradient == "bigram":
-        _require_causal_batch(module, query, key, attention_mask, dropout, kwargs, "the bigram baseline")
-        query, key, value = _same_dtype(query, key, value)
-        out = bigram_attention(query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads), scale=scaling)
-        return out.transpose(1, 2).contiguous(), None
+        past = None if settings.past_kv is None else _given_past(module, settings, key, value, query.dtype)
+        return attend(query, key, value, setting, past=past, scale=scaling).transpose(1, 2).contiguous(), None
 
     live = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if (gradient == "vanilla" or not live) and kwargs.get("softcap") is None:
+    if (setting.kind == "vanilla" or not live) and kwargs.get("softcap") is None:
         # same values: the ordinary (sdpa) attention on sdpa's masks
         return _ordinary_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                    **kwargs)
 
-    structure, bias = _masked_structure(module, query, key, attention_mask, dropout, kwargs, f"{gradient} training")
+    structure, bias = _masked_structure(module, query, key, attention_mask, dropout, kwargs,
+                                        f"{setting.kind} training")
     query, key, value = _same_dtype(query, key, value)
-    if structure is not None:  # documents, padding, windows, soft-caps, biases: the exact masked path
-        return _masked_forward(module, settings, query, _repeat_heads(key, n_heads), _repeat_heads(value, n_heads),
-                               structure, bias, scaling, phase, n_heads, gradient if live else "vanilla"), None
-    k, v = key, value  # grouped-query heads unrepeated: the kernels share them (myopic_attention checks counts)
-    if gradient == "myopic-hidden":
-        if phase != "use" or module._myopia_captured is None:
-            raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
-                              "(was the attention layer called through its module?)")
-        q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
-        module._myopia_captured = None
-        q = query + (q_x - q_x.detach())  # value of the real pass; gradient into the input via q_x
-        out = myopic_attention_split(q, k, v, k_x, v_x, horizon=settings.horizon, beta=settings.beta,
-                                     scale=scaling)
-    else:
-        out = myopic_attention(query, k, v, horizon=settings.horizon, beta=settings.beta, scale=scaling)
+    if not live:  # a soft-capped layer without a gradient: the masked path's (vanilla) forward
+        setting = GradientSetting()
+    if bias is not None:
+        bias = bias.to(query.dtype)
+    split = None
+    if setting.hidden:
+        q_x, k_x, v_x = _take_captured(module, phase)
+        query = query + (q_x - q_x.detach())  # value of the real pass; gradient into the input via q_x
+        split = (k_x, v_x)
+    # documents, padding, windows, soft-caps, biases go to the exact masked kernels; grouped-query heads unrepeated
+    out = attend(query, key, value, setting, structure=structure, bias=bias, split=split, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
-def _masked_forward(module, settings, query, k, v, structure, bias, scaling, phase, n_heads, gradient):
-    """The masked path of :func:`myopia_attention_forward`: (B, H, T, D) inputs -> (B, T, H, D)."""
-    if bias is not None:
-        bias = bias.to(query.dtype)
-    if gradient == "vanilla":
-        out = masked_myopic_attention(query, k, v, structure, bias=bias, beta=1.0, scale=scaling)
-    elif gradient == "myopic-hidden":
-        if phase != "use" or module._myopia_captured is None:
-            raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
-                              "(was the attention layer called through its module?)")
-        q_x, k_x, v_x = _same_dtype(*module._myopia_captured)
-        module._myopia_captured = None
-        q = query + (q_x - q_x.detach())
-        out = masked_myopic_attention_split(q, k, v, _repeat_heads(k_x, n_heads), _repeat_heads(v_x, n_heads),
-                                            structure, bias=bias, horizon=settings.horizon, beta=settings.beta,
-                                            scale=scaling)
-    else:
-        out = masked_myopic_attention(query, k, v, structure, bias=bias, horizon=settings.horizon,
-                                      beta=settings.beta, scale=scaling)
-    return out.transpose(1, 2).contiguous()
+def _given_past(module, settings, key, value, dtype):
+    """This layer's (past_k, past_v) from ``settings.past_kv``, checked against the live keys/values."""
+    past_k, past_v = settings.past_kv[module.layer_idx]
+    if past_k.shape != key.shape or past_v.shape != value.shape:
+        raise MyopiaError(f"past keys/values of layer {module.layer_idx} have shape {tuple(past_k.shape)}, "
+                          f"expected {tuple(key.shape)}")
+    return past_k.to(dtype), past_v.to(dtype)
+
+
+def _take_captured(module, phase):
+    """The (q, k, v) of the ``myopic-hidden`` capture pass (gradient into the input only), used once."""
+    if phase != "use" or module._myopia_captured is None:
+        raise MyopiaError(f"{type(module).__name__}: the myopic-hidden capture pass did not run "
+                          "(was the attention layer called through its module?)")
+    captured = _same_dtype(*module._myopia_captured)
+    module._myopia_captured = None
+    return captured

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import MyopiaError, first_line
-from ..arms import check_gradient
+from ..arms import GradientSetting
 from .attention import MyopiaSettings, install
 
 __all__ = ["HFCausalLM", "HFModelInfo", "load_hf_model"]
@@ -38,6 +38,11 @@ class HFModelInfo:
     gradient: str = "vanilla"
     beta: float = 0.0
     horizon: int = 0
+
+    @property
+    def setting(self) -> GradientSetting:
+        """The gradient setting of the flat fields ``gradient``, ``beta``, ``horizon``."""
+        return GradientSetting(self.gradient, self.beta, self.horizon)
 
     def to_dict(self) -> dict:
         """The fields as a plain dict."""
@@ -67,15 +72,15 @@ class HFCausalLM(nn.Module):
             seq_len=_context_length(c),
             model_type=str(c.model_type),
         )
-        self._settings = install(hf_model, MyopiaSettings(gradient="vanilla"))
+        self._settings = install(hf_model, MyopiaSettings(GradientSetting()))
 
-    def set_gradient(self, gradient: str, beta: float | None = None, horizon: int | None = None) -> None:
-        """Switch the gradient setting in place (vanilla, myopic, myopic-hidden, bigram)."""
-        beta = self.cfg.beta if beta is None else beta
-        horizon = self.cfg.horizon if horizon is None else horizon
-        check_gradient(gradient, beta, horizon)
-        self.cfg.gradient, self.cfg.beta, self.cfg.horizon = gradient, float(beta), int(horizon)
-        self._settings.gradient, self._settings.beta, self._settings.horizon = gradient, float(beta), int(horizon)
+    def set_gradient(self, gradient: str | GradientSetting, beta: float | None = None,
+                     horizon: int | None = None) -> None:
+        """Switch the gradient setting in place (vanilla, myopic, myopic-hidden, bigram); ``gradient`` a kind or
+        a :class:`GradientSetting` (see :meth:`GradientSetting.switch`)."""
+        s = self.cfg.setting.switch(gradient, beta, horizon)
+        self.cfg.gradient, self.cfg.beta, self.cfg.horizon = s.kind, s.beta, s.horizon
+        self._settings.setting = s
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; with ``non_embedding`` the input embedding is left out."""

@@ -129,7 +129,8 @@ class Regressor(nn.Module):
         h = self.gpt.trunk(embeds=self.inp(inputs), hidden_out=hidden_out)
         return self.head(h).squeeze(-1)
 
-    def set_gradient(self, gradient: str) -> None:
+    def set_gradient(self, gradient) -> None:
+        """Switch the trunk's gradient setting (a kind or a :class:`myopia.arms.GradientSetting`)."""
         self.gpt.set_gradient(gradient)
 
 
