@@ -30,7 +30,7 @@ from ..model import GPTConfig
 from ..rundir import RESULT
 from ..synthetic.arithmetic import VOCAB, ArithmeticFormat, MultiplicationTask, unordered_pairs
 from ..train import TrainConfig, resolve_device, train
-from .train_lm import build_model
+from ..lm import build_model
 
 METRICS = ("exact", "digits", "loss")  # per held-out problem: exact match, share of digits right, nats/digit
 EVAL_SEED = 0

@@ -8,7 +8,8 @@ from ..analysis.stats import TRAINING_NOISE_ONE_SEED
 from ..arms import MYOPIC_ARMS as SIDE_BY_SIDE
 from ..errors import MyopiaError
 from ..io import read_json, read_jsonl
-from ..rundir import BONUS_JSON, GAP_JSON, METRICS, PAIR_JSON
+from ..pairdir import PairDir
+from ..rundir import BONUS_JSON, GAP_JSON, METRICS
 from ..plots.report import gap_bars, gap_by_position, loss_bars
 from ..plots.training import pair_training_curves
 from . import register_section
@@ -52,15 +53,14 @@ def check_leakage(d: Path, g: dict) -> None:
                           f"pair's training documents; rerun myopia gap {d} --data {data}")
     from ..data.cache import is_cache, open_cache
     from ..data.overlap import refuse_overlap
-    from ..rundir import read_manifest, resolve_cache
+    from ..pairdir import GAP_ARRAYS
 
-    if (d / PAIR_JSON).is_file() and is_cache(data) and (d / "gap" / "per_token.npz").is_file():
+    pair = PairDir(d)
+    if pair.exists() and is_cache(data) and (d / GAP_ARRAYS).is_file():
         import numpy as np
 
-        with np.load(d / "gap" / "per_token.npz") as z:
-            docs = np.unique(z["doc"])
-        own = open_cache(resolve_cache(d, read_manifest(d)))
-        refuse_overlap(own, open_cache(data), docs, what=f"report of {d}/gap.json (data {data})")
+        docs = np.unique(pair.load_arrays(GAP_ARRAYS, keys=["doc"])["doc"])
+        refuse_overlap(pair.corpus(), open_cache(data), docs, what=f"report of {d}/gap.json (data {data})")
 
 
 def visible(text: str) -> str:
@@ -79,9 +79,10 @@ def _contrast_arms(arms: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-@register_section("pair", order=10, applies=lambda d: (d / PAIR_JSON).is_file())
+@register_section("pair", order=10, applies=lambda d: PairDir(d).exists())
 def pair_section(d: Path) -> list:
-    m = read_json(d / PAIR_JSON)
+    """The pair's data, model and training setup, each run's final validation loss and the training curves."""
+    m = PairDir(d).manifest
     model, train = m["model"], m["train"]
     corpus = m["data"]["corpus"]
     tok = corpus.get("tokenizer", {})
