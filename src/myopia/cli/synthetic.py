@@ -39,7 +39,7 @@ def run(args) -> int:
     from ..rundir import RESULT
     from ..synthetic.regression import RegressionSpec, regressor_config
     from .common import train_config
-    from ..analysis.stats import format_interval
+    from ..analysis.stats import Estimate
     from .demo import parse_gradients
 
     if args.n_seeds < 1:
@@ -60,7 +60,7 @@ def run(args) -> int:
     print(f"{args.task}: held-out Huber/p (fraction of trivial), {args.eval_sequences} sequences, seeds {seeds}")
     for g in ["trivial", *parse_gradients(args.gradients)]:
         gap = summary.get("gap", {}).get(g)
-        extra = f"   gap {format_interval(gap, 4)}" if gap else ""
+        extra = f"   gap {Estimate.from_dict(gap).format(4)}" if gap else ""
         print(f"  {g:14s} {summary[g]:.4f} ({summary['fraction_of_trivial'][g]:.3f}){extra}")
     print(f"-> {out}/result.json")
     return 0

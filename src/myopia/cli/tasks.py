@@ -28,9 +28,11 @@ def register(sub) -> None:
 
 
 def fmt_gap(g: dict | None) -> str:
-    from ..analysis.stats import format_interval
+    """'+0.0123 [+0.0100, +0.0150]' of a gap (with the one-seed note), ``-`` when there is none."""
+    from ..analysis.stats import Estimate
 
-    return "-" if not g or g.get("mean") is None else format_interval(g, digits=4)
+    est = Estimate.from_dict(g or {})
+    return est.format(4) if est.known else "-"
 
 
 def print_table(result: dict) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.stats import HierarchicalBootstrap, training_noise_note
+from ..analysis.stats import Estimate, HierarchicalBootstrap, training_noise_note
 from ..errors import MyopiaError
 from ..io import provenance, write_json
 from ..model import GPTConfig
@@ -205,7 +205,7 @@ def verdict(result: dict) -> str:
             what = "filler helps this arm more than vanilla (interaction < 0)"
         else:
             what = "not detectable (interval includes 0)"
-        parts.append(f"{g}: {s['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] — {what}")
+        parts.append(f"{g}: {Estimate.from_dict(s).format(3, seed_note=None)} — {what}")
     return (f"N={result['digits']}, F={F} vs 0, {result['n_seeds']} seeds, {result['heldout_pairs']} held-out pairs; "
             "interaction in exact-match accuracy (filler effect on vanilla − on the arm): " + "; ".join(parts))
 
@@ -240,7 +240,7 @@ def format_grid(result: dict) -> str:
         key = f"filler={F}"
         for name, label in (("interaction_digit_accuracy", "per-digit accuracy"),
                             ("interaction_answer_loss", "answer loss (sign flipped: > 0 = filler helps vanilla more)")):
-            parts = [f"{g} {s['mean']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]"
+            parts = [f"{g} {Estimate.from_dict(s).format(4, seed_note=None)}"
                      for g, s in result.get(name, {}).get(key, {}).items()]
             if parts:
                 lines.append(f"Interaction in {label}: " + "; ".join(parts))

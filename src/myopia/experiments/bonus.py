@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..analysis.gap import REQUIRED
-from ..analysis.stats import HierarchicalBootstrap, training_noise_note
+from ..analysis.stats import Estimate, HierarchicalBootstrap, training_noise_note
 from ..analysis.heldout import document_windows, evaluate_per_token, model_scorer
 from ..checkpoint import has_checkpoint
 from ..data import LMTask
@@ -342,7 +342,7 @@ def analyse_bonus(losses: dict[str, np.ndarray], held, local_names: list[str], *
     for local in local_names:
         entry = {"bonus": diff("vanilla", local)}
         rel = (stat(losses["vanilla"] - losses[local]) / van).summary()
-        entry["relative_bonus"] = {"mean": rel["mean"], "ci95": rel["ci95"]}
+        entry["relative_bonus"] = Estimate(rel["mean"], rel["ci95"]).to_dict()
         control = CONTROLS[local]
         if control in losses:
             entry["control"] = control

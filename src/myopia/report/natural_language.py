@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..analysis.stats import TRAINING_NOISE_ONE_SEED
+from ..analysis.stats import TRAINING_NOISE_ONE_SEED, Estimate
 from ..arms import MYOPIC_ARMS as SIDE_BY_SIDE
 from ..errors import MyopiaError
 from ..io import read_json, read_jsonl
@@ -20,15 +20,14 @@ FEW_DOCS = 5
 
 
 def fmt(x, digits: int = 3) -> str:
+    """A number of a table cell: ``digits`` after the point, ``n/a`` when unknown."""
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def fmt_ci(d: dict | None, digits: int = 3, signed: bool = False) -> str:
-    if not d or d.get("mean") is None:
-        return "not trained"
-    lo, hi = d.get("ci95") or [None, None]
-    f = (lambda v: "n/a" if v is None else f"{v:+.{digits}f}") if signed else (lambda v: fmt(v, digits))
-    return f"{f(d['mean'])} [{f(lo)}, {f(hi)}]"
+    """'mean [lo, hi]' of a result dict (the seed note is said once per section); ``not trained`` without one."""
+    est = Estimate.from_dict(d or {})
+    return est.format(digits, signed=signed, missing="n/a", seed_note=None) if est.known else "not trained"
 
 
 def seed_note(n_seeds: int) -> str:
@@ -163,7 +162,8 @@ def gap_section(d: Path) -> list:
                              "documents only"],
                             [[a, fmt_ci(g["gap"][a].get("kl_from_vanilla"), 4),
                               ", ".join(fmt(x, 4) for x in g["gap"][a]["per_seed"]),
-                              " / ".join(_ci(g["gap"][a].get(k)) for k in ("ci95_bootstrap", "ci95_t", "ci95_eval"))]
+                              " / ".join(_bare_interval(g["gap"][a].get(k))
+                                         for k in ("ci95_bootstrap", "ci95_t", "ci95_eval"))]
                              for a in trained]))
 
     blocks.append(Heading("Gap by position in the context", 3))
@@ -213,8 +213,8 @@ def gap_section(d: Path) -> list:
     return blocks
 
 
-def _ci(ci) -> str:
-    return "-" if not ci or ci[0] is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+def _bare_interval(ci) -> str:
+    return "-" if not ci or ci[0] is None else Estimate(None, ci).interval(4)
 
 
 def _distinguishable(g: dict, trained: list[str]) -> str:
@@ -244,12 +244,10 @@ def _plateau_note(phase: dict) -> str:
 
 
 def _percent_ci(d: dict | None) -> str:
-    if not d or d.get("mean") is None:
+    est = Estimate.from_dict(d or {})
+    if not est.known:
         return "n/a"
-    lo, hi = d.get("ci95") or [None, None]
-    if lo is None or hi is None:
-        return f"{100 * d['mean']:+.1f}%"
-    return f"{100 * d['mean']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return (est if est.bounded else Estimate(est.mean)).format(1, scale=100, unit="%", seed_note=None)
 
 
 def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) -> Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis.stats import Estimate
 from ..arms import PRIMARY_FIRST
 from ..io import read_json
 from . import register_section
@@ -18,11 +19,10 @@ def _num(x, digits=4, signed=True):
 
 
 def _ci(g: dict | None, digits=4) -> str:
-    if not g or g.get("mean") is None:
+    est = Estimate.from_dict(g or {})
+    if not est.known:
         return "n/a"
-    lo, hi = g.get("ci95") or [None, None]
-    text = f"{_num(g['mean'], digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
-    return text + (" (1 seed: training noise not measured)" if g.get("n_seeds", 1) <= 1 else "")
+    return est.format(digits, missing="n/a", seed_note=" (1 seed: training noise not measured)")
 
 
 def _p(x) -> str:
