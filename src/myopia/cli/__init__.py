@@ -49,6 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``myopia`` parser with every command of :data:`COMMANDS` registered."""
     parser = _Parser(
         prog="myopia",
         description="Myopic training of transformer language models: measure how much activations are "

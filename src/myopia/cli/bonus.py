@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia bonus`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("bonus", help="train the local-myopic trainee and report the local myopia bonus",
                        description="Train a trainee whose present-position computation learns while every earlier "
                        "position's keys/values come from the frozen vanilla model; report bonus = "
@@ -34,6 +35,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia bonus``: train the local trainee (and its control) of every seed, print the bonus with its interval,
+    write DIR/bonus.json; returns the exit status."""
     from ..analysis.stats import Estimate
     from ..experiments.bonus import run_bonus
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia gap`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("gap", help="evaluate a pair on held-out documents: the gap by position, slice, token class",
                        description="Score every held-out token with every arm of a pair; write DIR/gap.json "
                        "(gap with seed-inclusive 95%% intervals in nats/token, bits/byte and as a fraction of "
@@ -26,6 +27,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia gap``: score the pair on held-out documents, print the gaps beside the null, write DIR/gap.json;
+    returns the exit status."""
     from ..experiments.gap import run_gap
 
     g = run_gap(args.dir, split=args.split, data=args.data, max_docs=args.max_docs, n_boot=args.bootstrap,

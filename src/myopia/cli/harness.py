@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia harness`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("harness", help="run every arm through lm-evaluation-harness; paired gaps per task",
                        description="Evaluate every arm and seed (our runs exported to transformers, fine-tune arms "
                        "from their hf/ folders) with lm_eval.simple_evaluate and sample logging; pair per-sample "
@@ -26,6 +27,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia harness``: run every arm and seed through lm-evaluation-harness, print the paired gaps, write
+    OUT/harness.json; returns the exit status."""
     from pathlib import Path
 
     if args.threads:

@@ -6,6 +6,7 @@ from .common import add_train_args
 
 
 def register(sub) -> None:
+    """Add the ``myopia synthetic`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("synthetic", help="train regressors on a synthetic pre-caching task, paired by gradient",
                        description="Sequence regression y_n = z_n Σ sin(ω x_{n-i}) + (1-z_n) x_n (see the docs, "
                        "'Concepts: the synthetic tasks'). Writes OUT/<task>-<gradient>[-seedS]/ runs and "
@@ -31,6 +32,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia synthetic``: train the regressors of a synthetic pre-caching task paired by gradient, write
+    OUT/result.json and print each loss and gap; returns the exit status."""
     from pathlib import Path
 
     from ..errors import MyopiaError

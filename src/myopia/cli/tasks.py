@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia tasks`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("tasks", help="score a pair (or any runs) on the pre-registered task suite",
                        description="Score every arm and seed on the frozen suite (induction, repeat-mention, "
                        "long-range, closing, word-continuation, and user JSON Lines tasks); write OUT/tasks.json "
@@ -36,6 +37,7 @@ def fmt_gap(g: dict | None) -> str:
 
 
 def print_table(result: dict) -> None:
+    """Print one line per task and arm of a tasks.json: n, gap [95% CI], share of the value of context, p (Holm)."""
     def frac(x):
         return "-" if x is None else f"{100 * x:+.0f}%"
 
@@ -52,6 +54,8 @@ def print_table(result: dict) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia tasks``: score the pre-registered suite, print its table, write OUT/tasks.json; returns the exit
+    status."""
     from pathlib import Path
 
     if args.threads:

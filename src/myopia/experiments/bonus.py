@@ -77,13 +77,16 @@ class LocalTask(LMTask):
         return kv
 
     def logits(self, model, x: torch.Tensor, doc: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, vocab) logits of ``model`` on x (B, T) with every earlier position's keys/values frozen."""
         return model(x, past_kv=self.past(x, doc), doc_ids=doc)
 
     def describe(self) -> dict:
+        """The task's record for config.json (marked ``lm-local``)."""
         return {**super().describe(), "kind": "lm-local", "past": "frozen vanilla keys/values"}
 
 
 def local_scorer(trainee, frozen):
+    """A scorer x (B, T) -> (B, T, vocab) logits of ``trainee`` reading the past keys/values of ``frozen``."""
     trainee.eval()
     frozen.eval()
 
@@ -111,6 +114,7 @@ class Plateau:
         return before - min(self.losses[-self.patience:]) < self.min_delta
 
     def describe(self) -> str:
+        """The rule in words, for phase.json and the report."""
         if self.patience <= 0:
             return "fixed number of steps (no plateau rule)"
         return (f"stop when the best validation loss improved by < {self.min_delta:g} nats/token over the last "

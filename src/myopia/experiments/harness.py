@@ -27,6 +27,7 @@ INSTALL = 'lm-evaluation-harness is not installed: pip install -e ".[eval]" (or 
 
 
 def import_lm_eval():
+    """(lm_eval, its TaskManager); a clear error saying how to install it when it is missing."""
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -36,12 +37,14 @@ def import_lm_eval():
 
 
 def harness_version() -> str:
+    """The installed lm-eval version."""
     from importlib.metadata import version
 
     return version("lm_eval")
 
 
 def check_harness_tasks(task_manager, tasks: list[str]) -> None:
+    """Refuse a task name lm-eval does not know (neither registered nor under --include-path)."""
     known = set(task_manager.all_tasks)
     bad = [t for t in tasks if t not in known]
     if bad:

@@ -47,9 +47,11 @@ class ArmSet:
 
     @property
     def n_seeds(self) -> int:
+        """Seeds per arm (the baseline's)."""
         return len(self.paths[self.baseline])
 
     def load(self, arm: str, s: int, device="cpu"):
+        """The model of ``arm`` for its ``s``-th seed (eval mode, on ``device``)."""
         return load_any(self.paths[arm][s], device)
 
 

@@ -120,6 +120,8 @@ def pair_section(d: Path) -> list:
 
 @register_section("gap", order=20, applies=lambda d: (d / GAP_JSON).is_file())
 def gap_section(d: Path) -> list:
+    """The myopia gap of DIR/gap.json: losses and gaps with intervals beside the null, by position, slice and
+    token class, and the top contexts (refused when foreign data was not checked for overlap)."""
     g = read_json(d / GAP_JSON)
     check_leakage(d, g)
     arms = _contrast_arms(g["arms"])
@@ -132,6 +134,17 @@ def gap_section(d: Path) -> list:
         f"and as a fraction of the value of context (gap / (count-bigram loss - vanilla loss)); 95% intervals "
         f"({g['bootstrap']['replicates']} bootstrap replicates over {g['bootstrap']['unit']}s)."),
         Paragraph(seed_note(n_seeds))]
+    blocks += _gap_tables(g, arms, trained)
+    blocks += _gap_breakdowns(g, arms, trained)
+    if g.get("top_contexts"):
+        blocks += _top_contexts(g, arms)
+    return blocks
+
+
+def _gap_tables(g: dict, arms: list[str], trained: list[str]) -> list:
+    """The table of losses and gaps beside the null, whether each gap is distinguishable from it, and each gap's
+    per-seed values and intervals."""
+    blocks = []
     null = g.get("null_gap")
     rows = [["vanilla", fmt_ci(g["loss"]["vanilla"]), "-", "-", "-", "-", "-"]]
     for a in arms:
@@ -165,8 +178,12 @@ def gap_section(d: Path) -> list:
                               " / ".join(_bare_interval(g["gap"][a].get(k))
                                          for k in ("ci95_bootstrap", "ci95_t", "ci95_eval"))]
                              for a in trained]))
+    return blocks
 
-    blocks.append(Heading("Gap by position in the context", 3))
+
+def _gap_breakdowns(g: dict, arms: list[str], trained: list[str]) -> list:
+    """The gap by position in the context, by slice and by token class."""
+    blocks = [Heading("Gap by position in the context", 3)]
     blocks.append(Figure("gap_by_position", gap_by_position(g["by_position"], trained),
                          "Left: gap per position with 95% bands. Right: each arm's loss per position."))
     blocks.append(_group_table(g["by_position_bucket"], arms, "positions"))
@@ -183,33 +200,37 @@ def gap_section(d: Path) -> list:
     blocks.append(_group_table(g["by_class"], arms, "class", shares=True))
     blocks.append(Figure("gap_by_class", gap_bars(g["by_class"], trained, "gap by token class (95% CI)")))
 
-    if g.get("top_contexts"):
-        blocks.append(Heading("Where vanilla beats the myopic models most", 3))
-        tn = g.get("top_contexts_null") or {}
-        if tn.get("by_loss_diff"):
-            mean_by_arm = tn.get("mean_top_loss_diff_by_arm") or {}
-            blocks.append(Paragraph(
-                "By chance: the same ranking applied to two vanilla seeds (below). Per single run, the top-"
-                f"{len(tn['by_loss_diff'])} loss differences average {fmt(tn.get('mean_top_loss_diff'))} nats for "
-                "vanilla vs vanilla and " + ", ".join(f"{fmt(v)} for {a}" for a, v in mean_by_arm.items())
-                + " (each seed's arm vs its vanilla): top contexts far above the null's are evidence, the rest "
-                "is what any two training runs disagree on."))
+    return blocks
+
+
+def _top_contexts(g: dict, arms: list[str]) -> list:
+    """The tokens where vanilla beats each arm most, beside the same ranking of two vanilla seeds (the null)."""
+    blocks = [Heading("Where vanilla beats the myopic models most", 3)]
+    tn = g.get("top_contexts_null") or {}
+    if tn.get("by_loss_diff"):
+        mean_by_arm = tn.get("mean_top_loss_diff_by_arm") or {}
+        blocks.append(Paragraph(
+            "By chance: the same ranking applied to two vanilla seeds (below). Per single run, the top-"
+            f"{len(tn['by_loss_diff'])} loss differences average {fmt(tn.get('mean_top_loss_diff'))} nats for "
+            "vanilla vs vanilla and " + ", ".join(f"{fmt(v)} for {a}" for a, v in mean_by_arm.items())
+            + " (each seed's arm vs its vanilla): top contexts far above the null's are evidence, the rest "
+            "is what any two training runs disagree on."))
+        rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
+                 r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
+                for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
+        blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "seeds"], rows,
+                            caption="**null: vanilla vs vanilla** (another seed): top tokens by loss difference"))
+    else:
+        blocks.append(Paragraph("Top contexts by chance (vanilla vs vanilla): not measured (1 seed)."))
+    for a in [x for x in arms if x in g["top_contexts"]]:
+        for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
             rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
-                     r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
-                    for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
-            blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "seeds"], rows,
-                                caption="**null: vanilla vs vanilla** (another seed): top tokens by loss difference"))
-        else:
-            blocks.append(Paragraph("Top contexts by chance (vanilla vs vanilla): not measured (1 seed)."))
-        for a in [x for x in arms if x in g["top_contexts"]]:
-            for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
-                rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
-                         r["after"][:25].replace("\n", "⏎"),
-                         fmt(r["loss_diff"]), fmt(r["kl"])] for r in g["top_contexts"][a][key][:TOP_IN_REPORT]]
-                if rows:
-                    blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "KL"], rows,
-                                        caption=f"**{a}**: top {len(rows)} tokens by {what} "
-                                                "(⏎ line break, ␣ space)"))
+                     r["after"][:25].replace("\n", "⏎"),
+                     fmt(r["loss_diff"]), fmt(r["kl"])] for r in g["top_contexts"][a][key][:TOP_IN_REPORT]]
+            if rows:
+                blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "KL"], rows,
+                                    caption=f"**{a}**: top {len(rows)} tokens by {what} "
+                                            "(⏎ line break, ␣ space)"))
     return blocks
 
 
@@ -278,6 +299,8 @@ def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) 
 
 @register_section("bonus", order=30, applies=lambda d: (d / BONUS_JSON).is_file())
 def bonus_section(d: Path) -> list:
+    """The local myopia bonus of DIR/bonus.json: the bonus phase, held-out losses, the bonus against its control
+    and the gap decomposition."""
     b = read_json(d / BONUS_JSON)
     cfg = b["config"]
     n_seeds = b.get("n_seeds", len(b.get("seeds", [])) or 1)

@@ -41,6 +41,8 @@ def _arms(result: dict) -> list[str]:
 
 @register_section("tasks", order=25, applies=lambda d: (d / "tasks.json").is_file())
 def tasks_section(d: Path) -> list:
+    """The pre-registered suite of DIR/tasks.json: per task the value of context and each arm's gap (loss and
+    accuracy) with its interval, share of the value of context and Holm-adjusted p; a forest plot."""
     from ..plots.tasks import forest_plot, forest_rows
 
     r = read_json(d / "tasks.json")
@@ -83,6 +85,8 @@ def tasks_section(d: Path) -> list:
 
 @register_section("harness", order=26, applies=lambda d: (d / "harness.json").is_file())
 def harness_section(d: Path) -> list:
+    """The lm-evaluation-harness route of DIR/harness.json: per task and metric the baseline and each arm's paired
+    gap with its interval and Holm-adjusted p."""
     r = read_json(d / "harness.json")
     arms = _arms(r)
     blocks = [Heading("lm-evaluation-harness tasks"), Paragraph(
