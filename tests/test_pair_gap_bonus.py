@@ -113,6 +113,39 @@ def test_a_pair_made_before_newer_training_fields_can_be_extended(pair_dir, corp
         pair(corpus_dir, old, seeds="2", arms="vanilla")
 
 
+def test_the_pair_folder_answers_for_its_runs_corpus_and_scores(pair_dir, tmp_path):
+    import shutil
+
+    from myopia.analysis.heldout import document_windows
+
+    pd = PairDir(pair_dir)
+    assert pd.manifest == read_json(pair_dir / "pair.json") and pd.seq_len == MODEL.seq_len
+    assert pd.run("myopic", 0) == pair_dir / "runs" / "myopic" / "seed0"
+    assert pd.run_status("vanilla", 0) == "done" and pd.run_status("vanilla", 7) == "new"
+    assert pd.trained_arms() == (["vanilla", "myopic", "myopic-hidden"], [0], [])
+    corpus, own = pd.eval_corpus()
+    assert corpus is own and pd.cache_dir == pair_dir / "corpus"
+    held = document_windows(own, "test", pd.seq_len)
+    found = pd.gap_scores(held, [0], ["vanilla", "myopic"], with_kl=True)
+    assert found is not None and np.array_equal(found["target"], held.target)
+    assert pd.gap_scores(held, [0, 1], ["vanilla"]) is None  # other seeds
+    assert pd.gap_scores(held, [0], ["bigram"]) is None  # an arm it did not score
+    val = document_windows(own, "val", pd.seq_len)
+    assert pd.gap_scores(val, [0], ["vanilla"]) is None  # other tokens
+    assert pd.load_arrays(GAP_ARRAYS, keys=["doc"]).keys() == {"doc"}
+    # a pair whose myopic arm is unfinished: trained arms are those finished for every seed with vanilla
+    part = tmp_path / "part"
+    shutil.copytree(pair_dir, part, ignore=shutil.ignore_patterns("gap*", "bonus*", "report*"))
+    (part / "runs" / "myopic" / "seed0" / "model.safetensors").unlink()
+    assert PairDir(part).trained_arms() == (["vanilla", "myopic-hidden"], [0], ["myopic"])
+    assert PairDir(part).gap_scores(held, [0], ["vanilla"]) is None
+    (part / "runs" / "vanilla" / "seed0" / "model.safetensors").unlink()
+    with pytest.raises(MyopiaError, match="no finished vanilla run"):
+        PairDir(part).trained_arms()
+    with pytest.raises(MyopiaError, match="not a pair directory"):
+        PairDir(tmp_path).manifest
+
+
 def test_gap_outputs(pair_dir):
     g = read_json(pair_dir / "gap.json")
     arrays = PairDir(pair_dir).load_arrays(GAP_ARRAYS)

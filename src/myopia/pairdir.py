@@ -154,32 +154,32 @@ class PairDir:
             return own, own
         return other, own
 
-    @staticmethod
-    def held_out(corpus, split: str, seq_len: int, own_corpus: bool, max_docs=None) -> "HeldOut":
-        """The held-out documents of ``corpus`` in windows of ``seq_len``: ``split`` test or val, or ``all`` (every
-        document of a foreign corpus, never of the pair's own); the training split is refused."""
+    def held_out(self, corpus, split: str, max_docs=None) -> "HeldOut":
+        """The held-out documents of ``corpus`` (from :meth:`eval_corpus`) in windows of the pair's context:
+        ``split`` test or val, or ``all`` (every document of a foreign corpus, never of the pair's own); the
+        training split is refused."""
         from .analysis.heldout import document_windows
 
         if split == "all":
-            if own_corpus:
+            if corpus is self.corpus():
                 raise MyopiaError("--split all would evaluate on training documents; use it only with --data OTHER")
             corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)  # every document of a foreign corpus
             split = "test"
         if split == "train":
             raise MyopiaError("the gap is measured on held-out documents: use --split test or val")
-        return document_windows(corpus, split, seq_len, max_docs=max_docs)
+        return document_windows(corpus, split, self.seq_len, max_docs=max_docs)
 
-    @staticmethod
-    def check_overlap(own_corpus, corpus, held: "HeldOut", own: bool, *, what: str) -> dict:
-        """Refuse (MyopiaError naming how many overlap) held-out documents of foreign data whose content is one
-        of the pair's training documents; returns what was checked, for the result file.
+    def check_overlap(self, corpus, held: "HeldOut", *, what: str) -> dict:
+        """Refuse (MyopiaError naming how many overlap) held-out documents ``held`` of foreign data ``corpus`` whose
+        content is one of the pair's training documents; returns what was checked, for the result file.
 
-        ``own``: ``corpus`` is the pair's own corpus (documents are disjoint by construction; duplicates of content
-        are counted, not refused)."""
+        On the pair's own corpus the documents are disjoint by construction; duplicates of content are counted, not
+        refused. ``what`` names the step in the error."""
         from .data.overlap import overlapping_documents, refuse_overlap
 
+        own_corpus = self.corpus()
         eval_docs = np.unique(held.doc)
-        if own:
+        if corpus is own_corpus:
             n_dup = len(overlapping_documents(own_corpus, corpus, eval_docs))
             return {"checked": True, "data": "pair corpus", "documents": int(len(eval_docs)),
                     "same_content_as_training": n_dup}

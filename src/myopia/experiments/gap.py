@@ -8,7 +8,7 @@ top contexts and their null, config and provenance; see :mod:`myopia.analysis.ga
 ``seeds``). Each checkpoint is scored in one pass over the held-out tokens.
 
 Data other than the pair's own split (``--data``) is refused when any of its evaluated documents has the
-content of one of the pair's training documents (:func:`myopia.data.overlap.refuse_overlap`), before anything
+content of one of the pair's training documents (:meth:`myopia.pairdir.PairDir.check_overlap`), before anything
 is scored or written.
 """
 
@@ -74,10 +74,9 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
     and arms instead of scoring again (refused when a model is newer than those scores), e.g. to re-analyse."""
     pair = PairDir(pair_dir)
     corpus, own_corpus = pair.eval_corpus(data)
-    own = corpus is own_corpus
     arms, seeds, skipped = pair.trained_arms()
-    held = pair.held_out(corpus, split, pair.seq_len, own, max_docs)
-    overlap = pair.check_overlap(own_corpus, corpus, held, own, what=f"myopia gap --data {data}")
+    held = pair.held_out(corpus, split, max_docs)
+    overlap = pair.check_overlap(corpus, held, what=f"myopia gap --data {data}")
     if overlap.get("same_content_as_training") and progress:
         print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
               "content of a training document (duplicates in the corpus)", file=sys.stderr)
