@@ -117,3 +117,13 @@ def test_the_sideways_rule_sees_every_form_of_import(tmp_path):
     found = _sideways(_imports(pkg), "pkg")
     assert found["pkg.experiments.a"] == {"pkg.experiments.b", "pkg.experiments.c", "pkg.experiments.d"}
     assert found["pkg.experiments.e"] == set()
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Every function of the package fits in 80 lines (a longer one is split into named steps)."""
+    long = []
+    for p in SRC.rglob("*.py"):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80:
+                long.append(f"{p.relative_to(SRC)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)")
+    assert long == []
