@@ -169,16 +169,17 @@ class PairDir:
             raise MyopiaError("the gap is measured on held-out documents: use --split test or val")
         return document_windows(corpus, split, self.seq_len, max_docs=max_docs)
 
-    def check_overlap(self, corpus, held: "HeldOut", *, what: str) -> dict:
-        """Refuse (MyopiaError naming how many overlap) held-out documents ``held`` of foreign data ``corpus`` whose
-        content is one of the pair's training documents; returns what was checked, for the result file.
+    def check_overlap(self, corpus, docs, *, what: str) -> dict:
+        """Refuse (MyopiaError naming how many overlap) the documents ``docs`` (ids into ``corpus``, e.g. a
+        :class:`HeldOut`'s ``doc``) of foreign data ``corpus`` whose content is one of the pair's training
+        documents; returns what was checked, for the result file.
 
         On the pair's own corpus the documents are disjoint by construction; duplicates of content are counted, not
-        refused. ``what`` names the step in the error."""
+        refused. ``what`` names the step in the error. Every step that evaluates a pair checks its data here."""
         from .data.overlap import overlapping_documents, refuse_overlap
 
         own_corpus = self.corpus()
-        eval_docs = np.unique(held.doc)
+        eval_docs = np.unique(docs)
         if corpus is own_corpus:
             n_dup = len(overlapping_documents(own_corpus, corpus, eval_docs))
             return {"checked": True, "data": "pair corpus", "documents": int(len(eval_docs)),

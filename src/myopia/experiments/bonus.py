@@ -261,7 +261,7 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
     corpus = pair.corpus()
     arms, seeds, _ = pair.trained_arms()
     held = document_windows(corpus, split, pair.seq_len, max_docs=max_docs)
-    overlap = pair.check_overlap(corpus, held, what="myopia bonus")
+    overlap = pair.check_overlap(corpus, held.doc, what="myopia bonus")
     if overlap["same_content_as_training"] and progress:
         print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
               "content of a training document (duplicates in the corpus)", file=sys.stderr)

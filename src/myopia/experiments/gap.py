@@ -76,7 +76,7 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
     corpus, own_corpus = pair.eval_corpus(data)
     arms, seeds, skipped = pair.trained_arms()
     held = pair.held_out(corpus, split, max_docs)
-    overlap = pair.check_overlap(corpus, held, what=f"myopia gap --data {data}")
+    overlap = pair.check_overlap(corpus, held.doc, what=f"myopia gap --data {data}")
     if overlap.get("same_content_as_training") and progress:
         print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
               "content of a training document (duplicates in the corpus)", file=sys.stderr)

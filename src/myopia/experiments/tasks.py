@@ -83,7 +83,7 @@ def pair_arms(pair_dir, data=None, split="test") -> ArmSet:
         if split == "all":
             corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)
             split = "test"
-        refuse_overlap(own, corpus, corpus.split_docs(split), what=f"--data {data}")
+        pair.check_overlap(corpus, corpus.split_docs(split), what=f"--data {data}")
     elif split in ("all", "train"):
         raise MyopiaError("the suite is scored on held-out documents: use --split test or val (--split all only "
                           "with --data OTHER)")
