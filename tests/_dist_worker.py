@@ -29,7 +29,7 @@ RUNS = [
 def build(kind: str, gradient: str):
     """The model of a configuration, identically initialised on every rank."""
     if kind == "gpt":
-        from myopia.experiments.train_lm import build_model
+        from myopia.lm import build_model
         from myopia.model import GPTConfig
 
         return build_model(GPTConfig(vocab_size=41, n_layer=2, n_head=2, d_model=16, seq_len=16, gradient=gradient), 0)

@@ -306,7 +306,7 @@ def test_cli_data_build_and_info(folder, tmp_path, capsys):
 
 
 def test_train_accepts_a_bpe_token_cache(folder, tmp_path):
-    from myopia.experiments.train_lm import train_lm
+    from myopia.lm import train_lm
     from myopia.model import GPTConfig
     from myopia.train import TrainConfig
 

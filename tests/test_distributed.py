@@ -7,7 +7,7 @@ import torch
 
 from myopia.cli import main
 from myopia.distributed import EvalShard, apply_activation_checkpointing
-from myopia.experiments.train_lm import build_model
+from myopia.lm import build_model
 from myopia.io import read_json
 from myopia.model import GPTConfig
 from myopia.train import _rank_slices

@@ -165,7 +165,7 @@ def test_fit_probe_separable_and_chance():
 
 @pytest.mark.slow
 def test_probe_cli_on_a_pair(tmp_path):
-    from myopia.experiments.train_lm import train_lm
+    from myopia.lm import train_lm
     from myopia.train import TrainConfig
 
     data = write_corpus(tmp_path / "corpus.txt", n_docs=80)

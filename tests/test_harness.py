@@ -11,9 +11,10 @@ import torch
 from myopia.cli import main
 from myopia.errors import MyopiaError
 from myopia.experiments.harness import gold_loglikelihood, import_lm_eval, run_harness
-from myopia.experiments.pair import run_dir, run_pair
+from myopia.experiments.pair import run_pair
 from myopia.io import read_json
 from myopia.model import GPTConfig
+from myopia.pairdir import PairDir
 from myopia.rundir import load_run_model
 from myopia.train import TrainConfig
 
@@ -102,7 +103,7 @@ def test_harness_end_to_end_pairs_per_document_gaps(harness_setup, offline):
         g = t["gap"]["myopic-hidden"][metric]
         assert {"mean", "ci95", "p_holm"} <= set(g) and g["n_seeds"] == 2 and g["n_units"] == len(items)
     # the harness's log-likelihoods (through the exported GPT-NeoX models) are our own GPT's, document by document
-    ll = {a: np.array([[our_loglikelihood(load_run_model(run_dir(pair, a, s)), it["context"],
+    ll = {a: np.array([[our_loglikelihood(load_run_model(PairDir(pair).run(a, s)), it["context"],
                                           " " + it["choices"][it["gold"]]) for it in items] for s in (0, 1)])
           for a in ("vanilla", "myopic-hidden")}
     want = (ll["myopic-hidden"] - ll["vanilla"]).mean()

@@ -142,7 +142,7 @@ def test_finetune_bad_inputs(tmp_path, capsys):
 def test_export_round_trip(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from myopia.experiments.train_lm import train_lm
+    from myopia.lm import train_lm
     from myopia.model import GPTConfig
     from myopia.train import TrainConfig
 

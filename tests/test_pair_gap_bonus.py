@@ -10,10 +10,11 @@ import torch
 from myopia.data.cache import build_cache
 from myopia.errors import MyopiaError
 from myopia.experiments.bonus import LocalTask, local_scorer, run_bonus
-from myopia.experiments.gap import load_arrays, run_gap
-from myopia.experiments.pair import parse_arms, run_dir, run_pair
+from myopia.experiments.gap import run_gap
+from myopia.experiments.pair import parse_arms, run_pair
 from myopia.io import read_json, read_jsonl
 from myopia.model import GPTConfig
+from myopia.pairdir import GAP_ARRAYS, PairDir
 from myopia.rundir import load_run_model
 from myopia.train import TrainConfig
 
@@ -71,7 +72,7 @@ def test_pair_arms_share_initialisation_data_and_budget(pair_dir):
     assert [a["name"] for a in manifest["arms"]] == ["vanilla", "myopic", "myopic-hidden"]
     first, later = {}, {}
     for arm in ("vanilla", "myopic", "myopic-hidden"):
-        rd = run_dir(pair_dir, arm, 0)
+        rd = PairDir(pair_dir).run(arm, 0)
         cfg = read_json(rd / "config.json")
         assert cfg["run"]["model"]["gradient"] == arm and cfg["train"]["steps"] == 4
         assert cfg["task"]["data_seed"] == 0
@@ -84,9 +85,9 @@ def test_pair_arms_share_initialisation_data_and_budget(pair_dir):
 
 
 def test_rerunning_a_pair_skips_finished_runs(pair_dir, corpus_dir):
-    stamp = sha(run_dir(pair_dir, "myopic", 0) / "model.safetensors")
+    stamp = sha(PairDir(pair_dir).run("myopic", 0) / "model.safetensors")
     pair(corpus_dir, pair_dir)
-    assert sha(run_dir(pair_dir, "myopic", 0) / "model.safetensors") == stamp
+    assert sha(PairDir(pair_dir).run("myopic", 0) / "model.safetensors") == stamp
     with pytest.raises(MyopiaError, match="different model"):
         run_pair(corpus_dir, pair_dir, GPTConfig(vocab_size=257, n_layer=1, n_head=2, d_model=32, seq_len=16),
                  tiny_train(), eval_tokens=256, data_opts=DATA, progress=False)
@@ -112,9 +113,42 @@ def test_a_pair_made_before_newer_training_fields_can_be_extended(pair_dir, corp
         pair(corpus_dir, old, seeds="2", arms="vanilla")
 
 
+def test_the_pair_folder_answers_for_its_runs_corpus_and_scores(pair_dir, tmp_path):
+    import shutil
+
+    from myopia.analysis.heldout import document_windows
+
+    pd = PairDir(pair_dir)
+    assert pd.manifest == read_json(pair_dir / "pair.json") and pd.seq_len == MODEL.seq_len
+    assert pd.run("myopic", 0) == pair_dir / "runs" / "myopic" / "seed0"
+    assert pd.run_status("vanilla", 0) == "done" and pd.run_status("vanilla", 7) == "new"
+    assert pd.trained_arms() == (["vanilla", "myopic", "myopic-hidden"], [0], [])
+    corpus, own = pd.eval_corpus()
+    assert corpus is own and pd.cache_dir == pair_dir / "corpus"
+    held = document_windows(own, "test", pd.seq_len)
+    found = pd.gap_scores(held, [0], ["vanilla", "myopic"], with_kl=True)
+    assert found is not None and np.array_equal(found["target"], held.target)
+    assert pd.gap_scores(held, [0, 1], ["vanilla"]) is None  # other seeds
+    assert pd.gap_scores(held, [0], ["bigram"]) is None  # an arm it did not score
+    val = document_windows(own, "val", pd.seq_len)
+    assert pd.gap_scores(val, [0], ["vanilla"]) is None  # other tokens
+    assert pd.load_arrays(GAP_ARRAYS, keys=["doc"]).keys() == {"doc"}
+    # a pair whose myopic arm is unfinished: trained arms are those finished for every seed with vanilla
+    part = tmp_path / "part"
+    shutil.copytree(pair_dir, part, ignore=shutil.ignore_patterns("gap*", "bonus*", "report*"))
+    (part / "runs" / "myopic" / "seed0" / "model.safetensors").unlink()
+    assert PairDir(part).trained_arms() == (["vanilla", "myopic-hidden"], [0], ["myopic"])
+    assert PairDir(part).gap_scores(held, [0], ["vanilla"]) is None
+    (part / "runs" / "vanilla" / "seed0" / "model.safetensors").unlink()
+    with pytest.raises(MyopiaError, match="no finished vanilla run"):
+        PairDir(part).trained_arms()
+    with pytest.raises(MyopiaError, match="not a pair directory"):
+        PairDir(tmp_path).manifest
+
+
 def test_gap_outputs(pair_dir):
     g = read_json(pair_dir / "gap.json")
-    arrays = load_arrays(pair_dir / "gap" / "per_token.npz")
+    arrays = PairDir(pair_dir).load_arrays(GAP_ARRAYS)
     n = g["n_tokens"]
     assert arrays["loss.vanilla"].shape == (1, n) and arrays["kl.myopic"].shape == (1, n)
     assert g["loss"]["vanilla"]["mean"] == pytest.approx(arrays["loss.vanilla"].mean(), rel=1e-5)
@@ -142,8 +176,8 @@ def test_rerunning_a_pair_reproduces_per_token_losses_exactly(pair_dir, corpus_d
     again = tmp_path / "again"
     pair(corpus_dir, again, seeds="0,1")
     run_gap(again, n_boot=100, top_k=0, progress=False)
-    a = load_arrays(pair_dir / "gap" / "per_token.npz")
-    b = load_arrays(again / "gap" / "per_token.npz")
+    a = PairDir(pair_dir).load_arrays(GAP_ARRAYS)
+    b = PairDir(again).load_arrays(GAP_ARRAYS)
     for arm in ("vanilla", "myopic", "myopic-hidden"):
         np.testing.assert_array_equal(a[f"loss.{arm}"][0], b[f"loss.{arm}"][0])  # seed 0, bit for bit
         assert not np.array_equal(b[f"loss.{arm}"][0], b[f"loss.{arm}"][1])  # seed 1 is another run
@@ -154,8 +188,8 @@ def test_rerunning_a_pair_reproduces_per_token_losses_exactly(pair_dir, corpus_d
 
 def test_local_trainee_equals_vanilla_at_initialisation_and_freezes_the_past(pair_dir):
     corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
-    vanilla = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus=corpus, finished=True)
-    trainee = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus=corpus, finished=True)
+    vanilla = load_run_model(PairDir(pair_dir).run("vanilla", 0), corpus=corpus, finished=True)
+    trainee = load_run_model(PairDir(pair_dir).run("vanilla", 0), corpus=corpus, finished=True)
     x = torch.from_numpy(np.asarray(corpus.tokens[:64], dtype=np.int64)).view(4, 16)
     with torch.no_grad():
         torch.testing.assert_close(local_scorer(trainee, vanilla)(x), vanilla(x), rtol=1e-4, atol=1e-5)
@@ -175,7 +209,7 @@ def test_local_trainee_equals_vanilla_at_initialisation_and_freezes_the_past(pai
 
 
 def test_bonus_trains_and_decomposes_the_gap(pair_dir):
-    vanilla_file = run_dir(pair_dir, "vanilla", 0) / "model.safetensors"
+    vanilla_file = PairDir(pair_dir).run("vanilla", 0) / "model.safetensors"
     before = sha(vanilla_file)
     b = run_bonus(pair_dir, steps=3, n_boot=200, progress=False)
     assert sha(vanilla_file) == before  # the frozen model is untouched
@@ -192,7 +226,7 @@ def test_bonus_trains_and_decomposes_the_gap(pair_dir):
 
     corpus = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
     held = document_windows(corpus, "test", 16)
-    van = load_run_model(run_dir(pair_dir, "vanilla", 0), corpus=corpus, finished=True)
+    van = load_run_model(PairDir(pair_dir).run("vanilla", 0), corpus=corpus, finished=True)
     cont = load_run_model(pair_dir / "bonus" / "continued" / "seed0", corpus=corpus, finished=True)
     direct = evaluate_per_token({"c": local_scorer(cont, van)}, held)["c"]["loss"].astype(np.float64).mean()
     assert b["loss"]["continued@vanilla-past"]["mean"] == pytest.approx(direct, rel=1e-5)
@@ -337,7 +371,7 @@ def test_cli_pair_wires_variants_seeds_and_data_flags(corpus_dir, tmp_path, caps
                  "--no-progress"]) == 0
     m = read_json(out / "pair.json")
     assert [a["name"] for a in m["arms"]] == ["vanilla", "myopic-hidden-horizon2"] and m["seeds"] == [3]
-    cfg = read_json(run_dir(out, "myopic-hidden-horizon2", 3) / "config.json")
+    cfg = read_json(PairDir(out).run("myopic-hidden-horizon2", 3) / "config.json")
     assert cfg["run"]["model"]["gradient"] == "myopic-hidden" and cfg["run"]["model"]["horizon"] == 2
     assert cfg["train"]["seed"] == 3 and cfg["task"]["corpus"]["documents"]["test"] == 6
     captured = capsys.readouterr()
@@ -376,13 +410,11 @@ def test_gap_refuses_a_resplit_cache_of_the_training_documents(pair_dir, corpus_
     g = read_json(pair_dir / "gap.json")
     g["config"]["data"] = str(other)
     g["overlap"] = {"checked": True, "data": "other corpus"}
-    arrays = load_arrays(pair_dir / "gap" / "per_token.npz")
+    arrays = PairDir(pair_dir).load_arrays(GAP_ARRAYS)
     resplit = build_cache(corpus_dir, "bytes", other, val_frac=0.2, test_frac=0.2, split_seed=1)
     own = build_cache(corpus_dir_of(pair_dir), "bytes", pair_dir / "corpus", **DATA)
     arrays["doc"] = np.resize(np.intersect1d(resplit.split_docs("test"), own.split_docs("train")), len(arrays["doc"]))
-    from myopia.experiments.gap import save_arrays
-
-    save_arrays(copy / "gap" / "per_token.npz", arrays)  # as if those documents had been scored
+    PairDir(copy).save_arrays(GAP_ARRAYS, arrays)  # as if those documents had been scored
     (copy / "gap.json").write_text(__import__("json").dumps(g))
     assert main(["report", str(copy)]) == 2
     err = capsys.readouterr().err

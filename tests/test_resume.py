@@ -20,7 +20,7 @@ from myopia.checkpoint import (RunLock, checkpoint_steps, load_distributed, load
 from myopia.cli import main
 from myopia.data import LMTask, load_corpus
 from myopia.errors import MyopiaError
-from myopia.experiments.train_lm import build_model, train_lm
+from myopia.lm import build_model, train_lm
 from myopia.io import read_json, read_jsonl
 from myopia.model import GPTConfig
 from myopia.train import make_optimizer, TIMING_KEYS, train, TrainConfig

@@ -4,8 +4,8 @@ evaluation-only ones, the null and Holm are computed as defined, and one seed is
 import numpy as np
 import pytest
 
-from myopia.analysis.stats import (TRAINING_NOISE_ONE_SEED, HierarchicalBootstrap, against_null, format_interval,
-                                   holm, null_gap, paired_gap, t_interval)
+from myopia.analysis.stats import (TRAINING_NOISE_ONE_SEED, Estimate, HierarchicalBootstrap, against_null,
+                                   format_interval, holm, null_gap, paired_gap, t_interval)
 from myopia.errors import MyopiaError
 
 
@@ -72,6 +72,36 @@ def test_one_seed_is_flagged_everywhere():
     assert "training noise not measured" in format_interval(s)
     s3 = paired_gap(rng.normal(1, 0.1, (3, 50)), rng.normal(0.9, 0.1, (3, 50)), n_boot=200)
     assert "not measured" not in s3["training_noise"] and "not measured" not in format_interval(s3)
+
+
+def test_an_estimate_reads_and_writes_the_result_keys_unchanged():
+    rng = np.random.default_rng(4)
+    s = paired_gap(rng.normal(1, 0.1, (3, 50)), rng.normal(0.9, 0.1, (3, 50)), n_boot=200)
+    est = Estimate.from_dict(s)
+    assert (est.mean, list(est.ci95), est.n_seeds) == (s["mean"], s["ci95"], 3)
+    assert est.to_dict() == {"mean": s["mean"], "ci95": s["ci95"], "n_seeds": 3}
+    assert Estimate.from_dict(est.to_dict()) == est
+    short = Estimate(s["mean"], s["ci95"])  # the short form quoted beside a main number: no n_seeds key
+    assert short.to_dict() == {"mean": s["mean"], "ci95": s["ci95"]} and short.ci95 == tuple(s["ci95"])
+    assert Estimate.from_dict({"mean": None}).to_dict() == {"mean": None, "ci95": [None, None]}
+    with pytest.raises(AttributeError):  # frozen: a value, not a record to fill in
+        est.mean = 0.0
+
+
+def test_the_one_formatter():
+    three = Estimate(0.04412, (0.04196, -0.0001), 3)
+    assert three.format() == "+0.044 [+0.042, -0.000]"
+    assert three.format(2, signed=False) == "0.04 [0.04, -0.00]"
+    one = Estimate(0.5, (None, 0.75), 1)
+    assert one.format(1) == "+0.5 [–, +0.8]" + " (training noise not measured: 1 seed)"
+    assert one.format(1, missing="n/a", seed_note=None) == "+0.5 [n/a, +0.8]"
+    assert Estimate(0.5, (0.25, 0.75)).format(1) == "+0.5 [+0.2, +0.8] (training noise not measured: 1 seed)"
+    assert Estimate(0.123, (0.1, 0.15), 2).format(1, scale=100, unit="%") == "+12.3% [+10.0, +15.0]"
+    assert Estimate(0.123).format(1, scale=100, unit="%", seed_note=None) == "+12.3%"
+    assert three.interval(4) == "[+0.0420, -0.0001]" and not one.bounded and three.bounded
+    assert not Estimate(None).known
+    s = {"mean": 0.01, "ci95": [0.005, 0.02], "n_seeds": 1, "p": 0.01}
+    assert format_interval(s, 4) == Estimate.from_dict(s).format(4)
 
 
 def test_means_are_token_weighted_within_seed_and_averaged_over_seeds():

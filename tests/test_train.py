@@ -9,7 +9,7 @@ import torch
 from myopia.checkpoint import checkpoint_steps, load_model_state
 from myopia.data import LMTask, load_corpus
 from myopia.errors import MyopiaError
-from myopia.experiments.train_lm import build_model, train_lm
+from myopia.lm import build_model, train_lm
 from myopia.io import read_jsonl
 from myopia.train import lr_at, train, TrainConfig
 from _tiny_run import small_model, small_train

@@ -16,7 +16,7 @@ A run folder (``myopia train``, each arm of a pair, a sweep point, ``myopia fine
 :class:`myopia.hf.model.HFCausalLM`) from these files; :func:`load_model` also takes a weights file inside a run or
 a Hugging Face directory / hub name. The file names (and those of the summaries that folders of several runs hold:
 ``pair.json``, ``gap.json``, ``bonus.json``, ``sweep.json``, ``horizon.json``) are spelled once, in
-:mod:`myopia.runfiles`, and re-exported here; :func:`read_manifest` reads a pair folder's ``pair.json``. Importing
+:mod:`myopia.runfiles`, and re-exported here; a pair folder is read by :class:`myopia.pairdir.PairDir`. Importing
 this module does not import torch.
 """
 
@@ -56,8 +56,8 @@ STATUSES = ("new", "partial", "done")
 __all__ = ["CONFIG", "METRICS", "RESULT", "MODEL", "CHECKPOINTS", "CHECKPOINT", "PREVIOUS_CHECKPOINT", "LOCK",
            "SNAPSHOTS", "TOKENIZER", "PAIR_JSON", "GAP_JSON", "BONUS_JSON", "SWEEP_JSON", "HORIZON_JSON",
            "Run", "is_run", "read_config", "run_status", "run_kind", "run_dir_of", "weights_file", "check_tokenizer",
-           "load_run", "load_run_model", "run_tokenizer", "load_model", "read_manifest", "resolve_cache",
-           "data_identity", "check_same_data"]
+           "load_run", "load_run_model", "run_tokenizer", "load_model",
+           "parse_runs", "training_corpus", "data_identity", "check_same_data"]
 
 
 @dataclass
@@ -247,18 +247,24 @@ def _step_from_name(spec) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def read_manifest(pair_dir: str | Path) -> dict:
-    """The pair directory's pair.json; a clear error when DIR is not a pair directory."""
-    path = Path(pair_dir) / PAIR_JSON
-    if not path.is_file():
-        raise MyopiaError(f"{pair_dir} is not a pair directory (no {PAIR_JSON}); create one with myopia pair")
-    return read_json(path)
 
-
-def resolve_cache(pair_dir: str | Path, manifest: dict) -> Path:
-    """The pair's token cache folder (relative paths in pair.json are relative to the pair directory)."""
-    p = Path(manifest["data"]["cache"])
-    return p if p.is_absolute() else Path(pair_dir) / p
+def parse_runs(specs: list[str]) -> dict[str, list[Path]]:
+    """Arms of ``--runs``: ``[NAME=]PATH[,PATH...]`` per arm (several paths: seeds of one arm; a run folder or a
+    Hugging Face model directory each); NAME defaults to the folder name. Every path must exist."""
+    out: dict[str, list[Path]] = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=") if "=" in spec else ("", "", spec)
+        paths = [Path(p) for p in rest.split(",") if p]
+        if not paths:
+            raise MyopiaError(f"--runs {spec!r}: no path")
+        name = name or paths[0].name
+        if name in out:
+            raise MyopiaError(f"--runs: arm {name!r} given twice (name them NAME=PATH)")
+        for p in paths:
+            if not p.exists():
+                raise MyopiaError(f"--runs: {p} does not exist")
+        out[name] = paths
+    return out
 
 
 def data_identity(config: dict) -> dict:
@@ -303,3 +309,17 @@ def _describe_identity(ident: dict) -> str:
     if "data_fingerprint" in ident:
         return ident["data_fingerprint"]
     return f"{ident.get('tokens')} tokens, source {ident.get('source_fingerprint')}"
+
+
+def training_corpus(run_dir: str | Path):
+    """The token cache a run of ours was trained on, when its config names one that still exists; else None."""
+    cfg_path = Path(run_dir) / CONFIG
+    if not cfg_path.is_file():
+        return None
+    from .data.cache import is_cache, open_cache
+
+    cfg = read_json(cfg_path)
+    for cand in (cfg.get("task", {}).get("corpus", {}).get("cache"), cfg.get("run", {}).get("data")):
+        if cand and not str(cand).startswith("hf:") and is_cache(cand):
+            return open_cache(cand)
+    return None

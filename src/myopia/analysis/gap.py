@@ -26,7 +26,7 @@ import numpy as np
 from ..arms import MYOPIC_ARMS as REQUIRED  # always reported side by side, even when not trained
 from ..arms import REFERENCE
 from .heldout import HeldOut
-from .stats import (TRAINING_NOISE_ONE_SEED, HierarchicalBootstrap, Resampled, against_null, null_gap,
+from .stats import (TRAINING_NOISE_ONE_SEED, Estimate, HierarchicalBootstrap, Resampled, against_null, null_gap,
                     seed_pairs, training_noise_note)
 from .token_classes import CLASSES
 from .units import LN2
@@ -43,7 +43,7 @@ def _f(x) -> float | None:
 
 def _mean_ci(s: dict) -> dict:
     """The short form {mean, ci95} of a summary (for ratios quoted beside the main number)."""
-    return {"mean": s["mean"], "ci95": s["ci95"]}
+    return Estimate(s["mean"], s["ci95"]).to_dict()
 
 
 @dataclass

@@ -317,20 +317,83 @@ def against_null(gap_mean: float | None, null: dict | None) -> float | None:
     return _f(gap_mean / null["sd"])
 
 
-# --- printing ----------------------------------------------------------------------------------------------------
+# --- an estimate and its one formatter ---------------------------------------------------------------------------
+
+ONE_SEED_NOTE = " (training noise not measured: 1 seed)"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its 95% interval, as every result file stores it: ``mean``, ``ci95`` (lo, hi) and
+    ``n_seeds`` (the seeds the interval's training noise comes from).
+
+    Either end of ``ci95`` is None when unknown (a NaN bound); ``ci95`` None: no interval at all; ``n_seeds``
+    None: not recorded (a short form such as ``{"mean", "ci95"}`` quoted beside a main number). The dicts of
+    :meth:`Resampled.summary`, :func:`paired_gap` and :func:`null_gap` read as Estimates (their other keys stay in
+    the dict).
+    """
+
+    mean: float | None
+    ci95: tuple[float | None, float | None] | None = None
+    n_seeds: int | None = None
+
+    def __post_init__(self):
+        if self.ci95 is not None:  # a list read from JSON becomes the tuple (lo, hi)
+            lo, hi = self.ci95
+            object.__setattr__(self, "ci95", (lo, hi))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Estimate":
+        """The estimate of a result dict (``mean``, ``ci95``, ``n_seeds``; other keys ignored). A missing or null
+        ``ci95`` reads as an interval of unknown ends."""
+        lo, hi = d.get("ci95") or (None, None)
+        return cls(d.get("mean"), (lo, hi), d.get("n_seeds"))
+
+    def to_dict(self) -> dict:
+        """``{"mean", "ci95": [lo, hi], "n_seeds"}`` as written to result files (``n_seeds`` only when recorded)."""
+        out = {"mean": self.mean, "ci95": None if self.ci95 is None else list(self.ci95)}
+        if self.n_seeds is not None:
+            out["n_seeds"] = self.n_seeds
+        return out
+
+    @property
+    def known(self) -> bool:
+        """Whether there is a value (a summary of no tokens, or of an arm not trained, has mean None)."""
+        return self.mean is not None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether both ends of the interval are known."""
+        return self.ci95 is not None and None not in self.ci95
+
+    def interval(self, digits: int = 3, *, signed: bool = True, missing: str = "–", scale: float = 1.0) -> str:
+        """'[+0.042, +0.046]': the interval alone (``missing`` for an unknown end)."""
+        lo, hi = self.ci95 or (None, None)
+        return f"[{_number(lo, digits, signed, missing, scale)}, {_number(hi, digits, signed, missing, scale)}]"
+
+    def format(self, digits: int = 3, *, signed: bool = True, missing: str = "–", scale: float = 1.0,
+               unit: str = "", seed_note: str | None = ONE_SEED_NOTE) -> str:
+        """'+0.044 [+0.042, +0.046]' plus ``seed_note`` when at most one seed was trained (None: no note).
+
+        ``digits`` after the point, ``signed`` a leading + on positive numbers, ``missing`` for an unknown number,
+        every number times ``scale`` and the mean followed by ``unit`` (``scale=100, unit="%"``: a percentage);
+        without an interval (``ci95`` None) only the mean is written."""
+        text = _number(self.mean, digits, signed, missing, scale) + unit
+        if self.ci95 is not None:
+            text += " " + self.interval(digits, signed=signed, missing=missing, scale=scale)
+        if seed_note and (self.n_seeds if self.n_seeds is not None else 1) <= 1:
+            text += seed_note
+        return text
+
+
+def _number(x, digits: int, signed: bool, missing: str, scale: float = 1.0) -> str:
+    return missing if x is None else f"{scale * x:{'+' if signed else ''}.{digits}f}"
+
 
 def format_interval(summary: dict, digits: int = 3, signed: bool = True) -> str:
-    """'+0.044 [+0.042, +0.046]' plus ' (training noise not measured: 1 seed)' when only one seed was trained."""
-    fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
-
-    def num(x):
-        return "–" if x is None else fmt.format(x)
-
-    ci = summary.get("ci95") or [None, None]
-    text = f"{num(summary.get('mean'))} [{num(ci[0])}, {num(ci[1])}]"
-    if summary.get("n_seeds", 1) <= 1:
-        text += " (training noise not measured: 1 seed)"
-    return text
+    """'+0.044 [+0.042, +0.046]' plus ' (training noise not measured: 1 seed)' when only one seed was trained:
+    :meth:`Estimate.format` of a result dict."""
+    return Estimate.from_dict(summary).format(digits, signed=signed)
 
 
 # --- cells with their own seed sets (IsoFLOP profiles) ---------------------------------------------------------

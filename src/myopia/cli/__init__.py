@@ -54,6 +54,7 @@ _OWN_DRY_RUN = {f"{__name__}.{name}" for name in ("sweep", "horizon_sweep", "rec
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``myopia`` parser with every command of :data:`COMMANDS` registered."""
     parser = _Parser(
         prog="myopia",
         description="Myopic training of transformer language models: measure how much activations are "

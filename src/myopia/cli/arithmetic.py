@@ -6,6 +6,7 @@ from .common import add_train_args
 
 
 def register(sub) -> None:
+    """Add the ``myopia arithmetic`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("arithmetic", help="multiplication with filler tokens: gradient × filler grid and interaction",
                        description="a × b = c with N-digit operands written least-significant digit first, F "
                        "filler zeros after each operand, loss on the answer digits only; greedy exact match on "
@@ -34,6 +35,7 @@ def register(sub) -> None:
 
 
 def parse_ints(text: str, flag: str, lo: int = 0) -> list[int]:
+    """Distinct integers >= ``lo`` from the comma-separated value of ``flag``; a clear error otherwise."""
     from ..errors import MyopiaError
 
     try:
@@ -46,6 +48,8 @@ def parse_ints(text: str, flag: str, lo: int = 0) -> list[int]:
 
 
 def run(args) -> int:
+    """Run ``myopia arithmetic``: train the gradient × filler grid of the multiplication task, print the grid and the
+    interaction, write OUT/result.json; returns the exit status."""
     from ..experiments.arithmetic import PRESETS, run_arithmetic_grid
     from ..model import GPTConfig
     from .common import train_config

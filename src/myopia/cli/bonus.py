@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia bonus`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("bonus", help="train the local-myopic trainee and report the local myopia bonus",
                        description="Train a trainee whose present-position computation learns while every earlier "
                        "position's keys/values come from the frozen vanilla model; report bonus = "
@@ -34,7 +35,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..analysis.stats import format_interval
+    """Run ``myopia bonus``: train the local trainee (and its control) of every seed, print the bonus with its interval,
+    write DIR/bonus.json; returns the exit status."""
+    from ..analysis.stats import Estimate
     from ..experiments.bonus import run_bonus
 
     b = run_bonus(args.dir, init=args.init, steps=args.steps, lr=args.lr, control=not args.no_control,
@@ -50,12 +53,12 @@ def run(args) -> int:
             for seed, fresh in (phase.get("data") or {}).items():
                 if isinstance(fresh, dict) and not fresh.get("unseen", True):
                     print(f"{name}: seed {seed}: {fresh['note']}")
-        print(f"{name}: bonus {format_interval(t['bonus'], 4)} nats/token")
+        print(f"{name}: bonus {Estimate.from_dict(t['bonus']).format(4)} nats/token")
         if "bonus_vs_control" in t:
-            print(f"{name}: bonus vs {t['control']} {format_interval(t['bonus_vs_control'], 4)}")
+            print(f"{name}: bonus vs {t['control']} {Estimate.from_dict(t['bonus_vs_control']).format(4)}")
         if "bonus_vs_control_vanilla_past" in t:
             print(f"{name}: bonus vs {t['control']} scored with vanilla's past "
-                  f"{format_interval(t['bonus_vs_control_vanilla_past'], 4)}")
+                  f"{Estimate.from_dict(t['bonus_vs_control_vanilla_past']).format(4)}")
         for arm, dec in t["decomposition"].items():
             if dec is not None:
                 print(f"  {arm:<22} gap {dec['gap']['mean']:+.4f} = (arm - local) "

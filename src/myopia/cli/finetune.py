@@ -52,11 +52,11 @@ def run(args) -> int:
                        beta=args.beta, horizon=args.horizon, eval_tokens=args.eval_tokens, resume=args.resume,
                        snapshot_every=args.snapshot_every, data_opts=data_options(args),
                        tokenizer_spec=args.tokenizer)
-    from ..analysis.stats import format_interval
+    from ..analysis.stats import Estimate
 
     for arm, r in summary.get("arms", {}).items():
         gap = summary["gap_vs_vanilla"].get(arm)
-        extra = f"  gap {format_interval(gap, 4)}" if gap else ""
+        extra = f"  gap {Estimate.from_dict(gap).format(4)}" if gap else ""
         print(f"{arm:>14}: test loss {r['test_loss']:.4f} nats/token{extra}")
     if summary:
         print(f"-> {args.out}/finetune.json")

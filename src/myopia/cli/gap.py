@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia gap`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("gap", help="evaluate a pair on held-out documents: the gap by position, slice, token class",
                        description="Score every held-out token with every arm of a pair; write DIR/gap.json "
                        "(gap with seed-inclusive 95% intervals in nats/token, bits/byte and as a fraction of "
@@ -26,12 +27,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..analysis.stats import format_interval
+    """Run ``myopia gap``: score the pair on held-out documents, print the gaps beside the null, write DIR/gap.json;
+    returns the exit status."""
     from ..experiments.gap import run_gap
 
     g = run_gap(args.dir, split=args.split, data=args.data, max_docs=args.max_docs, n_boot=args.bootstrap,
                 top_k=args.top, device=args.device, progress=not args.no_progress, reuse_scores=args.reuse_scores)
-    for line in gap_lines(g, format_interval):
+    for line in gap_lines(g):
         print(line)
     if "scoring" in g:
         print(f"scoring: {g['scoring']['note']}")
@@ -39,15 +41,10 @@ def run(args) -> int:
     return 0
 
 
-def _plain(d: dict, digits: int = 4) -> str:
-    """'+0.0123 [+0.0100, +0.0150]' (a secondary unit of a number whose seed note is already printed)."""
-    lo, hi = d.get("ci95") or [None, None]
-    f = (lambda x: "–" if x is None else f"{x:+.{digits}f}")
-    return f"{f(d.get('mean'))} [{f(lo)}, {f(hi)}]"
-
-
-def gap_lines(g: dict, format_interval) -> list[str]:
+def gap_lines(g: dict) -> list[str]:
     """The printed summary of a gap.json: every interval seed-inclusive, the null beside the gaps."""
+    from ..analysis.stats import Estimate
+
     van = g["loss"]["vanilla"]
     bpb = (van.get("bits_per_byte") or {}).get("mean")
     lines = [f"vanilla loss {van['mean']:.4f} nats/token" + (f" ({bpb:.4f} bits/byte)" if bpb is not None else "")
@@ -58,9 +55,9 @@ def gap_lines(g: dict, format_interval) -> list[str]:
         if gap is None:
             lines.append(f"{arm:<24} not trained")
             continue
-        text = f"{arm:<24} gap {format_interval(gap, 4)} nats/token"
-        if gap.get("bits_per_byte"):
-            text += f" = {_plain(gap['bits_per_byte'])} bits/byte"
+        text = f"{arm:<24} gap {Estimate.from_dict(gap).format(4)} nats/token"
+        if gap.get("bits_per_byte"):  # a second unit of the same number: its seed note is already printed
+            text += f" = {Estimate.from_dict(gap['bits_per_byte']).format(4, seed_note=None)} bits/byte"
         frac = gap.get("fraction_of_context_value")
         if frac and frac.get("mean") is not None:
             text += f", {100 * frac['mean']:+.1f}% of the value of context"
@@ -69,8 +66,7 @@ def gap_lines(g: dict, format_interval) -> list[str]:
         lines.append(text)
     if null:
         lines.append(f"{'null (vanilla vs vanilla)':<24} gap {null['mean']:+.4f} sd {null['sd']:.4f} "
-                     f"[{null['ci95'][0]:+.4f}, {null['ci95'][1]:+.4f}] nats/token over {null['n_pairs']} seed "
-                     "pair(s)")
+                     f"{Estimate.from_dict(null).interval(4)} nats/token over {null['n_pairs']} seed pair(s)")
     else:
         lines.append(f"{'null (vanilla vs vanilla)':<24} not measured (1 seed): train more seeds "
                      "(myopia pair --seeds 0,1,2) to see what a gap looks like by chance")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia harness`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("harness", help="run every arm through lm-evaluation-harness; paired gaps per task",
                        description="Evaluate every arm and seed (our runs exported to transformers, fine-tune arms "
                        "from their hf/ folders) with lm_eval.simple_evaluate and sample logging; pair per-sample "
@@ -26,13 +27,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia harness``: run every arm and seed through lm-evaluation-harness, print the paired gaps, write
+    OUT/harness.json; returns the exit status."""
     from pathlib import Path
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ..analysis.stats import format_interval
+    from ..analysis.stats import Estimate
     from ..experiments.harness import HARNESS_JSON, run_harness
 
     r = run_harness(args.dir, tasks=args.tasks, runs=args.runs, baseline=args.baseline, out=args.out,
@@ -42,7 +45,7 @@ def run(args) -> int:
     for task, rec in r["tasks"].items():
         for metric, m in rec["metrics"].items():
             for arm, g in m["gap"].items():
-                print(f"{task:<24} {metric:<16} n={m['n']:<6} {arm:<16} gap {format_interval(g, digits=4)} "
+                print(f"{task:<24} {metric:<16} n={m['n']:<6} {arm:<16} gap {Estimate.from_dict(g).format(4)} "
                       f"p_holm {g['p_holm'] if g['p_holm'] is None else format(g['p_holm'], '.3g')}")
     print(f"-> {Path(args.out or args.dir) / HARNESS_JSON}")
     return 0

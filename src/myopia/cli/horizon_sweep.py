@@ -8,6 +8,7 @@ from .sweep import add_sweep_args, settings_from_args
 
 
 def register(sub) -> None:
+    """Add the ``myopia horizon-sweep`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser(
         "horizon-sweep", help="how far back may the training signal reach? loss vs horizon h and beta, one size",
         description="At one size (the first of --sizes, default the preset's largest) and one budget, train vanilla "
@@ -23,6 +24,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia horizon-sweep``: train and evaluate the horizon (and beta) arms, print the gap by horizon, write
+    OUT/horizon.json; returns the exit status."""
     from dataclasses import replace
 
     from ..data import load_corpus

@@ -6,6 +6,7 @@ from .common import add_train_args
 
 
 def register(sub) -> None:
+    """Add the ``myopia synthetic`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("synthetic", help="train regressors on a synthetic pre-caching task, paired by gradient",
                        description="Sequence regression y_n = z_n Σ sin(ω x_{n-i}) + (1-z_n) x_n (see the docs, "
                        "'Concepts: the synthetic tasks'). Writes OUT/<task>-<gradient>[-seedS]/ runs and "
@@ -31,6 +32,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia synthetic``: train the regressors of a synthetic pre-caching task paired by gradient, write
+    OUT/result.json and print each loss and gap; returns the exit status."""
     from pathlib import Path
 
     from ..errors import MyopiaError
@@ -39,7 +42,7 @@ def run(args) -> int:
     from ..rundir import RESULT
     from ..synthetic.regression import RegressionSpec, regressor_config
     from .common import train_config
-    from ..analysis.stats import format_interval
+    from ..analysis.stats import Estimate
     from .demo import parse_gradients
 
     if args.n_seeds < 1:
@@ -60,7 +63,7 @@ def run(args) -> int:
     print(f"{args.task}: held-out Huber/p (fraction of trivial), {args.eval_sequences} sequences, seeds {seeds}")
     for g in ["trivial", *parse_gradients(args.gradients)]:
         gap = summary.get("gap", {}).get(g)
-        extra = f"   gap {format_interval(gap, 4)}" if gap else ""
+        extra = f"   gap {Estimate.from_dict(gap).format(4)}" if gap else ""
         print(f"  {g:14s} {summary[g]:.4f} ({summary['fraction_of_trivial'][g]:.3f}){extra}")
     print(f"-> {out}/result.json")
     return 0

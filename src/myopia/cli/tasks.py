@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    """Add the ``myopia tasks`` parser to ``sub`` (the subparsers of :func:`myopia.cli.build_parser`)."""
     p = sub.add_parser("tasks", help="score a pair (or any runs) on the pre-registered task suite",
                        description="Score every arm and seed on the frozen suite (induction, repeat-mention, "
                        "long-range, closing, word-continuation, and user JSON Lines tasks); write OUT/tasks.json "
@@ -28,12 +29,15 @@ def register(sub) -> None:
 
 
 def fmt_gap(g: dict | None) -> str:
-    from ..analysis.stats import format_interval
+    """'+0.0123 [+0.0100, +0.0150]' of a gap (with the one-seed note), ``-`` when there is none."""
+    from ..analysis.stats import Estimate
 
-    return "-" if not g or g.get("mean") is None else format_interval(g, digits=4)
+    est = Estimate.from_dict(g or {})
+    return est.format(4) if est.known else "-"
 
 
 def print_table(result: dict) -> None:
+    """Print one line per task and arm of a tasks.json: n, gap [95% CI], share of the value of context, p (Holm)."""
     def frac(x):
         return "-" if x is None else f"{100 * x:+.0f}%"
 
@@ -50,6 +54,8 @@ def print_table(result: dict) -> None:
 
 
 def run(args) -> int:
+    """Run ``myopia tasks``: score the pre-registered suite, print its table, write OUT/tasks.json; returns the exit
+    status."""
     from pathlib import Path
 
     if args.threads:

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Run ``myopia train`` with the parsed arguments; returns the exit status."""
-    from ..experiments.train_lm import train_lm
+    from ..lm import train_lm
     from ..train import init_distributed, is_main_process
 
     _resume_defaults(args)

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.stats import HierarchicalBootstrap, training_noise_note
+from ..analysis.stats import Estimate, HierarchicalBootstrap, training_noise_note
 from ..errors import MyopiaError
 from ..io import provenance, write_json
 from ..model import GPTConfig
 from ..rundir import RESULT
 from ..synthetic.arithmetic import VOCAB, ArithmeticFormat, MultiplicationTask, unordered_pairs
 from ..train import TrainConfig, resolve_device, train
-from .train_lm import build_model
+from ..lm import build_model
 
 METRICS = ("exact", "digits", "loss")  # per held-out problem: exact match, share of digits right, nats/digit
 EVAL_SEED = 0
@@ -152,26 +152,16 @@ def run_arithmetic_grid(
             for gradient in gradients:
                 cfg = replace(model_cfg, vocab_size=len(VOCAB), seq_len=fmt.seq_len - 1, gradient=gradient)
                 result["model"] = {k: v for k, v in cfg.to_dict().items() if k not in ("seq_len", "gradient")}
-                task = MultiplicationTask(fmt, seed=seed, heldout_pairs=heldout_pairs, eval_seed=EVAL_SEED)
-                model = build_model(cfg, seed)
                 run_dir = out / f"filler{filler}-{gradient}-seed{seed}"
-                log(f"[arithmetic N={digits} F={filler}] training {gradient} seed {seed} ({train_cfg.steps} steps)")
-                r = train(model, task, replace(train_cfg, seed=seed), run_dir,
-                          run_config={"command": "arithmetic", "format": fmt.to_dict(), "model": cfg.to_dict(),
-                                      "heldout_pairs": heldout_pairs, "eval_seed": EVAL_SEED})
-                model.eval()
-                s = task.problem_scores(model, device)
+                s, sm, r = _train_and_score(fmt, gradient, cfg, replace(train_cfg, seed=seed), run_dir,
+                                            heldout_pairs, mask_filler and filler > 0, device, log)
                 for m in METRICS:
                     scores[m][key][gradient].append(s[m])
-                if mask_filler and filler > 0:
-                    sm = task.problem_scores(model, device, mask_filler=True)
+                if sm is not None:
                     scores["masked_exact"][key][gradient].append(sm["exact"])
                     scores["masked_loss"][key][gradient].append(sm["loss"])
                 result["train_time_s"][key][gradient].append(r["train_time_s"])
                 result["runs"][key][gradient].append(str(run_dir))
-                log(f"[arithmetic N={digits} F={filler}] {gradient} seed {seed}: exact match {s['exact'].mean():.3f}, "
-                    f"digits {s['digits'].mean():.3f}, answer loss {s['loss'].mean():.4f} ({r['train_time_s']:.0f} s)"
-                    + (f"; filler masked: exact {sm['exact'].mean():.3f}" if mask_filler and filler > 0 else ""))
     scores = {m: {k: {g: np.stack(v) for g, v in per.items()} for k, per in by.items()} for m, by in scores.items()}
     result.update(summarise_scores(scores, list(fillers), list(gradients), seed=seeds[0]))
     result["verdict"] = verdict(result)
@@ -184,6 +174,26 @@ def run_arithmetic_grid(
         accuracy_grid(result, out / "accuracy.png")
     write_json(out / RESULT, result)
     return result
+
+
+def _train_and_score(fmt: ArithmeticFormat, gradient: str, cfg: GPTConfig, train_cfg: TrainConfig, run_dir: Path,
+                     heldout_pairs: int, mask_filler: bool, device, log) -> tuple[dict, dict | None, dict]:
+    """Train one (filler, gradient, seed) run into ``run_dir``; (its problem scores, those with the filler masked
+    (None unless ``mask_filler``), the training result)."""
+    seed, digits = train_cfg.seed, fmt.digits
+    task = MultiplicationTask(fmt, seed=seed, heldout_pairs=heldout_pairs, eval_seed=EVAL_SEED)
+    model = build_model(cfg, seed)
+    log(f"[arithmetic N={digits} F={fmt.filler}] training {gradient} seed {seed} ({train_cfg.steps} steps)")
+    r = train(model, task, train_cfg, run_dir,
+              run_config={"command": "arithmetic", "format": fmt.to_dict(), "model": cfg.to_dict(),
+                          "heldout_pairs": heldout_pairs, "eval_seed": EVAL_SEED})
+    model.eval()
+    s = task.problem_scores(model, device)
+    sm = task.problem_scores(model, device, mask_filler=True) if mask_filler else None
+    log(f"[arithmetic N={digits} F={fmt.filler}] {gradient} seed {seed}: exact match {s['exact'].mean():.3f}, "
+        f"digits {s['digits'].mean():.3f}, answer loss {s['loss'].mean():.4f} ({r['train_time_s']:.0f} s)"
+        + (f"; filler masked: exact {sm['exact'].mean():.3f}" if sm is not None else ""))
+    return s, sm, r
 
 
 def verdict(result: dict) -> str:
@@ -205,7 +215,7 @@ def verdict(result: dict) -> str:
             what = "filler helps this arm more than vanilla (interaction < 0)"
         else:
             what = "not detectable (interval includes 0)"
-        parts.append(f"{g}: {s['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] — {what}")
+        parts.append(f"{g}: {Estimate.from_dict(s).format(3, seed_note=None)} — {what}")
     return (f"N={result['digits']}, F={F} vs 0, {result['n_seeds']} seeds, {result['heldout_pairs']} held-out pairs; "
             "interaction in exact-match accuracy (filler effect on vanilla − on the arm): " + "; ".join(parts))
 
@@ -240,7 +250,7 @@ def format_grid(result: dict) -> str:
         key = f"filler={F}"
         for name, label in (("interaction_digit_accuracy", "per-digit accuracy"),
                             ("interaction_answer_loss", "answer loss (sign flipped: > 0 = filler helps vanilla more)")):
-            parts = [f"{g} {s['mean']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]"
+            parts = [f"{g} {Estimate.from_dict(s).format(4, seed_note=None)}"
                      for g, s in result.get(name, {}).get(key, {}).items()]
             if parts:
                 lines.append(f"Interaction in {label}: " + "; ".join(parts))

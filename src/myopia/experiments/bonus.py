@@ -39,22 +39,19 @@ import numpy as np
 import torch
 
 from ..analysis.gap import REQUIRED
-from ..analysis.stats import HierarchicalBootstrap, training_noise_note
+from ..analysis.stats import Estimate, HierarchicalBootstrap, training_noise_note
 from ..analysis.heldout import document_windows, evaluate_per_token, model_scorer
 from ..checkpoint import has_checkpoint
 from ..data import LMTask
-from ..data.cache import open_cache
 from ..errors import MyopiaError
 from ..io import provenance, read_json, read_jsonl, write_json
+from ..lm import build_model
 from ..model import flops_per_token
+from ..pairdir import BONUS_ARRAYS as ARRAYS
+from ..pairdir import BONUS, PairDir
 from ..rundir import BONUS_JSON, CONFIG, METRICS, MODEL, RESULT, load_run_model
 from ..train import TrainConfig, train
-from .gap import ARRAYS as GAP_ARRAYS
-from .gap import check_overlap, load_arrays, save_arrays, trained_arms
-from .pair import read_manifest, resolve_cache, run_dir
-from .train_lm import build_model
 
-ARRAYS = Path("bonus") / "per_token.npz"
 TRAINEES = {"vanilla": "local", "scratch": "local-scratch"}
 CONTROLS = {"local": "continued", "local-scratch": "scratch-control"}
 VANILLA_PAST = "@vanilla-past"
@@ -80,13 +77,16 @@ class LocalTask(LMTask):
         return kv
 
     def logits(self, model, x: torch.Tensor, doc: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, vocab) logits of ``model`` on x (B, T) with every earlier position's keys/values frozen."""
         return model(x, past_kv=self.past(x, doc), doc_ids=doc)
 
     def describe(self) -> dict:
+        """The task's record for config.json (marked ``lm-local``)."""
         return {**super().describe(), "kind": "lm-local", "past": "frozen vanilla keys/values"}
 
 
 def local_scorer(trainee, frozen):
+    """A scorer x (B, T) -> (B, T, vocab) logits of ``trainee`` reading the past keys/values of ``frozen``."""
     trainee.eval()
     frozen.eval()
 
@@ -114,6 +114,7 @@ class Plateau:
         return before - min(self.losses[-self.patience:]) < self.min_delta
 
     def describe(self) -> str:
+        """The rule in words, for phase.json and the report."""
         if self.patience <= 0:
             return "fixed number of steps (no plateau rule)"
         return (f"stop when the best validation loss improved by < {self.min_delta:g} nats/token over the last "
@@ -178,11 +179,10 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
         raise MyopiaError(f"--init must be vanilla or scratch, got {init!r}")
     if patience < 0 or min_delta < 0:
         raise MyopiaError("--patience and --min-delta must be non-negative")
-    pair_dir = Path(pair_dir)
-    manifest = read_manifest(pair_dir)
-    corpus = open_cache(resolve_cache(pair_dir, manifest))
-    arms, seeds, _ = trained_arms(manifest, pair_dir)
-    pair_train = manifest["train"]
+    pair = PairDir(pair_dir)
+    corpus = pair.corpus()
+    arms, seeds, _ = pair.trained_arms()
+    pair_train = pair.manifest["train"]
     pair_steps = int(pair_train["steps"])
     steps = int(steps) if steps is not None else (max(1, pair_steps // 4) if init == "vanilla" else pair_steps)
     if steps < 1:
@@ -191,9 +191,7 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
     every = int(eval_every) if eval_every else max(1, min(int(pair_train.get("eval_every") or steps),
                                                         max(1, steps // 10)))
     trainee_name = TRAINEES[init]
-    control_name = CONTROLS[trainee_name]
-    seq_len = int(manifest["model"]["seq_len"])
-    eval_tokens = int(manifest.get("eval_tokens", 65536))
+    control_name = CONTROLS[trainee_name] if control else None
     rule = Plateau(patience, min_delta)
     schedule = {"steps": steps, "lr": lr, "seed": 0, "device": device, "progress": progress, "warmup_steps": -1,
                 "eval_every": every, "ckpt_every": every}
@@ -202,82 +200,116 @@ def run_bonus(pair_dir, *, init: str = "vanilla", steps: int | None = None, lr: 
 
     freshness, stopped, plateaued = {}, {}, {}
     for seed in seeds:
-        vdir = run_dir(pair_dir, "vanilla", seed)
-        vanilla_result = read_json(vdir / RESULT)
-        pair_examples = int(vanilla_result["examples_seen"])
-        offset = pair_examples if init == "vanilla" else 0
         cfg = TrainConfig.from_dict({**pair_train, **schedule, "seed": seed})
-        run_config = {"command": "bonus", "trainee": trainee_name, "init": init, "pair_dir": str(pair_dir),
-                      "vanilla_run": str(vdir), "example_offset": offset, "model": manifest["model"],
-                      "stopping": rule.describe()}
-        frozen = load_run_model(vdir, corpus=corpus, finished=True)
-        trainee = build_model(frozen.cfg, seed)
-        if init == "vanilla":
-            trainee.load_state_dict(frozen.state_dict())
-        task = LocalTask(corpus, seq_len, frozen, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
-        tdir = pair_dir / "bonus" / trainee_name / f"seed{seed}"
-        res = _train_arm(f"{trainee_name} seed {seed}", trainee, task, cfg, tdir, run_config, progress, rule)
-        stopped.setdefault(trainee_name, {})[str(seed)] = res["steps"]
-        plateaued.setdefault(trainee_name, {})[str(seed)] = bool(res.get("stopped_early"))
-        freshness[str(seed)] = data_freshness(corpus, seq_len, seed, pair_examples, offset,
-                                              int(res["examples_seen"]))
-        if control:
-            cont = (load_run_model(vdir, corpus=corpus, finished=True) if init == "vanilla"
-                    else build_model(frozen.cfg, seed))
-            ctask = LMTask(corpus, seq_len, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
-            cdir = pair_dir / "bonus" / control_name / f"seed{seed}"
-            cres = _train_arm(f"{control_name} seed {seed}", cont, ctask, cfg, cdir,
-                              {**run_config, "trainee": control_name, "past": "own (ordinary vanilla gradient)"},
-                              progress, rule)
-            stopped.setdefault(control_name, {})[str(seed)] = cres["steps"]
-            plateaued.setdefault(control_name, {})[str(seed)] = bool(cres.get("stopped_early"))
+        results, freshness[str(seed)] = _train_seed(pair, seed, init, trainee_name, control_name, cfg, rule,
+                                                    progress)
+        for name, res in results.items():
+            stopped.setdefault(name, {})[str(seed)] = res["steps"]
+            plateaued.setdefault(name, {})[str(seed)] = bool(res.get("stopped_early"))
     phase = {"init": init, "cap_steps": steps, "lr": lr, "eval_every": every, "stopping": rule.describe(),
              "schedule": "constant after 1% warmup" if patience > 0 else "the pair's cosine schedule",
              "steps_taken": stopped, "stopped_at_plateau": plateaued,
-             "control": control_name if control else None,
+             "control": control_name,
              "data": freshness if init == "vanilla" else {
                  "note": "from scratch the trainee reads the pair's own training stream from the start (the same "
                          "examples as the arms it is compared with, by design)"},
              "data_order": "each seed's own example stream (orders differ across seeds)"}
-    write_json(pair_dir / "bonus" / trainee_name / PHASE_JSON, phase)
+    write_json(pair.path / BONUS / trainee_name / PHASE_JSON, phase)
     if not evaluate:
         return {"phases": {trainee_name: phase}}
     return evaluate_bonus(pair_dir, split=split, max_docs=max_docs, n_boot=n_boot, device=device,
                           progress=progress, settings={"init": init, "steps": steps, "lr": lr, "control": control})
 
 
+def _train_seed(pair: PairDir, seed: int, init: str, trainee_name: str, control_name: str | None,
+                cfg: TrainConfig, rule: Plateau, progress: bool) -> tuple[dict, dict]:
+    """Train the trainee (and the control, unless ``control_name`` is None) of one seed: ({name: result}, how
+    fresh the trainee's examples were)."""
+    corpus = pair.corpus()
+    seq_len = pair.seq_len
+    eval_tokens = int(pair.manifest.get("eval_tokens", 65536))
+    vdir = pair.run("vanilla", seed)
+    pair_examples = int(read_json(vdir / RESULT)["examples_seen"])
+    offset = pair_examples if init == "vanilla" else 0
+    run_config = {"command": "bonus", "trainee": trainee_name, "init": init, "pair_dir": str(pair.path),
+                  "vanilla_run": str(vdir), "example_offset": offset, "model": pair.manifest["model"],
+                  "stopping": rule.describe()}
+    frozen = load_run_model(vdir, corpus=corpus, finished=True)
+    trainee = build_model(frozen.cfg, seed)
+    if init == "vanilla":
+        trainee.load_state_dict(frozen.state_dict())
+    task = LocalTask(corpus, seq_len, frozen, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
+    results = {trainee_name: _train_arm(f"{trainee_name} seed {seed}", trainee, task, cfg,
+                                        pair.bonus_run(trainee_name, seed), run_config, progress, rule)}
+    freshness = data_freshness(corpus, seq_len, seed, pair_examples, offset,
+                               int(results[trainee_name]["examples_seen"]))
+    if control_name is not None:
+        cont = (load_run_model(vdir, corpus=corpus, finished=True) if init == "vanilla"
+                else build_model(frozen.cfg, seed))
+        ctask = LMTask(corpus, seq_len, seed=seed, eval_tokens=eval_tokens, example_offset=offset)
+        results[control_name] = _train_arm(
+            f"{control_name} seed {seed}", cont, ctask, cfg, pair.bonus_run(control_name, seed),
+            {**run_config, "trainee": control_name, "past": "own (ordinary vanilla gradient)"}, progress, rule)
+    return results, freshness
+
+
 def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device="cpu", progress=True,
                    settings: dict | None = None) -> dict:
     """Evaluate vanilla, the trainees found under DIR/bonus, their controls (with their own and with vanilla's
     past) and the pair's arms on held-out documents; write bonus.json (+ per-token arrays)."""
-    pair_dir = Path(pair_dir)
-    manifest = read_manifest(pair_dir)
-    corpus = open_cache(resolve_cache(pair_dir, manifest))
-    arms, seeds, _ = trained_arms(manifest, pair_dir)
-    held = document_windows(corpus, split, int(manifest["model"]["seq_len"]), max_docs=max_docs)
-    overlap = check_overlap(corpus, corpus, held, True, what="myopia bonus")
+    pair = PairDir(pair_dir)
+    corpus = pair.corpus()
+    arms, seeds, _ = pair.trained_arms()
+    held = document_windows(corpus, split, pair.seq_len, max_docs=max_docs)
+    overlap = pair.check_overlap(corpus, held.doc, what="myopia bonus")
     if overlap["same_content_as_training"] and progress:
         print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
               "content of a training document (duplicates in the corpus)", file=sys.stderr)
     found = [n for n in ("local", "local-scratch", "continued", "scratch-control")
-             if all((pair_dir / "bonus" / n / f"seed{s}" / MODEL).is_file() for s in seeds)]
+             if all((pair.bonus_run(n, s) / MODEL).is_file() for s in seeds)]
     local_names = [n for n in found if n.startswith("local")]
     if not local_names:
-        raise MyopiaError(f"{pair_dir}: no finished local trainee for every seed; run myopia bonus first")
+        raise MyopiaError(f"{pair.path}: no finished local trainee for every seed; run myopia bonus first")
+    reused = pair.gap_scores(held, seeds, arms)
+    losses = score_bonus(pair, arms, seeds, found, held, reused, device, progress)
+    result = analyse_bonus(losses, held, local_names, n_boot=n_boot)
+    phases = {n: read_json(pair.path / BONUS / n / PHASE_JSON) for n in local_names
+              if (pair.path / BONUS / n / PHASE_JSON).is_file()}
+    result = {"kind": "myopia-bonus", **result, "units": "nats/token", "seeds": seeds,
+              "definition": "bonus = loss(vanilla) - loss(local); bonus_vs_control = loss(control) - loss(local); "
+                            "bonus_vs_control_vanilla_past = loss(control scored with the original vanilla's "
+                            "frozen past) - loss(local); gap = (myopic - local) - (vanilla - local)",
+              "config": {"pair_dir": str(pair.path), "split": split, "max_docs": max_docs, "n_boot": n_boot,
+                         "pair_arm_losses": "reused from gap/per_token.npz" if reused else "evaluated here",
+                         "overlap": overlap,
+                         **(settings or {}), "phases": phases, "model": pair.manifest["model"],
+                         "pair_train": pair.manifest["train"]},
+              **provenance()}
+    arrays = {"doc": held.doc, "position": held.position, "target": held.target, "seeds": np.asarray(seeds)}
+    arrays.update({f"loss.{n}": v for n, v in losses.items()})
+    pair.save_arrays(ARRAYS, arrays)
+    write_json(pair.path / BONUS_JSON, result)
+    return result
+
+
+def score_bonus(pair: PairDir, arms: list[str], seeds: list[int], found: list[str], held, reused: dict | None,
+                device: str, progress: bool) -> dict[str, np.ndarray]:
+    """{name: (seeds, N) float32} per-token losses of the pair's arms (taken from ``reused``, the gap's stored
+    arrays of these tokens, when given), the trainees ``found`` and each control with vanilla's frozen past."""
+    corpus = pair.corpus()
     controls = [n for n in found if n in CONTROLS.values()]
     names = arms + found + [c + VANILLA_PAST for c in controls]
     losses = {n: np.zeros((len(seeds), held.n_tokens), dtype=np.float32) for n in names}
-    reused = _gap_losses(pair_dir, held, seeds, arms)
     for si, seed in enumerate(seeds):
-        vanilla = load_run_model(run_dir(pair_dir, "vanilla", seed), device=device, corpus=corpus, finished=True)
+        vanilla = load_run_model(pair.run("vanilla", seed), device=device, corpus=corpus, finished=True)
         scorers = {} if reused else {
-            a: model_scorer(load_run_model(run_dir(pair_dir, a, seed), device=device, corpus=corpus, finished=True))
+            a: model_scorer(load_run_model(pair.run(a, seed), device=device, corpus=corpus, finished=True))
             for a in arms}
         if reused:
             for a in arms:
-                losses[a][si] = reused[a][si]
+                losses[a][si] = reused[f"loss.{a}"][si]
         for n in found:
-            model = load_run_model(pair_dir / "bonus" / n / f"seed{seed}", device=device, corpus=corpus, finished=True)
+            model = load_run_model(pair.bonus_run(n, seed), device=device, corpus=corpus, finished=True)
             if n.startswith("local"):
                 scorers[n] = local_scorer(model, vanilla)
             else:
@@ -289,36 +321,7 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
         if progress:
             print(f"[bonus] seed {seed}: " + ", ".join(f"{n} {losses[n][si].mean():.4f}" for n in names),
                   file=sys.stderr, flush=True)
-    result = analyse_bonus(losses, held, local_names, n_boot=n_boot)
-    phases = {n: read_json(pair_dir / "bonus" / n / PHASE_JSON) for n in local_names
-              if (pair_dir / "bonus" / n / PHASE_JSON).is_file()}
-    result = {"kind": "myopia-bonus", **result, "units": "nats/token", "seeds": seeds,
-              "definition": "bonus = loss(vanilla) - loss(local); bonus_vs_control = loss(control) - loss(local); "
-                            "bonus_vs_control_vanilla_past = loss(control scored with the original vanilla's "
-                            "frozen past) - loss(local); gap = (myopic - local) - (vanilla - local)",
-              "config": {"pair_dir": str(pair_dir), "split": split, "max_docs": max_docs, "n_boot": n_boot,
-                         "pair_arm_losses": "reused from gap/per_token.npz" if reused else "evaluated here",
-                         "overlap": overlap,
-                         **(settings or {}), "phases": phases, "model": manifest["model"],
-                         "pair_train": manifest["train"]},
-              **provenance()}
-    arrays = {"doc": held.doc, "position": held.position, "target": held.target, "seeds": np.asarray(seeds)}
-    arrays.update({f"loss.{n}": v for n, v in losses.items()})
-    save_arrays(pair_dir / ARRAYS, arrays)
-    write_json(pair_dir / BONUS_JSON, result)
-    return result
-
-
-def _gap_losses(pair_dir: Path, held, seeds: list[int], arms: list[str]) -> dict | None:
-    """The pair's per-token losses from ``myopia gap`` when it scored exactly these tokens with these seeds."""
-    path = pair_dir / GAP_ARRAYS
-    if not path.is_file():
-        return None
-    a = load_arrays(path)
-    same = (a["seeds"].tolist() == list(seeds) and len(a["doc"]) == held.n_tokens
-            and all(np.array_equal(a[k], getattr(held, k)) for k in ("doc", "position", "target"))
-            and all(f"loss.{arm}" in a for arm in arms))
-    return {arm: a[f"loss.{arm}"] for arm in arms} if same else None
+    return losses
 
 
 def analyse_bonus(losses: dict[str, np.ndarray], held, local_names: list[str], *, n_boot: int = 2000,
@@ -343,7 +346,7 @@ def analyse_bonus(losses: dict[str, np.ndarray], held, local_names: list[str], *
     for local in local_names:
         entry = {"bonus": diff("vanilla", local)}
         rel = (stat(losses["vanilla"] - losses[local]) / van).summary()
-        entry["relative_bonus"] = {"mean": rel["mean"], "ci95": rel["ci95"]}
+        entry["relative_bonus"] = Estimate(rel["mean"], rel["ci95"]).to_dict()
         control = CONTROLS[local]
         if control in losses:
             entry["control"] = control

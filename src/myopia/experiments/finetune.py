@@ -141,7 +141,15 @@ def finetune(
         del model, hf
     if dist_info()[0] != 0:
         return {}
-    summary = {
+    summary = _summary(model_name, data, out, train_cfg, seq_len, arms, results, losses, test_task)
+    write_json(out / "finetune.json", summary)
+    return summary
+
+
+def _summary(model_name: str, data, out: Path, train_cfg: TrainConfig, seq_len: int, arms, results: dict,
+             losses: dict, test_task: LMTask) -> dict:
+    """finetune.json: each arm's validation and test loss and each arm's gap to vanilla on the test windows."""
+    return {
         "base_model": str(model_name),
         "data": str(data),
         "seq_len": seq_len,
@@ -156,5 +164,3 @@ def finetune(
         "training_noise": "not measured (1 seed)",
         **provenance(),
     }
-    write_json(out / "finetune.json", summary)
-    return summary

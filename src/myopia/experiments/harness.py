@@ -19,14 +19,15 @@ import numpy as np
 from ..analysis.stats import holm, paired_gap
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
-from ..rundir import is_run, run_kind
-from .pair import read_manifest, run_dir
+from ..pairdir import PairDir
+from ..rundir import is_run, parse_runs, run_kind, training_corpus
 
 HARNESS_JSON = "harness.json"
 INSTALL = 'lm-evaluation-harness is not installed: pip install -e ".[eval]" (or pip install "lm-eval[hf]")'
 
 
 def import_lm_eval():
+    """(lm_eval, its TaskManager); a clear error saying how to install it when it is missing."""
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -36,12 +37,14 @@ def import_lm_eval():
 
 
 def harness_version() -> str:
+    """The installed lm-eval version."""
     from importlib.metadata import version
 
     return version("lm_eval")
 
 
 def check_harness_tasks(task_manager, tasks: list[str]) -> None:
+    """Refuse a task name lm-eval does not know (neither registered nor under --include-path)."""
     known = set(task_manager.all_tasks)
     bad = [t for t in tasks if t not in known]
     if bad:
@@ -56,8 +59,6 @@ def check_harness_tasks(task_manager, tasks: list[str]) -> None:
 def _save_corpus_tokenizer(run: Path, out_dir: Path) -> None:
     """A ``PreTrainedTokenizerFast`` for a run trained with our BPE tokenizer (the export only writes bytes)."""
     from transformers import PreTrainedTokenizerFast
-
-    from .tasks import training_corpus
 
     corpus = training_corpus(run)
     tok = getattr(corpus, "tokenizer", None) if corpus is not None else None
@@ -150,16 +151,13 @@ def sample_values(samples: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def harness_arms(pair_dir=None, runs=None, baseline=None) -> tuple[list[str], dict[str, list[Path]], str]:
+    """(arms, baseline first; {arm: one model path per seed}; the baseline) of a pair folder or of ``--runs``."""
     if (pair_dir is None) == (not runs):
         raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
     if pair_dir is not None:
-        from .gap import trained_arms
-
-        manifest = read_manifest(pair_dir)
-        arms, seeds, _ = trained_arms(manifest, Path(pair_dir))
-        return arms, {a: [run_dir(Path(pair_dir), a, s) for s in seeds] for a in arms}, "vanilla"
-    from .tasks import parse_runs
-
+        pair = PairDir(pair_dir)
+        arms, seeds, _ = pair.trained_arms()
+        return arms, pair.run_paths(arms, seeds), "vanilla"
     paths = parse_runs(runs)
     baseline = baseline or next(iter(paths))
     if baseline not in paths:

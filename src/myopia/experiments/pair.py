@@ -1,14 +1,11 @@
 """``myopia pair``: vanilla and myopic arms trained with identical initialisation, data order and budget.
 
-A pair directory holds
-
-    pair.json                      what was trained: arms, seeds, model/train config, data, run folders
-    corpus/                        the token cache every arm trained on (unless --data was a cache elsewhere)
-    runs/<arm>/seed<s>/            one trainer run per arm and seed (config.json, metrics.jsonl, model ...)
+The pair directory (``pair.json``, ``corpus/``, ``runs/<arm>/seed<s>/``) is described and read by
+:class:`myopia.pairdir.PairDir`; this module trains into it.
 
 Arms are ``vanilla``, ``myopic``, ``myopic-hidden``, ``bigram`` and β/horizon variants written
 ``myopic-beta0.5``, ``myopic-horizon8``, ``myopic-hidden-horizon8``. Within a seed every arm starts from the
-same initial weights (``build_model(cfg, seed)`` does not depend on the gradient setting) and reads the same
+same initial weights (:func:`myopia.lm.build_model` does not depend on the gradient setting) and reads the same
 examples in the same order (:class:`~myopia.data.LMTask` order depends only on the data seed). Rerunning the
 command skips finished runs and resumes interrupted ones, so arms and seeds can be added later.
 """
@@ -25,12 +22,12 @@ from ..data import load_corpus
 from ..data.cache import is_cache, open_cache
 from ..data.overlap import require_clean_split
 from ..errors import MyopiaError
-from ..io import provenance, read_json, write_json
+from ..io import provenance, read_json
+from ..lm import train_lm
 from ..model import GPTConfig
-from ..rundir import CONFIG, RESULT, read_manifest, resolve_cache
-from ..rundir import PAIR_JSON as MANIFEST
+from ..pairdir import MANIFEST, PairDir
+from ..rundir import CONFIG, RESULT
 from ..train import TrainConfig
-from .train_lm import train_lm
 
 DEFAULT_ARMS = PAIR_ARMS
 
@@ -82,11 +79,6 @@ def parse_seeds(spec: str | list[int] | None, default: int = 0) -> list[int]:
     if not seeds or any(s < 0 for s in seeds):
         raise MyopiaError(f"--seeds must be non-negative integers, got {spec!r}")
     return list(dict.fromkeys(seeds))
-
-
-def run_dir(out: Path, arm: str, seed: int) -> Path:
-    """The run folder of one arm and seed inside a pair directory: OUT/runs/ARM/seedS."""
-    return Path(out) / "runs" / arm / f"seed{seed}"
 
 
 def check_seq_len(corpus, seq_len: int) -> None:
@@ -142,66 +134,88 @@ def run_pair(
     progress: bool = True,
 ) -> dict:
     """Train every arm for every seed into ``out``; returns the manifest (also written to out/pair.json)."""
-    out = Path(out)
+    pair = PairDir(out)
     arm_list = parse_arms(arms)
     seed_list = parse_seeds(seeds, train_cfg.seed)
-    corpus, cache_dir = prepare_corpus(data, out, tokenizer=tokenizer, cache=cache, progress=progress,
+    corpus, cache_dir = prepare_corpus(data, pair.path, tokenizer=tokenizer, cache=cache, progress=progress,
                                        **(data_opts or {}))
     check_seq_len(corpus, model_cfg.seq_len)
     require_clean_split(corpus)
     base = replace(model_cfg, vocab_size=corpus.vocab_size).with_setting(GradientSetting())
-    train_base = replace(train_cfg, seed=0)
     manifest = {
         "kind": "myopia-pair",
-        "data": {"spec": str(data), "cache": _relative(cache_dir, out), "corpus": corpus.describe()},
+        "data": {"spec": str(data), "cache": _relative(cache_dir, pair.path), "corpus": corpus.describe()},
         "model": base.to_dict(),
-        "train": _train_record(train_base),
+        "train": _train_record(replace(train_cfg, seed=0)),
         "eval_tokens": eval_tokens,
         "arms": [],
         "seeds": [],
         "runs": {},
     }
-    if (out / MANIFEST).is_file():
-        old = read_json(out / MANIFEST)
-        if "document_mask" not in old.get("train", {}):
-            raise old_version_error(out, f"its {MANIFEST} has no document_mask")
-        old["model"], old["train"] = _as_current(old.get("model", {}), old.get("train", {}))
-        for key in ("model", "train", "eval_tokens"):
-            if old.get(key) != manifest[key]:
-                raise MyopiaError(f"{out} holds a pair with a different {key} configuration; use another --out")
-        if old["data"]["corpus"].get("tokenizer") != manifest["data"]["corpus"].get("tokenizer"):
-            raise MyopiaError(f"{out} holds a pair trained with a different tokenizer; use another --out")
-        manifest["arms"], manifest["seeds"], manifest["runs"] = old["arms"], old["seeds"], old["runs"]
+    _continue_manifest(pair, manifest)
     for arm in arm_list:
         if arm.name not in [a["name"] for a in manifest["arms"]]:
             manifest["arms"].append({"name": arm.name, "gradient": arm.gradient, "beta": arm.beta,
                                      "horizon": arm.horizon})
     manifest["seeds"] = sorted(set(manifest["seeds"]) | set(seed_list))
     manifest.update(provenance())
-    write_json(out / MANIFEST, manifest)
+    pair.write_manifest(manifest)
 
     for seed in seed_list:
         for arm in arm_list:
-            rd = run_dir(out, arm.name, seed)
-            cfg = arm.model_config(base)
-            tcfg = replace(train_cfg, seed=seed)
-            if (rd / RESULT).is_file():
-                saved = read_json(rd / CONFIG)["run"]["model"]
-                if saved != cfg.to_dict():
-                    raise MyopiaError(f"{rd} holds a run with a different model config; use another --out")
-                result = read_json(rd / RESULT)
-                if progress:
-                    print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
-                          file=sys.stderr)
-            else:
-                resume = has_checkpoint(rd)
-                if progress:
-                    print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
-                          file=sys.stderr, flush=True)
-                result = train_lm(cache_dir, rd, cfg, tcfg, resume=resume, eval_tokens=eval_tokens, corpus=corpus)
+            rd = pair.run(arm.name, seed)
+            result = _train_run(arm, seed, rd, cache_dir, corpus, arm.model_config(base),
+                                replace(train_cfg, seed=seed), eval_tokens, progress)
             manifest["runs"].setdefault(arm.name, {})[str(seed)] = {
-                "dir": _relative(rd, out), "eval_loss": result["eval_loss"],
+                "dir": _relative(rd, pair.path), "eval_loss": result["eval_loss"],
                 "train_time_s": result.get("train_time_s"), "tokens_seen": result.get("tokens_seen"),
             }
-            write_json(out / MANIFEST, manifest)
+            pair.write_manifest(manifest)
     return manifest
+
+
+def _continue_manifest(pair: PairDir, manifest: dict) -> None:
+    """Take over the arms, seeds and runs of the pair already in the folder (if any), refusing one trained with
+    another model, training, evaluation or tokenizer configuration (naming the fields that differ)."""
+    if not pair.exists():
+        return
+    out = pair.path
+    old = read_json(out / MANIFEST)
+    if "document_mask" not in old.get("train", {}):
+        raise old_version_error(out, f"its {MANIFEST} has no document_mask")
+    old["model"], old["train"] = _as_current(old.get("model", {}), old.get("train", {}))
+    for key in ("model", "train", "eval_tokens"):
+        if old.get(key) != manifest[key]:
+            raise MyopiaError(f"{out} holds a pair with a different {key} configuration "
+                              f"({_differences(old.get(key), manifest[key])}); use another --out")
+    if old["data"]["corpus"].get("tokenizer") != manifest["data"]["corpus"].get("tokenizer"):
+        raise MyopiaError(f"{out} holds a pair trained with a different tokenizer; use another --out")
+    manifest["arms"], manifest["seeds"], manifest["runs"] = old["arms"], old["seeds"], old["runs"]
+
+
+def _differences(saved, given) -> str:
+    """``field: saved there, given here`` for each field that differs (a whole value when not a dict)."""
+    if not isinstance(saved, dict) or not isinstance(given, dict):
+        return f"{saved!r} there, {given!r} here"
+    keys = sorted(k for k in set(saved) | set(given) if saved.get(k) != given.get(k))
+    return "; ".join(f"{k}: {saved.get(k)!r} there, {given.get(k)!r} here" for k in keys)
+
+
+def _train_run(arm: Arm, seed: int, rd: Path, cache_dir: Path, corpus, cfg: GPTConfig, tcfg: TrainConfig,
+               eval_tokens: int, progress: bool) -> dict:
+    """The result of one arm and seed: read when finished (refusing another model config), else trained or
+    resumed."""
+    if (rd / RESULT).is_file():
+        saved = read_json(rd / CONFIG)["run"]["model"]
+        if saved != cfg.to_dict():
+            raise MyopiaError(f"{rd} holds a run with a different model config; use another --out")
+        result = read_json(rd / RESULT)
+        if progress:
+            print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
+                  file=sys.stderr)
+        return result
+    resume = has_checkpoint(rd)
+    if progress:
+        print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
+              file=sys.stderr, flush=True)
+    return train_lm(cache_dir, rd, cfg, tcfg, resume=resume, eval_tokens=eval_tokens, corpus=corpus)

@@ -107,7 +107,23 @@ def compare_regression(
             log(f"[{spec.task}] {gradient}: {seq_losses[gradient][-1].mean():.4f} Huber/p "
                 f"({result['train_time_s']:.0f} s)")
 
-    losses = {g: np.stack(v) for g, v in seq_losses.items()}  # (S, U)
+    summary = summarise_losses(spec, gradients, seeds, {g: np.stack(v) for g, v in seq_losses.items()}, trivial)
+    summary["runs"] = runs
+    summary["train_time_s"] = {g: float(np.mean(v)) for g, v in train_time.items()}
+    if probe:
+        summary["probes"] = {}
+        for g in gradients:
+            log(f"[{spec.task}] probing {g}")
+            kw = dict(device=device, fit_sequences=probe_sequences[0], test_sequences=probe_sequences[1])
+            summary["probes"][g] = lookback_probes(models[g], tasks[g], max_lag=probe_max_lag, **kw)
+            summary["probes"][g]["by_position"] = position_probes(models[g], tasks[g], **kw)
+    return summary, models
+
+
+def summarise_losses(spec: RegressionSpec, gradients: list[str], seeds: list[int], losses: dict[str, np.ndarray],
+                     trivial: np.ndarray) -> dict:
+    """The summary of :func:`compare_regression` (without runs, times and probes) from the held-out losses
+    {gradient: (seeds, sequences)} and the trivial predictor's (sequences,), in units of :data:`UNIT`."""
     S, U = len(seeds), len(trivial)
     boot = HierarchicalBootstrap(U, S, seed=seeds[0])
     triv = boot.unit_means(trivial)
@@ -133,13 +149,4 @@ def compare_regression(
             gaps[g] = gap
         summary["gap"] = gaps
         summary["null"] = null_gap(losses["vanilla"], np.arange(U), seed=seeds[0])
-    summary["runs"] = runs
-    summary["train_time_s"] = {g: float(np.mean(v)) for g, v in train_time.items()}
-    if probe:
-        summary["probes"] = {}
-        for g in gradients:
-            log(f"[{spec.task}] probing {g}")
-            kw = dict(device=device, fit_sequences=probe_sequences[0], test_sequences=probe_sequences[1])
-            summary["probes"][g] = lookback_probes(models[g], tasks[g], max_lag=probe_max_lag, **kw)
-            summary["probes"][g]["by_position"] = position_probes(models[g], tasks[g], **kw)
-    return summary, models
+    return summary

@@ -18,13 +18,12 @@ import numpy as np
 from ..analysis import tasks as T
 from ..analysis.heldout import HeldOut, document_windows, evaluate_per_token
 from ..analysis.stats import HierarchicalBootstrap, Resampled, holm, masked_means, null_gap
-from ..data.cache import is_cache, open_cache
+from ..data.cache import is_cache
 from ..data.overlap import refuse_overlap
 from ..errors import MyopiaError
-from ..io import provenance, read_json, write_json
-from ..rundir import CONFIG, is_run, load_model, load_run_model, run_tokenizer
-from .gap import pair_corpus, scoring_context, trained_arms
-from .pair import read_manifest, run_dir
+from ..io import provenance, write_json
+from ..pairdir import PairDir
+from ..rundir import is_run, load_model, load_run_model, parse_runs, run_tokenizer, training_corpus
 
 TASKS_JSON = "tasks.json"
 
@@ -48,9 +47,11 @@ class ArmSet:
 
     @property
     def n_seeds(self) -> int:
+        """Seeds per arm (the baseline's)."""
         return len(self.paths[self.baseline])
 
     def load(self, arm: str, s: int, device="cpu"):
+        """The model of ``arm`` for its ``s``-th seed (eval mode, on ``device``)."""
         return load_any(self.paths[arm][s], device)
 
 
@@ -73,56 +74,28 @@ def load_tokenizer(path: Path):
 
 
 def pair_arms(pair_dir, data=None, split="test") -> ArmSet:
-    pair_dir = Path(pair_dir)
-    manifest = read_manifest(pair_dir)
-    corpus, own = pair_corpus(pair_dir, manifest, data)
-    arms, seeds, skipped = trained_arms(manifest, pair_dir)
+    """The trained arms and seeds of a pair folder, on its own held-out split or on foreign ``data`` (refused when
+    a document overlaps the pair's training documents)."""
+    pair = PairDir(pair_dir)
+    corpus, own = pair.eval_corpus(data)
+    arms, seeds, skipped = pair.trained_arms()
     if corpus is not own:
         if split == "all":
             corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)
             split = "test"
-        refuse_overlap(own, corpus, corpus.split_docs(split), what=f"--data {data}")
+        pair.check_overlap(corpus, corpus.split_docs(split), what=f"--data {data}")
     elif split in ("all", "train"):
         raise MyopiaError("the suite is scored on held-out documents: use --split test or val (--split all only "
                           "with --data OTHER)")
-    paths = {a: [run_dir(pair_dir, a, s) for s in seeds] for a in arms}
-    return ArmSet(arms, paths, "vanilla", corpus, split, int(manifest["model"]["seq_len"]),
-                  {"pair_dir": str(pair_dir), "seeds": seeds, "skipped_arms": skipped,
-                   "scoring": scoring_context(pair_dir, arms, seeds),
+    return ArmSet(arms, pair.run_paths(arms, seeds), "vanilla", corpus, split, pair.seq_len,
+                  {"pair_dir": str(pair.path), "seeds": seeds, "skipped_arms": skipped,
+                   "scoring": pair.scoring_context(arms, seeds),
                    "data": str(data) if data else "pair corpus", "corpus": corpus.describe()})
 
 
-def parse_runs(specs: list[str]) -> dict[str, list[Path]]:
-    """``[NAME=]PATH[,PATH...]`` per arm (several paths: seeds of one arm); NAME defaults to the folder name."""
-    out: dict[str, list[Path]] = {}
-    for spec in specs:
-        name, _, rest = spec.partition("=") if "=" in spec else ("", "", spec)
-        paths = [Path(p) for p in rest.split(",") if p]
-        if not paths:
-            raise MyopiaError(f"--runs {spec!r}: no path")
-        name = name or paths[0].name
-        if name in out:
-            raise MyopiaError(f"--runs: arm {name!r} given twice (name them NAME=PATH)")
-        for p in paths:
-            if not p.exists():
-                raise MyopiaError(f"--runs: {p} does not exist")
-        out[name] = paths
-    return out
-
-
-def training_corpus(path: Path):
-    """The token cache a run of ours was trained on, when its config names one that still exists."""
-    cfg_path = path / CONFIG
-    if not cfg_path.is_file():
-        return None
-    cfg = read_json(cfg_path)
-    for cand in (cfg.get("task", {}).get("corpus", {}).get("cache"), cfg.get("run", {}).get("data")):
-        if cand and not str(cand).startswith("hf:") and is_cache(cand):
-            return open_cache(cand)
-    return None
-
-
 def runs_arms(runs: list[str], baseline: str | None, data, split="test") -> ArmSet:
+    """The arms of ``--runs`` (run folders or Hugging Face directories; several paths are seeds of one arm) on
+    ``data``, checked for overlap with the baseline's training split when that is one of our token caches."""
     from ..data import load_corpus
 
     paths = parse_runs(runs)
@@ -290,6 +263,7 @@ def apply_holm(tasks: dict) -> int:
 
 
 def read_user_files(files) -> dict[str, list]:
+    """{task name: items} of the user task files (two files of one name are refused)."""
     out = {}
     for f in files or []:
         name = T.user_task_name(f)
@@ -299,25 +273,26 @@ def read_user_files(files) -> dict[str, list]:
     return out
 
 
-def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, split="test", user=None,
-              tasks=None, n_boot: int = 2000, device: str = "cpu", progress: bool = True) -> dict:
-    """Score the suite; write OUT/tasks.json (everything is checked before anything is scored or written)."""
-    names = T.check_task_names(tasks)
-    user_items = read_user_files(user)
-    if (pair_dir is None) == (not runs):
-        raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
-    if runs and out is None:
-        raise MyopiaError("--runs needs --out (the folder for tasks.json)")
-    arms = pair_arms(pair_dir, data, split) if pair_dir is not None else runs_arms(runs, baseline, data, split)
-    out = Path(out if out is not None else pair_dir)
-    suite = T.SUITE
-    tok, V, S = arms.corpus.tokenizer, int(arms.corpus.vocab_size), arms.n_seeds
-    if tok is None:
-        raise MyopiaError("the suite needs decodable text: the corpus has no tokenizer (raw token ids)")
+@dataclass
+class TokenSets:
+    """What the suite scores: the held-out windows, the induction sequences ([eos, span, span]) of held-out text
+    and of random tokens, the short-context windows, and each user task's (with context, without context)."""
+
+    held: HeldOut
+    span_len: int
+    spans: np.ndarray
+    rand: np.ndarray
+    induction: dict  # "text"/"random" -> (HeldOut of the doubled spans, first scored position)
+    short: HeldOut
+    short_idx: np.ndarray
+    user: dict  # name -> (HeldOut with context, HeldOut without)
+
+
+def token_sets(arms: ArmSet, suite: dict, user_items: dict) -> TokenSets:
+    """Build every token set the suite scores (no model is run)."""
+    tok, V = arms.corpus.tokenizer, int(arms.corpus.vocab_size)
     eos = int(tok.eos_id)
-    K = int(suite["short_context"])
     held = capped_held_out(arms, int(suite["max_docs"]), int(suite["max_tokens"]))
-    texts = T.vocab_texts(tok, V)
     ind = suite["induction"]
     span_len = min(int(ind["span_len"]), (arms.seq_len - 1) // 2)
     spans, span_doc = T.induction_spans(held, span_len, int(ind["n_spans"]), int(ind["seed"]))
@@ -326,74 +301,110 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
     for key, sp, unit in (("text", spans, span_doc), ("random", rand, np.arange(len(rand)))):
         inputs, second, first = T.doubled(sp, eos, int(ind["score_from"]))
         ind_held[key] = (T.sequences(inputs, np.maximum(second, first), unit), span_len + int(ind["score_from"]))
-    short_held, short_idx = T.short_context_windows(held, K)
+    short_held, short_idx = T.short_context_windows(held, int(suite["short_context"]))
     user_held = {}
     for name, items in user_items.items():
         ic, tc, inn, tn = T.user_windows(items, tok, arms.seq_len)
         user_held[name] = (T.sequences(ic, tc, np.arange(len(items))), T.sequences(inn, tn, np.arange(len(items))))
-    if progress:
-        print(f"[tasks] {len(arms.arms)} arms x {S} seeds; {held.n_tokens:,} held-out tokens "
-              f"({len(np.unique(held.doc))} documents), {len(spans)} induction spans of {span_len}, "
-              f"{len(user_items)} user file(s)", file=sys.stderr, flush=True)
+    return TokenSets(held, span_len, spans, rand, ind_held, short_held, short_idx, user_held)
 
-    rows = {k: [] for k in ["full", "short", "ind-text", "ind-random"] + list(user_held)}
-    ctx_free = {k: [] for k in user_held}
+
+def score_seeds(arms: ArmSet, sets: TokenSets, device: str, progress: bool) -> tuple[dict, dict]:
+    """(rows, ctx_free): per token set a list over seeds of :func:`score`'s output ("short": the baseline's
+    per-token loss with the context cut), and per user task the baseline's loss without the context."""
+    V, S = int(arms.corpus.vocab_size), arms.n_seeds
+    rows = {k: [] for k in ["full", "short", "ind-text", "ind-random"] + list(sets.user)}
+    ctx_free = {k: [] for k in sets.user}
     for s in range(S):
         models = {a: arms.load(a, s, device) for a in arms.arms}
         for m in models.values():
             if int(m.cfg.vocab_size) != V:
                 raise MyopiaError(f"a model has vocabulary {m.cfg.vocab_size}, the data {V}")
         base = {arms.baseline: models[arms.baseline]}
-        rows["full"].append(score(models, held, V, device))
-        full_loss = rows["full"][-1][arms.baseline]["loss"]
-        short = full_loss.copy()
-        if short_held.n_tokens:
-            short[short_idx] = score(base, short_held, V, device, batch_size=512)[arms.baseline]["loss"]
+        rows["full"].append(score(models, sets.held, V, device))
+        short = rows["full"][-1][arms.baseline]["loss"].copy()
+        if sets.short.n_tokens:
+            short[sets.short_idx] = score(base, sets.short, V, device, batch_size=512)[arms.baseline]["loss"]
         rows["short"].append(short)
-        rows["ind-text"].append(score(models, ind_held["text"][0], V, device))
-        rows["ind-random"].append(score(models, ind_held["random"][0], V, device))
-        for name, (hc, hn) in user_held.items():
+        rows["ind-text"].append(score(models, sets.induction["text"][0], V, device))
+        rows["ind-random"].append(score(models, sets.induction["random"][0], V, device))
+        for name, (hc, hn) in sets.user.items():
             rows[name].append(score(models, hc, V, device))
             ctx_free[name].append(score(base, hn, V, device)[arms.baseline]["loss"])
         if progress:
             print(f"[tasks] seed {s + 1}/{S}: " + ", ".join(
                 f"{a} {rows['full'][-1][a]['loss'].mean():.4f}" for a in arms.arms), file=sys.stderr, flush=True)
+    return rows, ctx_free
 
-    A, B = arms.arms, arms.baseline
-    seed = int(suite["bootstrap_seed"])
-    _, doc_unit = np.unique(held.doc, return_inverse=True)
-    doc_ids = np.unique(held.doc)
+
+def induction_record(sets: TokenSets, rows: dict, A: list[str], B: str, S: int, n_boot: int, seed: int,
+                     ind: dict) -> dict:
+    """The induction task (held-out spans, documents as units) with its variant of random spans (spans as
+    units): the second copy's tokens, value of context = first copy minus second copy (baseline)."""
+    start = sets.induction["text"][1]
+    doc_ids = np.unique(sets.held.doc)
+
+    def ind_scores(key, unit_of):
+        h = sets.induction[key][0]
+        sec, fir = h.position >= start, h.position < start
+        lo = _stack(rows[f"ind-{key}"], "loss", A)
+        co = _stack(rows[f"ind-{key}"], "correct", A)
+        return Scores({a: v[:, sec] for a, v in lo.items()}, {a: v[:, sec] for a, v in co.items()},
+                      lo[B][:, fir] - lo[B][:, sec], np.ones(int(sec.sum()), bool), unit_of(h.doc[sec]))
+
     boot = HierarchicalBootstrap(len(doc_ids), S, n_boot, seed)
+    rec = task_record(boot, ind_scores("text", lambda d: np.searchsorted(doc_ids, d)), A, B)
+    rboot = HierarchicalBootstrap(len(sets.rand), S, n_boot, seed)
+    rrec = task_record(rboot, ind_scores("random", lambda d: d), A, B)
+    rec.update(n=len(sets.spans), n_tokens=rec["n"], unit="document")
+    rrec.update(n=len(sets.rand), n_tokens=rrec["n"], unit="span")
+    rec["variants"] = {"random": rrec}
+    rec["definition"] = (f"[eos, span, span] with held-out spans of {sets.span_len} tokens; loss on the second "
+                         f"copy's tokens {ind['score_from']}..{sets.span_len - 1}; value of context = first copy "
+                         "minus second copy (vanilla); variant random: uniformly random tokens")
+    return rec
+
+
+def user_record(name: str, items: list, sets: TokenSets, rows: dict, ctx_free: dict, A: list[str], B: str, S: int,
+                n_boot: int, seed: int) -> dict:
+    """A user task: total loss per item of the continuation after its context, items as units."""
+    hc, hn = sets.user[name]
+    n_items = len(items)
+    lo = {a: T.per_item(_stack(rows[name], "loss", A)[a], hc.window, n_items) for a in A}
+    co = {a: T.per_item(_stack(rows[name], "correct", A)[a], hc.window, n_items, "all") for a in A}
+    nctx = T.per_item(np.stack(ctx_free[name]), hn.window, n_items)
+    uboot = HierarchicalBootstrap(n_items, S, n_boot, seed)
+    rec = task_record(uboot, Scores(lo, co, nctx - lo[B], np.ones(n_items, bool), np.arange(n_items)), A, B)
+    rec["definition"] = ("total negative log-likelihood (nats/item) of the continuation after the context; "
+                         "accuracy: greedy exact match; value of context: continuation after [eos] alone "
+                         "minus after its context")
+    rec["unit"] = "item"
+    labels = [it.label for it in items]
+    if any(lab is not None for lab in labels):
+        rec["labels"] = sorted({lab for lab in labels if lab is not None})
+    return rec
+
+
+def suite_records(names: list[str], arms: ArmSet, sets: TokenSets, rows: dict, ctx_free: dict, user_items: dict,
+                  suite: dict, n_boot: int) -> dict[str, dict]:
+    """{task: record} of every requested task of the suite and every user task (Holm not yet applied)."""
+    A, B, S = arms.arms, arms.baseline, arms.n_seeds
+    tok, V, K = arms.corpus.tokenizer, int(arms.corpus.vocab_size), int(suite["short_context"])
+    seed = int(suite["bootstrap_seed"])
+    held = sets.held
+    _, doc_unit = np.unique(held.doc, return_inverse=True)
+    boot = HierarchicalBootstrap(len(np.unique(held.doc)), S, n_boot, seed)
     loss, correct = _stack(rows["full"], "loss", A), _stack(rows["full"], "correct", A)
     value = np.stack(rows["short"]) - loss[B]
-    results: dict[str, dict] = {}
-    masks = T.window_masks(held, texts, int(suite["repeat-mention"]["min_chars"]),
+    masks = T.window_masks(held, T.vocab_texts(tok, V), int(suite["repeat-mention"]["min_chars"]),
                            int(suite["closing"]["min_distance"]))
 
     def text_task(mask):
         return task_record(boot, Scores(loss, correct, value, mask, doc_unit), A, B)
 
+    results: dict[str, dict] = {}
     if "induction" in names:
-        start = ind_held["text"][1]
-
-        def ind_scores(key, unit_of):
-            h = ind_held[key][0]
-            sec, fir = h.position >= start, h.position < start
-            lo = _stack(rows[f"ind-{key}"], "loss", A)
-            co = _stack(rows[f"ind-{key}"], "correct", A)
-            return Scores({a: v[:, sec] for a, v in lo.items()}, {a: v[:, sec] for a, v in co.items()},
-                          lo[B][:, fir] - lo[B][:, sec], np.ones(int(sec.sum()), bool), unit_of(h.doc[sec]))
-
-        rec = task_record(boot, ind_scores("text", lambda d: np.searchsorted(doc_ids, d)), A, B)
-        rboot = HierarchicalBootstrap(len(rand), S, n_boot, seed)
-        rrec = task_record(rboot, ind_scores("random", lambda d: d), A, B)
-        rec.update(n=len(spans), n_tokens=rec["n"], unit="document")
-        rrec.update(n=len(rand), n_tokens=rrec["n"], unit="span")
-        rec["variants"] = {"random": rrec}
-        rec["definition"] = (f"[eos, span, span] with held-out spans of {span_len} tokens; loss on the second "
-                             f"copy's tokens {ind['score_from']}..{span_len - 1}; value of context = first copy "
-                             "minus second copy (vanilla); variant random: uniformly random tokens")
-        results["induction"] = rec
+        results["induction"] = induction_record(sets, rows, A, B, S, n_boot, seed, suite["induction"])
     if "repeat-mention" in names:
         rec = text_task(masks["repeat-mention"])
         rec["variants"] = {"first_mentions": text_task(masks["first-mention"])}
@@ -403,8 +414,7 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
         results["repeat-mention"] = rec
     if "long-range" in names:
         lr = suite["long-range"]
-        sel = T.long_range(loss[B], np.stack(rows["short"]), float(lr["threshold_nats"]))
-        rec = text_task(sel)
+        rec = text_task(T.long_range(loss[B], np.stack(rows["short"]), float(lr["threshold_nats"])))
         rec["definition"] = (f"tokens whose vanilla loss with the context cut to the last {K} "
                              f"tokens exceeds the full-context loss by >= {lr['threshold_nats']} nats "
                              + ("(selected for each seed by the other vanilla seeds)" if S > 1 else
@@ -420,31 +430,43 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
         rec = text_task(T.word_continuations(held, tok, V))
         rec["definition"] = f"non-initial tokens of words ({tok.kind} tokenizer)"
         results["word-continuation"] = rec
-    for name, (hc, hn) in user_held.items():
-        n_items = len(user_items[name])
-        lo = {a: T.per_item(_stack(rows[name], "loss", A)[a], hc.window, n_items) for a in A}
-        co = {a: T.per_item(_stack(rows[name], "correct", A)[a], hc.window, n_items, "all") for a in A}
-        nctx = T.per_item(np.stack(ctx_free[name]), hn.window, n_items)
-        uboot = HierarchicalBootstrap(n_items, S, n_boot, seed)
-        rec = task_record(uboot, Scores(lo, co, nctx - lo[B], np.ones(n_items, bool), np.arange(n_items)), A, B)
-        rec["definition"] = ("total negative log-likelihood (nats/item) of the continuation after the context; "
-                             "accuracy: greedy exact match; value of context: continuation after [eos] alone "
-                             "minus after its context")
-        rec["unit"] = "item"
-        labels = [it.label for it in user_items[name]]
-        if any(lab is not None for lab in labels):
-            rec["labels"] = sorted({lab for lab in labels if lab is not None})
-        results[name] = rec
+    for name, items in user_items.items():
+        results[name] = user_record(name, items, sets, rows, ctx_free, A, B, S, n_boot, seed)
+    return results
+
+
+def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, split="test", user=None,
+              tasks=None, n_boot: int = 2000, device: str = "cpu", progress: bool = True) -> dict:
+    """Score the suite; write OUT/tasks.json (everything is checked before anything is scored or written)."""
+    names = T.check_task_names(tasks)
+    user_items = read_user_files(user)
+    if (pair_dir is None) == (not runs):
+        raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
+    if runs and out is None:
+        raise MyopiaError("--runs needs --out (the folder for tasks.json)")
+    arms = pair_arms(pair_dir, data, split) if pair_dir is not None else runs_arms(runs, baseline, data, split)
+    out = Path(out if out is not None else pair_dir)
+    suite = T.SUITE
+    if arms.corpus.tokenizer is None:
+        raise MyopiaError("the suite needs decodable text: the corpus has no tokenizer (raw token ids)")
+    sets = token_sets(arms, suite, user_items)
+    held = sets.held
+    if progress:
+        print(f"[tasks] {len(arms.arms)} arms x {arms.n_seeds} seeds; {held.n_tokens:,} held-out tokens "
+              f"({len(np.unique(held.doc))} documents), {len(sets.spans)} induction spans of {sets.span_len}, "
+              f"{len(user_items)} user file(s)", file=sys.stderr, flush=True)
+    rows, ctx_free = score_seeds(arms, sets, device, progress)
+    results = suite_records(names, arms, sets, rows, ctx_free, user_items, suite, n_boot)
     family = apply_holm(results)
     result = {
         "kind": "myopia-tasks",
-        "suite": {**suite, "induction": {**ind, "span_len_used": span_len}},
+        "suite": {**suite, "induction": {**suite["induction"], "span_len_used": sets.span_len}},
         "tasks": results,
-        "arms": A,
-        "baseline": B,
-        "n_seeds": S,
+        "arms": arms.arms,
+        "baseline": arms.baseline,
+        "n_seeds": arms.n_seeds,
         "holm_family_size": family,
-        "held_out": {"split": arms.split, "n_tokens": int(held.n_tokens), "n_docs": int(len(doc_ids)),
+        "held_out": {"split": arms.split, "n_tokens": int(held.n_tokens), "n_docs": int(len(np.unique(held.doc))),
                      "seq_len": int(arms.seq_len)},
         "units": {"loss": "nats/token (user tasks: nats/item)", "accuracy": "fraction of items"},
         "definition": "gap = loss(arm) - loss(baseline) on the same items, same seed (positive: the arm is worse); "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..analysis.stats import TRAINING_NOISE_ONE_SEED
+from ..analysis.stats import TRAINING_NOISE_ONE_SEED, Estimate
 from ..arms import MYOPIC_ARMS as SIDE_BY_SIDE
 from ..errors import MyopiaError
 from ..io import read_json, read_jsonl
-from ..rundir import BONUS_JSON, GAP_JSON, METRICS, PAIR_JSON
+from ..pairdir import PairDir
+from ..rundir import BONUS_JSON, GAP_JSON, METRICS
 from ..plots.report import gap_bars, gap_by_position, loss_bars
 from ..plots.training import pair_training_curves
 from . import register_section
@@ -19,15 +20,14 @@ FEW_DOCS = 5
 
 
 def fmt(x, digits: int = 3) -> str:
+    """A number of a table cell: ``digits`` after the point, ``n/a`` when unknown."""
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def fmt_ci(d: dict | None, digits: int = 3, signed: bool = False) -> str:
-    if not d or d.get("mean") is None:
-        return "not trained"
-    lo, hi = d.get("ci95") or [None, None]
-    f = (lambda v: "n/a" if v is None else f"{v:+.{digits}f}") if signed else (lambda v: fmt(v, digits))
-    return f"{f(d['mean'])} [{f(lo)}, {f(hi)}]"
+    """'mean [lo, hi]' of a result dict (the seed note is said once per section); ``not trained`` without one."""
+    est = Estimate.from_dict(d or {})
+    return est.format(digits, signed=signed, missing="n/a", seed_note=None) if est.known else "not trained"
 
 
 def seed_note(n_seeds: int) -> str:
@@ -52,15 +52,14 @@ def check_leakage(d: Path, g: dict) -> None:
                           f"pair's training documents; rerun myopia gap {d} --data {data}")
     from ..data.cache import is_cache, open_cache
     from ..data.overlap import refuse_overlap
-    from ..rundir import read_manifest, resolve_cache
+    from ..pairdir import GAP_ARRAYS
 
-    if (d / PAIR_JSON).is_file() and is_cache(data) and (d / "gap" / "per_token.npz").is_file():
+    pair = PairDir(d)
+    if pair.exists() and is_cache(data) and (d / GAP_ARRAYS).is_file():
         import numpy as np
 
-        with np.load(d / "gap" / "per_token.npz") as z:
-            docs = np.unique(z["doc"])
-        own = open_cache(resolve_cache(d, read_manifest(d)))
-        refuse_overlap(own, open_cache(data), docs, what=f"report of {d}/gap.json (data {data})")
+        docs = np.unique(pair.load_arrays(GAP_ARRAYS, keys=["doc"])["doc"])
+        refuse_overlap(pair.corpus(), open_cache(data), docs, what=f"report of {d}/gap.json (data {data})")
 
 
 def visible(text: str) -> str:
@@ -79,9 +78,10 @@ def _contrast_arms(arms: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-@register_section("pair", order=10, applies=lambda d: (d / PAIR_JSON).is_file())
+@register_section("pair", order=10, applies=lambda d: PairDir(d).exists())
 def pair_section(d: Path) -> list:
-    m = read_json(d / PAIR_JSON)
+    """The pair's data, model and training setup, each run's final validation loss and the training curves."""
+    m = PairDir(d).manifest
     model, train = m["model"], m["train"]
     corpus = m["data"]["corpus"]
     tok = corpus.get("tokenizer", {})
@@ -120,6 +120,8 @@ def pair_section(d: Path) -> list:
 
 @register_section("gap", order=20, applies=lambda d: (d / GAP_JSON).is_file())
 def gap_section(d: Path) -> list:
+    """The myopia gap of DIR/gap.json: losses and gaps with intervals beside the null, by position, slice and
+    token class, and the top contexts (refused when foreign data was not checked for overlap)."""
     g = read_json(d / GAP_JSON)
     check_leakage(d, g)
     arms = _contrast_arms(g["arms"])
@@ -132,6 +134,17 @@ def gap_section(d: Path) -> list:
         f"and as a fraction of the value of context (gap / (count-bigram loss - vanilla loss)); 95% intervals "
         f"({g['bootstrap']['replicates']} bootstrap replicates over {g['bootstrap']['unit']}s)."),
         Paragraph(seed_note(n_seeds))]
+    blocks += _gap_tables(g, arms, trained)
+    blocks += _gap_breakdowns(g, arms, trained)
+    if g.get("top_contexts"):
+        blocks += _top_contexts(g, arms)
+    return blocks
+
+
+def _gap_tables(g: dict, arms: list[str], trained: list[str]) -> list:
+    """The table of losses and gaps beside the null, whether each gap is distinguishable from it, and each gap's
+    per-seed values and intervals."""
+    blocks = []
     null = g.get("null_gap")
     rows = [["vanilla", fmt_ci(g["loss"]["vanilla"]), "-", "-", "-", "-", "-"]]
     for a in arms:
@@ -162,10 +175,15 @@ def gap_section(d: Path) -> list:
                              "documents only"],
                             [[a, fmt_ci(g["gap"][a].get("kl_from_vanilla"), 4),
                               ", ".join(fmt(x, 4) for x in g["gap"][a]["per_seed"]),
-                              " / ".join(_ci(g["gap"][a].get(k)) for k in ("ci95_bootstrap", "ci95_t", "ci95_eval"))]
+                              " / ".join(_bare_interval(g["gap"][a].get(k))
+                                         for k in ("ci95_bootstrap", "ci95_t", "ci95_eval"))]
                              for a in trained]))
+    return blocks
 
-    blocks.append(Heading("Gap by position in the context", 3))
+
+def _gap_breakdowns(g: dict, arms: list[str], trained: list[str]) -> list:
+    """The gap by position in the context, by slice and by token class."""
+    blocks = [Heading("Gap by position in the context", 3)]
     blocks.append(Figure("gap_by_position", gap_by_position(g["by_position"], trained),
                          "Left: gap per position with 95% bands. Right: each arm's loss per position."))
     blocks.append(_group_table(g["by_position_bucket"], arms, "positions"))
@@ -182,38 +200,42 @@ def gap_section(d: Path) -> list:
     blocks.append(_group_table(g["by_class"], arms, "class", shares=True))
     blocks.append(Figure("gap_by_class", gap_bars(g["by_class"], trained, "gap by token class (95% CI)")))
 
-    if g.get("top_contexts"):
-        blocks.append(Heading("Where vanilla beats the myopic models most", 3))
-        tn = g.get("top_contexts_null") or {}
-        if tn.get("by_loss_diff"):
-            mean_by_arm = tn.get("mean_top_loss_diff_by_arm") or {}
-            blocks.append(Paragraph(
-                "By chance: the same ranking applied to two vanilla seeds (below). Per single run, the top-"
-                f"{len(tn['by_loss_diff'])} loss differences average {fmt(tn.get('mean_top_loss_diff'))} nats for "
-                "vanilla vs vanilla and " + ", ".join(f"{fmt(v)} for {a}" for a, v in mean_by_arm.items())
-                + " (each seed's arm vs its vanilla): top contexts far above the null's are evidence, the rest "
-                "is what any two training runs disagree on."))
-            rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
-                     r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
-                    for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
-            blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "seeds"], rows,
-                                caption="**null: vanilla vs vanilla** (another seed): top tokens by loss difference"))
-        else:
-            blocks.append(Paragraph("Top contexts by chance (vanilla vs vanilla): not measured (1 seed)."))
-        for a in [x for x in arms if x in g["top_contexts"]]:
-            for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
-                rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
-                         r["after"][:25].replace("\n", "⏎"),
-                         fmt(r["loss_diff"]), fmt(r["kl"])] for r in g["top_contexts"][a][key][:TOP_IN_REPORT]]
-                if rows:
-                    blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "KL"], rows,
-                                        caption=f"**{a}**: top {len(rows)} tokens by {what} "
-                                                "(⏎ line break, ␣ space)"))
     return blocks
 
 
-def _ci(ci) -> str:
-    return "-" if not ci or ci[0] is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+def _top_contexts(g: dict, arms: list[str]) -> list:
+    """The tokens where vanilla beats each arm most, beside the same ranking of two vanilla seeds (the null)."""
+    blocks = [Heading("Where vanilla beats the myopic models most", 3)]
+    tn = g.get("top_contexts_null") or {}
+    if tn.get("by_loss_diff"):
+        mean_by_arm = tn.get("mean_top_loss_diff_by_arm") or {}
+        blocks.append(Paragraph(
+            "By chance: the same ranking applied to two vanilla seeds (below). Per single run, the top-"
+            f"{len(tn['by_loss_diff'])} loss differences average {fmt(tn.get('mean_top_loss_diff'))} nats for "
+            "vanilla vs vanilla and " + ", ".join(f"{fmt(v)} for {a}" for a, v in mean_by_arm.items())
+            + " (each seed's arm vs its vanilla): top contexts far above the null's are evidence, the rest "
+            "is what any two training runs disagree on."))
+        rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
+                 r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
+                for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
+        blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "seeds"], rows,
+                            caption="**null: vanilla vs vanilla** (another seed): top tokens by loss difference"))
+    else:
+        blocks.append(Paragraph("Top contexts by chance (vanilla vs vanilla): not measured (1 seed)."))
+    for a in [x for x in arms if x in g["top_contexts"]]:
+        for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
+            rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
+                     r["after"][:25].replace("\n", "⏎"),
+                     fmt(r["loss_diff"]), fmt(r["kl"])] for r in g["top_contexts"][a][key][:TOP_IN_REPORT]]
+            if rows:
+                blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "KL"], rows,
+                                    caption=f"**{a}**: top {len(rows)} tokens by {what} "
+                                            "(⏎ line break, ␣ space)"))
+    return blocks
+
+
+def _bare_interval(ci) -> str:
+    return "-" if not ci or ci[0] is None else Estimate(None, ci).interval(4)
 
 
 def _distinguishable(g: dict, trained: list[str]) -> str:
@@ -243,12 +265,10 @@ def _plateau_note(phase: dict) -> str:
 
 
 def _percent_ci(d: dict | None) -> str:
-    if not d or d.get("mean") is None:
+    est = Estimate.from_dict(d or {})
+    if not est.known:
         return "n/a"
-    lo, hi = d.get("ci95") or [None, None]
-    if lo is None or hi is None:
-        return f"{100 * d['mean']:+.1f}%"
-    return f"{100 * d['mean']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return (est if est.bounded else Estimate(est.mean)).format(1, scale=100, unit="%", seed_note=None)
 
 
 def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) -> Table:
@@ -279,6 +299,8 @@ def _group_table(rows: dict, arms: list[str], label: str, shares: bool = False) 
 
 @register_section("bonus", order=30, applies=lambda d: (d / BONUS_JSON).is_file())
 def bonus_section(d: Path) -> list:
+    """The local myopia bonus of DIR/bonus.json: the bonus phase, held-out losses, the bonus against its control
+    and the gap decomposition."""
     b = read_json(d / BONUS_JSON)
     cfg = b["config"]
     n_seeds = b.get("n_seeds", len(b.get("seeds", [])) or 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis.stats import Estimate
 from ..arms import PRIMARY_FIRST
 from ..io import read_json
 from . import register_section
@@ -18,11 +19,10 @@ def _num(x, digits=4, signed=True):
 
 
 def _ci(g: dict | None, digits=4) -> str:
-    if not g or g.get("mean") is None:
+    est = Estimate.from_dict(g or {})
+    if not est.known:
         return "n/a"
-    lo, hi = g.get("ci95") or [None, None]
-    text = f"{_num(g['mean'], digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
-    return text + (" (1 seed: training noise not measured)" if g.get("n_seeds", 1) <= 1 else "")
+    return est.format(digits, missing="n/a", seed_note=" (1 seed: training noise not measured)")
 
 
 def _p(x) -> str:
@@ -41,6 +41,8 @@ def _arms(result: dict) -> list[str]:
 
 @register_section("tasks", order=25, applies=lambda d: (d / "tasks.json").is_file())
 def tasks_section(d: Path) -> list:
+    """The pre-registered suite of DIR/tasks.json: per task the value of context and each arm's gap (loss and
+    accuracy) with its interval, share of the value of context and Holm-adjusted p; a forest plot."""
     from ..plots.tasks import forest_plot, forest_rows
 
     r = read_json(d / "tasks.json")
@@ -83,6 +85,8 @@ def tasks_section(d: Path) -> list:
 
 @register_section("harness", order=26, applies=lambda d: (d / "harness.json").is_file())
 def harness_section(d: Path) -> list:
+    """The lm-evaluation-harness route of DIR/harness.json: per task and metric the baseline and each arm's paired
+    gap with its interval and Holm-adjusted p."""
     r = read_json(d / "harness.json")
     arms = _arms(r)
     blocks = [Heading("lm-evaluation-harness tasks"), Paragraph(
