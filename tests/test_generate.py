@@ -4,7 +4,7 @@ greedy, a seed fixes a sample, and `myopia generate` prints a continuation of a 
 import torch
 
 from myopia.cli import main
-from myopia.experiments.train_lm import build_model
+from myopia.lm import build_model
 from myopia.model import GPTConfig
 from myopia.sampling import generate
 from _tiny_run import tiny_args

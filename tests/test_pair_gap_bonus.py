@@ -404,7 +404,7 @@ def test_gap_refuses_a_resplit_cache_of_the_training_documents(pair_dir, corpus_
         assert main(["gap", str(copy), "--data", str(other), "--split", split, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "overlap" in err
-        assert " of " in err and "documents overlap the training split" in err
+        assert " of " in err and "documents overlap training text" in err
         assert not (copy / "gap.json").exists() and not (copy / "gap").exists()
     # a report of a gap.json that claims other data is re-checked against that data
     g = read_json(pair_dir / "gap.json")

@@ -291,7 +291,7 @@ def test_data_that_overlaps_the_training_split_is_refused(pair_dir, corpus_dir, 
     runs = [f"vanilla={pair_dir}/runs/vanilla/seed0", f"myopic={pair_dir}/runs/myopic/seed0"]
     assert main(["tasks", "--runs", *runs, "--data", str(corpus_dir), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "overlap the training split" in err and not out.exists()
+    assert "overlap training text" in err and not out.exists()
     held = tmp_path / "held.txt"
     held.write_text("Morgan said the cat (sat on a mat with a dog) and Morgan ran far away home.\n")
     assert main(["tasks", str(pair_dir), "--data", str(held), "--split", "all", "--out", str(out),
@@ -303,4 +303,6 @@ def test_data_that_overlaps_the_training_split_is_refused(pair_dir, corpus_dir, 
                  "--tasks", "repeat-mention", "--no-progress", "--bootstrap", "50"]) == 0
     r = read_json(tmp_path / "r" / "tasks.json")
     assert r["baseline"] == "myopic" and list(r["tasks"]["repeat-mention"]["gap"]) == ["vanilla"]
-    assert r["n_seeds"] == 1 and r["config"]["overlap"] == "checked against the baseline's training split"
+    overlap = r["config"]["overlap"]  # every run's training split was checked, not only the baseline's
+    assert r["n_seeds"] == 1 and set(overlap["per_arm"]) == {"vanilla[0]", "myopic[0]"}
+    assert overlap["overlapping"] == 0 and overlap["unchecked_runs"] == []

@@ -169,24 +169,46 @@ class PairDir:
             raise MyopiaError("the gap is measured on held-out documents: use --split test or val")
         return document_windows(corpus, split, self.seq_len, max_docs=max_docs)
 
-    def check_overlap(self, corpus, docs, *, what: str) -> dict:
-        """Refuse (MyopiaError naming how many overlap) the documents ``docs`` (ids into ``corpus``, e.g. a
-        :class:`HeldOut`'s ``doc``) of foreign data ``corpus`` whose content is one of the pair's training
-        documents; returns what was checked, for the result file.
+    def check_overlap(self, corpus, docs, *, what: str, drop: bool = False) -> tuple[np.ndarray, dict]:
+        """The scored documents ``docs`` (ids into ``corpus``, e.g. a :class:`HeldOut`'s ``doc``) against the
+        training split every arm of the pair trained on: exact duplicates (normalised whitespace and case) and
+        near-duplicates by word 13-gram overlap (:func:`myopia.data.overlap.check_corpus_overlap`, threshold fixed
+        there). Returns ``(kept document ids, summary for the result file)``; refuses in one line naming the
+        counts unless ``drop`` (then the overlapping ones are left out and counted). Every step that evaluates a
+        pair (gap, bonus, tasks) checks its data here, on the pair's own held-out split as on foreign data."""
+        from .data.overlap import check_corpus_overlap
 
-        On the pair's own corpus the documents are disjoint by construction; duplicates of content are counted, not
-        refused. ``what`` names the step in the error. Every step that evaluates a pair checks its data here."""
-        from .data.overlap import overlapping_documents, refuse_overlap
+        kept, summary = check_corpus_overlap(corpus, np.unique(docs), {"every arm": self.corpus()}, drop=drop,
+                                             what=what)
+        summary["data"] = "pair corpus" if corpus is self.corpus() else "other corpus"
+        return kept, summary
 
-        own_corpus = self.corpus()
-        eval_docs = np.unique(docs)
-        if corpus is own_corpus:
-            n_dup = len(overlapping_documents(own_corpus, corpus, eval_docs))
-            return {"checked": True, "data": "pair corpus", "documents": int(len(eval_docs)),
-                    "same_content_as_training": n_dup}
-        refuse_overlap(own_corpus, corpus, eval_docs, what=what)
-        return {"checked": True, "data": "other corpus", "documents": int(len(eval_docs)), "overlapping": 0,
-                "training_documents": int(len(own_corpus.split_docs("train")))}
+    def keep_documents(self, corpus, split: str, kept, max_docs=None) -> "HeldOut":
+        """:meth:`held_out` of ``split`` with only the documents ``kept`` (the rest leave every split in memory)."""
+        from .data.overlap import EXCLUDED
+
+        held = np.asarray(corpus.split_docs("test" if split == "all" else split))
+        corpus.doc_split = np.asarray(corpus.doc_split, dtype=np.int8).copy()
+        corpus.doc_split[np.setdiff1d(held, kept)] = EXCLUDED
+        return self.held_out(corpus, "test" if split == "all" else split, max_docs)
+
+    def check_same_data(self, arms: list[str], seeds: list[int]) -> str | None:
+        """Refuse (one line naming both runs) arms or seeds whose runs trained on different data (content
+        fingerprint of the training split); returns the common fingerprint."""
+        from .rundir import check_same_data
+
+        return check_same_data({f"{a}/seed{s}": self.run(a, s) for a in arms for s in seeds})
+
+    def induction_value(self, seeds: list[int]) -> dict | None:
+        """Vanilla's value of context on the ``induction`` task from ``tasks.json`` (``myopia tasks``), when it was
+        scored on these seeds with vanilla as the baseline; else None."""
+        path = self.path / "tasks.json"
+        if not path.is_file():
+            return None
+        t = read_json(path)
+        if t.get("baseline") != "vanilla" or t.get("config", {}).get("seeds") not in (None, list(seeds)):
+            return None
+        return (t.get("tasks", {}).get("induction") or {}).get("value_of_context")
 
     # --- scoring -----------------------------------------------------------------------------------------------
 

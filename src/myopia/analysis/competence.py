@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MyopiaError
-from .stats import HierarchicalBootstrap
+from .stats import HierarchicalBootstrap, null_interval, power_entry
 
 NOT_TESTABLE = "not testable at this scale"
 
@@ -90,3 +90,16 @@ def read_null(gap: dict, comp: dict | None, power: dict | None = None, digits: i
         if frac is not None:
             text += f" ({100 * frac:.0f}% of the value of context)"
     return text
+
+
+def assess_gaps(summary: dict, comp: dict) -> dict:
+    """What a gap summary (:func:`myopia.analysis.gap.analyse_gap`) means given the pair's competence:
+    ``power.<arm>`` (:func:`~myopia.analysis.stats.power_entry`: the minimum detectable gap at 80% power beside
+    every interval), ``null_same_seeds`` (the vanilla-vs-vanilla null of a mean over as many seeds as the gap,
+    :func:`~myopia.analysis.stats.null_interval`) and ``reading.<arm>`` (:func:`read_null`)."""
+    context = (summary.get("context_value") or {}).get("mean")
+    gaps = {arm: g for arm, g in summary.get("gap", {}).items() if g is not None}
+    power = {arm: power_entry(g, context) for arm, g in gaps.items()}
+    return {"power": power,
+            "null_same_seeds": null_interval(summary.get("null_gap"), int(summary.get("n_seeds") or 0)),
+            "reading": {arm: read_null(g, comp, power[arm]) for arm, g in gaps.items()}}

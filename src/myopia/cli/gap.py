@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--max-docs", type=int, default=None, help="evaluate only the first N held-out documents")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default %(default)s)")
     p.add_argument("--top", type=int, default=20, help="top contexts kept per arm (default %(default)s)")
+    p.add_argument("--drop-overlap", action="store_true",
+                   help="leave out (and count) scored documents that overlap training text (exact or 13-gram "
+                   "near-duplicates) instead of refusing to score them")
     p.add_argument("--reuse-scores", action="store_true",
                    help="re-analyse the per-token losses of an earlier run (DIR/gap/per_token.npz of the same tokens, "
                    "seeds and arms) instead of scoring again; refused if a model is newer than those scores")
@@ -32,7 +35,8 @@ def run(args) -> int:
     from ..experiments.gap import run_gap
 
     g = run_gap(args.dir, split=args.split, data=args.data, max_docs=args.max_docs, n_boot=args.bootstrap,
-                top_k=args.top, device=args.device, progress=not args.no_progress, reuse_scores=args.reuse_scores)
+                top_k=args.top, device=args.device, progress=not args.no_progress, reuse_scores=args.reuse_scores,
+                drop_overlap=args.drop_overlap)
     for line in gap_lines(g):
         print(line)
     if "scoring" in g:
@@ -64,10 +68,28 @@ def gap_lines(g: dict) -> list[str]:
         if gap.get("against_null") is not None:
             text += f", {gap['against_null']:+.1f} null sd"
         lines.append(text)
+    lines += competence_lines(g)
     if null:
         lines.append(f"{'null (vanilla vs vanilla)':<24} gap {null['mean']:+.4f} sd {null['sd']:.4f} "
                      f"{Estimate.from_dict(null).interval(4)} nats/token over {null['n_pairs']} seed pair(s)")
     else:
         lines.append(f"{'null (vanilla vs vanilla)':<24} not measured (1 seed): train more seeds "
                      "(myopia pair --seeds 0,1,2) to see what a gap looks like by chance")
+    return lines
+
+
+def competence_lines(g: dict) -> list[str]:
+    """What each interval means: the count n-gram baselines beside vanilla, the competence gate, and per arm the
+    reading (detected / no gap detected with the smallest detectable gap / not testable at this scale)."""
+    lines = []
+    base = g.get("baselines")
+    if base:
+        lines.append("count baselines on the same tokens: " + ", ".join(
+            f"{name} {b['loss']:.4f}" for name, b in base.items()) + " nats/token")
+    comp = g.get("competence")
+    if comp:
+        state = {True: "competent", False: "not competent", None: "competence not established"}[comp["competent"]]
+        lines.append(f"{state}: {comp['reason']}")
+    for arm, text in (g.get("reading") or {}).items():
+        lines.append(f"{arm:<24} {text}")
     return lines

@@ -15,7 +15,11 @@ def register(sub) -> None:
                    "(comma-separated paths are seeds of one arm)")
     p.add_argument("--baseline", default=None, help="the --runs arm the others are compared with (default: first)")
     p.add_argument("--out", default=None, help="folder for tasks.json (default: the pair directory)")
-    p.add_argument("--data", default=None, help="score another corpus (refused if it overlaps the training split)")
+    p.add_argument("--data", default=None, help="score another corpus (refused if it overlaps any arm's training "
+                   "split)")
+    p.add_argument("--drop-overlap", action="store_true",
+                   help="leave out (and count) scored documents that overlap an arm's training text (exact or 13-gram "
+                   "near-duplicates) instead of refusing")
     p.add_argument("--split", default="test", choices=["test", "val", "all"],
                    help="held-out documents (all: every document of a different --data corpus)")
     p.add_argument("--user", nargs="+", default=None, metavar="FILE.jsonl",
@@ -66,7 +70,11 @@ def run(args) -> int:
 
     r = run_tasks(args.dir, runs=args.runs, baseline=args.baseline, out=args.out, data=args.data,
                   split=args.split, user=args.user, tasks=args.tasks, n_boot=args.bootstrap, device=args.device,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, drop_overlap=args.drop_overlap)
     print_table(r)
+    comp = r.get("competence") or {}
+    if comp:
+        state = {True: "competent", False: "not competent", None: "competence not established"}[comp["competent"]]
+        print(f"{state}: {comp['reason']}")
     print(f"-> {Path(args.out or args.dir) / TASKS_JSON}")
     return 0

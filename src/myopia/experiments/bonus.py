@@ -44,7 +44,7 @@ from ..analysis.heldout import document_windows, evaluate_per_token, model_score
 from ..checkpoint import has_checkpoint
 from ..data import LMTask
 from ..errors import MyopiaError
-from ..io import provenance, read_json, read_jsonl, write_json
+from ..io import exclusive_writer, provenance, read_json, read_jsonl, write_json
 from ..lm import build_model
 from ..model import flops_per_token
 from ..pairdir import BONUS_ARRAYS as ARRAYS
@@ -261,12 +261,18 @@ def evaluate_bonus(pair_dir, *, split="test", max_docs=None, n_boot=2000, device
     corpus = pair.corpus()
     arms, seeds, _ = pair.trained_arms()
     held = document_windows(corpus, split, pair.seq_len, max_docs=max_docs)
-    overlap = pair.check_overlap(corpus, held.doc, what="myopia bonus")
-    if overlap["same_content_as_training"] and progress:
-        print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
-              "content of a training document (duplicates in the corpus)", file=sys.stderr)
+    _, overlap = pair.check_overlap(corpus, held.doc, what="myopia bonus")
     found = [n for n in ("local", "local-scratch", "continued", "scratch-control")
              if all((pair.bonus_run(n, s) / MODEL).is_file() for s in seeds)]
+    pair.check_same_data(arms, seeds)
+    with exclusive_writer(pair.path, "bonus results"):
+        return _score_bonus_and_write(pair, arms, seeds, found, held, overlap, split=split, max_docs=max_docs,
+                                      n_boot=n_boot, device=device, progress=progress, settings=settings)
+
+
+def _score_bonus_and_write(pair: PairDir, arms, seeds, found, held, overlap, *, split, max_docs, n_boot, device,
+                           progress, settings) -> dict:
+    """Score every trainee, control and arm, analyse, and write bonus.json and its arrays (under the lock)."""
     local_names = [n for n in found if n.startswith("local")]
     if not local_names:
         raise MyopiaError(f"{pair.path}: no finished local trainee for every seed; run myopia bonus first")

@@ -7,9 +7,11 @@ top contexts and their null, config and provenance; see :mod:`myopia.analysis.ga
 ``target``, ``prev``, ``doc``, ``position``, ``window``, ``token_class``, ``count_bigram``, ``bytes``,
 ``seeds``). Each checkpoint is scored in one pass over the held-out tokens.
 
-Data other than the pair's own split (``--data``) is refused when any of its evaluated documents has the
-content of one of the pair's training documents (:meth:`myopia.pairdir.PairDir.check_overlap`), before anything
-is scored or written.
+Before anything is scored or written: every run must have trained on the same data (content fingerprints), and
+the scored documents, of the pair's own held-out split or of other ``--data``, must not overlap the training
+split exactly or as 13-gram near-duplicates (:meth:`myopia.pairdir.PairDir.check_overlap`; ``--drop-overlap``
+leaves them out and counts them). gap.json also holds the count n-gram baselines on the same tokens, the
+competence gate, the minimum detectable gap of every interval and its reading (:mod:`myopia.analysis.competence`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.competence import assess_gaps, competence, vanilla_vs_4gram
 from ..analysis.gap import analyse_gap
 from ..analysis.heldout import HeldOut, count_bigram_losses, evaluate_per_token, model_scorer
+from ..analysis.ngram import baseline_losses, baseline_summary
 from ..analysis.token_classes import CLASSES, classify_tokens
 from ..analysis.units import bytes_of_tokens
 from ..errors import MyopiaError
-from ..io import provenance, write_json
+from ..io import exclusive_writer, provenance, write_json
 from ..pairdir import GAP_ARRAYS as ARRAYS
 from ..pairdir import PairDir
 from ..rundir import GAP_JSON, MODEL, load_run_model
@@ -67,32 +71,65 @@ def score_arms(pair: PairDir, arms: list[str], seeds: list[int], held: HeldOut, 
 
 
 def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = None, n_boot: int = 2000,
-            top_k: int = 20, device: str = "cpu", progress: bool = True, reuse_scores: bool = False) -> dict:
+            top_k: int = 20, device: str = "cpu", progress: bool = True, reuse_scores: bool = False,
+            drop_overlap: bool = False) -> dict:
     """Evaluate every arm of the pair on held-out documents; write gap.json and per-token arrays.
 
+    Everything is checked before anything is scored or written: every run trained on the same data (content
+    fingerprints), the scored documents overlap no training document (exact or 13-gram near-duplicates; with
+    ``drop_overlap`` they are left out and counted instead), and one process writes the folder's results at a time.
     ``reuse_scores``: take the per-token losses from an earlier ``gap/per_token.npz`` of exactly these tokens, seeds
     and arms instead of scoring again (refused when a model is newer than those scores), e.g. to re-analyse."""
     pair = PairDir(pair_dir)
     corpus, own_corpus = pair.eval_corpus(data)
     arms, seeds, skipped = pair.trained_arms()
+    fingerprint = pair.check_same_data(arms, seeds)
     held = pair.held_out(corpus, split, max_docs)
-    overlap = pair.check_overlap(corpus, held.doc, what=f"myopia gap --data {data}")
-    if overlap.get("same_content_as_training") and progress:
-        print(f"warning: {overlap['same_content_as_training']} of {overlap['documents']} {split} documents have the "
-              "content of a training document (duplicates in the corpus)", file=sys.stderr)
+    kept, overlap = pair.check_overlap(corpus, held.doc, what=f"myopia gap ({split} documents)", drop=drop_overlap)
+    if len(kept) < len(np.unique(held.doc)):
+        held = pair.keep_documents(corpus, split, kept, max_docs)
+        if progress:
+            print(f"[gap] dropped {overlap.get('dropped', 0)} documents that overlap training text",
+                  file=sys.stderr, flush=True)
+    with exclusive_writer(pair.path, "gap results"):
+        return _score_and_write(pair, corpus, own_corpus, held, arms, seeds, skipped, overlap, fingerprint,
+                                dict(split=split, data=data, max_docs=max_docs, n_boot=n_boot, top_k=top_k,
+                                     device=device, progress=progress, reuse_scores=reuse_scores))
+
+
+def baselines_and_competence(pair: PairDir, own_corpus, held: HeldOut, losses: dict, token_bytes, summary: dict,
+                             seeds: list[int], n_boot: int) -> tuple[dict, dict, np.ndarray]:
+    """(result entries, per-token arrays): the count n-gram baselines on exactly the scored tokens, the competence
+    gate (vanilla against the 4-gram; induction from tasks.json when scored), stated power and the reading of every
+    interval (:func:`myopia.analysis.competence.assess_gaps`)."""
+    base_losses = baseline_losses(own_corpus, held)
+    comp = competence(vanilla_vs_4gram(losses["vanilla"], base_losses["4gram"], held.doc, n_boot=n_boot),
+                      pair.induction_value(seeds))
+    entries = {"baselines": baseline_summary(base_losses, held, token_bytes, n_boot=n_boot),
+               "competence": comp, **assess_gaps(summary, comp)}
+    return entries, {f"baseline.{k}": v.astype(np.float32) for k, v in base_losses.items()}
+
+
+def _score_and_write(pair: PairDir, corpus, own_corpus, held: HeldOut, arms, seeds, skipped, overlap, fingerprint,
+                     opts: dict) -> dict:
+    """Score (or reuse), analyse, and write gap.json and the per-token arrays (under the folder's writer lock)."""
+    split, data, max_docs, n_boot, top_k = (opts[k] for k in ("split", "data", "max_docs", "n_boot", "top_k"))
+    progress, reuse_scores = opts["progress"], opts["reuse_scores"]
     if progress:
         print(f"[gap] {len(arms)} arms x {len(seeds)} seeds on {held.n_tokens:,} {split} tokens "
               f"({len(np.unique(held.doc))} documents)", file=sys.stderr, flush=True)
     if reuse_scores:
         losses, kls = reused_scores(pair, held, arms, seeds)
     else:
-        losses, kls = score_arms(pair, arms, seeds, held, corpus, device, progress)
+        losses, kls = score_arms(pair, arms, seeds, held, corpus, opts["device"], progress)
     token_class = classify_tokens(held.target, held.prev, corpus.tokenizer, corpus.vocab_size)
     bigram = count_bigram_losses(own_corpus, held)
     token_bytes, bytes_method = bytes_of_tokens(held.target, corpus.tokenizer, corpus.vocab_size)
     summary = analyse_gap(losses, kls, held, doc_slices=corpus.doc_slices, token_class=token_class,
                           tokenizer=corpus.tokenizer, count_bigram=bigram, token_bytes=token_bytes, n_boot=n_boot,
                           top_k=top_k)
+    entries, baseline_arrays = baselines_and_competence(pair, own_corpus, held, losses, token_bytes, summary, seeds,
+                                                        n_boot)
     manifest = pair.manifest
     result = {
         "kind": "myopia-gap",
@@ -104,7 +141,9 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
         "definition": "gap = loss(arm) - loss(vanilla) on the same held-out tokens, same seed; mean over tokens "
                       "and seeds; relative = gap / loss(vanilla); null_gap = loss(vanilla seed i) - "
                       "loss(vanilla seed j), i < j; against_null = gap / null_gap.sd",
+        **entries,
         "overlap": overlap,
+        "data_fingerprint": fingerprint,
         "token_classes": list(CLASSES),
         "arms": arms,
         "seeds": seeds,
@@ -124,6 +163,7 @@ def run_gap(pair_dir, *, split: str = "test", data=None, max_docs: int | None = 
     arrays["bytes"] = token_bytes.astype(np.float32)
     arrays.update({f"loss.{a}": v for a, v in losses.items()})
     arrays.update({f"kl.{a}": v for a, v in kls.items()})
+    arrays.update(baseline_arrays)
     pair.save_arrays(ARRAYS, arrays)
     write_json(pair.path / GAP_JSON, result)
     return result

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis import tasks as T
+from ..analysis.competence import competence
 from ..analysis.heldout import HeldOut, document_windows, evaluate_per_token
 from ..analysis.stats import HierarchicalBootstrap, Resampled, holm, masked_means, null_gap
 from ..data.cache import is_cache
-from ..data.overlap import refuse_overlap
 from ..errors import MyopiaError
-from ..io import provenance, write_json
+from ..io import exclusive_writer, provenance, read_json, write_json
 from ..pairdir import PairDir
-from ..rundir import is_run, load_model, load_run_model, parse_runs, run_tokenizer, training_corpus
+from ..rundir import GAP_JSON, is_run, load_model, load_run_model, parse_runs, run_tokenizer, training_corpus
 
 TASKS_JSON = "tasks.json"
 
@@ -73,27 +73,39 @@ def load_tokenizer(path: Path):
     return load_hf_tokenizer(path)
 
 
-def pair_arms(pair_dir, data=None, split="test") -> ArmSet:
+def pair_arms(pair_dir, data=None, split="test", drop_overlap: bool = False) -> ArmSet:
     """The trained arms and seeds of a pair folder, on its own held-out split or on foreign ``data`` (refused when
     a document overlaps the pair's training documents)."""
     pair = PairDir(pair_dir)
     corpus, own = pair.eval_corpus(data)
     arms, seeds, skipped = pair.trained_arms()
-    if corpus is not own:
-        if split == "all":
-            corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)
-            split = "test"
-        pair.check_overlap(corpus, corpus.split_docs(split), what=f"--data {data}")
-    elif split in ("all", "train"):
+    fingerprint = pair.check_same_data(arms, seeds)
+    if corpus is not own and split == "all":
+        corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)
+        split = "test"
+    elif corpus is own and split in ("all", "train"):
         raise MyopiaError("the suite is scored on held-out documents: use --split test or val (--split all only "
                           "with --data OTHER)")
+    kept, overlap = pair.check_overlap(corpus, corpus.split_docs(split), what=f"myopia tasks ({split} documents)",
+                                       drop=drop_overlap)
+    _exclude_dropped(corpus, split, kept)
     return ArmSet(arms, pair.run_paths(arms, seeds), "vanilla", corpus, split, pair.seq_len,
                   {"pair_dir": str(pair.path), "seeds": seeds, "skipped_arms": skipped,
-                   "scoring": pair.scoring_context(arms, seeds),
+                   "scoring": pair.scoring_context(arms, seeds), "overlap": overlap, "data_fingerprint": fingerprint,
                    "data": str(data) if data else "pair corpus", "corpus": corpus.describe()})
 
 
-def runs_arms(runs: list[str], baseline: str | None, data, split="test") -> ArmSet:
+def _exclude_dropped(corpus, split: str, kept) -> None:
+    """Take the scored documents of ``split`` that are not ``kept`` out of every split (in memory)."""
+    from ..data.overlap import EXCLUDED
+
+    dropped = np.setdiff1d(corpus.split_docs(split), kept)
+    if len(dropped):
+        corpus.doc_split = np.asarray(corpus.doc_split, dtype=np.int8).copy()
+        corpus.doc_split[dropped] = EXCLUDED
+
+
+def runs_arms(runs: list[str], baseline: str | None, data, split="test", drop_overlap: bool = False) -> ArmSet:
     """The arms of ``--runs`` (run folders or Hugging Face directories; several paths are seeds of one arm) on
     ``data``, checked for overlap with the baseline's training split when that is one of our token caches."""
     from ..data import load_corpus
@@ -123,15 +135,37 @@ def runs_arms(runs: list[str], baseline: str | None, data, split="test") -> ArmS
     if not same:
         corpus.doc_split = np.full(corpus.n_docs, 2, dtype=np.int8)
         split = "test"
-    overlap = "not checked: the training corpus of the baseline is unknown (not one of our runs)"
-    if train is not None:
-        if not same:
-            refuse_overlap(train, corpus, corpus.split_docs(split), what=f"--data {data}")
-        overlap = "checked against the baseline's training split"
+    overlap = _runs_overlap(paths, corpus, split, data, drop_overlap)
     arms = [baseline] + [a for a in paths if a != baseline]
     return ArmSet(arms, paths, baseline, corpus, split, seq_len,
                   {"runs": {a: [str(p) for p in ps] for a, ps in paths.items()}, "data": str(data),
                    "overlap": overlap, "corpus": corpus.describe()})
+
+
+def _runs_overlap(paths: dict, corpus, split: str, data, drop_overlap: bool) -> dict | str:
+    """Check the scored documents against the training split of EVERY run of ours among ``paths`` (arms trained
+    on different corpora each get their own pass); runs whose training data is unknown (Hugging Face models) are
+    named as unchecked. Refuses in one line unless ``drop_overlap``."""
+    from ..data.overlap import check_corpus_overlap
+
+    known = {}
+    for arm, ps in paths.items():
+        for i, path in enumerate(ps):
+            train = training_corpus(path)
+            if train is not None:
+                known[f"{arm}[{i}]"] = train
+    unknown = [f"{arm}[{i}]" for arm, ps in paths.items() for i in range(len(ps)) if f"{arm}[{i}]" not in known]
+    if not known:
+        return "not checked: no run's training corpus is known (not runs of ours with their token cache)"
+    same = {k: c for k, c in known.items() if c is corpus}
+    others = {k: c for k, c in known.items() if c is not corpus}
+    if same and split not in ("test", "val"):
+        raise MyopiaError("the suite is scored on held-out documents of the runs' own corpus: --split test or val")
+    kept, summary = check_corpus_overlap(corpus, corpus.split_docs(split), {**same, **others}, drop=drop_overlap,
+                                         what=f"myopia tasks --runs (--data {data})")
+    _exclude_dropped(corpus, split, kept)
+    summary["unchecked_runs"] = unknown
+    return summary
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -435,17 +469,38 @@ def suite_records(names: list[str], arms: ArmSet, sets: TokenSets, rows: dict, c
     return results
 
 
+def tasks_competence(out: Path, results: dict, seeds) -> dict:
+    """tasks.json's ``competence``: vanilla's value of context on induction (scored here) with vanilla against the
+    count 4-gram from the pair's gap.json when it was scored on the same seeds (else not measured)."""
+    vs_4gram = None
+    gap_path = out / GAP_JSON
+    if gap_path.is_file():
+        g = read_json(gap_path)
+        if seeds is None or g.get("seeds") == list(seeds):
+            vs_4gram = (g.get("competence") or {}).get("vanilla_minus_4gram")
+    return competence(vs_4gram, (results.get("induction") or {}).get("value_of_context"))
+
+
 def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, split="test", user=None,
-              tasks=None, n_boot: int = 2000, device: str = "cpu", progress: bool = True) -> dict:
-    """Score the suite; write OUT/tasks.json (everything is checked before anything is scored or written)."""
+              tasks=None, n_boot: int = 2000, device: str = "cpu", progress: bool = True,
+              drop_overlap: bool = False) -> dict:
+    """Score the suite; write OUT/tasks.json (everything is checked before anything is scored or written: the
+    runs' data fingerprints, the scored documents against every arm's training split, one writer at a time)."""
     names = T.check_task_names(tasks)
     user_items = read_user_files(user)
     if (pair_dir is None) == (not runs):
         raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
     if runs and out is None:
         raise MyopiaError("--runs needs --out (the folder for tasks.json)")
-    arms = pair_arms(pair_dir, data, split) if pair_dir is not None else runs_arms(runs, baseline, data, split)
+    arms = (pair_arms(pair_dir, data, split, drop_overlap) if pair_dir is not None
+            else runs_arms(runs, baseline, data, split, drop_overlap))
     out = Path(out if out is not None else pair_dir)
+    with exclusive_writer(out, "tasks results"):
+        return _score_suite_and_write(arms, out, names, user_items, user, n_boot, device, progress)
+
+
+def _score_suite_and_write(arms: ArmSet, out: Path, names, user_items, user, n_boot, device, progress) -> dict:
+    """Score the suite on every arm and seed, and write OUT/tasks.json (under the folder's writer lock)."""
     suite = T.SUITE
     if arms.corpus.tokenizer is None:
         raise MyopiaError("the suite needs decodable text: the corpus has no tokenizer (raw token ids)")
@@ -462,6 +517,7 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
         "kind": "myopia-tasks",
         "suite": {**suite, "induction": {**suite["induction"], "span_len_used": sets.span_len}},
         "tasks": results,
+        "competence": tasks_competence(out, results, arms.source.get("seeds")),
         "arms": arms.arms,
         "baseline": arms.baseline,
         "n_seeds": arms.n_seeds,
