@@ -297,8 +297,16 @@ def test_report_is_self_contained_and_extensible(pair_dir):
     finally:
         _SECTIONS.pop("scaling-test")
         (pair_dir / "scaling.json").unlink()
-    assert r["sections"] == ["pair", "gap", "bonus", "scaling-test"]
+    assert r["sections"] == ["answer", "pair", "gap", "bonus", "scaling-test"]
     md = (pair_dir / "report.md").read_text()
+    first_screen = md.split("\n## ")[:2]  # the title and the first "## " section: before the second heading
+    g = read_json(pair_dir / "gap.json")
+    from myopia.analysis.stats import Estimate
+
+    for arm in ("myopic-hidden", "myopic"):  # the answer first: each variant's gap and its interval
+        text = Estimate.from_dict(g["gap"][arm]).format(3, signed=True, seed_note=None)
+        assert f"| {arm} | {text} |" in "\n## ".join(first_screen), arm
+    assert "Verdict" in first_screen[1] and "ompeten" in first_screen[1]
     html = (pair_dir / "report.html").read_text()
     for name in ("training_curves", "gap_by_position", "gap_by_slice", "gap_by_class", "bonus_losses"):
         assert f"report_files/{name}.png" in md and (pair_dir / "report_files" / f"{name}.png").is_file()

@@ -19,6 +19,7 @@ from .blocks import Paragraph, Report, render_html, render_markdown
 
 # Modules that register sections, one per line.
 SECTION_MODULES = [
+    "myopia.report.summary",
     "myopia.report.natural_language",
     "myopia.report.scaling",
     "myopia.report.tasks",

@@ -190,7 +190,7 @@ def _gap_breakdowns(g: dict, arms: list[str], trained: list[str]) -> list:
 
     blocks.append(Heading("Gap by slice", 3))
     blocks.append(_group_table(g["by_slice"], arms, "slice"))
-    if g["by_slice"]:
+    if len(g["by_slice"]) > 1:  # one slice: the table says all a bar would
         blocks.append(Figure("gap_by_slice", gap_bars(g["by_slice"], trained, "gap by slice (95% CI)")))
 
     blocks.append(Heading("Gap by token class", 3))
@@ -217,7 +217,7 @@ def _top_contexts(g: dict, arms: list[str]) -> list:
             "is what any two training runs disagree on."))
         rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
                  r["after"][:25].replace("\n", "⏎"), fmt(r["loss_diff"]), f"{r['seeds'][1]} vs {r['seeds'][0]}"]
-                for r in tn["by_loss_diff"][:TOP_IN_REPORT]]
+                for r in _distinct(tn["by_loss_diff"])]
         blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "seeds"], rows,
                             caption="**null: vanilla vs vanilla** (another seed): top tokens by loss difference"))
     else:
@@ -226,7 +226,7 @@ def _top_contexts(g: dict, arms: list[str]) -> list:
         for key, what in (("by_loss_diff", "loss difference"), ("by_kl", "KL(vanilla ‖ arm)")):
             rows = [[r["slice"], r["position"], r["context"][-70:].replace("\n", "⏎"), visible(r["target"]),
                      r["after"][:25].replace("\n", "⏎"),
-                     fmt(r["loss_diff"]), fmt(r["kl"])] for r in g["top_contexts"][a][key][:TOP_IN_REPORT]]
+                     fmt(r["loss_diff"]), fmt(r["kl"])] for r in _distinct(g["top_contexts"][a][key])]
             if rows:
                 blocks.append(Table(["slice", "pos", "context", "target", "then", "loss diff", "KL"], rows,
                                     caption=f"**{a}**: top {len(rows)} tokens by {what} "
@@ -234,24 +234,59 @@ def _top_contexts(g: dict, arms: list[str]) -> list:
     return blocks
 
 
+def _distinct(records: list[dict], n: int = TOP_IN_REPORT) -> list[dict]:
+    """The first ``n`` records with distinct (context, target): the same passage scored in several seeds is shown
+    once, with its first (largest) difference."""
+    seen, out = set(), []
+    for r in records:
+        key = (r["context"][-70:], r["target"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+        if len(out) == n:
+            break
+    return out
+
+
 def _bare_interval(ci) -> str:
     return "-" if not ci or ci[0] is None else Estimate(None, ci).interval(4)
 
 
 def _distinguishable(g: dict, trained: list[str]) -> str:
-    """One sentence per arm: is its gap distinguishable from the vanilla-vs-vanilla null?"""
-    null = g["null_gap"]
+    """One sentence per arm, worded for what was tested: "interval excludes 0" says the gap is not zero; "differs
+    from the null" needs more: the gap's interval clear of the interval of a vanilla-vs-vanilla null of the same
+    seed count (gap.json's ``null_same_seeds``)."""
+    null, same = g["null_gap"], g.get("null_same_seeds") or {}
+    null_ci = same.get("ci95")
     parts = []
     for a in trained:
         gap = g["gap"][a]
         lo, hi = gap["ci95"]
-        if lo is not None and hi is not None and (lo > 0 or hi < 0):
-            parts.append(f"**{a}**: distinguishable from the null (interval excludes 0; {gap['against_null']:+.1f} "
-                         "null sd)")
-        else:
-            parts.append(f"**{a}**: not distinguishable from the null (interval includes 0)")
+        if lo is None or hi is None or lo <= 0 <= hi:
+            parts.append(f"**{a}**: interval includes 0")
+            continue
+        text = f"**{a}**: interval excludes 0 ({gap['against_null']:+.1f} single-pair null sd)"
+        if null_ci:
+            clear = lo > null_ci[1] or hi < null_ci[0]
+            text += ("; differs from the null of the same seed count" if clear else
+                     "; overlaps the interval of the null of the same seed count")
+        parts.append(text)
     return (f"Two vanilla seeds differ by sd {null['sd']:.4f} nats/token on these tokens "
             f"({null['n_pairs']} seed pair(s)). " + "; ".join(parts) + ".")
+
+
+def _steps_taken(steps) -> str:
+    """'local: 300, 300, 300 (seeds 0, 1, 2); continued: ...' for the per-trainee, per-seed step counts."""
+    if not isinstance(steps, dict):
+        return str(steps)
+    parts = []
+    for name, per_seed in steps.items():
+        if isinstance(per_seed, dict):
+            seeds = sorted(per_seed, key=int)
+            parts.append(f"{name}: {', '.join(str(per_seed[k]) for k in seeds)} (seeds {', '.join(seeds)})")
+        else:
+            parts.append(f"{name}: {per_seed}")
+    return "; ".join(parts)
 
 
 def _plateau_note(phase: dict) -> str:
@@ -264,10 +299,17 @@ def _plateau_note(phase: dict) -> str:
     return f" — {sum(flags)} of {len(flags)} runs stopped at the plateau, the rest at the cap"
 
 
+PERCENT_NOISE = 1.0  # a fraction whose interval is wider than this (100 points) carries no information
+
+
 def _percent_ci(d: dict | None) -> str:
+    """A fraction as a percentage with its interval; "too noisy" when the interval spans more than 100 points
+    (a ratio over a denominator near 0, e.g. the value of context on a slice that uses no context)."""
     est = Estimate.from_dict(d or {})
     if not est.known:
         return "n/a"
+    if est.bounded and est.ci95[1] - est.ci95[0] > PERCENT_NOISE:
+        return "too noisy to state"
     return (est if est.bounded else Estimate(est.mean)).format(1, scale=100, unit="%", seed_note=None)
 
 
@@ -316,7 +358,7 @@ def bonus_section(d: Path) -> list:
         blocks.append(Paragraph(
             f"**{name}** (init {phase['init']}): lr {phase['lr']}, {phase['schedule']}; {phase['stopping']} (cap "
             f"{phase['cap_steps']} steps, evaluations every {phase['eval_every']}); steps taken "
-            f"{phase['steps_taken']}" + _plateau_note(phase) + ". Data: "
+            f"{_steps_taken(phase['steps_taken'])}" + _plateau_note(phase) + ". Data: "
             + ("; ".join(repeats) if repeats else fresh.get("note", "?")) + f". Data order: {phase.get('data_order', '?')}."))
     blocks.append(Table(["model", "held-out loss [95% CI]"], [[n, fmt_ci(v)] for n, v in b["loss"].items()]))
     for name, t in b["trainees"].items():
