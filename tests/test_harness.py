@@ -110,6 +110,18 @@ def test_harness_end_to_end_pairs_per_document_gaps(harness_setup, offline):
     assert t["gap"]["myopic-hidden"]["loglikelihood"]["mean"] == pytest.approx(want, abs=1e-4)
     assert t["metrics"]["loglikelihood"]["baseline"]["mean"] == pytest.approx(ll["vanilla"].mean(), abs=1e-4)
     assert (pair / "harness" / "models" / "myopic-hidden" / "seed1" / "config.json").is_file()
+    assert t["metrics"]["acc"]["higher_is_better"] is True and t["metrics"]["loglikelihood"]["higher_is_better"]
+
+
+def test_a_finetune_folder_gives_its_arms_vanilla_first(tmp_path):
+    """`myopia harness DIR` on a `myopia finetune` folder: its arms (one run folder each, one seed)."""
+    from myopia.experiments.harness import harness_arms
+
+    for arm in ("myopic", "vanilla"):
+        (tmp_path / arm).mkdir()
+    (tmp_path / "finetune.json").write_text(json.dumps({"arms": {"myopic": {}, "vanilla": {}}}))
+    arms, paths, base = harness_arms(tmp_path)
+    assert arms == ["vanilla", "myopic"] and base == "vanilla" and paths["myopic"] == [tmp_path / "myopic"]
 
 
 def test_unknown_harness_task_is_one_error_line_and_writes_nothing(harness_setup, offline, tmp_path, capsys):

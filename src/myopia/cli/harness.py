@@ -44,8 +44,12 @@ def run(args) -> int:
     print(f"lm-evaluation-harness {r['harness_version']}; baseline {r['baseline']}")
     for task, rec in r["tasks"].items():
         for metric, m in rec["metrics"].items():
+            better = {True: "higher is better", False: "lower is better"}.get(m.get("higher_is_better"),
+                                                                             "direction unknown")
+            print(f"{task:<24} {metric:<16} n={m['n']:<6} {r['baseline']} {m['baseline']['mean']:.4f} ({better})")
             for arm, g in m["gap"].items():
-                print(f"{task:<24} {metric:<16} n={m['n']:<6} {arm:<16} gap {Estimate.from_dict(g).format(4)} "
-                      f"p_holm {g['p_holm'] if g['p_holm'] is None else format(g['p_holm'], '.3g')}")
+                print(f"{'':<24} {'':<16} {'':<8} {arm:<16} {m['value'][arm]['mean']:.4f}, gap "
+                      f"{Estimate.from_dict(g).format(4)} p_holm "
+                      f"{g['p_holm'] if g['p_holm'] is None else format(g['p_holm'], '.3g')}")
     print(f"-> {Path(args.out or args.dir) / HARNESS_JSON}")
     return 0

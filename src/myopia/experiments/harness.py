@@ -150,10 +150,25 @@ def sample_values(samples: list[dict]) -> dict[str, dict[str, float]]:
 # --------------------------------------------------------------------------------------------------------------
 
 
+FINETUNE_JSON = "finetune.json"  # written by myopia finetune beside its arms' run folders
+
+
+def finetune_arms(folder: Path) -> tuple[list[str], dict[str, list[Path]], str]:
+    """The arms of a ``myopia finetune`` folder (one run folder per arm, one seed), vanilla first as the baseline."""
+    summary = read_json(folder / FINETUNE_JSON)
+    arms = [a for a in summary.get("arms", {}) if (folder / a).is_dir()]
+    if "vanilla" not in arms:
+        raise MyopiaError(f"{folder}: the fine-tune has no finished vanilla arm to compare with")
+    arms = ["vanilla"] + [a for a in arms if a != "vanilla"]
+    return arms, {a: [folder / a] for a in arms}, "vanilla"
+
+
 def harness_arms(pair_dir=None, runs=None, baseline=None) -> tuple[list[str], dict[str, list[Path]], str]:
     """(arms, baseline first; {arm: one model path per seed}; the baseline) of a pair folder or of ``--runs``."""
     if (pair_dir is None) == (not runs):
         raise MyopiaError("give either a pair directory or --runs (exactly one of them)")
+    if pair_dir is not None and (Path(pair_dir) / FINETUNE_JSON).is_file():
+        return finetune_arms(Path(pair_dir))
     if pair_dir is not None:
         pair = PairDir(pair_dir)
         arms, seeds, _ = pair.trained_arms()
@@ -185,6 +200,7 @@ def run_harness(pair_dir=None, *, tasks, runs=None, baseline=None, out=None, inc
     check_harness_tasks(tm, tasks)
     S = len(paths[base])
     values: dict = {}  # arm -> seed -> task -> metric -> {doc: v}
+    direction: dict = {}  # task -> metric -> higher is better (lm-eval's own flags)
     aggregate: dict = {}
     for a in arms:
         for s, p in enumerate(paths[a]):
@@ -195,6 +211,8 @@ def run_harness(pair_dir=None, *, tasks, runs=None, baseline=None, out=None, inc
                                         tasks=tasks, task_manager=tm, log_samples=True, limit=limit,
                                         device=device, batch_size=batch_size, bootstrap_iters=0)
             values.setdefault(a, []).append({t: sample_values(r["samples"][t]) for t in r["samples"]})
+            for t, per_metric in (r.get("higher_is_better") or {}).items():
+                direction.setdefault(t, {}).update({m: bool(v) for m, v in per_metric.items()})
             aggregate.setdefault(a, []).append({t: {k: _number(v) for k, v in res.items() if _number(v) is not None}
                                                 for t, res in r["results"].items()})
     results = {}
@@ -213,7 +231,8 @@ def run_harness(pair_dir=None, *, tasks, runs=None, baseline=None, out=None, inc
                 return np.asarray([[per_seed[t][m][d] for d in docs] for per_seed in values[arm]])
 
             b = matrix(base)
-            entry = {"baseline": {"mean": float(b.mean()), "per_seed": [float(x) for x in b.mean(1)]}, "gap": {}}
+            entry = {"baseline": {"mean": float(b.mean()), "per_seed": [float(x) for x in b.mean(1)]}, "gap": {},
+                     "higher_is_better": True if m == "loglikelihood" else direction.get(t, {}).get(m)}
             for a in arms:
                 if a != base:
                     g = paired_gap(matrix(a), b, n_boot=n_boot)
@@ -237,7 +256,9 @@ def run_harness(pair_dir=None, *, tasks, runs=None, baseline=None, out=None, inc
         "aggregate": aggregate,
         "definition": "per-sample metric of each arm minus the baseline's on the same document (doc_id), same "
                       "seed; mean over documents and seeds; ci95 seed-inclusive (analysis.stats.paired_gap); "
-                      "p_holm: Holm over every gap in this file",
+                      "p_holm: Holm over every gap in this file. The sign is the metric's own: where "
+                      "higher_is_better (accuracy, the gold answer's log-likelihood) a negative gap means the arm "
+                      "does worse; gap.json and tasks.json gaps are losses, where positive means worse",
         "config": {"pair_dir": str(pair_dir) if pair_dir else None,
                    "runs": {a: [str(p) for p in ps] for a, ps in paths.items()}, "tasks": tasks,
                    "include_path": str(include_path) if include_path else None, "limit": limit,
