@@ -7,7 +7,8 @@
 - ``fit_chinchilla(params, tokens, loss)`` fits L(N, D) = E + A/N^a + B/D^b when a grid varies both.
 
 Fitting follows Hoffmann et al. (2022): the Huber loss of log-residuals, log L̂ = logsumexp of the terms in log
-space, L-BFGS-B from a grid of initialisations, the best optimum kept. Uncertainty comes from a residual bootstrap
+space, ``scipy.optimize.least_squares`` (robust Huber loss, bounds) from a grid of initialisations, the best
+optimum kept. Uncertainty comes from a residual bootstrap
 (log-space residuals, inflated by sqrt(n / (n - p)) for the p fitted parameters, resampled onto the fitted curve and
 refitted); its 95% percentile intervals and the bootstrap parameter samples are kept on the fit object, so bands
 for derived quantities (k(C), extrapolations) use the same samples.
@@ -59,55 +60,33 @@ def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
-def _levenberg_marquardt(fun, p0, lower, upper, delta: float, max_iter: int = 300) -> tuple[np.ndarray, float]:
-    """Minimise sum(huber(r(p))) by Gauss-Newton with Huber (IRLS) weights and Levenberg-Marquardt damping.
+def _robust_fit(fun, p0, lower, upper, delta: float) -> tuple[np.ndarray, float]:
+    """Minimise sum(huber_delta(r(p))) over the box [lower, upper] with ``scipy.optimize.least_squares``
+    (trust-region reflective, ``loss="huber"``, ``f_scale=delta``: its cost 0.5 f_scale^2 rho((r/f_scale)^2) is
+    exactly the Huber loss). ``fun(p) -> (r (n,), J (n, p))``. Returns (p, Huber objective)."""
+    from scipy.optimize import least_squares
 
-    ``fun(p) -> (r (n,), J (n, p))``; parameters are clipped to [lower, upper]. Pure numpy on tiny systems (no
-    threaded BLAS calls, which are slow on a busy machine).
-    """
-    p = np.clip(np.asarray(p0, dtype=np.float64), lower, upper)
-    r, J = fun(p)
-    f = _huber(r, delta)[0]
-    lam = 1e-3
-    stall = 0
-    history = [f]
-    for _ in range(max_iter):
-        w = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), 1e-300))
-        g = J.T @ (w * r)
-        H = J.T @ (J * w[:, None])
-        accepted = False
-        while lam < 1e12:
-            try:
-                step = np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-12), -g)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
-            q = np.clip(p + step, lower, upper)
-            r_q, J_q = fun(q)
-            f_q = _huber(r_q, delta)[0]
-            if np.isfinite(f_q) and f_q < f:
-                accepted = True
-                break
-            lam *= 4
-        if not accepted:
-            break
-        gain = f - f_q
-        moved = float(np.max(np.abs(q - p) / (1.0 + np.abs(p))))
-        p, r, J, f = q, r_q, J_q, f_q
-        history.append(f)
-        lam = max(lam / 3, 1e-12)
-        stall = stall + 1 if (gain <= 1e-12 * f or moved < 1e-10) else 0
-        slow = len(history) > 10 and history[-11] - f <= 1e-5 * f  # creeping along a flat valley (L1 regime)
-        if stall >= 3 or slow or f < 1e-24:
-            break
-    return p, float(f)
+    span = upper - lower
+    x0 = np.clip(np.asarray(p0, dtype=np.float64), lower + 1e-9 * span, upper - 1e-9 * span)
+    res = least_squares(lambda q: fun(q)[0], x0, jac=lambda q: fun(q)[1], bounds=(lower, upper), method="trf",
+                        loss="huber", f_scale=delta, x_scale="jac", xtol=1e-10, ftol=1e-10, gtol=1e-10,
+                        max_nfev=400)
+    return res.x, _huber(fun(res.x)[0], delta)[0]
+
+
+MAX_STARTS = 8  # multi-start: the solver runs from this many of the starts with the lowest initial objective
 
 
 def _multi_start(fun, starts, lower, upper, delta) -> tuple[np.ndarray, float]:
-    """Run the robust solver from each start; the best optimum."""
+    """Run the robust solver from the ``MAX_STARTS`` most promising starts (lowest Huber objective); the best
+    optimum."""
+    starts = [np.clip(np.asarray(x0, dtype=np.float64), lower, upper) for x0 in starts]
+    if len(starts) > MAX_STARTS:
+        initial = [_huber(fun(x0)[0], delta)[0] for x0 in starts]
+        starts = [starts[i] for i in np.argsort(initial, kind="stable")[:MAX_STARTS]]
     best_x, best_f = None, math.inf
     for x0 in starts:
-        x, fx = _levenberg_marquardt(fun, x0, lower, upper, delta)
+        x, fx = _robust_fit(fun, x0, lower, upper, delta)
         if np.all(np.isfinite(x)) and fx < best_f:
             best_x, best_f = x, fx
     if best_x is None:
