@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.scaling_presets import ISOFLOP_PRESETS, PRESETS
+from ..errors import MyopiaError
+from ..experiments.scaling_presets import PRESETS, isoflop_presets
 
 PRESET_HELP = "; ".join(f"{name}: {p.description}" for name, p in PRESETS.items())
-ISOFLOP_HELP = "; ".join(f"{name}: {p.description}" for name, p in ISOFLOP_PRESETS.items())
+
+
+def _isoflop_presets() -> dict:
+    """The IsoFLOP presets (recipes/isoflop.toml), or {} when the recipe folder cannot be read."""
+    try:
+        return isoflop_presets()
+    except MyopiaError:
+        return {}
 
 
 def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None = "vanilla,myopic,myopic-hidden",
@@ -15,8 +23,10 @@ def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None 
     """Arguments shared by `sweep` and `horizon-sweep`: the preset and what may override it."""
     p.add_argument("--data", required=True, help="text file, folder of text files, or .npy token ids")
     p.add_argument("--out", required=True, help="sweep folder: one subfolder per run, plus the summary JSON")
-    choices = sorted(PRESETS) + (sorted(ISOFLOP_PRESETS) if isoflop else [])
-    help_ = PRESET_HELP + ("; IsoFLOP designs: " + ISOFLOP_HELP if isoflop else "")
+    iso = _isoflop_presets() if isoflop else {}
+    choices = sorted(PRESETS) + sorted(iso)
+    iso_help = "; ".join(f"{name}: {t.get('description', '')}" for name, t in iso.items())
+    help_ = PRESET_HELP + ("; IsoFLOP designs (recipes/isoflop.toml): " + iso_help if iso else "")
     p.add_argument("--preset", choices=choices, default=None,
                    help=f"defaults to start from (ladder: cpu; isoflop: cpu-isoflop) ({help_})")
     g = p.add_argument_group("size ladder (overrides the preset)")
@@ -108,11 +118,13 @@ def register(sub) -> None:
     g.add_argument("--n-sizes", type=int, help="isoflop: model sizes per budget")
     g.add_argument("--ratio-range", help="isoflop: LO,HI tokens per non-embedding parameter the sizes of each "
                    "budget are log-spaced over (default: the preset's)")
-    g.add_argument("--frontier-count", type=int, help="isoflop: how many middle sizes get --frontier-seeds "
-                   "(default: the preset's)")
-    g.add_argument("--lr-grid", help="isoflop: learning rates tried per (budget, size, arm), comma separated; the "
-                   "lowest validation loss of the seed-0 runs wins")
-    g.add_argument("--frontier-seeds", help="isoflop: extra seeds at the middle sizes of each budget")
+    g.add_argument("--lr-grid", help="isoflop: the pilot's base learning rates, comma separated (the pilot's "
+                   "lowest mean validation loss wins; 'none': no pilot, --lr as given)")
+    g.add_argument("--batch-grid", help="isoflop: the pilot's batch sizes in sequences, comma separated ('none': "
+                   "--batch-size as given)")
+    g.add_argument("--schedule", choices=["cosine", "wsd"], help="isoflop: the learning-rate schedule (wsd only: "
+                   "its cooldowns branch from one run per shape)")
+    g.add_argument("--decay-frac", type=float, help="isoflop: fraction of each run's steps spent in the cooldown")
     g.add_argument("--shard", help="isoflop: train only shard K/N of the (budget, size) cells, e.g. 0/2 and 1/2 in "
                    "two processes (disjoint cells; each writes sweep.json of what has finished)")
     g.add_argument("--extrapolate", action="store_true",
@@ -127,14 +139,15 @@ def register(sub) -> None:
 def design_of(args) -> str:
     from ..errors import MyopiaError
 
-    design = args.design or ("isoflop" if args.preset in ISOFLOP_PRESETS else "ladder")
-    if design == "ladder" and args.preset in ISOFLOP_PRESETS:
+    iso = _isoflop_presets()
+    design = args.design or ("isoflop" if args.preset in iso else "ladder")
+    if design == "ladder" and args.preset in iso:
         raise MyopiaError(f"--preset {args.preset} is an IsoFLOP design; use --design isoflop")
     if design == "isoflop" and args.preset in PRESETS:
-        raise MyopiaError(f"--preset {args.preset} is a ladder; IsoFLOP presets: {', '.join(ISOFLOP_PRESETS)}")
+        raise MyopiaError(f"--preset {args.preset} is a ladder; IsoFLOP presets: {', '.join(iso)}")
     if design == "ladder":
-        for flag in ("budgets", "strict_budgets", "n_sizes", "ratio_range", "frontier_count", "lr_grid",
-                     "frontier_seeds", "shard"):
+        for flag in ("budgets", "strict_budgets", "n_sizes", "ratio_range", "lr_grid", "batch_grid", "schedule",
+                     "decay_frac", "shard"):
             if getattr(args, flag) is not None:
                 raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design isoflop")
     if args.extrapolate and args.asymptote is None:
@@ -146,10 +159,16 @@ def design_of(args) -> str:
     return design
 
 
+def _grid(text: str | None, kind, flag: str):
+    from ..experiments.sweep import parse_list
+
+    return [] if text.strip() == "none" else parse_list(text, kind, flag)
+
+
 def isoflop_settings_from_args(args):
-    """IsoFlopSettings from an IsoFLOP preset and the command line's overrides."""
-    from ..errors import MyopiaError
+    """IsoFlopSettings from an IsoFLOP preset (recipes/isoflop.toml) and the command line's overrides."""
     from ..experiments.isoflop import IsoFlopSettings
+    from ..experiments.scaling_presets import isoflop_preset_settings
     from ..experiments.sweep import parse_list
 
     if getattr(args, "threads", None) is not None:
@@ -158,70 +177,69 @@ def isoflop_settings_from_args(args):
         if args.threads < 1:
             raise MyopiaError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    for flag in ("sizes", "widths", "tokens", "lr_ref_width", "lr"):
+    for flag in ("sizes", "widths", "tokens", "lr_ref_width"):
         if getattr(args, flag, None) is not None:
             raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design ladder (isoflop picks sizes per "
-                              "budget and the lr per cell)")
-    p = ISOFLOP_PRESETS[args.preset or "cpu-isoflop"]
-    kw = dict(budgets=list(p.budgets), strict_budgets=list(p.strict_budgets), n_sizes=p.n_sizes, aspect=p.aspect,
-              head_dim=p.head_dim, seq_len=p.seq_len, batch_size=p.batch_size, lr_grid=list(p.lr_grid),
-              seeds=list(p.seeds), frontier_seeds=list(p.frontier_seeds), n_frontier=p.n_frontier,
-              gradients=list(p.gradients), warmup_frac=p.warmup_frac, eval_tokens=p.eval_tokens,
-              precision=p.precision, min_width=p.min_width, max_width=p.max_width, ratio_range=tuple(p.ratio_range),
-              preset=p.name)
+                              "budget and the recipe from its pilot)")
+    kw = isoflop_preset_settings(args.preset or "cpu-isoflop")
     if args.ratio_range:
         rr = parse_list(args.ratio_range, float, "--ratio-range")
         if len(rr) != 2:
             raise MyopiaError(f"--ratio-range {args.ratio_range!r} must be LO,HI (e.g. 15,1000)")
         kw["ratio_range"] = tuple(rr)
-    if args.frontier_count is not None:
-        kw["n_frontier"] = args.frontier_count
     if args.budgets:
         kw["budgets"] = parse_list(args.budgets, float, "--budgets")
     if args.strict_budgets:
-        kw["strict_budgets"] = ([] if args.strict_budgets.strip() == "none"
-                                else parse_list(args.strict_budgets, float, "--strict-budgets"))
+        kw["strict_budgets"] = _grid(args.strict_budgets, float, "--strict-budgets")
     if args.lr_grid:
-        kw["lr_grid"] = parse_list(args.lr_grid, float, "--lr-grid")
-    if args.frontier_seeds:
-        kw["frontier_seeds"] = ([] if args.frontier_seeds.strip() == "none"
-                                else parse_list(args.frontier_seeds, int, "--frontier-seeds"))
+        kw["pilot_lr_grid"] = _grid(args.lr_grid, float, "--lr-grid")
+    if args.batch_grid:
+        kw["pilot_batch_grid"] = _grid(args.batch_grid, int, "--batch-grid")
     if args.seeds:
         kw["seeds"] = parse_list(args.seeds, int, "--seeds")
     if args.gradients:
         kw["gradients"] = parse_list(args.gradients, str, "--gradients")
-    for flag in ("n_sizes", "aspect", "head_dim", "seq_len", "batch_size", "eval_tokens", "precision"):
-        if getattr(args, flag) is not None:
+    for flag in ("n_sizes", "aspect", "head_dim", "seq_len", "batch_size", "eval_tokens", "precision", "lr",
+                 "schedule", "decay_frac"):
+        if getattr(args, flag, None) is not None:
             kw[flag] = getattr(args, flag)
     kw.update(micro_batch_size=args.micro_batch_size, ckpt_every=args.ckpt_every, device=args.device)
     return IsoFlopSettings(**kw)
 
 
-def run_isoflop_cli(args) -> int:
+def _dry_run(s, corpus, out, shard) -> int:
+    """Print the pilot and the plan (the planned runs at the pilot's choice when it has finished, else at the
+    first grid values) and the FLOPs they cost."""
     from pathlib import Path
 
+    from ..experiments.isoflop import iso_status, pilot_choice, pilot_runs, plan_runs, shard_runs
+
+    train_tokens = len(corpus.split_tokens("train"))
+    pilot = pilot_runs(s, corpus.vocab_size, train_tokens)
+    choice = pilot_choice(pilot, Path(out))[0] if pilot else None
+    choice = choice or {"batch_size": (s.pilot_batch_grid or [s.batch_size])[0],
+                        "lr": (s.pilot_lr_grid or [s.lr])[0]}
+    runs = pilot + shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice), shard)
+    for r in runs:
+        src = f" <- {r.trunk} @ {r.branch_step}" if r.trunk else ""
+        print(f"{r.name:44s} {r.stage:6s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
+              f"({r.tokens / r.params_non_embedding:6.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
+              f"warmup={r.train_cfg.warmup:>4d} FLOPs={r.trained_flops:.3e} [{iso_status(Path(out) / r.name)}]{src}")
+    print(f"{len(runs)} runs ({len(pilot)} pilot, {sum(r.stage == 'trunk' for r in runs)} trunks, "
+          f"{sum(r.stage == 'branch' for r in runs)} cooldown branches at batch {choice['batch_size']}), "
+          f"{sum(r.trained_flops for r in runs):.3e} training FLOPs in all")
+    return 0
+
+
+def run_isoflop_cli(args) -> int:
     from ..data import load_corpus
-    from ..experiments.isoflop import cell_cost, iso_status, parse_shard, plan_cells, run_isoflop, shard_cells
+    from ..experiments.isoflop import parse_shard, run_isoflop
 
     s = isoflop_settings_from_args(args)
     shard = parse_shard(args.shard)
     corpus = load_corpus(args.data)
     if args.dry_run:
-        train_tokens = len(corpus.split_tokens("train"))
-        cells = shard_cells(plan_cells(s, corpus.vocab_size, train_tokens), shard, len(s.lr_grid))
-        total, n_runs = 0.0, 0
-        for c in cells:
-            for arm, runs in c["runs"].items():
-                r = runs["grid"][0]
-                done = sum(iso_status(Path(args.out) / g.name) == "done" for g in runs["grid"])
-                print(f"{c['cell']:24s} {arm:14s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
-                      f"({r.tokens_per_param:5.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
-                      f"warmup={r.train_cfg.warmup_steps:>4d} FLOPs={r.flops:.3e} seeds={c['seeds']} "
-                      f"lr grid={s.lr_grid} [grid runs done: {done}/{len(runs['grid'])}]")
-                n_runs += len(s.lr_grid) + len(c["seeds"]) - 1
-            total += cell_cost(c, len(s.lr_grid))
-        print(f"{n_runs} runs, {total:.3e} training FLOPs in all")
-        return 0
+        return _dry_run(s, corpus, args.out, shard)
     summary = run_isoflop(args.data, args.out, s, corpus=corpus, max_runs=args.max_runs, shard=shard,
                           n_boot=max(args.bootstrap, 0), extrapolate_E=args.asymptote if args.extrapolate else None)
     _print_frontier(summary)

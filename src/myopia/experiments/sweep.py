@@ -290,7 +290,7 @@ def model_config_for(settings: SweepSettings, size: ModelSize, vocab_size: int) 
 
 
 def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, *, corpus, eval_tokens: int,
-               log=print, window_eval: bool = True) -> str:
+               log=print, window_eval: bool = True, branch_at=(), branch_from=None) -> str:
     """Train the run in ``run_dir`` unless finished (resuming a partial one); then (``window_eval``) its
     per-window validation evaluation.
 
@@ -305,7 +305,7 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
             f"({train_cfg.steps} steps, {model_cfg.n_layer}x{model_cfg.d_model}, {model_cfg.gradient})")
         t0 = time.perf_counter()
         result = train_lm(data, run_dir, model_cfg, train_cfg, resume=status == "partial", eval_tokens=eval_tokens,
-                          corpus=corpus)
+                          corpus=corpus, branch_at=branch_at, branch_from=branch_from)
         if dist_info()[0] == 0:
             timing_path = run_dir / TIMING_FILE
             before = read_json(timing_path)["wall_s"] if timing_path.exists() else 0.0

@@ -27,8 +27,11 @@ def train_lm(
     resume: bool = False,
     eval_tokens: int = 65536,
     corpus=None,
+    branch_at=(),
+    branch_from=None,
 ) -> dict:
-    """Train a GPT on ``data`` (text file, folder of text files or .npy tokens); returns the result dict."""
+    """Train a GPT on ``data`` (text file, folder of text files or .npy tokens); returns the result dict.
+    ``branch_at`` / ``branch_from``: cooldown branching (see :func:`myopia.train.train`)."""
     corpus = corpus if corpus is not None else load_corpus(data)
     model_cfg = replace(model_cfg, vocab_size=corpus.vocab_size)
     task = LMTask(corpus, model_cfg.seq_len, seed=train_cfg.seed, eval_tokens=eval_tokens)
@@ -42,4 +45,6 @@ def train_lm(
         run_config=run_config,
         resume=resume,
         flops_per_example=flops_per_token(model_cfg) * model_cfg.seq_len,
+        branch_at=branch_at,
+        branch_from=branch_from,
     )
