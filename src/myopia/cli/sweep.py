@@ -189,6 +189,7 @@ def isoflop_settings_from_args(args):
         kw["ratio_range"] = tuple(rr)
     if args.budgets:
         kw["budgets"] = parse_list(args.budgets, float, "--budgets")
+        kw["pilot_budget"] = None  # the pilot runs at the middle one of the given budgets
     if args.strict_budgets:
         kw["strict_budgets"] = _grid(args.strict_budgets, float, "--strict-budgets")
     if args.lr_grid:

@@ -119,6 +119,9 @@ class IsoFlopSettings:
             raise MyopiaError("an IsoFLOP sweep trains at least 3 seeds per cell (training noise must be measured)")
         if set(self.seeds) & set(self.pilot_seeds):
             raise MyopiaError("pilot seeds must differ from the reported seeds (no setting chosen on a reported seed)")
+        if self.pilot_budget is not None and not any(math.isclose(self.pilot_budget, b, rel_tol=0.01)
+                                                     for b in self.budgets):
+            raise MyopiaError(f"the pilot budget {self.pilot_budget:g} is not one of the budgets")
         if self.n_sizes < 3:
             raise MyopiaError("an IsoFLOP profile needs at least 3 sizes per budget (a parabola has 3 parameters)")
         lo, hi = self.ratio_range
@@ -313,7 +316,8 @@ def pilot_choice(runs: list[IsoRun], out: Path) -> tuple[dict | None, dict]:
             losses.setdefault(key, []).append(math.inf)
         elif (d / RESULT).exists():
             losses.setdefault(key, []).append(float(read_json(d / RESULT)["eval_loss"]))
-    table = {f"b{b}-lr{lr:g}": float(np.mean(v)) for (b, lr), v in sorted(losses.items())}
+    table = {f"b{b}-lr{lr:g}": (float(np.mean(v)) if all(map(math.isfinite, v)) else None)
+             for (b, lr), v in sorted(losses.items())}  # None: a run of this setting diverged
     if sum(map(len, losses.values())) < len(runs):
         return None, table
     finite = {k: float(np.mean(v)) for k, v in losses.items() if all(map(math.isfinite, v))}

@@ -260,11 +260,8 @@ def frontier_section(s: dict) -> list:
         f"{', '.join(st['gradients'])}"
         + (f" (+ strict myopic at {', '.join(f'{b:.2g}' for b in st['strict_budgets'])})" if st['strict_budgets']
            else "")
-        + f". Learning rate per (budget, size, arm) from the grid {st['lr_grid']} by the validation loss of full "
-        f"seed-{st['seeds'][0]} runs; other seeds at the chosen lr; seeds {st['seeds']} everywhere plus "
-        f"{st['frontier_seeds']} at the {st['n_frontier']} middle sizes. Warmup {st['warmup_frac']:.0%} of steps, "
-        f"cosine to {st['min_lr_ratio']:g}×, the same schedule for every arm. Reported loss: nats/token on the "
-        f"test split (not used for any choice). {s['data_repeat']['note'].capitalize()}. Total training wall "
+        + f". {_recipe_sentence(s)} Reported loss: nats/token on the test split (not used for any choice). "
+        f"{s['data_repeat']['note'].capitalize()}. Training: {s.get('total_train_flops', 0):.3g} FLOPs, wall "
         f"time {s['total_train_wall_s'] / 60:.1f} min.")]
     if not s["complete"]:
         blocks.append(_incomplete(s["pending"], shown=4, tail="; the analysis covers the finished runs"))
@@ -282,7 +279,10 @@ def frontier_section(s: dict) -> list:
         "noise. No interval (–) where a fit has fewer than 2 residual degrees of freedom or, for a parabola, "
         "fewer than 4 sizes. k = C*/C with C* on the measured vanilla frontier (piecewise log-linear): no "
         "extrapolation; – where C* would lie outside the measured compute. Null: the k a constant gap equal to "
-        "the smallest budget's gap would give."), Paragraph(CONSTANT_GAP_CAVEAT), lr_table(s)]
+        "the smallest budget's gap would give."), Paragraph(CONSTANT_GAP_CAVEAT), pilot_table(s)]
+    jf = joint_fit_table(fr)
+    if jf is not None:
+        blocks += jf
     cc = frontier_chinchilla_table(fr)
     if cc is not None:
         blocks.append(cc)
@@ -356,26 +356,14 @@ def _edges_sentence(s: dict) -> str:
     fr = s.get("frontier") or {}
     fronts = [(arm, f) for arm, fs in (fr.get("frontiers") or {}).items() for f in fs if f.get("n_opt") is not None]
     edge = [(arm, f["flops"]) for arm, f in fronts if not f.get("interior")]
-    sel = [x for x in s.get("lr_selection", []) if x.get("lr") is not None]
-    at_edge = [x for x in sel if x.get("at_grid_edge")]
-    best = {}  # (budget, arm) -> (mean loss, size) over the chosen-lr points
-    by = {}
-    for p in s.get("points", []):
-        by.setdefault((p["flops"], p["arm"], p["size"]), []).append(p["loss"])
-    for (c, arm, size), v in by.items():
-        m = sum(v) / len(v)
-        if (c, arm) not in best or m < best[(c, arm)][0]:
-            best[(c, arm)] = (m, size)
-    best_sel = [x for x in sel if best.get((x["budget"], x["arm"]), (None, None))[1] == x["size"]]
-    best_edge = [x for x in best_sel if x.get("at_grid_edge")]
-    lrs = s["settings"]["lr_grid"]
     text = (f"Edges of the design: the optimum N* lies at the edge of the measured sizes in {len(edge)} of "
             f"{len(fronts)} (arm, budget) profiles"
             + (f" ({', '.join(f'{a} {c:.2g}' for a, c in edge)}: there L* is a bound)" if edge else
-               " (every optimum bracketed)")
-            + f"; the chosen learning rate lies at the edge of the grid ({min(lrs):g} or {max(lrs):g}) in "
-            f"{len(at_edge)} of {len(sel)} (budget, size, arm) cells, {len(best_edge)} of {len(best_sel)} at the "
-            "best measured size of an arm and budget (the cells L* rests on).")
+               " (every optimum bracketed)") + ".")
+    choice = (s.get("pilot") or {}).get("choice")
+    grid = s["settings"].get("pilot_lr_grid") or []
+    if choice and grid and choice["lr"] in (min(grid), max(grid)):
+        text += f" The pilot's lr {choice['lr']:g} lies at the edge of its grid."
     if s.get("diverged"):
         text += (f" {len(s['diverged'])} run(s) diverged (non-finite loss; a diverged grid lr loses the choice): "
                  + ", ".join(s["diverged"][:6]) + ("…" if len(s["diverged"]) > 6 else "") + ".")
@@ -385,15 +373,51 @@ def _edges_sentence(s: dict) -> str:
     return text
 
 
-def lr_table(s: dict) -> Table:
+def _recipe_sentence(s: dict) -> str:
+    st = s["settings"]
+    pilot = s.get("pilot") or {}
+    choice = pilot.get("choice")
+    chosen = (f"batch {choice['batch_size']} sequences and base lr {choice['lr']:g}" if choice
+              else "batch and base lr not yet chosen")
+    return (f"Recipe: warmup-stable-decay ({st['decay_frac']:.0%} {st['decay_shape']} cooldown to "
+            f"{st['min_lr_ratio']:g}×, warmup max({st['warmup_frac']:.0%} of a shape's shortest run, "
+            f"{st['warmup_min']} steps)), AdamW β2 {st['adam_beta2']:g}, hidden-matrix lr × {st['mup_base_width']}/width; "
+            f"one run per (shape, arm, seed) to its largest budget, cooldowns branched at the smaller ones; "
+            f"{chosen} from the pilot on seeds {pilot.get('seeds')} (never reported; rule: {pilot.get('rule')}); "
+            f"seeds {st['seeds']} at every cell.")
+
+
+def pilot_table(s: dict) -> Table:
+    pilot = s.get("pilot") or {}
+    rows = [[k, "diverged" if v is None else f"{v:.4f}"]
+            for k, v in (pilot.get("val_loss") or {}).items()]
+    return Table(["batch, lr", "mean validation loss"], rows,
+                 caption="Pilot (unreported seeds, validation split):")
+
+
+def joint_fit_table(fr: dict) -> list | None:
+    """The joint fit per arm and its frontier gap next to the parabolas' (``frontier_fit``, ``frontier_fit_gap``)."""
+    fits = fr.get("frontier_fit") or {}
+    if not fits:
+        return None
     rows = []
-    for x in s.get("lr_selection", []):
-        vals = ", ".join([f"{lr}: {v:.4f}" for lr, v in x["val_loss_by_lr"].items()]
-                         + [f"{lr:g}: diverged" for lr in x.get("diverged_lrs", [])])
-        rows.append([x["cell"], x["arm"], vals, "–" if x["lr"] is None else f"{x['lr']:g}"
-                     + (" (grid edge)" if x.get("at_grid_edge") else "")])
-    return Table(["cell", "arm", "validation loss by lr", "chosen lr"], rows,
-                 caption="Learning-rate selection (full seed-0 runs, validation split):")
+    for arm, f in fits.items():
+        if "error" in f:
+            rows.append([arm, f["error"], "", "", "", ""])
+            continue
+        ci = f.get("ci95") or {}
+        rows.append([arm] + [f"{f[k]:.3g} {fmt_ci(ci.get(k), '{:.3g}')}" for k in ("E", "A", "alpha", "B", "beta")])
+    out = [Table(["arm", "E", "A", "alpha", "B", "beta"], rows,
+                 caption="Joint fit L(N, D) = E + A/N^alpha + B/D^beta per arm (Huber in log space, seed bootstrap "
+                         "95% intervals): a second estimator of L*(C):")]
+    gap_rows = [[arm, f"{r['flops']:.2g}", f"{r['gap']:+.4f} {fmt_ci(r['gap_ci95'], '{:+.4f}')}",
+                 "–" if r.get("parabola_gap") is None else f"{r['parabola_gap']:+.4f}",
+                 "yes" if r.get("disagree") else "no"]
+                for arm, rs in (fr.get("frontier_fit_gap") or {}).items() for r in rs]
+    if gap_rows:
+        out.append(Table(["arm", "C (FLOPs)", "gap (joint fit)", "gap (parabolas)", "intervals disjoint"], gap_rows,
+                         caption="Frontier gap by the two estimators (disjoint intervals: they disagree):"))
+    return out
 
 
 def frontier_chinchilla_table(fr: dict) -> Table | None:
