@@ -8,6 +8,7 @@ from ..errors import MyopiaError
 from ..experiments.scaling_presets import PRESETS, isoflop_presets
 
 PRESET_HELP = "; ".join(f"{name}: {p.description}" for name, p in PRESETS.items())
+RETIRED_IN = "0.2.0"
 
 
 def _isoflop_presets() -> dict:
@@ -101,17 +102,18 @@ def settings_from_args(args, *, gradients_default=None):
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="scaling sweep: sizes x budgets x gradient settings, power-law fits, compute multiplier",
-        description="Train a ladder of model sizes with vanilla and myopic gradients (same initialisation and data "
-        "order within a size), skip finished runs and resume partial ones, then fit L(C) = E + A C^-alpha per arm "
-        "and the compute multiplier k = C*/C. Writes DIR/<run>/ and DIR/sweep.json.",
+        "sweep", help="IsoFLOP sweep: compute budgets x shapes x arms x seeds, the compute-optimal frontiers and gaps",
+        description="Train an IsoFLOP design with one recipe (pilot for batch and base lr on unreported seeds, "
+        "warmup-stable-decay, one run per shape, arm and seed with cooldowns branched at the smaller budgets, "
+        "width-scaled lr), skip finished runs and resume partial ones, then measure each arm's compute-optimal "
+        "frontier, the frontier gap and its slope with compute. Writes DIR/<run>/ and DIR/sweep.json "
+        "(docs/scaling.md).",
     )
     add_sweep_args(p, isoflop=True)
     g = p.add_argument_group("design")
-    g.add_argument("--design", choices=["ladder", "isoflop"], default=None,
-                   help="ladder: fixed token budgets over a size ladder (the old design); isoflop: compute budgets, "
-                   "sizes spanning a tokens/parameter range per budget (the preset's), lr chosen per cell on validation, the "
-                   "compute-optimal frontier of each arm (default: isoflop for an isoflop preset, else ladder)")
+    g.add_argument("--design", choices=["isoflop", "ladder"], default=None,
+                   help="isoflop (the default and, since 0.2.0, the only design; ladder, the fixed-token design, "
+                   "was retired)")
     g.add_argument("--budgets", help="isoflop: compute budgets in FLOPs, comma separated (e.g. 1e11,3e11,1e12)")
     g.add_argument("--strict-budgets", help="isoflop: budgets that also train strict `myopic` (comma separated; "
                    "'none' for none)")
@@ -125,8 +127,8 @@ def register(sub) -> None:
     g.add_argument("--schedule", choices=["cosine", "wsd"], help="isoflop: the learning-rate schedule (wsd only: "
                    "its cooldowns branch from one run per shape)")
     g.add_argument("--decay-frac", type=float, help="isoflop: fraction of each run's steps spent in the cooldown")
-    g.add_argument("--shard", help="isoflop: train only shard K/N of the (budget, size) cells, e.g. 0/2 and 1/2 in "
-                   "two processes (disjoint cells; each writes sweep.json of what has finished)")
+    g.add_argument("--shard", help="isoflop: train only shard K/N of the trunks (each with its cooldown branches), "
+                   "e.g. 0/2 and 1/2 in two processes; each writes sweep.json of what has finished")
     g.add_argument("--extrapolate", action="store_true",
                    help="isoflop: also extrapolate the frontiers beyond the measured compute; requires --asymptote")
     g.add_argument("--asymptote", type=float, help="the irreducible loss E (nats/token) constrained independently "
@@ -137,26 +139,18 @@ def register(sub) -> None:
 
 
 def design_of(args) -> str:
-    from ..errors import MyopiaError
-
+    """The sweep's design: ``isoflop`` (the only one since 0.2.0); one line for a retired one or a bad pairing."""
     iso = _isoflop_presets()
-    design = args.design or ("isoflop" if args.preset in iso else "ladder")
-    if design == "ladder" and args.preset in iso:
-        raise MyopiaError(f"--preset {args.preset} is an IsoFLOP design; use --design isoflop")
-    if design == "isoflop" and args.preset in PRESETS:
-        raise MyopiaError(f"--preset {args.preset} is a ladder; IsoFLOP presets: {', '.join(iso)}")
-    if design == "ladder":
-        for flag in ("budgets", "strict_budgets", "n_sizes", "ratio_range", "lr_grid", "batch_grid", "schedule",
-                     "decay_frac", "shard"):
-            if getattr(args, flag) is not None:
-                raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design isoflop")
+    if args.design == "ladder" or (args.preset is not None and args.preset in PRESETS):
+        raise MyopiaError(f"the fixed-token ladder design of `myopia sweep` was retired in myopia {RETIRED_IN} "
+                          f"(see docs/scaling.md); IsoFLOP presets: {', '.join(iso) or 'none found'}")
     if args.extrapolate and args.asymptote is None:
         raise MyopiaError("--extrapolate needs --asymptote E: the frontier's few budgets do not identify the "
                           "irreducible loss, so extrapolating beyond the measured compute needs it constrained "
                           "independently")
     if args.asymptote is not None and not args.extrapolate:
         raise MyopiaError("--asymptote is used only with --extrapolate")
-    return design
+    return "isoflop"
 
 
 def _grid(text: str | None, kind, flag: str):
@@ -179,7 +173,8 @@ def isoflop_settings_from_args(args):
         torch.set_num_threads(args.threads)
     for flag in ("sizes", "widths", "tokens", "lr_ref_width"):
         if getattr(args, flag, None) is not None:
-            raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design ladder (isoflop picks sizes per "
+            raise MyopiaError(f"--{flag.replace('_', '-')} belongs to the size ladder of `myopia horizon-sweep` "
+                              "(the ladder design of `myopia sweep` was retired in 0.2.0; isoflop picks shapes per "
                               "budget and the recipe from its pilot)")
     kw = isoflop_preset_settings(args.preset or "cpu-isoflop")
     if args.ratio_range:
@@ -265,50 +260,9 @@ def _print_frontier(s: dict) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..data import load_corpus
-    from ..experiments.sweep import plan_runs, run_sweep
-    from ..rundir import run_status
+    """Run ``myopia sweep`` (the IsoFLOP design) with the parsed arguments; returns the exit status."""
     from ..train import init_distributed
 
-    if design_of(args) == "isoflop":
-        init_distributed()
-        return run_isoflop_cli(args)
-    settings = settings_from_args(args)
-    corpus = load_corpus(args.data)
-    if args.dry_run:
-        runs = plan_runs(settings, corpus.vocab_size)
-        for r in runs:
-            print(f"{r.name:40s} N={r.params_non_embedding:>10,d}  total={r.params_total:>10,d}  "
-                  f"tokens={r.tokens:>12,d}  steps={r.train_cfg.steps:>6d}  lr={r.train_cfg.lr:.2e}  "
-                  f"FLOPs={r.flops:.3e}  [{run_status(Path(args.out) / r.name)}]")
-        print(f"{len(runs)} runs, {sum(r.flops for r in runs):.3e} FLOPs in all")
-        return 0
+    design_of(args)
     init_distributed()
-    summary = run_sweep(args.data, args.out, settings, corpus=corpus, max_runs=args.max_runs,
-                        bootstrap=args.bootstrap)
-    if not summary:
-        return 0
-    _print_table(summary)
-    if args.report:
-        from .report import write_and_print
-
-        write_and_print(args.out)
-    return 0
-
-
-def _print_table(s: dict) -> None:
-    def f(x, fmt="{:.3f}"):
-        return "-" if x is None else fmt.format(float(x))
-
-    print(f"{'size':>12} {'N':>10} {'FLOPs':>10} {'vanilla':>8} {'myopic':>8} {'m-hidden':>8} "
-          f"{'gap':>7} {'gap-h':>7} {'k':>6} {'k-h':>6}")
-    for e in s["table"]:
-        print(f"{e['size']:>12} {e['params_non_embedding']:>10,d} {e['flops']:>10.2e} "
-              f"{f(e['loss'].get('vanilla')):>8} {f(e['loss'].get('myopic')):>8} "
-              f"{f(e['loss'].get('myopic-hidden')):>8} "
-              f"{f(e['gap']['myopic'], '{:+.3f}'):>7} {f(e['gap']['myopic-hidden'], '{:+.3f}'):>7} "
-              f"{f(e['k']['myopic'], '{:.2f}'):>6} {f(e['k']['myopic-hidden'], '{:.2f}'):>6}")
-    state = "complete" if s["complete"] else f"{len(s['pending'])} runs pending"
-    print(f"sweep {state}; {s['total_train_wall_s'] / 60:.1f} min of training")
+    return run_isoflop_cli(args)

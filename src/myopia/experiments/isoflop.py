@@ -9,9 +9,8 @@ The design (decided before any run, the same for every arm):
   non-embedding parameters); a shape whose run would read more than ``max_epochs`` passes over the training
   split is not used at that budget (the epoch cap; ``data_repeat`` in sweep.json says when data repeat);
 - **the recipe** (:mod:`myopia.train`): warmup-stable-decay (warmup ``max(warmup_frac * steps, warmup_min)``
-  steps of the shape's shortest run, ``decay_frac`` 1-sqrt cooldown), AdamW with ``adam_beta2``, and a
-  width-scaled learning rate (hidden matrices at ``lr * mup_base_width / width``) so that one base lr serves
-  every shape;
+  steps of the shape's shortest run, ``decay_frac`` 1-sqrt cooldown), AdamW with ``adam_beta2``, and optionally
+  a width-scaled learning rate (hidden matrices at ``lr * mup_base_width / width``; off by default);
 - **the pilot** (seeds ``pilot_seeds``, never reported): at ``pilot_budget`` (default: the middle budget) and its
   ``pilot_sizes`` middle shapes, vanilla, every (batch, lr) of ``pilot_batch_grid`` x ``pilot_lr_grid``. Rule,
   fixed before the pilot: the pair with the lowest mean validation loss over the pilot runs (a diverged run
@@ -80,7 +79,7 @@ class IsoFlopSettings:
     pilot_budget: float | None = None
     pilot_sizes: int = 2
     pilot_seeds: list[int] = field(default_factory=lambda: [100])
-    mup_base_width: int = 32
+    mup_base_width: int = 0  # 0: off (see docs/scaling.md's transfer check)
     schedule: str = "wsd"
     decay_frac: float = 0.2
     decay_shape: str = "sqrt"

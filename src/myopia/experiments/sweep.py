@@ -1,18 +1,15 @@
-"""``myopia sweep``: model sizes x token budgets x gradient settings x seeds, trained into one folder, then fitted.
+"""What the sweeps share: model shapes and their parsing, token budgets, the settings of a size ladder (used by
+``myopia horizon-sweep``), running one run of a sweep folder (:func:`ensure_run`: skip a finished run, resume a
+partial one) and its per-window held-out evaluation (:func:`evaluate_windows`).
 
-Each (size, budget, gradient, seed) trains into ``DIR/<run-name>/`` with :func:`myopia.experiments.train_lm.train_lm`.
-Within a size (and budget and seed) every gradient setting gets the same initialisation, data order and
-hyperparameters: only the gradient differs. A run whose ``result.json`` exists is skipped; a run with a checkpoint
-is resumed; so rerunning the same command continues an interrupted sweep. After training, each model is evaluated
-per held-out window (``eval_windows.json``) for paired document-bootstrap intervals on the gaps, and the whole
-folder is summarised in ``DIR/sweep.json`` (see :func:`summarise`).
+The fixed-token ladder design of ``myopia sweep`` was retired in version 0.2.0: ``myopia sweep`` is the IsoFLOP
+design (:mod:`myopia.experiments.isoflop`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,16 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..arms import MYOPIC_ARMS
+from ..arms import MYOPIC_ARMS  # noqa: F401 (re-exported for the horizon sweep)
 from ..errors import MyopiaError
-from ..io import provenance, read_json, write_json
-from ..model import GPTConfig, flops_per_token, non_embedding_params
-from ..scaling import (
-    compute_multiplier,
-    fit_chinchilla,
-    fit_power_law,
-    multiplier_curve,
-)
+from ..io import read_json, write_json
+from ..model import GPTConfig
 from ..rundir import CONFIG, METRICS, RESULT, load_run_model, run_status
 from ..rundir import SWEEP_JSON as SWEEP_FILE
 from ..train import TrainConfig, dist_info
@@ -210,58 +201,6 @@ class SweepSettings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-@dataclass
-class SweepRun:
-    """One training run of the grid."""
-
-    name: str
-    size: ModelSize
-    budget: TokenBudget
-    gradient: str
-    seed: int
-    model_cfg: GPTConfig
-    train_cfg: TrainConfig
-    params_total: int
-    params_non_embedding: int
-    tokens: int  # tokens actually trained on (whole steps)
-    flops: float  # flops_per_token * tokens: 6 N D + causal attention (see myopia.model.flops_per_token)
-
-    def row(self) -> dict:
-        return {
-            "name": self.name, "size": self.size.name, "n_layer": self.size.n_layer, "d_model": self.size.d_model,
-            "n_head": self.size.n_head, "budget": self.budget.label, "gradient": self.gradient, "seed": self.seed,
-            "params_total": self.params_total, "params_non_embedding": self.params_non_embedding,
-            "tokens": self.tokens, "steps": self.train_cfg.steps, "lr": self.train_cfg.lr, "flops": self.flops,
-            "flops_6nd": 6.0 * self.params_non_embedding * self.tokens,
-        }
-
-
-def run_name(size: ModelSize, budget: TokenBudget, gradient: str, seed: int) -> str:
-    return f"{size.name}-D{budget.label}-{gradient}-s{seed}"
-
-
-def plan_runs(settings: SweepSettings, vocab_size: int) -> list[SweepRun]:
-    """The grid, ordered size-major (small first) so that an interrupted sweep has whole sizes done."""
-    runs = []
-    for size in sorted(settings.sizes, key=lambda s: non_embedding_params(model_config_for(settings, s, vocab_size))):
-        base_cfg = model_config_for(settings, size, vocab_size)
-        n_ne = non_embedding_params(base_cfg)
-        n_total = n_ne + vocab_size * size.d_model
-        for budget in settings.tokens:
-            tokens_per_step = settings.batch_size * settings.seq_len
-            steps = steps_for(settings, budget, n_ne)
-            for seed in settings.seeds:
-                for gradient in settings.gradients:
-                    cfg = replace(base_cfg, gradient=gradient)
-                    tcfg = train_config_for(settings, size, steps, seed)
-                    runs.append(SweepRun(
-                        name=run_name(size, budget, gradient, seed), size=size, budget=budget, gradient=gradient,
-                        seed=seed, model_cfg=cfg, train_cfg=tcfg, params_total=n_total, params_non_embedding=n_ne,
-                        tokens=steps * tokens_per_step, flops=float(flops_per_token(cfg)) * steps * tokens_per_step,
-                    ))
-    return runs
-
-
 def train_config_for(settings: SweepSettings, size: ModelSize, steps: int, seed: int) -> TrainConfig:
     """The training hyperparameters of one run: shared by every gradient setting of a (size, budget, seed)."""
     return TrainConfig(
@@ -350,30 +289,6 @@ def evaluate_windows(run_dir: Path, corpus, eval_tokens: int, seed: int, batch_s
     return out
 
 
-def run_sweep(data, out, settings: SweepSettings, *, corpus=None, max_runs: int | None = None,
-              bootstrap: int = 200, log=None) -> dict:
-    """Train every pending run of the grid (at most ``max_runs`` this call), then write and return sweep.json."""
-    from ..data import load_corpus
-
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    out = Path(out)
-    corpus = corpus if corpus is not None else load_corpus(data)
-    runs = keep_legacy_document_masks(out, plan_runs(settings, corpus.vocab_size), log)
-    trained = 0
-    for run in runs:
-        run_dir = out / run.name
-        if run_status(run_dir) != "done":
-            if max_runs is not None and trained >= max_runs:
-                continue
-            trained += 1
-        ensure_run(data, run_dir, run.model_cfg, run.train_cfg, corpus=corpus, eval_tokens=settings.eval_tokens,
-                   log=log)
-    summary = summarise(out, runs, settings, data=data, corpus=corpus, bootstrap=bootstrap)
-    if dist_info()[0] == 0:
-        write_json(out / SWEEP_FILE, summary)
-    return summary
-
-
 def keep_legacy_document_masks(out: Path, runs: list, log) -> list:
     """A sweep folder whose runs predate ``document_mask`` keeps training without document masks (its runs are
     compared with each other), and says so."""
@@ -400,215 +315,6 @@ def doc_means(ev: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     uniq, inv = np.unique(docs, return_inverse=True)
     n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
     return uniq, np.bincount(inv, weights=w, minlength=len(uniq)) / n, n * float(ev.get("seq_len", 1))
-
-
-def summarise(out, runs: list[SweepRun], settings: SweepSettings, *, data=None, corpus=None,
-              bootstrap: int = 200) -> dict:
-    """sweep.json: per-run rows, the per-(size, budget) table, power-law fits and compute multipliers.
-
-    ``fits[budget][arm]`` is L(C) over the sizes trained with that token budget; a row's k compares its myopic
-    loss with the vanilla curve of the same budget, and ``k_curve[budget][arm]`` compares the two fitted curves
-    (inside the measured range only: no extrapolation). Table losses average over seeds. Gap intervals:
-    :class:`myopia.analysis.stats.HierarchicalBootstrap` over seeds and held-out documents (``gap_summary``
-    holds the full summary, with ``training_noise``). Fit intervals: residual bootstrap (only with >= 2 residual
-    degrees of freedom, i.e. >= 5 sizes); k intervals pair the vanilla and the myopic fits' bootstrap samples, so
-    they include both arms' noise.
-    """
-    rows, evals = _run_rows(Path(out), runs)
-    arms = list(settings.gradients)
-    table = _size_budget_table(rows, evals, settings, bootstrap)
-    fits = _budget_fits(table, arms, bootstrap)
-    _add_multipliers(table, fits)
-    pending = [r["name"] for r in rows if r["status"] != "done"]
-    timings = [r.get("wall_s") or 0.0 for r in rows if r["status"] == "done"]
-    return {
-        "kind": "myopia-sweep",
-        "complete": not pending,
-        "pending": pending,
-        "data": None if data is None else str(data),
-        "corpus": None if corpus is None else corpus.describe(),
-        "settings": settings.to_dict(),
-        "units": {"loss": "nats/token on held-out windows (validation split)", "flops": "training FLOPs",
-                  "k": "compute multiplier C*/C: a myopic model at C matches a vanilla one at k*C"},
-        "runs": rows,
-        "table": table,
-        "fits": {b: {g: (None if f is None else f.to_dict()) for g, f in fb.items()} for b, fb in fits.items()},
-        "k_curve": _k_curves(table, fits),
-        "chinchilla": _chinchilla(rows, arms, bootstrap),
-        "total_train_wall_s": float(sum(timings)),
-        "provenance": provenance(),
-    }
-
-
-def _run_rows(out: Path, runs: list[SweepRun]) -> tuple[list[dict], dict]:
-    """One row per run (its status, and for a finished run its eval loss, tokens and wall time), and the
-    per-window evaluations of the finished runs that have them ({run name: eval_windows.json})."""
-    rows, evals = [], {}
-    for run in runs:
-        row = run.row()
-        run_dir = out / run.name
-        row["status"] = run_status(run_dir)
-        if row["status"] == "done":
-            result = read_json(run_dir / RESULT)
-            row["eval_loss"] = result["eval_loss"]
-            row["eval_tokens"] = result["final_eval"].get("tokens")
-            timing = run_dir / TIMING_FILE
-            row["wall_s"] = read_json(timing)["wall_s"] if timing.exists() else result.get("train_time_s")
-            if (run_dir / EVAL_FILE).exists():
-                evals[run.name] = read_json(run_dir / EVAL_FILE)
-        rows.append(row)
-    return rows, evals
-
-
-def _size_budget_table(rows: list[dict], evals: dict, settings: SweepSettings, bootstrap: int) -> list[dict]:
-    """One entry per (size, budget): losses averaged over seeds (with their seed sd) and the myopic gaps with
-    their seed-inclusive intervals; sorted by budget (as in settings.tokens), then size."""
-    groups: dict[tuple, dict] = {}
-    for row in rows:
-        groups.setdefault((row["size"], row["budget"]), {}).setdefault(row["gradient"], []).append(row)
-    table = []
-    arms = list(settings.gradients)
-    for (size, budget), by_grad in groups.items():
-        any_row = next(iter(by_grad.values()))[0]
-        entry = {k: any_row[k] for k in ("size", "n_layer", "d_model", "n_head", "budget", "params_total",
-                                          "params_non_embedding", "tokens", "flops", "flops_6nd")}
-        entry["loss"], entry["loss_seed_sd"], entry["seeds_done"] = {}, {}, {}
-        for g in _report_arms(arms):
-            done = [r for r in by_grad.get(g, []) if r["status"] == "done"]
-            losses = [r["eval_loss"] for r in done]
-            entry["loss"][g] = float(np.mean(losses)) if losses else None
-            entry["loss_seed_sd"][g] = float(np.std(losses, ddof=1)) if len(losses) > 1 else None
-            entry["seeds_done"][g] = len(losses)
-        entry["gap"], entry["gap_ci"], entry["gap_seed_sd"], entry["gap_summary"] = {}, {}, {}, {}
-        for g in MYOPIC_ARMS:
-            (entry["gap"][g], entry["gap_ci"][g], entry["gap_seed_sd"][g],
-             entry["gap_summary"][g]) = _gap(by_grad, g, evals, bootstrap)
-        table.append(entry)
-    budget_order = {b.label: i for i, b in enumerate(settings.tokens)}
-    table.sort(key=lambda e: (budget_order.get(e["budget"], len(budget_order)), e["params_non_embedding"]))
-    return table
-
-
-def _budget_fits(table: list[dict], arms: list[str], bootstrap: int) -> dict[str, dict]:
-    """One curve per token budget and arm: L(C) over the sizes trained on the same D tokens (so compute varies
-    through N alone, and k compares a myopic model with vanilla models given the same data); None with fewer than
-    3 points. ``{budget: {arm: PowerLawFit | None}}``, budgets in the table's order."""
-    budgets = list(dict.fromkeys(e["budget"] for e in table))  # in the order of settings.tokens
-    fits: dict[str, dict] = {}
-    for b in budgets:
-        fits[b] = {}
-        for g in _report_arms(arms):
-            pts = [(e["flops"], e["loss"][g]) for e in table if e["budget"] == b and e["loss"].get(g) is not None]
-            fits[b][g] = None
-            if len(pts) >= 3 and len({c for c, _ in pts}) >= 2:  # intervals only from 5 points (2 dof)
-                c, l_ = np.array(pts).T
-                fits[b][g] = fit_power_law(c, l_, bootstrap=bootstrap, seed=0)
-    return fits
-
-
-def _add_multipliers(table: list[dict], fits: dict[str, dict]) -> None:
-    """Each entry's k (and interval) per myopic arm against the vanilla curve of its budget (inf where the curve
-    never reaches the myopic loss), in place."""
-    for e in table:
-        e["k"], e["k_ci"] = {}, {}
-        vfit = fits[e["budget"]].get("vanilla")
-        for g in MYOPIC_ARMS:
-            e["k"][g], e["k_ci"][g] = None, None
-            lm = e["loss"].get(g)
-            if vfit is None or lm is None:
-                continue
-            if lm <= vfit.E:
-                e["k"][g] = math.inf  # the vanilla fit never reaches a loss this low
-            else:
-                e["k"][g] = compute_multiplier(vfit, e["flops"], lm)
-            e["k_ci"][g] = _k_interval(vfit, fits[e["budget"]].get(g), e["flops"], lm)
-
-
-def _k_curves(table: list[dict], fits: dict[str, dict]) -> dict[str, dict]:
-    """k(C) between the fitted vanilla and myopic curves of each budget, over the measured compute range only."""
-    k_curves: dict[str, dict] = {}
-    for b in fits:
-        k_curves[b] = {}
-        cs = [e["flops"] for e in table if e["budget"] == b]
-        cmin, cmax = min(cs), max(cs)
-        grid = np.logspace(math.log10(cmin), math.log10(cmax), 60)  # the measured range: no extrapolation
-        vfit = fits[b].get("vanilla")
-        for g in MYOPIC_ARMS:
-            k_curves[b][g] = None
-            if vfit is not None and fits[b].get(g) is not None:
-                curve = multiplier_curve(vfit, fits[b][g], grid)
-                k_curves[b][g] = {k: [float(x) for x in v] for k, v in curve.items()}
-                k_curves[b][g]["measured_range"] = [cmin, cmax]
-    return k_curves
-
-
-def _chinchilla(rows: list[dict], arms: list[str], bootstrap: int) -> dict:
-    """L(N, D) per arm over every finished run, when the grid has >= 3 sizes and >= 3 budgets (else None)."""
-    chinchilla = {}
-    for g in _report_arms(arms):
-        done = [r for r in rows if r["gradient"] == g and r["status"] == "done"]
-        n_sizes = len({r["size"] for r in done})
-        n_budgets = len({r["tokens"] for r in done})
-        chinchilla[g] = None
-        if n_sizes >= 3 and n_budgets >= 3 and len(done) >= 6:
-            try:
-                f = fit_chinchilla([r["params_non_embedding"] for r in done], [r["tokens"] for r in done],
-                                   [r["eval_loss"] for r in done], bootstrap=bootstrap)
-                chinchilla[g] = f.to_dict(with_samples=False)
-            except MyopiaError as exc:
-                chinchilla[g] = {"error": str(exc)}
-    return chinchilla
-
-
-def _report_arms(arms: list[str]) -> list[str]:
-    """The arms a table reports: the swept ones, plus both myopic variants side by side whenever either is present."""
-    out = list(arms)
-    if any(a in MYOPIC_ARMS for a in out):
-        for a in MYOPIC_ARMS:
-            if a not in out:
-                out.append(a)
-    return out
-
-
-def _gap(by_grad: dict, arm: str, evals: dict, bootstrap: int):
-    """Gap (arm - vanilla) averaged over the seeds both finished, its 95% interval (hierarchical bootstrap over
-    seeds and documents, :mod:`myopia.analysis.stats`), the seed sd, and the full stats summary."""
-    from ..analysis.stats import HierarchicalBootstrap
-
-    van = {r["seed"]: r for r in by_grad.get("vanilla", []) if r["status"] == "done"}
-    myo = {r["seed"]: r for r in by_grad.get(arm, []) if r["status"] == "done"}
-    seeds = sorted(set(van) & set(myo))
-    if not seeds:
-        return None, None, None, None
-    gaps = [myo[s]["eval_loss"] - van[s]["eval_loss"] for s in seeds]
-    gap = float(np.mean(gaps))
-    sd = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None
-    names = [n for s in seeds for n in (myo[s]["name"], van[s]["name"])]
-    if bootstrap <= 0 or not all(n in evals for n in names):
-        return gap, None, sd, None
-    per_doc = [doc_means(evals[n]) for n in names]
-    if any(not np.array_equal(d[0], per_doc[0][0]) for d in per_doc):
-        raise MyopiaError("runs to be compared were evaluated on different windows")
-    diff = np.stack([per_doc[2 * i][1] - per_doc[2 * i + 1][1] for i in range(len(seeds))])  # (S, U)
-    boot = HierarchicalBootstrap(diff.shape[1], len(seeds), bootstrap, seed=1)
-    summary = boot.unit_means(diff, unit_weights=per_doc[0][2]).summary()
-    return gap, summary["ci95"], sd, summary
-
-
-def _k_interval(vfit, mfit, compute: float, myopic_loss: float) -> tuple[float, float] | None:
-    """95% interval of a row's k pairing the vanilla fit's bootstrap samples with the myopic fit's (the myopic
-    loss moves by its fit's bootstrap deviation at this compute): both arms' noise. None without both samples."""
-    if vfit is None or mfit is None or vfit.samples is None or mfit.samples is None:
-        return None
-    from ..scaling import percentile_interval
-
-    vs, ms = vfit.sample_fits(), mfit.sample_fits()
-    centre = mfit.predict(compute)
-    ks = []
-    for v, m in zip(vs, ms):
-        lm = myopic_loss + (m.predict(compute) - centre)
-        ks.append(math.inf if lm <= v.E else v.inverse(lm) / compute)
-    return percentile_interval(np.array(ks))
 
 
 def load_sweep(run_dir) -> dict:
