@@ -247,6 +247,32 @@ def test_isoflop_sweep_trains_the_recipe_and_reports(corpus_file, tmp_path):
     assert "Recipe: warmup-stable-decay" in md and "Pilot (unreported seeds" in md
 
 
+def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_file, tmp_path, monkeypatch):
+    """A non-finite loss (the trainer's NaN error) is recorded in diverged.json, a branch of a diverged trunk is
+    recorded too without training, nothing diverged is retried, and other errors still stop the sweep."""
+    from myopia.experiments import isoflop
+
+    corpus = load_corpus(corpus_file)
+    s = tiny_iso(gradients=["vanilla"], pilot_lr_grid=[])
+    calls = []
+
+    def ensure(data, run_dir, *a, **kw):
+        calls.append(run_dir.name)
+        raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
+
+    monkeypatch.setattr(isoflop, "ensure_run", ensure)
+    first = isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
+    runs = {r["name"]: r for r in first["runs"]}
+    assert first["complete"] and first["points"] == [] and set(first["diverged"]) == set(runs)
+    assert set(calls) == {n for n, r in runs.items() if r["stage"] == "trunk"}  # branches never trained
+    calls.clear()
+    isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
+    assert calls == []
+    monkeypatch.setattr(isoflop, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
+    with pytest.raises(MyopiaError, match="disk full"):
+        isoflop.run_isoflop(corpus_file, tmp_path / "other", s, corpus=corpus, n_boot=20, log=lambda m: None)
+
+
 def test_isoflop_refuses_a_folder_of_a_retired_design(tmp_path):
     from myopia.experiments import isoflop
     from myopia.io import write_json

@@ -398,7 +398,8 @@ def _ensure(corpus, data, run: IsoRun, out: Path, s: IsoFlopSettings, log) -> No
         return
     trunk_dir = None if run.trunk is None else out / run.trunk
     if trunk_dir is not None and iso_status(trunk_dir) == "diverged":
-        write_json(run_dir / DIVERGED_FILE, {"run": run.name, "error": f"its trunk {run.trunk} diverged"})
+        if dist_info()[0] == 0:
+            write_json(run_dir / DIVERGED_FILE, {"run": run.name, "error": f"its trunk {run.trunk} diverged"})
         return
     branch_from = None if trunk_dir is None else branch_state_dir(trunk_dir, run.branch_step)
     try:
