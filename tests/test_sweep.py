@@ -247,6 +247,31 @@ def test_isoflop_sweep_trains_the_recipe_and_reports(corpus_file, tmp_path):
     assert "Recipe: warmup-stable-decay" in md and "Pilot (unreported seeds" in md
 
 
+def test_isoflop_adds_seeds_at_the_measured_optima_after_the_first_pass(tmp_path):
+    """The rule fixed before the first pass: once every first-pass run has finished, per (budget, arm) the shape of
+    lowest mean validation loss gets optimum_seeds, at every arm, as whole trunks with branches."""
+    from myopia.experiments.isoflop import optimum_shapes, plan_runs
+    from myopia.io import write_json
+
+    s = tiny_iso(optimum_seeds=[7])
+    first = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3, out=tmp_path)
+    assert {r.seed for r in first} == {0, 1, 2} and optimum_shapes(first, tmp_path) is None  # nothing trained yet
+    best = {1e8: "1x32h2", 2e8: "1x16h1", 4e8: "1x32h2"}  # planted optimum per budget
+    for r in first:
+        loss = 2.0 + (0.0 if best[r.budget] == r.size.name else 0.1) + 0.01 * r.seed
+        write_json(tmp_path / r.name / "result.json", {"eval_loss": loss})
+    assert optimum_shapes(first, tmp_path) == ["1x16h1", "1x32h2"]
+    both = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3, out=tmp_path)
+    extra = both[len(first):]
+    assert both[:len(first)] == first and {r.seed for r in extra} == {7}
+    assert {r.size.name for r in extra} == {"1x16h1", "1x32h2"}
+    assert {r.gradient for r in extra} == {"vanilla", "myopic-hidden"}
+    assert {(r.size.name, r.budget) for r in extra} == {(r.size.name, r.budget) for r in first
+                                                        if r.size.name in ("1x16h1", "1x32h2")}
+    with pytest.raises(MyopiaError, match="optimum seeds"):
+        tiny_iso(optimum_seeds=[2])
+
+
 def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_file, tmp_path, monkeypatch):
     """A non-finite loss (the trainer's NaN error) is recorded in diverged.json, a branch of a diverged trunk is
     recorded too without training, nothing diverged is retried, and other errors still stop the sweep."""

@@ -18,7 +18,9 @@ The design (decided before any run, the same for every arm):
 - **one run per (shape, arm, seed)** trained to the shape's largest budget (the *trunk*); at each smaller budget
   of the shape a **cooldown branch** resumes the trunk's stable-phase state at that budget's decay start and
   decays to its own length (bitwise the fresh run of that length, :func:`myopia.train.train`);
-- every arm shares initialisation and data order within a (shape, seed); ``seeds`` (>= 3) at every cell;
+- every arm shares initialisation and data order within a (shape, seed); ``seeds`` (>= 3) at every cell, and
+  ``optimum_seeds`` more at the shapes of the measured optima by a rule fixed before the first pass
+  (:data:`OPTIMUM_RULE`);
 - the reported loss of a run is measured on the **test** split (``eval_windows_test.json``, per window and
   document); the pilot chose its settings on validation.
 
@@ -71,6 +73,7 @@ class IsoFlopSettings:
     max_width: int = 512
     deep_above: int = 20_000  # non-embedding parameters above which a shape has >= 2 layers
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    optimum_seeds: list[int] = field(default_factory=list)  # more seeds at the measured optima (OPTIMUM_RULE)
     seq_len: int = 128
     batch_size: int = 4  # sequences per step, used when the pilot's batch grid is empty
     lr: float = 6e-3  # base lr (at mup_base_width), used when the pilot's lr grid is empty
@@ -116,8 +119,10 @@ class IsoFlopSettings:
             raise MyopiaError("the IsoFLOP design trains with the wsd schedule (cooldowns branch from one run)")
         if len(self.seeds) < 3:
             raise MyopiaError("an IsoFLOP sweep trains at least 3 seeds per cell (training noise must be measured)")
-        if set(self.seeds) & set(self.pilot_seeds):
+        if set(self.seeds) & set(self.pilot_seeds) or set(self.optimum_seeds) & set(self.pilot_seeds):
             raise MyopiaError("pilot seeds must differ from the reported seeds (no setting chosen on a reported seed)")
+        if set(self.optimum_seeds) & set(self.seeds):
+            raise MyopiaError("optimum seeds must differ from the first pass's seeds")
         if self.pilot_budget is not None and not any(math.isclose(self.pilot_budget, b, rel_tol=0.01)
                                                      for b in self.budgets):
             raise MyopiaError(f"the pilot budget {self.pilot_budget:g} is not one of the budgets")
@@ -326,21 +331,24 @@ def pilot_choice(runs: list[IsoRun], out: Path) -> tuple[dict | None, dict]:
     return {"batch_size": batch, "lr": lr}, table
 
 
-def plan_runs(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float) -> list[IsoRun]:
-    """Every reported run: per (shape, arm, seed) the trunk (its largest budget; ``branch_at`` the decay starts of
-    the smaller budgets) followed by its cooldown branches, shapes in order of their smallest budget."""
+def _trunks(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float, seeds,
+            shapes=None) -> list[IsoRun]:
+    """Per (shape, arm, seed) the trunk (its largest budget; ``branch_at`` the decay starts of the smaller budgets)
+    followed by its cooldown branches, shapes in order of their smallest budget (only ``shapes`` when given)."""
     budgets_of: dict[ModelSize, list[float]] = {}
     for budget in sorted(s.budgets):
         for size, _ in sizes_for_budget(s, budget, vocab_size, train_tokens):
             budgets_of.setdefault(size, []).append(budget)
     runs = []
     for size, budgets in budgets_of.items():
+        if shapes is not None and size.name not in shapes:
+            continue
         fpt = flops_per_token(_cfg(s, size, vocab_size))
         warmup = _warmup(s, _steps(s, budgets[0], fpt, batch_size))
         arms = list(dict.fromkeys(a for b in budgets for a in s.arms_for(b)))
         for arm in arms:
             mine = [b for b in budgets if arm in s.arms_for(b)]
-            for seed in s.seeds:
+            for seed in seeds:
                 made = [_mk(s, b, size, arm, seed, vocab_size, train_tokens, batch_size, lr, warmup, "branch")
                         for b in mine]
                 trunk = made[-1]
@@ -350,6 +358,35 @@ def plan_runs(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size
                 trunk.branch_at = tuple(r.branch_step for r in made[:-1])
                 runs += [trunk] + made[:-1]
     return runs
+
+
+OPTIMUM_RULE = ("after every first-pass run has finished: per (budget, arm), the shape with the lowest mean "
+                "validation loss over its seeds; every such shape trains optimum_seeds at every arm (whole trunks "
+                "with their branches)")
+
+
+def optimum_shapes(runs: list[IsoRun], out: Path) -> list[str] | None:
+    """The shapes that get ``optimum_seeds`` by :data:`OPTIMUM_RULE`, or None while a first-pass run is pending."""
+    if any(iso_status(out / r.name) not in ("done", "diverged") for r in runs):
+        return None
+    losses: dict[tuple[float, str], dict[str, list[float]]] = {}
+    for r in runs:
+        if iso_status(out / r.name) == "done":
+            v = float(read_json(out / r.name / RESULT)["eval_loss"])
+            losses.setdefault((r.budget, r.gradient), {}).setdefault(r.size.name, []).append(v)
+    best = {min(by.items(), key=lambda kv: (float(np.mean(kv[1])), kv[0]))[0] for by in losses.values()}
+    return sorted(best)
+
+
+def plan_runs(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float,
+              out: Path | None = None) -> list[IsoRun]:
+    """Every reported run: the first pass (``seeds`` at every shape), then, given the sweep folder ``out`` and
+    once the first pass has finished, ``optimum_seeds`` at the shapes of the measured optima (:func:`optimum_shapes`)."""
+    first = _trunks(s, vocab_size, train_tokens, batch_size, lr, s.seeds)
+    shapes = optimum_shapes(first, Path(out)) if s.optimum_seeds and out is not None else None
+    if not shapes:
+        return first
+    return first + _trunks(s, vocab_size, train_tokens, batch_size, lr, s.optimum_seeds, shapes)
 
 
 def shard_runs(runs: list[IsoRun], shard: tuple[int, int] | None) -> list[IsoRun]:
@@ -455,8 +492,8 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
         if take(r):
             _ensure(corpus, data, r, out, s, log)
     choice, _ = pilot_choice(pilot, out) if pilot else ({"batch_size": s.batch_size, "lr": s.lr}, {})
-    if choice is not None:
-        for r in shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice), shard):
+    for _ in range(2 if choice is not None else 0):  # the first pass, then the seeds at the measured optima
+        for r in shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice, out=out), shard):
             if (r.trunk is None or iso_status(out / r.trunk) in ("done", "diverged")) and take(r):
                 _ensure(corpus, data, r, out, s, log)
     summary = summarise_isoflop(out, s, data=data, corpus=corpus, n_boot=n_boot, extrapolate_E=extrapolate_E)
@@ -507,11 +544,15 @@ def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot
     vocab = corpus.vocab_size if corpus is not None else 256
     pilot = pilot_runs(s, vocab, train_tokens)
     choice, table = pilot_choice(pilot, out) if pilot else ({"batch_size": s.batch_size, "lr": s.lr}, {})
-    planned = pilot + ([] if choice is None else plan_runs(s, vocab, train_tokens, **choice))
+    planned = pilot + ([] if choice is None else plan_runs(s, vocab, train_tokens, **choice, out=out))
     rows = [_run_record(r, out) for r in planned]
     pending = [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
     if choice is None:
         pending.append("the reported runs (after the pilot)")
+    shapes = None if choice is None or not s.optimum_seeds else optimum_shapes(
+        _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds), out)
+    if s.optimum_seeds and shapes is None:
+        pending.append(f"seeds {s.optimum_seeds} at the measured optima (after the first pass)")
     points = [_point(r, out) for r in rows if r["stage"] != "pilot" and r["status"] == "done" and "test_loss" in r]
     arms = list(dict.fromkeys(p["arm"] for p in points))
     analysis = frontier_report(points, baseline="vanilla", arms=[a for a in arms if a != "vanilla"], n_boot=n_boot,
@@ -528,6 +569,7 @@ def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot
         "pilot": {"runs": [r["name"] for r in rows if r["stage"] == "pilot"], "seeds": list(s.pilot_seeds),
                   "val_loss": table, "choice": choice,
                   "rule": "lowest mean validation loss over the pilot runs; ties: smaller batch, then smaller lr"},
+        "optimum_seeds": {"seeds": list(s.optimum_seeds), "shapes": shapes, "rule": OPTIMUM_RULE},
         "plan": [{"name": r["name"], "stage": r["stage"], "budget": r["budget"], "size": r["size"],
                   "steps": r["steps"], "branched_from": r["branched_from"]} for r in rows],
         "data_repeat": {"max_epochs": max_epochs, "repeats": max_epochs > 1.0, "cap": s.max_epochs,
