@@ -201,22 +201,3 @@ def test_document_mask_under_torch_compile():
     out = model(x, doc_ids=d)
     out.sum().backward()
     torch.testing.assert_close(out, ref)
-
-
-def test_a_sweep_folder_from_before_document_masks_keeps_training_without(tmp_path):
-    from dataclasses import dataclass
-
-    from myopia.experiments.sweep import keep_legacy_document_masks
-
-    @dataclass
-    class Run:
-        name: str
-        train_cfg: TrainConfig
-
-    runs = [Run("a", TrainConfig()), Run("b", TrainConfig())]
-    assert all(r.train_cfg.document_mask for r in keep_legacy_document_masks(tmp_path, runs, print))
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "config.json").write_text(json.dumps({"train": {"steps": 3}}))
-    notes = []
-    kept = keep_legacy_document_masks(tmp_path, runs, notes.append)
-    assert not any(r.train_cfg.document_mask for r in kept) and "predates --document-mask" in notes[0]

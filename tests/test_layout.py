@@ -86,9 +86,6 @@ def test_the_library_never_imports_experiments_or_the_command_line():
 SIDEWAYS_PENDING = {
     "myopia.experiments.demo": {"myopia.experiments.regression"},
     "myopia.experiments.demo_search": {"myopia.experiments.demo", "myopia.experiments.regression"},
-    "myopia.experiments.sweep": {"myopia.experiments.scaling_presets", "myopia.experiments.train_lm"},
-    "myopia.experiments.isoflop": {"myopia.experiments.sweep"},
-    "myopia.experiments.horizon_sweep": {"myopia.experiments.sweep"},
 }
 
 

@@ -2,7 +2,7 @@
 
 import json
 import random
-from dataclasses import replace
+import re
 
 import numpy as np
 import pytest
@@ -10,18 +10,15 @@ import pytest
 from myopia.cli import main
 from myopia.data import LMTask, load_corpus
 from myopia.errors import MyopiaError
-from myopia.experiments import sweep as sweep_mod
+from myopia import sweep_grid as sweep_mod
 from myopia.experiments.horizon_sweep import default_horizons, horizon_arms, run_horizon_sweep
-from myopia.experiments.scaling_presets import PRESETS
-from myopia.experiments.train_lm import train_lm  # the real trainer (the sweep's is replaced by a recorder)
-from myopia.experiments.sweep import (
+from myopia.scaling_presets import PRESETS
+from myopia.sweep_grid import (
     SweepSettings,
     ladder,
     parse_sizes,
     parse_tokens,
-    plan_runs,
     run_status,
-    run_sweep,
 )
 from myopia.model import non_embedding_params
 
@@ -71,38 +68,9 @@ def tiny_settings(**kw):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The grid
+# Shapes, ladders (the horizon sweep's) and the retired ladder design
 # ------------------------------------------------------------------------------------------------------------
 
-
-
-def _die_on_fourth_batch(monkeypatch):
-    """Make training raise KeyboardInterrupt when it asks for its 4th batch (after the step-2 checkpoint); returns
-    the real LMTask.examples for restoring."""
-    calls = {"n": 0}
-    real_examples = LMTask.examples
-
-    def dying_examples(self, indices, device="cpu"):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_examples(self, indices, device)
-
-    monkeypatch.setattr(LMTask, "examples", dying_examples)
-    return real_examples
-
-
-def _record_training(monkeypatch) -> list:
-    """Make the sweep's train_lm record (run name, resume) for each run it trains; returns that list."""
-    trained = []
-    real_train_lm = sweep_mod.train_lm
-
-    def recording_train_lm(data, run_out, *a, resume=False, **kw):
-        trained.append((run_out.name, resume))
-        return real_train_lm(data, run_out, *a, resume=resume, **kw)
-
-    monkeypatch.setattr(sweep_mod, "train_lm", recording_train_lm)
-    return trained
 
 def test_ladder_rules_and_parsing():
     sizes = ladder((32, 48, 64, 96, 128), aspect=32, head_dim=32)
@@ -121,59 +89,15 @@ def test_ladder_rules_and_parsing():
 
 def test_presets_span_the_required_range():
     cpu = SweepSettings.from_preset("cpu")
-    n = [non_embedding_params(plan.model_cfg) for plan in plan_runs(cpu, 257)[:: len(cpu.gradients)]]
+    n = [non_embedding_params(sweep_mod.model_config_for(cpu, size, 257)) for size in cpu.sizes]
     assert len(n) >= 5 and max(n) / min(n) >= 30
     gpt2 = SweepSettings.from_preset("gpu-64").sizes[-1]
     assert (gpt2.n_layer, gpt2.d_model, gpt2.n_head) == (12, 768, 12)  # GPT-2 small
     assert PRESETS["gpu-64"].seq_len == 64 and PRESETS["gpu-256"].seq_len == 256
     # GPT-2 small with its 50257-token vocabulary: 124M parameters
-    top = plan_runs(replace(SweepSettings.from_preset("gpu-64"), gradients=["vanilla"]), 50257)[-1]
-    assert top.params_total == pytest.approx(124.4e6, rel=0.01)
-
-
-def test_plan_pairs_gradients_within_a_size():
-    runs = plan_runs(tiny_settings(seeds=[0, 1]), vocab_size=257)
-    assert len(runs) == 3 * 2 * 3
-    by_key = {}
-    for r in runs:
-        by_key.setdefault((r.size, r.budget, r.seed), []).append(r)
-    for group in by_key.values():
-        assert [r.gradient for r in group] == ["vanilla", "myopic", "myopic-hidden"]
-        assert len({json.dumps(r.train_cfg.to_dict(), sort_keys=True) for r in group}) == 1
-        cfgs = [replace(r.model_cfg, gradient="vanilla") for r in group]
-        assert all(c == cfgs[0] for c in cfgs)
-        assert len({r.flops for r in group}) == 1
-    assert len({r.name for r in runs}) == len(runs)
-
-
-def test_gap_interval_is_paired_and_includes_training_noise():
-    """The ladder's gap interval comes from the statistics module: a constant shift on shared documents has no
-    evaluation spread; two seeds with different gaps widen it (training noise), one seed says it is unmeasured."""
-    rng = np.random.default_rng(0)
-    docs = np.repeat(np.arange(10), 3)
-    base = rng.normal(3.0, 0.3, len(docs))
-
-    def ev(x):
-        return {"loss_per_window": list(x), "doc_of_window": docs.tolist(), "seq_len": 4}
-
-    def rows(gaps):
-        by = {"vanilla": [], "myopic": []}
-        evals = {}
-        for seed, g in enumerate(gaps):
-            for arm, shift in (("vanilla", 0.0), ("myopic", g)):
-                name = f"{arm}-s{seed}"
-                by[arm].append({"seed": seed, "name": name, "status": "done",
-                                "eval_loss": float(np.mean(base + shift))})
-                evals[name] = ev(base + shift)
-        return by, evals
-
-    by, evals = rows([0.1])
-    gap, ci, sd, summary = sweep_mod._gap(by, "myopic", evals, 200)
-    assert gap == pytest.approx(0.1) and ci == pytest.approx([0.1, 0.1], abs=1e-12) and sd is None
-    assert summary["training_noise"] == "not measured (1 seed)"
-    gap, ci, sd, summary = sweep_mod._gap(rows([0.05, 0.15])[0], "myopic", rows([0.05, 0.15])[1], 400)
-    assert gap == pytest.approx(0.1) and sd == pytest.approx(0.1 / 2 ** 0.5)
-    assert ci[0] < 0.07 and ci[1] > 0.13 and summary["n_seeds"] == 2
+    top = SweepSettings.from_preset("gpu-64")
+    cfg = sweep_mod.model_config_for(top, top.sizes[-1], 50257)
+    assert non_embedding_params(cfg) + 50257 * cfg.d_model == pytest.approx(124.4e6, rel=0.01)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -181,105 +105,17 @@ def test_gap_interval_is_paired_and_includes_training_noise():
 # ------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_sweep_runs_skips_finished_and_resumes_partial(corpus_file, tmp_path, monkeypatch):
-    corpus = load_corpus(corpus_file)
-    out = tmp_path / "sweep"
-    settings = tiny_settings()
-    first = run_sweep(corpus_file, out, settings, corpus=corpus, max_runs=4, bootstrap=20, log=lambda m: None)
-    assert not first["complete"] and len(first["pending"]) == 5
-    assert sum(r["status"] == "done" for r in first["runs"]) == 4
-
-    # a run killed mid-way (after its step-2 checkpoint) must be resumed, not restarted
-    target = next(r for r in plan_runs(settings, corpus.vocab_size)
-                  if r.name.startswith("2x32h2") and r.gradient == "myopic")
-    real_examples = _die_on_fourth_batch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
-                             eval_tokens=settings.eval_tokens, log=lambda m: None)
-    monkeypatch.setattr(LMTask, "examples", real_examples)
-    assert run_status(out / target.name) == "partial"
-
-    # a run killed before its first checkpoint leaves config.json (and maybe metrics.jsonl): it starts afresh
-    early = next(r for r in plan_runs(settings, corpus.vocab_size)
-                 if r.name.startswith("2x32h2") and r.gradient == "vanilla")
-    (out / early.name).mkdir(parents=True, exist_ok=True)
-    (out / early.name / "config.json").write_text("{}")
-    assert run_status(out / early.name) == "new"
-
-    trained = _record_training(monkeypatch)
-    done_before = {r["name"]: (out / r["name"] / "result.json").stat().st_mtime_ns
-                   for r in first["runs"] if r["status"] == "done"}
-    second = run_sweep(corpus_file, out, settings, corpus=corpus, bootstrap=20, log=lambda m: None)
-    assert second["complete"]
-    assert len(trained) == 5 and (target.name, True) in trained
-    assert all(not resume for name, resume in trained if name != target.name)
-    assert not any(name in done_before for name, _ in trained)
-    for name, mtime in done_before.items():
-        assert (out / name / "result.json").stat().st_mtime_ns == mtime
-
-    # the resumed run equals an uninterrupted one (the trainer's exact resume)
-    fresh = train_lm(corpus_file, tmp_path / "fresh", target.model_cfg, target.train_cfg,
-                     eval_tokens=settings.eval_tokens, corpus=corpus)
-    resumed = json.loads((out / target.name / "result.json").read_text())
-    assert resumed["resumed_from_step"] == 2
-    assert resumed["eval_loss"] == pytest.approx(fresh["eval_loss"], abs=1e-6)
-
-    # a third call trains nothing
-    trained.clear()
-    third = run_sweep(corpus_file, out, settings, corpus=corpus, bootstrap=20, log=lambda m: None)
-    assert trained == []
-    s = json.loads((out / "sweep.json").read_text())
-    assert s["complete"] and s["provenance"]["git"] is not None
-    assert [e["size"] for e in third["table"]] == ["1x16h1", "1x32h2", "2x32h2"]
-    for e in s["table"]:
-        assert set(e["loss"]) == {"vanilla", "myopic", "myopic-hidden"}
-        for key in ("gap", "gap_ci", "k", "k_ci"):
-            assert set(e[key]) == {"myopic", "myopic-hidden"}
-        assert e["gap"]["myopic"] == pytest.approx(e["loss"]["myopic"] - e["loss"]["vanilla"])
-        lo, hi = e["gap_ci"]["myopic-hidden"]
-        assert lo <= e["gap"]["myopic-hidden"] <= hi
-        assert e["flops"] > e["flops_6nd"] > 0
-    for arm in ("vanilla", "myopic", "myopic-hidden"):
-        assert s["fits"]["384"][arm] is not None and s["fits"]["384"][arm]["n_points"] == 3
-    for arm in ("myopic", "myopic-hidden"):
-        assert len(s["k_curve"]["384"][arm]["k"]) == 60
-    per_window = json.loads((out / target.name / "eval_windows.json").read_text())
-    assert np.mean(per_window["loss_per_window"]) == pytest.approx(resumed["eval_loss"], rel=1e-6)
-
-    assert main(["sweep-report", str(out)]) == 0  # the alias of `myopia report`
-    md = assert_report_files(out, ["scaling_loss_vs_compute", "scaling_gap_vs_params", "scaling_compute_multiplier"])
-    assert "## Scaling: the cost of myopia" in md and "Incomplete" not in md
-    header, rows = markdown_table(md, "size")
-    assert [r[0] for r in rows] == ["1x16h1", "1x32h2", "2x32h2"]
-    for row, e in zip(rows, s["table"]):
-        cell = dict(zip(header, row))
-        assert cell["vanilla"] == f"{e['loss']['vanilla']:.3f}"
-        assert cell["myopic-hidden"] == f"{e['loss']['myopic-hidden']:.3f}"
-
-
-def test_cli_dry_run_and_report(corpus_file, tmp_path, capsys):
-    args = ["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--sizes", "1x16,2x32",
-            "--tokens", "1k,2k", "--seq-len", "16", "--batch-size", "4", "--dry-run"]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "36 runs" in out  # 2 sizes x 2 budgets x 3 gradient settings x 3 seeds (the cpu preset default)
-    assert main(args + ["--seeds", "0"]) == 0
-    assert "training noise not measured (1 seed)" in capsys.readouterr().err
-    assert "1x16h1-D1k-myopic-hidden-s0" in out
-    assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
-    assert "is not a directory" in capsys.readouterr().err
-    assert main(["report", str(tmp_path)]) == 2
-    assert "sweep.json, horizon.json" in capsys.readouterr().err
-    # the report's spelling of the result files and arms (it does not import the training stack) is the sweep's
-    import myopia.experiments.horizon_sweep as horizon_mod
-    import myopia.report.scaling as report_scaling
-
-    assert (report_scaling.SWEEP_FILE, report_scaling.HORIZON_FILE) == (sweep_mod.SWEEP_FILE, horizon_mod.HORIZON_FILE)
-    assert report_scaling.MYOPIC_ARMS == sweep_mod.MYOPIC_ARMS
-    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--tokens", "many"]) == 2
-    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s"), "--threads", "0"]) == 2
-    assert "--threads" in capsys.readouterr().err
+def test_the_retired_ladder_design_gets_one_clear_error(corpus_file, tmp_path, capsys):
+    base = ["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s")]
+    for extra in (["--design", "ladder"], ["--preset", "cpu"]):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "retired in myopia 0.2.0" in err
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "sweep.json").write_text(json.dumps({"kind": "myopia-sweep", "settings": {"tokens": ["2M"]}}))
+    assert main(["report", str(tmp_path / "old")]) == 0
+    assert "retired in myopia 0.2.0" in (tmp_path / "old" / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -319,73 +155,6 @@ def test_horizon_sweep(corpus_file, tmp_path, monkeypatch):
     assert [r[0] for r in rows] == ["0", "0.5"] and rows[0][1] == f"{s['beta']['myopic'][0]['loss']:.3f}"
 
 
-@pytest.mark.slow
-def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, monkeypatch, capsys):
-    """Fake finished runs (no training) whose losses follow planted curves: the table's k is the planted one, and
-    the report shows it in the right columns."""
-    from myopia.io import write_json
-
-    settings = tiny_settings(sizes=parse_sizes("1x16,1x32,2x32,2x48,3x48", 16), tokens=parse_tokens("1k,2k,4k"),
-                             seeds=[0, 1])  # 5 sizes: a 3-parameter fit keeps 2 residual dof, so it has intervals
-    runs = plan_runs(settings, 257)
-    k_planted = {"myopic": 0.4, "myopic-hidden": 0.8}
-    rng = np.random.default_rng(0)
-    docs = np.repeat(np.arange(8), 4)
-    for r in runs:
-        E, A, alpha = {"1k": 2.0, "2k": 1.9, "4k": 1.8}[r.budget.label], 40.0, 0.2
-        loss = E + A * (k_planted.get(r.gradient, 1.0) * r.flops) ** -alpha + 0.01 * r.seed  # seed: a shift
-        per_window = loss + rng.normal(0, 0.01, len(docs))
-        per_window += loss - per_window.mean()  # exact mean
-        write_json(tmp_path / r.name / "result.json", {"eval_loss": loss, "final_eval": {"loss": loss, "tokens": 512},
-                                                        "train_time_s": 1.0})
-        write_json(tmp_path / r.name / "eval_windows.json",
-                   {"loss_per_window": per_window.tolist(), "doc_of_window": docs.tolist()})
-    s = sweep_mod.summarise(tmp_path, runs, settings, bootstrap=10)
-    assert s["complete"] and len(s["table"]) == 15
-    assert [e["budget"] for e in s["table"]] == ["1k"] * 5 + ["2k"] * 5 + ["4k"] * 5
-    for e in s["table"]:
-        for arm, k in k_planted.items():
-            assert e["k"][arm] == pytest.approx(k, rel=1e-3)
-            lo, hi = e["k_ci"][arm]
-            assert lo <= e["k"][arm] * 1.001 and hi >= e["k"][arm] * 0.999
-            assert e["gap"][arm] > 0
-            assert e["gap_seed_sd"][arm] == pytest.approx(0.0, abs=1e-12)  # the seed shift cancels in the gap
-        assert e["loss_seed_sd"]["vanilla"] == pytest.approx(0.01 / 2 ** 0.5)
-        assert e["seeds_done"] == {"vanilla": 2, "myopic": 2, "myopic-hidden": 2}
-    for b, E in (("1k", 2.0), ("2k", 1.9), ("4k", 1.8)):
-        assert s["fits"][b]["vanilla"]["E"] == pytest.approx(E + 0.005, rel=1e-3)  # mean over the two seeds
-        for arm, k in k_planted.items():
-            np.testing.assert_allclose(s["k_curve"][b][arm]["k"], k, rtol=1e-3)
-    for arm in ("vanilla", "myopic", "myopic-hidden"):
-        assert s["chinchilla"][arm] is not None and "E" in s["chinchilla"][arm]
-    write_json(tmp_path / "sweep.json", s)
-
-    # `sweep --report` (training stubbed out: the runs above are the sweep) writes the report of `myopia report`
-    monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **kw: s)
-    assert main(["sweep", "--data", str(corpus_file), "--out", str(tmp_path), "--sizes", "1x16", "--report"]) == 0
-    assert "1 sections: scaling; 3 figures" in capsys.readouterr().out
-    md = assert_report_files(tmp_path, ["scaling_loss_vs_compute", "scaling_gap_vs_params",
-                                        "scaling_compute_multiplier"])
-    header, rows = markdown_table(md, "size")
-    assert header == ["size", "N non-emb", "N total", "tokens", "FLOPs", "vanilla", "myopic", "myopic-hidden",
-                      "gap myopic [95% CI]", "gap myopic-hidden [95% CI]", "k myopic [95% CI]",
-                      "k myopic-hidden [95% CI]"]
-    assert len(rows) == 15
-    for row, e in zip(rows, s["table"]):
-        cell = dict(zip(header, row))
-        assert cell["size"] == e["size"] and cell["myopic"] == f"{e['loss']['myopic']:.3f}"
-        assert cell["gap myopic-hidden [95% CI]"].startswith(f"{e['gap']['myopic-hidden']:+.3f} [")
-        assert cell["k myopic [95% CI]"].startswith("0.40 [") and cell["k myopic-hidden [95% CI]"].startswith("0.80 [")
-    header, rows = markdown_table(md, "budget")  # the L(C) fits
-    assert [r[:2] for r in rows if r[0] == "4k"] == [["4k", "vanilla"], ["4k", "myopic"], ["4k", "myopic-hidden"]]
-    assert rows[0][2].startswith(f"{s['fits']['1k']['vanilla']['E']:.3f} [")
-    header, rows = markdown_table(md, "budget | arm | k(C) smallest measured")
-    assert len(rows) == 6 and all(r[2].startswith("0.40 [" if r[1] == "myopic" else "0.80 [") for r in rows)
-    assert "L(N, D)" in md and len(markdown_table(md, "arm | E")[1]) == 3
-    html = (tmp_path / "report.html").read_text()
-    assert "<th>k myopic-hidden [95% CI]</th>" in html and "Scaling: the cost of myopia" in html
-
-
 # ------------------------------------------------------------------------------------------------------------
 # --design isoflop
 # ------------------------------------------------------------------------------------------------------------
@@ -394,213 +163,204 @@ def test_summary_recovers_planted_multipliers_per_budget(tmp_path, corpus_file, 
 def tiny_iso(**kw):
     from myopia.experiments.isoflop import IsoFlopSettings
 
-    # tiny on purpose: 0.1-10 tokens/parameter keeps the runs at a few dozen steps (the design rules are the same)
-    base = dict(budgets=[1e8, 2e8], gradients=["vanilla", "myopic-hidden"], n_sizes=3, ratio_range=(0.1, 10.0),
-                aspect=16, head_dim=16, min_width=8, lr_grid=[2e-3, 6e-3], seeds=[0, 1], frontier_seeds=[2], n_frontier=1,
-                seq_len=16, batch_size=4, eval_tokens=256, ckpt_every=2, device="cpu")
+    # tiny on purpose: 0.02-3 tokens/parameter keeps the runs at a few dozen steps (the design rules are the same)
+    base = dict(budgets=[1e8, 2e8, 4e8], gradients=["vanilla", "myopic-hidden"], n_sizes=3, ratio_range=(0.02, 3.0),
+                aspect=16, head_dim=16, min_width=16, max_width=64, seeds=[0, 1, 2], seq_len=16, batch_size=4,
+                lr=3e-3, pilot_lr_grid=[2e-3, 6e-3], pilot_sizes=2, warmup_min=2, decay_frac=0.25, eval_tokens=256,
+                ckpt_every=4, device="cpu")
     base.update(kw)
     return IsoFlopSettings(**base)
 
 
-def test_isoflop_plan_follows_the_design():
-    from myopia.experiments.isoflop import IsoFlopSettings, plan_cells, shard_cells
+def test_isoflop_plan_follows_the_recipe():
+    from myopia.experiments.isoflop import IsoFlopSettings, pilot_runs, plan_runs, shard_runs
 
     s = tiny_iso(strict_budgets=[2e8])
-    cells = plan_cells(s, 257, train_tokens=10_000)
-    assert [c["budget"] for c in cells] == [1e8] * 3 + [2e8] * 3
-    for c in cells:
-        assert c["arms"] == (["vanilla", "myopic-hidden"] + (["myopic"] if c["budget"] == 2e8 else []))
-        runs = [r for a in c["runs"].values() for r in a["grid"]]
-        assert len({r.train_cfg.steps for r in runs}) == 1  # the same schedule for every arm and lr
-        assert all(r.train_cfg.warmup_steps >= 0.05 * r.train_cfg.steps for r in runs)
-        assert all(abs(r.flops / c["budget"] - 1) < 0.05 for r in runs)
-        assert all(r.seed == 0 for r in runs) and sorted(r.lr for r in c["runs"]["vanilla"]["grid"]) == [2e-3, 6e-3]
-    # sizes: small to large, tokens/param falling through the range; the middle size gets the extra seed
-    for b in (1e8, 2e8):
-        mine = [c for c in cells if c["budget"] == b]
-        ratios = [c["ratio"] for c in mine]
-        assert ratios == sorted(ratios, reverse=True) and 0.05 < min(ratios) and max(ratios) < 20
-        assert [c["seeds"] for c in mine] == [[0, 1], [0, 1, 2], [0, 1]]
-    shards = [shard_cells(cells, (k, 2), 2) for k in range(2)]
-    names = [c["cell"] for sh in shards for c in sh]
-    assert sorted(names) == sorted(c["cell"] for c in cells) and len(set(names)) == len(names)
-    assert [sorted({c["budget"] for c in sh}) for sh in shards] == [[2e8], [1e8]]  # whole budgets, largest first
-    three = [shard_cells(cells, (k, 3), 2) for k in range(3)]  # more shards than budgets: single cells
-    assert sorted(c["cell"] for sh in three for c in sh) == sorted(c["cell"] for c in cells) and all(three)
-    with pytest.raises(MyopiaError, match="at least 5%"):
-        tiny_iso(warmup_frac=0.01)
-    with pytest.raises(MyopiaError, match="at least 2 seeds"):
-        tiny_iso(seeds=[0])
+    runs = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3)
+    trunks = {r.name: r for r in runs if r.stage == "trunk"}
+    for r in runs:
+        cfg = r.train_cfg
+        assert cfg.schedule == "wsd" and cfg.lr == 3e-3 and cfg.batch_size == 4 and cfg.mup_base_width == 0
+        assert abs(r.flops / r.budget - 1) < 0.05 and r.seed in (0, 1, 2)
+        if r.stage == "branch":  # resumes its trunk at its own decay start, same shape, warmup and seed
+            t = trunks[r.trunk]
+            assert r.branch_step == cfg.stable_end and r.branch_step in t.branch_at and t.budget > r.budget
+            assert (t.size, t.gradient, t.seed, t.train_cfg.warmup) == (r.size, r.gradient, r.seed, cfg.warmup)
+            assert r.trained_flops == pytest.approx(r.flops * (cfg.steps - r.branch_step) / cfg.steps)
+    # one trunk per (shape, arm, seed), at the shape's largest budget; strict myopic only where asked
+    keys = [(t.size, t.gradient, t.seed) for t in trunks.values()]
+    assert len(keys) == len(set(keys))
+    assert {r.budget for r in runs if r.gradient == "myopic"} == {2e8}
+    for b in s.budgets:
+        cell = [r for r in runs if r.budget == b and r.gradient == "vanilla"]
+        assert len({r.size for r in cell}) == 3 and all(len([x for x in cell if x.size == z]) == 3
+                                                          for z in {r.size for r in cell})
+    pilot = pilot_runs(s, 257, 100_000)
+    assert len(pilot) == 2 * 2 and {r.seed for r in pilot} == {100} and {r.budget for r in pilot} == {2e8}
+    shards = [shard_runs(runs, (k, 2)) for k in range(2)]
+    assert sorted(r.name for sh in shards for r in sh) == sorted(r.name for r in runs) and all(shards)
+    for sh in shards:  # a branch travels with its trunk
+        assert all(r.trunk in {x.name for x in sh} for r in sh if r.trunk)
+    for kw, match in ((dict(seeds=[0, 1]), "at least 3 seeds"), (dict(pilot_seeds=[0]), "pilot seeds"),
+                      (dict(schedule="cosine"), "wsd")):
+        with pytest.raises(MyopiaError, match=match):
+            tiny_iso(**kw)
     with pytest.raises(MyopiaError, match="vanilla"):
         IsoFlopSettings(budgets=[1e9], gradients=["myopic"])
 
 
-def test_isoflop_sweep_resumes_a_killed_run_and_reports(corpus_file, tmp_path, monkeypatch, capsys):
+def test_isoflop_sweep_trains_the_recipe_and_reports(corpus_file, tmp_path):
     from myopia.experiments import isoflop
 
     corpus = load_corpus(corpus_file)
     out = tmp_path / "iso"
-    s = tiny_iso(budgets=[1e8])
+    s = tiny_iso()
     first = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, max_runs=3, n_boot=50, log=lambda m: None)
-    assert not first["complete"] and sum(r["status"] == "done" for r in first["runs"]) == 3
-
-    # kill a pending lr-grid run after its step-2 checkpoint
-    cells = isoflop.plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
-    target = cells[2]["runs"]["myopic-hidden"]["grid"][1]
-    real_examples = _die_on_fourth_batch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        sweep_mod.ensure_run(corpus_file, out / target.name, target.model_cfg, target.train_cfg, corpus=corpus,
-                             eval_tokens=s.eval_tokens, log=lambda m: None, window_eval=False)
-    monkeypatch.setattr(LMTask, "examples", real_examples)
-    assert run_status(out / target.name) == "partial"
-
-    trained = _record_training(monkeypatch)
-    done_before = {r["name"] for r in first["runs"] if r["status"] == "done"}
+    assert not first["complete"] and first["pilot"]["choice"] is None and not first["points"]
     second = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
     assert second["complete"], second["pending"]
-    assert (target.name, True) in trained and not any(n in done_before for n, _ in trained)
-    assert all(not resume for n, resume in trained if n != target.name)
-    trained.clear()
-    third = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
-    assert trained == [] and third["complete"]
-
-    # what was trained: per arm and size, 2 lr-grid runs at seed 0 and the other seeds at the chosen lr only
-    sel = {(x["cell"], x["arm"]): x for x in third["lr_selection"]}
-    assert len(sel) == 6 and all(x["lr"] in (2e-3, 6e-3) and x["grid_done"] for x in sel.values())
-    for x in sel.values():
-        assert f"{x['lr']:g}" == min(x["val_loss_by_lr"], key=x["val_loss_by_lr"].get)  # lowest validation loss
-    pts = third["points"]
-    assert len(pts) == 2 * (2 + 3 + 2)  # arms x seeds over the three sizes (the middle one has 3)
+    choice = second["pilot"]["choice"]
+    vals = second["pilot"]["val_loss"]
+    assert f"b4-lr{choice['lr']:g}" == min(vals, key=vals.get)  # the pilot rule
+    assert second["settings"]["schedule"] == "wsd" and second["settings"]["budgets"] == [1e8, 2e8, 4e8]
+    pts = second["points"]
+    assert len(pts) == 3 * 3 * 2 * 3 and not any(p["seed"] == 100 for p in pts)  # budgets x shapes x arms x seeds
     for p in pts:
-        assert p["lr"] == sel[(f"C1e8-{p['size']}", p["arm"])]["lr"]
-        assert set(p) >= {"arm", "flops", "n_params", "tokens", "loss", "seed"}
-        assert np.average(p["doc_loss"], weights=p["doc_tokens"]) == pytest.approx(p["loss"], rel=1e-6)
-        run = next(r for r in third["runs"] if r["status"] == "done" and r["gradient"] == p["arm"]
-                   and r["size"] == p["size"] and r["seed"] == p["seed"] and r["lr"] == p["lr"])
-        test_eval = json.loads((out / run["name"] / isoflop.TEST_EVAL_FILE).read_text())
-        assert test_eval["split"] == "test"
-    fr = third["frontier"]
-    assert set(fr["frontiers"]) == {"vanilla", "myopic-hidden"} and len(fr["frontiers"]["vanilla"]) == 1
-    g = fr["gaps"]["myopic-hidden"]
-    assert g["verdict"] == "no detectable change" and g["slope_ci95"] is None  # one budget: no slope at all
-    assert third["data_repeat"]["max_epochs"] > 0
-
+        assert {"arm", "flops", "n_params", "tokens", "loss", "seed", "size", "branched_from"} <= set(p)
+        assert re.fullmatch(r"\d+x\d+h\d+", p["size"])
+        run = next(r for r in second["runs"] if r["gradient"] == p["arm"] and r["size"] == p["size"]
+                   and r["seed"] == p["seed"] and r["budget"] == p["flops"])
+        assert p["branched_from"] == run["branched_from"]
+        if p["branched_from"] is not None:
+            result = json.loads((out / run["name"] / "result.json").read_text())
+            assert result["resumed_from_step"] == p["branched_from"]["step"]
+    assert any(p["branched_from"] for p in pts) and any(p["branched_from"] is None for p in pts)
+    trunk_flops = sum(r["flops"] for r in second["runs"] if r["stage"] in ("trunk", "pilot"))
+    assert trunk_flops < second["total_train_flops"] < sum(r["flops"] for r in second["runs"])
+    fr = second["frontier"]
+    assert all("interior" in row for row in fr["frontiers"]["vanilla"])
+    assert set(second["frontier_fit"]) == {"vanilla", "myopic-hidden"}
+    for f in second["frontier_fit"].values():
+        assert "error" in f or ({"E", "A", "B", "alpha", "beta", "ci95"} <= set(f))
     assert main(["report", str(out)]) == 0
     md = assert_report_files(out, ["isoflop_profiles", "isoflop_frontiers", "isoflop_k_vs_null"])
-    assert "Scaling on the compute-optimal frontier" in md and "**Verdict (myopic-hidden):**" in md
-    header, rows = markdown_table(md, "budget (FLOPs)")
-    assert len(rows) == 1 and rows[0][1] == "myopic-hidden"
-    assert "constant-gap null" in md and "Learning-rate selection" in md and "Cross-check only" in md
-    assert "Edges of the design: the optimum N* lies at the edge of the measured sizes in" in md
-    assert "(budget, size, arm) cells" in md and third["document_mask"] is True
+    assert "Recipe: warmup-stable-decay" in md and "Pilot (unreported seeds" in md
 
 
-def test_cpu_isoflop_preset_spans_beyond_the_first_runs_best_sizes():
-    """The revised CPU preset (decided from the first run, where both arms were best at their smallest size, 65-170
-    tokens/param, and 6e-3 was the grid's most chosen edge): every budget's sizes reach well beyond ~170
-    tokens/param on the small side and below ~65 on the large side, with >= 4 budgets, 5 sizes, a wider lr grid,
-    3 seeds at the middle sizes and strict myopic at a middle budget."""
-    from myopia.cli import build_parser
-    from myopia.cli.sweep import isoflop_settings_from_args
-    from myopia.experiments.isoflop import plan_cells
+def test_isoflop_adds_seeds_at_the_measured_optima_after_the_first_pass(tmp_path):
+    """The rule fixed before the first pass: once every first-pass run has finished, per (budget, arm) the shape of
+    lowest mean validation loss gets optimum_seeds, at every arm, as whole trunks with branches."""
+    from myopia.experiments.isoflop import optimum_shapes, plan_runs
+    from myopia.io import write_json
 
-    s = isoflop_settings_from_args(build_parser().parse_args(["sweep", "--data", "x", "--out", "y",
-                                                               "--preset", "cpu-isoflop"]))
-    assert len(s.budgets) >= 4 and s.n_sizes == 5 and tuple(s.ratio_range) == (15.0, 1000.0)
-    assert max(s.lr_grid) >= 2.4e-2 and min(s.lr_grid) <= 1.5e-3 and len(s.lr_grid) >= 5
-    assert len(s.strict_budgets) == 1 and min(s.budgets) < s.strict_budgets[0] < max(s.budgets)
-    cells = plan_cells(s, 257, train_tokens=5_000_000)
-    for b in s.budgets:
-        mine = [c for c in cells if c["budget"] == b]
-        ratios = [c["ratio"] for c in mine]
-        assert len(mine) == 5 and max(ratios) > 300 and min(ratios) < 20
-        assert [len(c["seeds"]) for c in mine] == [2, 3, 3, 3, 2]
-    s2 = isoflop_settings_from_args(build_parser().parse_args(
-        ["sweep", "--data", "x", "--out", "y", "--preset", "cpu-isoflop", "--ratio-range", "5,100",
-         "--frontier-count", "2"]))
-    assert s2.ratio_range == (5.0, 100.0) and s2.n_frontier == 2
-    with pytest.raises(MyopiaError, match="LO,HI"):
-        isoflop_settings_from_args(build_parser().parse_args(
-            ["sweep", "--data", "x", "--out", "y", "--preset", "cpu-isoflop", "--ratio-range", "5"]))
+    s = tiny_iso(optimum_seeds=[7])
+    first = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3, out=tmp_path)
+    assert {r.seed for r in first} == {0, 1, 2} and optimum_shapes(first, tmp_path) is None  # nothing trained yet
+    best = {1e8: "1x32h2", 2e8: "1x16h1", 4e8: "1x32h2"}  # planted optimum per budget
+    for r in first:
+        loss = 2.0 + (0.0 if best[r.budget] == r.size.name else 0.1) + 0.01 * r.seed
+        write_json(tmp_path / r.name / "result.json", {"eval_loss": loss})
+    assert optimum_shapes(first, tmp_path) == ["1x16h1", "1x32h2"]
+    both = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3, out=tmp_path)
+    extra = both[len(first):]
+    assert both[:len(first)] == first and {r.seed for r in extra} == {7}
+    assert {r.size.name for r in extra} == {"1x16h1", "1x32h2"}
+    assert {r.gradient for r in extra} == {"vanilla", "myopic-hidden"}
+    assert {(r.size.name, r.budget) for r in extra} == {(r.size.name, r.budget) for r in first
+                                                        if r.size.name in ("1x16h1", "1x32h2")}
+    with pytest.raises(MyopiaError, match="optimum seeds"):
+        tiny_iso(optimum_seeds=[2])
 
 
-def test_isoflop_diverged_grid_run_loses_the_lr_choice_and_the_sweep_goes_on(corpus_file, tmp_path, monkeypatch):
-    """A non-finite loss in one lr-grid run (the trainer's NaN error) is recorded in diverged.json; that lr loses
-    the choice, the other runs train, the next call does not retry it; other errors still stop the sweep."""
+def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_file, tmp_path, monkeypatch):
+    """A non-finite loss (the trainer's NaN error) is recorded in diverged.json, a branch of a diverged trunk is
+    recorded too without training, nothing diverged is retried, and other errors still stop the sweep."""
     from myopia.experiments import isoflop
 
     corpus = load_corpus(corpus_file)
-    out = tmp_path / "iso"
-    s = tiny_iso(budgets=[1e8], gradients=["vanilla"])
-    cells = isoflop.plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
-    bad = cells[1]["runs"]["vanilla"]["grid"][1]  # lr 6e-3 of the middle size
-    real = isoflop.ensure_run
+    s = tiny_iso(gradients=["vanilla"], pilot_lr_grid=[])
     calls = []
 
     def ensure(data, run_dir, *a, **kw):
         calls.append(run_dir.name)
-        if run_dir.name == bad.name:
-            raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
-        return real(data, run_dir, *a, **kw)
+        raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
 
     monkeypatch.setattr(isoflop, "ensure_run", ensure)
-    first = isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
-    assert first["complete"], first["pending"]
-    assert (out / bad.name / isoflop.DIVERGED_FILE).exists() and first["diverged"] == [bad.name]
-    sel = {x["cell"]: x for x in first["lr_selection"]}
-    mid = sel[cells[1]["cell"]]
-    assert mid["lr"] == 2e-3 and mid["diverged_lrs"] == [6e-3] and list(mid["val_loss_by_lr"]) == ["0.002"]
-    assert next(r for r in first["runs"] if r["name"] == bad.name)["status"] == "diverged"
+    first = isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
+    runs = {r["name"]: r for r in first["runs"]}
+    assert first["complete"] and first["points"] == [] and set(first["diverged"]) == set(runs)
+    assert set(calls) == {n for n, r in runs.items() if r["stage"] == "trunk"}  # branches never trained
     calls.clear()
-    isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, n_boot=50, log=lambda m: None)
-    assert calls == [n for n in calls if n != bad.name]  # not retried
-    # other errors still stop the sweep
+    isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
+    assert calls == []
     monkeypatch.setattr(isoflop, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
     with pytest.raises(MyopiaError, match="disk full"):
-        isoflop.run_isoflop(corpus_file, tmp_path / "other", s, corpus=corpus, n_boot=50, log=lambda m: None)
-    assert main(["report", str(out)]) == 0
-    md = (out / "report.md").read_text()
-    assert "0.006: diverged" in md and "1 run(s) diverged" in md
+        isoflop.run_isoflop(corpus_file, tmp_path / "other", s, corpus=corpus, n_boot=20, log=lambda m: None)
 
 
-def test_isoflop_folder_predating_document_masks_trains_every_run_without(tmp_path):
-    """As the ladder: reused runs that predate --document-mask make every run of the plan train without masks
-    (the same design for reused and new runs), and the sweep says so."""
+def test_isoflop_refuses_a_folder_of_a_retired_design(tmp_path):
     from myopia.experiments import isoflop
     from myopia.io import write_json
 
-    s = tiny_iso(budgets=[1e8])
-    cells = isoflop.plan_cells(s, 257, train_tokens=10_000)
-    runs = isoflop._cell_runs(cells)
-    assert runs and all(r.train_cfg.document_mask for r in runs)
-    notes = []
-    isoflop._keep_legacy_masks(tmp_path, cells, notes.append)
-    assert notes == [] and all(r.train_cfg.document_mask for r in runs)
-    write_json(tmp_path / runs[3].name / "config.json", {"train": {"steps": 5, "lr": 2e-3}})
-    isoflop._keep_legacy_masks(tmp_path, cells, notes.append)
-    assert len(notes) == 1 and "predates --document-mask" in notes[0]
-    assert not any(r.train_cfg.document_mask for r in isoflop._cell_runs(cells))
+    write_json(tmp_path / "sweep.json", {"kind": "myopia-sweep", "design": "isoflop", "settings": {"lr_grid": [1e-3]}})
+    with pytest.raises(MyopiaError, match="0.2.0"):
+        isoflop.run_isoflop("unused", tmp_path, tiny_iso(), corpus=object(), log=lambda m: None)
+
+
+def test_cpu_isoflop_preset_follows_the_recipe():
+    """The CPU preset (recipes/isoflop.toml): budgets over >= 1 decade, vanilla and myopic-hidden at every budget,
+    strict myopic at >= 2, 3 seeds, a pilot on other seeds; on the Brown split's size, 5 shapes per budget of
+    head size 16 with >= 2 layers above 20k non-embedding parameters, within the epoch cap."""
+    from myopia.cli import build_parser
+    from myopia.cli.sweep import isoflop_settings_from_args
+    from myopia.experiments.isoflop import plan_runs
+    from myopia.scaling_presets import isoflop_presets
+
+    s = isoflop_settings_from_args(build_parser().parse_args(["sweep", "--data", "x", "--out", "y",
+                                                               "--preset", "cpu-isoflop"]))
+    assert max(s.budgets) / min(s.budgets) >= 10 and len(s.strict_budgets) >= 2
+    assert s.gradients == ["vanilla", "myopic-hidden"] and len(s.seeds) >= 3 and not set(s.seeds) & set(s.pilot_seeds)
+    assert s.schedule == "wsd" and s.head_dim == 16 and s.pilot_lr_grid and s.pilot_batch_grid
+    runs = plan_runs(s, 257, train_tokens=5_371_584, batch_size=4, lr=6e-3)
+    for b in s.budgets:
+        mine = [r for r in runs if r.budget == b and r.gradient == "vanilla" and r.seed == 0]
+        assert len(mine) == 5
+    for r in runs:
+        assert r.size.d_model // r.size.n_head == 16
+        assert r.size.n_layer >= 2 or r.params_non_embedding <= 20_000
+        assert r.epochs <= s.max_epochs
+    assert "GPU-hours" in isoflop_presets()["gpu-isoflop"]["estimate"]
+    s2 = isoflop_settings_from_args(build_parser().parse_args(
+        ["sweep", "--data", "x", "--out", "y", "--preset", "cpu-isoflop", "--ratio-range", "5,100",
+         "--lr-grid", "none", "--lr", "0.01", "--decay-frac", "0.3"]))
+    assert s2.ratio_range == (5.0, 100.0) and s2.pilot_lr_grid == [] and s2.lr == 0.01 and s2.decay_frac == 0.3
+    with pytest.raises(MyopiaError, match="LO,HI"):
+        isoflop_settings_from_args(build_parser().parse_args(
+            ["sweep", "--data", "x", "--out", "y", "--preset", "cpu-isoflop", "--ratio-range", "5"]))
 
 
 def test_isoflop_cli_errors_and_dry_run(corpus_file, tmp_path, capsys):
     base = ["sweep", "--data", str(corpus_file), "--out", str(tmp_path / "s")]
     assert main(base + ["--design", "isoflop", "--extrapolate"]) == 2
     assert "--asymptote" in capsys.readouterr().err
-    assert main(base + ["--budgets", "1e9"]) == 2  # a ladder option? no: an isoflop one on the ladder design
-    assert "--design isoflop" in capsys.readouterr().err
     assert main(base + ["--preset", "cpu-isoflop", "--tokens", "1M"]) == 2
-    assert "--design ladder" in capsys.readouterr().err
+    assert "horizon-sweep" in capsys.readouterr().err
     assert main(base + ["--preset", "cpu-isoflop", "--shard", "2/2", "--dry-run"]) == 2
-    assert main(base + ["--preset", "cpu-isoflop", "--dry-run"]) == 0
+    assert main(base + ["--preset", "cpu-isoflop", "--schedule", "cosine", "--dry-run"]) == 2
+    assert "wsd" in capsys.readouterr().err
+    tiny = base + ["--design", "isoflop", "--aspect", "16", "--seq-len", "16", "--n-sizes", "3", "--dry-run"]
+    assert main(tiny + ["--budgets", "1e8,2e8,4e8", "--ratio-range", "0.02,3"]) == 2  # the preset's 20-step warmup
+    assert "leave no stable phase" in capsys.readouterr().err
+    assert main(tiny + ["--budgets", "2e9,4e9,8e9", "--ratio-range", "0.2,30", "--max-runs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "C6e10-" in out and "training FLOPs in all" in out and "epochs" in out and "grid runs done: 0/5" in out
+    assert "pilot-C" in out and "trunk" in out and "branch" in out and "training FLOPs in all" in out
 
 
 def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_path):
     """Fake finished horizon runs (no training): 3 seeds whose vanilla losses differ by a seed shift; the h = 0 gap
     interval includes that training noise (wider than documents alone) and the null is measured."""
     from myopia.experiments.horizon_sweep import horizon_arms, summarise_horizon
-    from myopia.experiments.sweep import EVAL_FILE, steps_for
+    from myopia.sweep_grid import EVAL_FILE, steps_for
     from myopia.io import write_json
 
     settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0, 1, 2])

@@ -146,3 +146,122 @@ def test_empty_and_missing_corpus(tmp_path):
 def test_sequence_longer_than_corpus(corpus_file, tmp_path):
     with pytest.raises(MyopiaError, match="fewer than seq_len"):
         LMTask(load_corpus(corpus_file), 10**6)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The recipe: warmup-stable-decay, cooldown branches, width-scaled learning rates
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_wsd_schedule_values_by_hand():
+    cfg = TrainConfig(steps=20, lr=2.0, warmup_steps=4, schedule="wsd", decay_frac=0.25, decay_shape="linear",
+                      min_lr_ratio=0.0)
+    assert (cfg.warmup, cfg.decay_steps, cfg.stable_end) == (4, 5, 15)
+    want = [0.5, 1.0, 1.5, 2.0] + [2.0] * 11 + [1.6, 1.2, 0.8, 0.4, 0.0]
+    assert [lr_at(cfg, t) for t in range(20)] == pytest.approx(want, abs=1e-12)
+    sq = TrainConfig(steps=20, lr=2.0, warmup_steps=4, schedule="wsd", decay_frac=0.25, min_lr_ratio=0.1)
+    p = [(k + 1) / 5 for k in range(5)]
+    assert [lr_at(sq, 15 + k) for k in range(5)] == pytest.approx([2.0 * (0.1 + 0.9 * (1 - x ** 0.5)) for x in p])
+    assert lr_at(sq, 19) == pytest.approx(0.2)
+
+
+def test_warmup_floor_and_fraction():
+    assert TrainConfig(steps=1000, warmup_steps=20, warmup_frac=0.05).warmup == 50  # 5% wins
+    assert TrainConfig(steps=100, warmup_steps=20, warmup_frac=0.05).warmup == 20  # the floor wins
+    assert TrainConfig(steps=100, warmup_frac=0.07).warmup == 7
+    assert TrainConfig(steps=1000).warmup == 10 and TrainConfig(steps=1000, warmup_steps=3).warmup == 3  # unchanged
+    cos = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert cos.schedule == "cosine"
+    assert lr_at(cos, 55) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.5)))
+
+
+@pytest.mark.parametrize("kw,match", [(dict(schedule="step"), "schedule"), (dict(decay_frac=0.0), "decay-frac"),
+                                      (dict(decay_frac=1.5), "decay-frac"), (dict(decay_shape="cos"), "decay-shape"),
+                                      (dict(warmup_frac=-0.1), "warmup-frac"), (dict(mup_base_width=-1), "mup")])
+def test_recipe_options_are_validated(kw, match):
+    with pytest.raises(MyopiaError, match=match):
+        TrainConfig(**kw)
+
+
+def wsd(steps, **kw):
+    return small_train(steps=steps, schedule="wsd", decay_frac=0.25, warmup_steps=2, min_lr_ratio=0.0,
+                       eval_every=0, ckpt_every=0, **kw)
+
+
+def test_cooldown_branch_equals_fresh_run_bitwise(corpus_file, tmp_path):
+    from myopia.checkpoint import branch_state_dir
+
+    corpus = load_corpus(corpus_file)
+
+    def run(out, steps, **kw):
+        return train(build_model(small_model("myopic"), 5), LMTask(corpus, 32, seed=5), wsd(steps), tmp_path / out,
+                     run_config={}, **kw)
+
+    run("long", 16, branch_at=(6,))  # decays over steps 12..15; its stable state at step 6 is kept
+    fresh = run("fresh", 8)  # decays over steps 6..7
+    branch = run("branch", 8, branch_from=branch_state_dir(tmp_path / "long", 6))
+    assert branch["resumed_from_step"] == 6 and branch["branched_from"].endswith("step_0000006")
+    a = load_model_state(tmp_path / "fresh" / "model.safetensors")[0]
+    b = load_model_state(tmp_path / "branch" / "model.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fresh["eval_loss"] == branch["eval_loss"]
+    curve = lambda out, lo: [(r["step"], r["train_loss"], r["lr"]) for r in read_jsonl(tmp_path / out / "metrics.jsonl")
+                             if "train_loss" in r and "lr" in r and r["step"] > lo]
+    assert curve("fresh", 6) == curve("branch", 6) and len(curve("fresh", 6)) == 2
+    assert curve("fresh", 0)[:6] == curve("long", 0)[:6]  # the shared stable phase
+    long_w = load_model_state(tmp_path / "long" / "model.safetensors")[0]
+    assert not torch.equal(long_w["wte.weight"], a["wte.weight"])
+
+
+def test_branch_with_another_schedule_or_point_is_refused(corpus_file, tmp_path):
+    from myopia.checkpoint import branch_state_dir
+
+    corpus = load_corpus(corpus_file)
+
+    def run(out, cfg, **kw):
+        return train(build_model(small_model(), 5), LMTask(corpus, 32, seed=5), cfg, tmp_path / out, run_config={},
+                     **kw)
+
+    with pytest.raises(MyopiaError, match="stable-phase"):
+        run("bad", wsd(16), branch_at=(14,))  # inside the decay
+    with pytest.raises(MyopiaError, match="schedule wsd"):
+        run("cos", small_train(steps=16), branch_at=(6,))
+    run("long", wsd(16), branch_at=(6,))
+    with pytest.raises(MyopiaError, match="schedule before step 6"):
+        run("short", wsd(6), branch_from=branch_state_dir(tmp_path / "long", 6))  # decays before the branch point
+    with pytest.raises(MyopiaError, match="lr"):
+        run("lr", wsd(8, lr=1e-3), branch_from=branch_state_dir(tmp_path / "long", 6))
+    with pytest.raises(MyopiaError, match="seed"):
+        run("seed", wsd(8, seed=1), branch_from=branch_state_dir(tmp_path / "long", 6))
+
+
+def test_width_scaled_learning_rate_groups():
+    from myopia.train import make_optimizer, set_lr
+
+    model = build_model(small_model(), 0)  # width 32
+    plain = make_optimizer(model, TrainConfig(lr=0.01))
+    assert len(plain.param_groups) == 2
+    opt = make_optimizer(model, TrainConfig(lr=0.01, mup_base_width=8, warmup_steps=0))
+    set_lr(opt, TrainConfig(lr=0.01, mup_base_width=8, warmup_steps=0, schedule="wsd"), 5)  # full lr
+    names = {id(p): n for n, p in model.named_parameters()}
+    lrs = {names[id(p)]: g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs.keys() == set(names.values())  # every parameter once
+    for name, lr in lrs.items():
+        hidden = name.startswith("blocks.") and name.endswith(".weight") and "ln" not in name
+        assert lr == pytest.approx(0.01 * 8 / 32 if hidden else 0.01), name
+    assert lrs["wte.weight"] == 0.01 and lrs["blocks.0.attn.qkv.weight"] == pytest.approx(0.0025)
+    decay = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decay == {n for n, p in model.named_parameters() if p.dim() >= 2}
+
+
+def test_recipe_flags_reach_the_train_config():
+    from myopia.cli import build_parser
+    from myopia.cli.common import train_config
+
+    for command in ("train", "pair"):
+        extra = ["--data", "x", "--out", "y"] if command == "train" else ["--data", "x", "--out", "y"]
+        args = build_parser().parse_args([command, *extra, "--schedule", "wsd", "--decay-frac", "0.3",
+                                          "--adam-beta2", "0.99", "--mup-base-width", "16", "--warmup-frac", "0.05"])
+        cfg = train_config(args)
+        assert (cfg.schedule, cfg.decay_frac, cfg.adam_beta2, cfg.mup_base_width, cfg.warmup_frac) == \
+            ("wsd", 0.3, 0.99, 16, 0.05)

@@ -278,6 +278,14 @@ def step_dir(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"step_{step:07d}"
 
 
+BRANCHES = "branches"  # stable-phase states a cooldown branch starts from (myopia.train's branch_at)
+
+
+def branch_state_dir(run_dir: str | Path, step: int) -> Path:
+    """Folder of the stable-phase state a run saved at ``step`` for cooldown branches."""
+    return step_dir(Path(run_dir) / BRANCHES, step)
+
+
 def checkpoint_steps(run_dir: str | Path) -> list[tuple[int, Path]]:
     """The run's checkpoint folders (complete or not, temporary ones excluded), newest first."""
     folder = Path(run_dir) / CHECKPOINTS

@@ -45,13 +45,16 @@ def train_lm(
     corpus=None,
     tokenizer: str | None = None,
     data_opts: dict | None = None,
+    branch_at=(),
+    branch_from=None,
 ) -> dict:
     """Train a GPT on ``data`` (any source :func:`myopia.data.load_corpus` reads) into the run folder ``out``.
 
     ``tokenizer`` (default bytes) and ``data_opts`` (load_corpus options: documents, split fractions, ...) say how
     to read it; the ones that differ from the defaults are recorded in the run's config, so ``--resume`` refuses
     others. ``corpus``: the already loaded corpus of ``data`` (skips loading it again); ``eval_tokens`` held-out
-    tokens per evaluation. Returns the run's result dict (also written to ``out/result.json``).
+    tokens per evaluation; ``branch_at`` / ``branch_from``: cooldown branching (see :func:`myopia.train.train`).
+    Returns the run's result dict (also written to ``out/result.json``).
     """
     corpus = corpus if corpus is not None else load_corpus(data, tokenizer, **(data_opts or {}))
     model_cfg = replace(model_cfg, vocab_size=corpus.vocab_size)
@@ -69,4 +72,6 @@ def train_lm(
         run_config=run_config,
         resume=resume,
         flops_per_example=flops_per_token(model_cfg) * model_cfg.seq_len,
+        branch_at=branch_at,
+        branch_from=branch_from,
     )

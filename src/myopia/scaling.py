@@ -7,7 +7,8 @@
 - ``fit_chinchilla(params, tokens, loss)`` fits L(N, D) = E + A/N^a + B/D^b when a grid varies both.
 
 Fitting follows Hoffmann et al. (2022): the Huber loss of log-residuals, log L̂ = logsumexp of the terms in log
-space, L-BFGS-B from a grid of initialisations, the best optimum kept. Uncertainty comes from a residual bootstrap
+space, ``scipy.optimize.least_squares`` (robust Huber loss, bounds) from a grid of initialisations, the best
+optimum kept. Uncertainty comes from a residual bootstrap
 (log-space residuals, inflated by sqrt(n / (n - p)) for the p fitted parameters, resampled onto the fitted curve and
 refitted); its 95% percentile intervals and the bootstrap parameter samples are kept on the fit object, so bands
 for derived quantities (k(C), extrapolations) use the same samples.
@@ -59,55 +60,33 @@ def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
-def _levenberg_marquardt(fun, p0, lower, upper, delta: float, max_iter: int = 300) -> tuple[np.ndarray, float]:
-    """Minimise sum(huber(r(p))) by Gauss-Newton with Huber (IRLS) weights and Levenberg-Marquardt damping.
+def _robust_fit(fun, p0, lower, upper, delta: float) -> tuple[np.ndarray, float]:
+    """Minimise sum(huber_delta(r(p))) over the box [lower, upper] with ``scipy.optimize.least_squares``
+    (trust-region reflective, ``loss="huber"``, ``f_scale=delta``: its cost 0.5 f_scale^2 rho((r/f_scale)^2) is
+    exactly the Huber loss). ``fun(p) -> (r (n,), J (n, p))``. Returns (p, Huber objective)."""
+    from scipy.optimize import least_squares
 
-    ``fun(p) -> (r (n,), J (n, p))``; parameters are clipped to [lower, upper]. Pure numpy on tiny systems (no
-    threaded BLAS calls, which are slow on a busy machine).
-    """
-    p = np.clip(np.asarray(p0, dtype=np.float64), lower, upper)
-    r, J = fun(p)
-    f = _huber(r, delta)[0]
-    lam = 1e-3
-    stall = 0
-    history = [f]
-    for _ in range(max_iter):
-        w = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), 1e-300))
-        g = J.T @ (w * r)
-        H = J.T @ (J * w[:, None])
-        accepted = False
-        while lam < 1e12:
-            try:
-                step = np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-12), -g)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
-            q = np.clip(p + step, lower, upper)
-            r_q, J_q = fun(q)
-            f_q = _huber(r_q, delta)[0]
-            if np.isfinite(f_q) and f_q < f:
-                accepted = True
-                break
-            lam *= 4
-        if not accepted:
-            break
-        gain = f - f_q
-        moved = float(np.max(np.abs(q - p) / (1.0 + np.abs(p))))
-        p, r, J, f = q, r_q, J_q, f_q
-        history.append(f)
-        lam = max(lam / 3, 1e-12)
-        stall = stall + 1 if (gain <= 1e-12 * f or moved < 1e-10) else 0
-        slow = len(history) > 10 and history[-11] - f <= 1e-5 * f  # creeping along a flat valley (L1 regime)
-        if stall >= 3 or slow or f < 1e-24:
-            break
-    return p, float(f)
+    span = upper - lower
+    x0 = np.clip(np.asarray(p0, dtype=np.float64), lower + 1e-9 * span, upper - 1e-9 * span)
+    res = least_squares(lambda q: fun(q)[0], x0, jac=lambda q: fun(q)[1], bounds=(lower, upper), method="trf",
+                        loss="huber", f_scale=delta, x_scale="jac", xtol=1e-10, ftol=1e-10, gtol=1e-10,
+                        max_nfev=400)
+    return res.x, _huber(fun(res.x)[0], delta)[0]
+
+
+MAX_STARTS = 8  # multi-start: the solver runs from this many of the starts with the lowest initial objective
 
 
 def _multi_start(fun, starts, lower, upper, delta) -> tuple[np.ndarray, float]:
-    """Run the robust solver from each start; the best optimum."""
+    """Run the robust solver from the ``MAX_STARTS`` most promising starts (lowest Huber objective); the best
+    optimum."""
+    starts = [np.clip(np.asarray(x0, dtype=np.float64), lower, upper) for x0 in starts]
+    if len(starts) > MAX_STARTS:
+        initial = [_huber(fun(x0)[0], delta)[0] for x0 in starts]
+        starts = [starts[i] for i in np.argsort(initial, kind="stable")[:MAX_STARTS]]
     best_x, best_f = None, math.inf
     for x0 in starts:
-        x, fx = _levenberg_marquardt(fun, x0, lower, upper, delta)
+        x, fx = _robust_fit(fun, x0, lower, upper, delta)
         if np.all(np.isfinite(x)) and fx < best_f:
             best_x, best_f = x, fx
     if best_x is None:
@@ -396,10 +375,25 @@ def _chinchilla_starts(y: np.ndarray) -> list[tuple]:
     return starts
 
 
-def fit_chinchilla(
-    params, tokens, loss, *, bootstrap: int = 200, seed: int = 0, huber_delta: float = HUBER_DELTA
-) -> ChinchillaFit:
-    """Fit L(N, D) = E + A/N^a + B/D^b; needs >= 6 points with >= 3 distinct N and >= 3 distinct D."""
+CHINCHILLA_LOWER = np.array([-30.0, -60.0, 1e-4, -60.0, 1e-4])
+
+
+def _chinchilla_solver(n: np.ndarray, d: np.ndarray, ln0: float, ld0: float, huber_delta: float):
+    """``solve(loss, starts) -> ((E, A, a, B, b), q, objective)`` for runs of ``n`` parameters and ``d`` tokens;
+    ``q`` is the optimum in the normalised coordinates (log N - ln0, log D - ld0) that ``starts`` use."""
+    xn, xd = np.log(n) - ln0, np.log(d) - ld0
+
+    def solve(loss, starts):
+        y = np.log(loss)
+        upper = np.array([float(y.max()) + 5, 60.0, 5.0, 60.0, 5.0])
+        q, obj = _multi_start(_chinchilla_residuals(xn, xd, y), starts, CHINCHILLA_LOWER, upper, huber_delta)
+        e, A, a, B, b = q
+        return (math.exp(e), math.exp(A + a * ln0), float(a), math.exp(B + b * ld0), float(b)), q, obj
+
+    return solve
+
+
+def _check_chinchilla_inputs(params, tokens, loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = _as_positive_array("params", params)
     d = _as_positive_array("tokens", tokens)
     l_ = _as_positive_array("loss", loss)
@@ -409,28 +403,126 @@ def fit_chinchilla(
         # with two values of D, E + B/D^b is two numbers for three parameters (and likewise for N)
         raise MyopiaError("an L(N, D) fit needs at least 6 runs covering at least 3 model sizes and 3 token budgets "
                           "(with two, E, B and b are not identifiable)")
-    ln0, ld0 = float(np.mean(np.log(n))), float(np.mean(np.log(d)))
-    xn, xd, y = np.log(n) - ln0, np.log(d) - ld0, np.log(l_)
-    lower = np.array([-30.0, -60.0, 1e-4, -60.0, 1e-4])
-    upper = np.array([float(y.max()) + 5, 60.0, 5.0, 60.0, 5.0])
+    return n, d, l_
 
-    def solve(y_, starts):
-        return _multi_start(_chinchilla_residuals(xn, xd, y_), starts, lower, upper, huber_delta)
 
-    def to_params(q):
-        e, A, a, B, b = q
-        return math.exp(e), math.exp(A + a * ln0), float(a), math.exp(B + b * ld0), float(b)
-
-    p, obj = solve(y, _chinchilla_starts(y))
-    fit = ChinchillaFit(*to_params(p), n_points=len(n), objective=obj)
+def fit_chinchilla(
+    params, tokens, loss, *, bootstrap: int = 200, seed: int = 0, huber_delta: float = HUBER_DELTA
+) -> ChinchillaFit:
+    """Fit L(N, D) = E + A/N^a + B/D^b; needs >= 6 points with >= 3 distinct N and >= 3 distinct D. Huber loss of
+    log residuals, ``scipy.optimize.least_squares`` from a grid of starts; residual-bootstrap intervals."""
+    n, d, l_ = _check_chinchilla_inputs(params, tokens, loss)
+    solve = _chinchilla_solver(n, d, float(np.mean(np.log(n))), float(np.mean(np.log(d))), huber_delta)
+    y = np.log(l_)
+    values, p, obj = solve(l_, _chinchilla_starts(y))
+    fit = ChinchillaFit(*values, n_points=len(n), objective=obj)
     if bootstrap > 0 and len(n) > 5:
+        xn, xd = np.log(n) - np.mean(np.log(n)), np.log(d) - np.mean(np.log(d))
         terms = np.stack([np.full_like(y, p[0]), p[1] - p[2] * xn, p[3] - p[4] * xd])
         y_hat = np.logaddexp.reduce(terms, axis=0)
         fit.samples = _residual_bootstrap(y, y_hat, 5, bootstrap, seed,
-                                          lambda y_b: to_params(solve(y_b, [p, _chinchilla_starts(y_b)[5]])[0]))
+                                          lambda y_b: solve(np.exp(y_b), [p, _chinchilla_starts(y_b)[5]])[0])
         fit.intervals = {name: percentile_interval(fit.samples[:, i])
                          for i, name in enumerate(("E", "A", "a", "B", "b"))}
     return fit
+
+
+def _budget_optimum(params: tuple, budget_points: list[dict], grid: int = 201) -> tuple[float, float, bool]:
+    """(N*, L*, interior) of L(N, D) = E + A/N^a + B/D^b along one budget: N over the measured sizes (log grid),
+    D(N) interpolated log-linearly between the measured (N, tokens) of the budget's runs."""
+    E, A, a, B, b = params
+    ns = np.array(sorted({float(p["n_params"]) for p in budget_points}))
+    ds = np.array([np.mean([p["tokens"] for p in budget_points if float(p["n_params"]) == n]) for n in ns])
+    x = np.linspace(np.log(ns[0]), np.log(ns[-1]), grid)
+    logd = np.interp(x, np.log(ns), np.log(ds))
+    loss = E + A * np.exp(-a * x) + B * np.exp(-b * logd)
+    j = int(np.argmin(loss))
+    return float(np.exp(x[j])), float(loss[j]), 0 < j < grid - 1
+
+
+FIT_NAMES = ("E", "A", "alpha", "B", "beta")
+
+
+def _seed_bootstrap_fits(pts: list[dict], solve, q0, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, 5) parameter rows refitted on seeds drawn with replacement (by position in the sorted seed list:
+    two arms with the same seeds and the same ``seed`` draw the same seeds, so their replicates are paired)."""
+    seeds = sorted({int(p["seed"]) for p in pts})
+    by_seed = [np.array([i for i, p in enumerate(pts) if int(p["seed"]) == s_]) for s_ in seeds]
+    loss = np.array([p["loss"] for p in pts], dtype=np.float64)
+    rng = np.random.default_rng([seed, 7])
+    rows = []
+    for _ in range(n_boot):
+        draw = rng.integers(0, len(seeds), size=len(seeds))
+        idx = np.concatenate([by_seed[j] for j in draw])
+        rows.append(solve(idx, loss[idx], q0))
+    return np.array(rows)
+
+
+def frontier_fit(points, arm: str, n_boot: int = 200, seed: int = 0, huber_delta: float = HUBER_DELTA) -> dict:
+    """The joint fit L(N, D) = E + A/N^alpha + B/D^beta over every run of ``arm`` (N non-embedding parameters, D
+    training tokens, L held-out loss) — a second estimator of the frontier L*(C), free of the per-budget
+    parabola's edge bias (Besiroglu et al. 2024). Huber loss in log space, ``least_squares`` multi-start; 95%
+    intervals (``ci95``) from a bootstrap over seeds (whole runs of a seed resampled together, refitted).
+    Returns {E, A, B, alpha, beta, ci95: {name: [lo, hi]}, budgets: [{flops, n_opt, loss_opt, loss_opt_ci95,
+    interior}], n_points, n_seeds, method}, or {"error": ...} when the runs cannot identify the fit."""
+    pts = [p for p in _check_points(points) if p["arm"] == arm]
+    try:
+        n, d, l_ = _check_chinchilla_inputs([p["n_params"] for p in pts], [p["tokens"] for p in pts],
+                                            [p["loss"] for p in pts])
+    except MyopiaError as exc:
+        return {"error": str(exc)}
+    if len(group_budgets([p["flops"] for p in pts])) < 3:  # along one budget D ~ C/N: the terms are confounded
+        return {"error": f"the joint fit needs runs at 3 or more compute budgets ({arm} has fewer)"}
+    ln0, ld0 = float(np.mean(np.log(n))), float(np.mean(np.log(d)))
+    solve_all = _chinchilla_solver(n, d, ln0, ld0, huber_delta)
+    (E, A, a, B, b), q, obj = solve_all(l_, _chinchilla_starts(np.log(l_)))
+
+    def solve_subset(idx, loss, q0):
+        sub = _chinchilla_solver(n[idx], d[idx], ln0, ld0, huber_delta)
+        return sub(loss, [q0, _chinchilla_starts(np.log(loss))[5]])[0]
+
+    samples = _seed_bootstrap_fits(pts, solve_subset, q, n_boot, seed) if n_boot > 0 else None
+    budgets = []
+    for idx in group_budgets([p["flops"] for p in pts]):
+        bp = [pts[i] for i in idx]
+        if len({p["n_params"] for p in bp}) < 2:
+            continue
+        n_opt, loss_opt, interior = _budget_optimum((E, A, a, B, b), bp)
+        reps = None if samples is None else np.array([_budget_optimum(tuple(r), bp)[1] for r in samples])
+        budgets.append({"flops": float(np.mean([p["flops"] for p in bp])), "n_opt": n_opt, "loss_opt": loss_opt,
+                        "loss_opt_ci95": _ci(reps), "interior": interior, "_reps": reps})
+    values = dict(zip(FIT_NAMES, (E, A, a, B, b)))
+    ci = {} if samples is None else {k: list(percentile_interval(samples[:, i])) for i, k in enumerate(FIT_NAMES)}
+    return {"form": "L(N, D) = E + A / N^alpha + B / D^beta", **values, "ci95": ci, "budgets": budgets,
+            "n_points": len(pts), "n_seeds": len({p["seed"] for p in pts}), "objective": obj,
+            "method": f"Huber (delta {huber_delta:g}) in log space, scipy least_squares multi-start; "
+                      f"{n_boot} bootstrap refits over seeds"}
+
+
+def frontier_fit_gap(fit_arm: dict, fit_base: dict, parabola_gap: dict | None = None) -> list[dict]:
+    """Per budget: the joint fits' L*_arm − L*_baseline with a paired 95% interval, next to the per-budget
+    parabolas' gap; ``disagree`` when the two estimators' intervals do not overlap."""
+    out = []
+    par = {round(math.log10(b["flops"]), 2): b for b in (parabola_gap or {}).get("budgets", [])}
+    for ea in fit_arm.get("budgets", []):
+        eb = next((e for e in fit_base.get("budgets", []) if abs(e["flops"] / ea["flops"] - 1) <= BUDGET_TOLERANCE),
+                  None)
+        if eb is None:
+            continue
+        reps = None if ea["_reps"] is None or eb["_reps"] is None else ea["_reps"] - eb["_reps"]
+        row = {"flops": eb["flops"], "gap": ea["loss_opt"] - eb["loss_opt"], "gap_ci95": _ci(reps)}
+        pb = par.get(round(math.log10(eb["flops"]), 2))
+        if pb is not None:
+            row.update(parabola_gap=pb["gap"], parabola_gap_ci95=pb["gap_ci95"])
+            a_ci, b_ci = row["gap_ci95"], pb["gap_ci95"]
+            row["disagree"] = bool(a_ci and b_ci and (a_ci[1] < b_ci[0] or b_ci[1] < a_ci[0]))
+        out.append(row)
+    return out
+
+
+def public_fit(fit: dict) -> dict:
+    """``frontier_fit``'s dict without its internal bootstrap replicates (JSON-ready)."""
+    return {**fit, "budgets": [{k: v for k, v in b.items() if k != "_reps"} for b in fit.get("budgets", [])]}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -831,7 +923,9 @@ def frontier_extrapolation(frontier: list[dict], E: float, factor: float = 100.0
 def frontier_report(points, baseline: str = "vanilla", arms=None, n_boot: int = 1000, seed: int = 0,
                     extrapolate_E: float | None = None) -> dict:
     """Everything the report shows: frontiers per arm, frontier gaps (with k and the null) per non-baseline arm,
-    the L(N, D) cross-check per arm and, only with ``extrapolate_E``, extrapolated frontiers."""
+    the L(N, D) cross-check per arm, the joint fit per arm (``frontier_fit``, :func:`frontier_fit`) with its
+    frontier gap next to the parabolas' (``frontier_fit_gap``) and, only with ``extrapolate_E``, extrapolated
+    frontiers."""
     pts = _check_points(points)
     all_arms = list(dict.fromkeys(p["arm"] for p in pts))
     arms = [a for a in (arms or all_arms) if a != baseline]
@@ -847,6 +941,10 @@ def frontier_report(points, baseline: str = "vanilla", arms=None, n_boot: int = 
                 "cross-check only: L(N, D) over every run; its E is not identified by a few budgets")}
         except MyopiaError as exc:
             out["chinchilla_cross_check"][a] = {"error": str(exc)}
+    fits = {a: frontier_fit(pts, a, min(n_boot, 200), seed) for a in [baseline] + arms}
+    out["frontier_fit"] = {a: public_fit(f) for a, f in fits.items()}
+    out["frontier_fit_gap"] = {a: frontier_fit_gap(fits[a], fits[baseline], out["gaps"][a]) for a in arms
+                               if "error" not in fits[a] and "error" not in fits[baseline]}
     if extrapolate_E is not None:
         out["extrapolation"] = {a: frontier_extrapolation(out["frontiers"][a], extrapolate_E)
                                 for a in [baseline] + arms}

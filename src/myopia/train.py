@@ -25,6 +25,7 @@ Rank 0 alone prints and writes files; every rank returns the same result dict.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -35,6 +36,8 @@ import torch
 
 from .checkpoint import (
     RunLock,
+    branch_state_dir,
+    read_checkpoint_meta,
     export_model,
     full_model_state,
     load_distributed,
@@ -66,6 +69,8 @@ from .progress import Recorder
 from .rundir import CONFIG, METRICS, MODEL, RESULT
 
 PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES = ("cosine", "wsd")
+DECAY_SHAPES = ("sqrt", "linear")
 TIMING_KEYS = ("tokens_per_s", "elapsed_s", "train_time_s", "created")  # fields that differ between identical runs
 
 __all__ = ["TrainConfig", "train", "lr_at", "make_optimizer", "resolve_device", "resolve_precision",
@@ -85,7 +90,18 @@ class TrainConfig:
     micro_batch_size: int = option(0, "sequences per process per forward/backward (0 = the whole share at once)")
     lr: float = option(1e-3, "peak learning rate")
     min_lr_ratio: float = option(0.1, "final learning rate / peak (cosine decay)")
-    warmup_steps: int = option(-1, "linear warmup steps (-1: 1% of the steps, at least 1)")
+    warmup_steps: int = option(-1, "linear warmup steps, a floor when warmup-frac > 0 (-1: 1% of the steps, at "
+                               "least 1)")
+    warmup_frac: float = option(0.0, "warmup of at least this fraction of the steps: max(warmup-frac * steps, "
+                                "warmup-steps) (0: warmup-steps alone)")
+    schedule: str = option("cosine", "learning-rate schedule after warmup: cosine (decay to min-lr-ratio * lr) or "
+                           "wsd (warmup-stable-decay: constant, then decay over the last decay-frac of the steps)",
+                           choices=SCHEDULES)
+    decay_frac: float = option(0.2, "wsd: fraction of the steps spent decaying to min-lr-ratio * lr")
+    decay_shape: str = option("sqrt", "wsd decay: sqrt (1 - sqrt(progress), Hagele et al. 2024) or linear",
+                              choices=DECAY_SHAPES)
+    mup_base_width: int = option(0, "width-scaled lr (muP-style): hidden matrices' Adam lr is lr * base / width, "
+                                 "embeddings and norms keep lr (0: off)")
     weight_decay: float = option(0.1, "AdamW weight decay")
     adam_beta1: float = option(0.9, "AdamW beta1")
     adam_beta2: float = option(0.95, "AdamW beta2")
@@ -142,6 +158,13 @@ class TrainConfig:
         for name in ("micro_batch_size", "eval_every", "ckpt_every", "log_every", "seed"):
             integer(name, 0)
         integer("warmup_steps", -1)
+        integer("mup_base_width", 0)
+        number("warmup_frac", 0, 1, hi_open=True)
+        number("decay_frac", 0, 1, lo_open=True)
+        if self.schedule not in SCHEDULES:
+            raise MyopiaError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.decay_shape not in DECAY_SHAPES:
+            raise MyopiaError(f"decay-shape must be one of {', '.join(DECAY_SHAPES)}, got {self.decay_shape!r}")
         number("lr", 0, lo_open=True)
         number("min_lr_ratio", 0, 1)
         number("weight_decay", 0)
@@ -164,7 +187,20 @@ class TrainConfig:
 
     @property
     def warmup(self) -> int:
-        return max(1, self.steps // 100) if self.warmup_steps < 0 else self.warmup_steps
+        """Warmup steps: ``max(ceil(warmup_frac * steps), warmup_steps)``; 1% of the steps when both are unset."""
+        if self.warmup_frac <= 0:
+            return max(1, self.steps // 100) if self.warmup_steps < 0 else self.warmup_steps
+        return max(1, self.warmup_steps, math.ceil(self.warmup_frac * self.steps - 1e-9))
+
+    @property
+    def decay_steps(self) -> int:
+        """wsd: steps of the final decay, ``round(decay_frac * steps)``, at least 1."""
+        return max(1, math.floor(self.decay_frac * self.steps + 0.5))
+
+    @property
+    def stable_end(self) -> int:
+        """wsd: the first decaying step (the learning rate is constant on ``warmup .. stable_end - 1``)."""
+        return self.steps - self.decay_steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,20 +216,62 @@ class TrainConfig:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup to ``lr`` over ``warmup`` steps, then cosine decay to ``min_lr_ratio * lr`` at the end."""
+    """Learning rate of the update of step ``step`` (0-based): linear warmup to ``lr`` over ``warmup`` steps, then
+
+    - cosine: cosine decay to ``min_lr_ratio * lr`` at the end;
+    - wsd: constant ``lr`` until ``stable_end``, then over the last ``decay_steps`` a decay with progress
+      ``p = (step - stable_end + 1) / decay_steps`` in (0, 1]: ``lr * (m + (1 - m) * (1 - f(p)))`` with
+      ``m = min_lr_ratio`` and ``f(p) = sqrt(p)`` (``decay_shape`` sqrt) or ``p`` (linear); the last step runs
+      at ``m * lr``. The stable part does not depend on ``steps``: runs of different lengths share it, which
+      is what lets a cooldown branch from a longer run (:func:`train`'s ``branch_from``).
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "wsd":
+        if step < cfg.stable_end:
+            return cfg.lr
+        p = min(1.0, (step - cfg.stable_end + 1) / cfg.decay_steps)
+        f = math.sqrt(p) if cfg.decay_shape == "sqrt" else p
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - f))
     span = max(1, cfg.steps - cfg.warmup)
     progress = min(1.0, (step - cfg.warmup) / span)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (and embeddings), not on biases and norm gains."""
+    """AdamW; weight decay on matrices (and embeddings), not on biases and norm gains.
+
+    With ``mup_base_width`` > 0 the learning rate is width-scaled in the spirit of muP for Adam (Yang et al.
+    2022, "Tensor Programs V", Table 3): hidden matrices (every parameter of >= 2 dims that is not an
+    ``nn.Embedding`` weight, so attention and MLP matrices) get ``lr * base / width`` (``width`` = the model's
+    ``d_model``), embeddings (and the output head tied to them), biases and norm gains keep ``lr``. Only the
+    per-layer Adam learning rate is scaled: initialisation and the output multiplier are the standard
+    parametrisation's (an lr-only muTransfer). Each group's factor is stored as ``lr_scale`` (:func:`set_lr`).
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.mup_base_width <= 0:
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        embedding = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+        scale = cfg.mup_base_width / model_width(model)
+        groups = [{"params": [p for p in decay if id(p) not in embedding], "weight_decay": cfg.weight_decay,
+                   "lr_scale": scale},
+                  {"params": [p for p in decay if id(p) in embedding], "weight_decay": cfg.weight_decay,
+                   "lr_scale": 1.0},
+                  {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+        groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=1e-8)
+
+
+def model_width(model: torch.nn.Module) -> int:
+    """The residual width of a model (``cfg.d_model``, or a Hugging Face config's ``hidden_size``/``n_embd``)."""
+    cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
+    for name in ("d_model", "hidden_size", "n_embd"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    raise MyopiaError(f"mup-base-width needs the model's width, but {type(model).__name__} has no d_model")
 
 
 
@@ -322,6 +400,8 @@ def train(
     flops_per_example: float | None = None,
     on_checkpoint=None,
     stop_when=None,
+    branch_at=(),
+    branch_from: str | Path | None = None,
 ) -> dict:
     """Train ``model`` on ``task``; write config.json, metrics.jsonl, checkpoints and result.json to ``out_dir``.
 
@@ -333,6 +413,13 @@ def train(
     parameters are left sharded: read the trained weights from ``model.safetensors``.
     ``stop_when(step, eval_loss) -> bool``, if given (one process only), is asked after every evaluation; True
     ends training there (a final checkpoint, model and result with the steps actually taken).
+
+    **Cooldown branching** (``schedule`` wsd): ``branch_at`` lists stable-phase steps at which the full state
+    (model, optimizer, generators) is also saved, to ``OUT/branches/checkpoints/step_XXXXXXX``
+    (:func:`myopia.checkpoint.branch_state_dir`). A new run given ``branch_from`` (such a folder) starts from that
+    state and trains to its own ``steps``, decaying at its own end: it equals, bitwise, a fresh run of that
+    length with the same data, init and settings, because the two schedules agree on every step before the
+    branch point (checked, :func:`branch_plan`).
     """
     cfg.validate()
     init_distributed(cfg.device, force=cfg.shard != "none")
@@ -348,6 +435,9 @@ def train(
     lock = on_all_ranks(lambda: RunLock(out).acquire() if rank == 0 else None, world)
     try:
         plan = on_all_ranks(lambda: plan_resume(out, full_config, resume) if rank == 0 else None, world, share=True)
+        check_branch_steps(cfg, branch_at)
+        if branch_from is not None and plan["checkpoint"] is None:
+            plan = {**plan, **on_all_ranks(lambda: branch_plan(branch_from, full_config, cfg), world)}
         engine = Engine(model, task, device=device, precision=precision, shard=cfg.shard,
                         activation_checkpointing=cfg.activation_checkpointing, world=world, rank=rank)
         optimizer = make_optimizer(model, cfg)
@@ -357,17 +447,53 @@ def train(
             model.compile(backend=cfg.compile_backend)
         try:
             last_eval, elapsed, steps_done = run_loop(engine, optimizer, task, cfg, out, plan["step"],
-                                                      full_config, precision, on_checkpoint, stop_when)
+                                                      full_config, precision, on_checkpoint, stop_when, branch_at)
         except MyopiaError:
             if rank == 0:
                 forget_unsaved_run(out)
             raise
         result = finish(engine, cfg, out, full_config, last_eval, elapsed, plan["step"], precision, memory,
-                        flops_per_example, steps_done)
+                        flops_per_example, steps_done, branched_from=plan.get("branched_from"))
     finally:
         if lock is not None:
             lock.release()
     return share(result, world)
+
+
+BRANCH_KEYS = ("batch_size", "seed", "weight_decay", "adam_beta1", "adam_beta2", "grad_clip", "mup_base_width",
+               "document_mask")  # training settings a cooldown branch must share with the run it branches from
+
+
+def check_branch_steps(cfg: TrainConfig, branch_at) -> None:
+    """``branch_at`` must be stable-phase steps of a wsd run (after warmup, before the decay)."""
+    if not branch_at:
+        return
+    if cfg.schedule != "wsd":
+        raise MyopiaError("saving cooldown branch points needs --schedule wsd")
+    for s in branch_at:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not cfg.warmup <= s <= cfg.stable_end:
+            raise MyopiaError(f"branch point {s!r} is not a stable-phase step (warmup {cfg.warmup} .. decay start "
+                              f"{cfg.stable_end})")
+
+
+def branch_plan(path: str | Path, full_config: dict, cfg: TrainConfig) -> dict:
+    """The resume plan of a cooldown branch from the saved state ``path``; raises :class:`MyopiaError` unless
+    the branch saw the same data, model and schedule as the run it branches from, up to the branch step."""
+    meta = read_checkpoint_meta(path)
+    step = int(meta["step"])
+    saved = meta.get("config") or {}
+    where = f"cannot branch from {path}"
+    if saved.get("task") != json.loads(json.dumps(full_config["task"], default=str)):
+        raise MyopiaError(f"{where}: it was trained on other data or another task")
+    parent = TrainConfig.from_dict(saved.get("train") or {})
+    for key in BRANCH_KEYS:
+        if getattr(parent, key) != getattr(cfg, key):
+            raise MyopiaError(f"{where}: its {key} is {getattr(parent, key)!r}, this run's {getattr(cfg, key)!r}")
+    if step > cfg.steps or any(lr_at(parent, t) != lr_at(cfg, t) for t in range(step)):
+        raise MyopiaError(f"{where}: its learning-rate schedule before step {step} differs from this run's "
+                          f"(same lr and warmup, and a decay starting at or after step {step}, are needed)")
+    return {"checkpoint": str(path), "step": step, "fresh": True, "branched_from": str(path),
+            "saved_world_size": meta.get("world_size")}
 
 
 def check_inputs(model, task, cfg: TrainConfig, world: int, rank: int):
@@ -417,7 +543,7 @@ def prepare_run_dir(out: Path, plan: dict, full_config: dict, memory: dict, engi
 
 
 def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start_step: int, full_config: dict,
-             precision: str, on_checkpoint, stop_when=None) -> tuple[dict, float, int]:
+             precision: str, on_checkpoint, stop_when=None, branch_at=()) -> tuple[dict, float, int]:
     """Steps ``start_step`` .. ``cfg.steps``: train, record, evaluate and checkpoint when due; returns (last
     evaluation, seconds, steps done: ``cfg.steps`` unless ``stop_when`` ended training earlier)."""
     rank, world = engine.rank, engine.world
@@ -429,7 +555,7 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
     recorder = Recorder(out, steps=cfg.steps, start_step=start_step, log_every=cfg.log_every,
                         tokens_per_step=cfg.batch_size * task.tokens_per_example, progress=cfg.progress,
                         tensorboard=cfg.tensorboard, active=rank == 0)
-    checkpoints = Checkpointer(out, cfg, full_config, world, rank, on_checkpoint)
+    checkpoints = Checkpointer(out, cfg, full_config, world, rank, on_checkpoint, branch_at)
     last_eval: dict = {}
     step = start_step
     steps_done = cfg.steps
@@ -439,6 +565,7 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
             lr = set_lr(optimizer, cfg, step)
             train_loss, grad_norm = train_step(engine, optimizer, task, cfg, step, slices, autocast, out)
             recorder.train_step(done, train_loss, lr, grad_norm)
+            checkpoints.save_branch(done, engine, optimizer, lr)
             if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
                 last_eval = evaluate(engine, autocast)
                 recorder.evaluation(done, train_loss, last_eval)
@@ -466,9 +593,10 @@ def run_loop(engine: Engine, optimizer, task, cfg: TrainConfig, out: Path, start
 
 
 def set_lr(optimizer, cfg: TrainConfig, step: int) -> float:
+    """Set every group's lr to the schedule's value at ``step`` times the group's ``lr_scale``; returns the base."""
     lr = lr_at(cfg, step)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
 
 
@@ -527,9 +655,11 @@ def evaluate(engine: Engine, autocast) -> dict:
 class Checkpointer:
     """Writes the run's distributed checkpoints (with every rank's RNG state) and calls ``on_checkpoint``."""
 
-    def __init__(self, out: Path, cfg: TrainConfig, full_config: dict, world: int, rank: int, on_checkpoint):
+    def __init__(self, out: Path, cfg: TrainConfig, full_config: dict, world: int, rank: int, on_checkpoint,
+                 branch_at=()):
         self.out, self.cfg, self.full_config, self.world, self.rank = out, cfg, full_config, world, rank
         self.on_checkpoint = on_checkpoint
+        self.branch_at = frozenset(int(s) for s in branch_at)
         self.pending = None
         self.async_group = None
         if cfg.async_checkpoint and world > 1:
@@ -554,6 +684,18 @@ class Checkpointer:
             elif self.rank == 0:
                 self.on_checkpoint(done, engine.model)
 
+    def save_branch(self, done: int, engine: Engine, optimizer, lr: float) -> None:
+        """At a ``branch_at`` step: the full state to ``OUT/branches`` (kept; a cooldown branch starts there)."""
+        if done not in self.branch_at:
+            return
+        self.finish()
+        meta = {"step": done, "examples_seen": done * self.cfg.batch_size, "world_size": self.world, "lr": lr,
+                "shard": self.cfg.shard, "config": self.full_config, "branch_point": True}
+        rng = rng_states(engine.device, self.world)
+        root = branch_state_dir(self.out, done).parent.parent
+        on_all_ranks(lambda: save_distributed(root, done, engine.model, optimizer, meta, rng_states=rng,
+                                              keep=1 << 30), self.world)
+
     def finish(self) -> None:
         """Complete a checkpoint still being written in the background."""
         if self.pending is not None:
@@ -573,7 +715,8 @@ class _StateView(torch.nn.Module):
 
 
 def finish(engine: Engine, cfg: TrainConfig, out: Path, full_config: dict, last_eval: dict, elapsed: float,
-           start_step: int, precision: str, memory: dict, flops_per_example, steps_done: int | None = None) -> dict:
+           start_step: int, precision: str, memory: dict, flops_per_example, steps_done: int | None = None,
+           branched_from: str | None = None) -> dict:
     """Export ``model.safetensors`` (gathered from every rank) and write ``result.json`` (rank 0)."""
     steps = cfg.steps if steps_done is None else steps_done
     on_all_ranks(lambda: export_model(out / MODEL, engine.model,
@@ -597,6 +740,7 @@ def finish(engine: Engine, cfg: TrainConfig, out: Path, full_config: dict, last_
         "memory_plan": {k: v for k, v in memory.items() if k != "summary"},
         "precision": precision,
         "resumed_from_step": start_step or None,
+        **({"branched_from": branched_from} if branched_from else {}),
         **({"stopped_early": True, "max_steps": cfg.steps} if steps < cfg.steps else {}),
         **provenance(),
     }

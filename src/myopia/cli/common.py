@@ -13,7 +13,8 @@ from ..train import TrainConfig
 # Which config fields each option group exposes; help, type, default and choices come from the dataclass fields.
 MODEL_OPTIONS = ("d_model", "n_layer", "n_head", "seq_len", "mlp_ratio", "dropout", "attention_impl")
 GRADIENT_OPTIONS = ("beta", "horizon")
-TRAIN_OPTIONS = ("steps", "batch_size", "micro_batch_size", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+TRAIN_OPTIONS = ("steps", "batch_size", "micro_batch_size", "lr", "min_lr_ratio", "warmup_steps", "warmup_frac",
+                 "schedule", "decay_frac", "decay_shape", "adam_beta2", "mup_base_width", "weight_decay",
                  "grad_clip", "eval_every", "ckpt_every", "log_every", "seed", "device", "precision", "compile",
                  "compile_backend", "tensorboard", "progress", "document_mask")
 SCALE_OUT_OPTIONS = ("shard", "activation_checkpointing", "async_checkpoint", "device_memory_gb")

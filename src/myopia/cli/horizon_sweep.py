@@ -30,7 +30,7 @@ def run(args) -> int:
 
     from ..data import load_corpus
     from ..experiments.horizon_sweep import horizon_arms, run_horizon_sweep
-    from ..experiments.sweep import parse_list
+    from ..sweep_grid import parse_list
 
     settings = settings_from_args(args)
     if not args.sizes and not args.widths:  # default: the preset's largest size

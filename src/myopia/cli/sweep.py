@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.scaling_presets import ISOFLOP_PRESETS, PRESETS
+from ..errors import MyopiaError
+from ..scaling_presets import PRESETS, isoflop_presets
 from .common import add_data_args, data_options
 
 PRESET_HELP = "; ".join(f"{name}: {p.description}" for name, p in PRESETS.items())
-ISOFLOP_HELP = "; ".join(f"{name}: {p.description}" for name, p in ISOFLOP_PRESETS.items())
+RETIRED_IN = "0.2.0"
+
+
+def _isoflop_presets() -> dict:
+    """The IsoFLOP presets (recipes/isoflop.toml), or {} when the recipe folder cannot be read."""
+    try:
+        return isoflop_presets()
+    except MyopiaError:
+        return {}
 
 
 def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None = "vanilla,myopic,myopic-hidden",
                    isoflop: bool = False):
     """Arguments shared by `sweep` and `horizon-sweep`: the preset and what may override it."""
-    p.add_argument("--out", required=True, help="sweep folder: one subfolder per run, plus the summary JSON")
     add_data_args(p)
-    choices = sorted(PRESETS) + (sorted(ISOFLOP_PRESETS) if isoflop else [])
-    help_ = PRESET_HELP + ("; IsoFLOP designs: " + ISOFLOP_HELP if isoflop else "")
+    p.add_argument("--out", required=True, help="sweep folder: one subfolder per run, plus the summary JSON")
+    iso = _isoflop_presets() if isoflop else {}
+    choices = sorted(PRESETS) + sorted(iso)
+    iso_help = "; ".join(f"{name}: {t.get('description', '')}" for name, t in iso.items())
+    help_ = PRESET_HELP + ("; IsoFLOP designs (recipes/isoflop.toml): " + iso_help if iso else "")
     p.add_argument("--preset", choices=choices, default=None,
                    help=f"defaults to start from (ladder: cpu; isoflop: cpu-isoflop) ({help_})")
     g = p.add_argument_group("size ladder (overrides the preset)")
@@ -54,7 +65,7 @@ def add_sweep_args(p: argparse.ArgumentParser, *, default_gradients: str | None 
 def settings_from_args(args, *, gradients_default=None):
     """SweepSettings from a preset and the command line's overrides."""
     from ..errors import MyopiaError
-    from ..experiments.sweep import SweepSettings, ladder, parse_list, parse_sizes, parse_tokens
+    from ..sweep_grid import SweepSettings, ladder, parse_list, parse_sizes, parse_tokens
 
     if getattr(args, "threads", None) is not None:
         import torch
@@ -92,30 +103,33 @@ def settings_from_args(args, *, gradients_default=None):
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="scaling sweep: sizes x budgets x gradient settings, power-law fits, compute multiplier",
-        description="Train a ladder of model sizes with vanilla and myopic gradients (same initialisation and data "
-        "order within a size), skip finished runs and resume partial ones, then fit L(C) = E + A C^-alpha per arm "
-        "and the compute multiplier k = C*/C. Writes DIR/<run>/ and DIR/sweep.json.",
+        "sweep", help="IsoFLOP sweep: compute budgets x shapes x arms x seeds, the compute-optimal frontiers and gaps",
+        description="Train an IsoFLOP design with one recipe (pilot for batch and base lr on unreported seeds, "
+        "warmup-stable-decay, one run per shape, arm and seed with cooldowns branched at the smaller budgets, "
+        "width-scaled lr), skip finished runs and resume partial ones, then measure each arm's compute-optimal "
+        "frontier, the frontier gap and its slope with compute. Writes DIR/<run>/ and DIR/sweep.json "
+        "(docs/scaling.md).",
     )
     add_sweep_args(p, isoflop=True)
     g = p.add_argument_group("design")
-    g.add_argument("--design", choices=["ladder", "isoflop"], default=None,
-                   help="ladder: fixed token budgets over a size ladder (the old design); isoflop: compute budgets, "
-                   "sizes spanning a tokens/parameter range per budget (the preset's), lr chosen per cell on validation, the "
-                   "compute-optimal frontier of each arm (default: isoflop for an isoflop preset, else ladder)")
+    g.add_argument("--design", choices=["isoflop", "ladder"], default=None,
+                   help="isoflop (the default and, since 0.2.0, the only design; ladder, the fixed-token design, "
+                   "was retired)")
     g.add_argument("--budgets", help="isoflop: compute budgets in FLOPs, comma separated (e.g. 1e11,3e11,1e12)")
     g.add_argument("--strict-budgets", help="isoflop: budgets that also train strict `myopic` (comma separated; "
                    "'none' for none)")
     g.add_argument("--n-sizes", type=int, help="isoflop: model sizes per budget")
     g.add_argument("--ratio-range", help="isoflop: LO,HI tokens per non-embedding parameter the sizes of each "
                    "budget are log-spaced over (default: the preset's)")
-    g.add_argument("--frontier-count", type=int, help="isoflop: how many middle sizes get --frontier-seeds "
-                   "(default: the preset's)")
-    g.add_argument("--lr-grid", help="isoflop: learning rates tried per (budget, size, arm), comma separated; the "
-                   "lowest validation loss of the seed-0 runs wins")
-    g.add_argument("--frontier-seeds", help="isoflop: extra seeds at the middle sizes of each budget")
-    g.add_argument("--shard", help="isoflop: train only shard K/N of the (budget, size) cells, e.g. 0/2 and 1/2 in "
-                   "two processes (disjoint cells; each writes sweep.json of what has finished)")
+    g.add_argument("--lr-grid", help="isoflop: the pilot's base learning rates, comma separated (the pilot's "
+                   "lowest mean validation loss wins; 'none': no pilot, --lr as given)")
+    g.add_argument("--batch-grid", help="isoflop: the pilot's batch sizes in sequences, comma separated ('none': "
+                   "--batch-size as given)")
+    g.add_argument("--schedule", choices=["cosine", "wsd"], help="isoflop: the learning-rate schedule (wsd only: "
+                   "its cooldowns branch from one run per shape)")
+    g.add_argument("--decay-frac", type=float, help="isoflop: fraction of each run's steps spent in the cooldown")
+    g.add_argument("--shard", help="isoflop: train only shard K/N of the trunks (each with its cooldown branches), "
+                   "e.g. 0/2 and 1/2 in two processes; each writes sweep.json of what has finished")
     g.add_argument("--extrapolate", action="store_true",
                    help="isoflop: also extrapolate the frontiers beyond the measured compute; requires --asymptote")
     g.add_argument("--asymptote", type=float, help="the irreducible loss E (nats/token) constrained independently "
@@ -126,32 +140,31 @@ def register(sub) -> None:
 
 
 def design_of(args) -> str:
-    from ..errors import MyopiaError
-
-    design = args.design or ("isoflop" if args.preset in ISOFLOP_PRESETS else "ladder")
-    if design == "ladder" and args.preset in ISOFLOP_PRESETS:
-        raise MyopiaError(f"--preset {args.preset} is an IsoFLOP design; use --design isoflop")
-    if design == "isoflop" and args.preset in PRESETS:
-        raise MyopiaError(f"--preset {args.preset} is a ladder; IsoFLOP presets: {', '.join(ISOFLOP_PRESETS)}")
-    if design == "ladder":
-        for flag in ("budgets", "strict_budgets", "n_sizes", "ratio_range", "frontier_count", "lr_grid",
-                     "frontier_seeds", "shard"):
-            if getattr(args, flag) is not None:
-                raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design isoflop")
+    """The sweep's design: ``isoflop`` (the only one since 0.2.0); one line for a retired one or a bad pairing."""
+    iso = _isoflop_presets()
+    if args.design == "ladder" or (args.preset is not None and args.preset in PRESETS):
+        raise MyopiaError(f"the fixed-token ladder design of `myopia sweep` was retired in myopia {RETIRED_IN} "
+                          f"(see docs/scaling.md); IsoFLOP presets: {', '.join(iso) or 'none found'}")
     if args.extrapolate and args.asymptote is None:
         raise MyopiaError("--extrapolate needs --asymptote E: the frontier's few budgets do not identify the "
                           "irreducible loss, so extrapolating beyond the measured compute needs it constrained "
                           "independently")
     if args.asymptote is not None and not args.extrapolate:
         raise MyopiaError("--asymptote is used only with --extrapolate")
-    return design
+    return "isoflop"
+
+
+def _grid(text: str | None, kind, flag: str):
+    from ..sweep_grid import parse_list
+
+    return [] if text.strip() == "none" else parse_list(text, kind, flag)
 
 
 def isoflop_settings_from_args(args):
-    """IsoFlopSettings from an IsoFLOP preset and the command line's overrides."""
-    from ..errors import MyopiaError
+    """IsoFlopSettings from an IsoFLOP preset (recipes/isoflop.toml) and the command line's overrides."""
     from ..experiments.isoflop import IsoFlopSettings
-    from ..experiments.sweep import parse_list
+    from ..scaling_presets import isoflop_preset_settings
+    from ..sweep_grid import parse_list
 
     if getattr(args, "threads", None) is not None:
         import torch
@@ -159,70 +172,71 @@ def isoflop_settings_from_args(args):
         if args.threads < 1:
             raise MyopiaError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    for flag in ("sizes", "widths", "tokens", "lr_ref_width", "lr"):
+    for flag in ("sizes", "widths", "tokens", "lr_ref_width"):
         if getattr(args, flag, None) is not None:
-            raise MyopiaError(f"--{flag.replace('_', '-')} belongs to --design ladder (isoflop picks sizes per "
-                              "budget and the lr per cell)")
-    p = ISOFLOP_PRESETS[args.preset or "cpu-isoflop"]
-    kw = dict(budgets=list(p.budgets), strict_budgets=list(p.strict_budgets), n_sizes=p.n_sizes, aspect=p.aspect,
-              head_dim=p.head_dim, seq_len=p.seq_len, batch_size=p.batch_size, lr_grid=list(p.lr_grid),
-              seeds=list(p.seeds), frontier_seeds=list(p.frontier_seeds), n_frontier=p.n_frontier,
-              gradients=list(p.gradients), warmup_frac=p.warmup_frac, eval_tokens=p.eval_tokens,
-              precision=p.precision, min_width=p.min_width, max_width=p.max_width, ratio_range=tuple(p.ratio_range),
-              preset=p.name)
+            raise MyopiaError(f"--{flag.replace('_', '-')} belongs to the size ladder of `myopia horizon-sweep` "
+                              "(the ladder design of `myopia sweep` was retired in 0.2.0; isoflop picks shapes per "
+                              "budget and the recipe from its pilot)")
+    kw = isoflop_preset_settings(args.preset or "cpu-isoflop")
     if args.ratio_range:
         rr = parse_list(args.ratio_range, float, "--ratio-range")
         if len(rr) != 2:
             raise MyopiaError(f"--ratio-range {args.ratio_range!r} must be LO,HI (e.g. 15,1000)")
         kw["ratio_range"] = tuple(rr)
-    if args.frontier_count is not None:
-        kw["n_frontier"] = args.frontier_count
     if args.budgets:
         kw["budgets"] = parse_list(args.budgets, float, "--budgets")
+        kw["pilot_budget"] = None  # the pilot runs at the middle one of the given budgets
     if args.strict_budgets:
-        kw["strict_budgets"] = ([] if args.strict_budgets.strip() == "none"
-                                else parse_list(args.strict_budgets, float, "--strict-budgets"))
+        kw["strict_budgets"] = _grid(args.strict_budgets, float, "--strict-budgets")
     if args.lr_grid:
-        kw["lr_grid"] = parse_list(args.lr_grid, float, "--lr-grid")
-    if args.frontier_seeds:
-        kw["frontier_seeds"] = ([] if args.frontier_seeds.strip() == "none"
-                                else parse_list(args.frontier_seeds, int, "--frontier-seeds"))
+        kw["pilot_lr_grid"] = _grid(args.lr_grid, float, "--lr-grid")
+    if args.batch_grid:
+        kw["pilot_batch_grid"] = _grid(args.batch_grid, int, "--batch-grid")
     if args.seeds:
         kw["seeds"] = parse_list(args.seeds, int, "--seeds")
     if args.gradients:
         kw["gradients"] = parse_list(args.gradients, str, "--gradients")
-    for flag in ("n_sizes", "aspect", "head_dim", "seq_len", "batch_size", "eval_tokens", "precision"):
-        if getattr(args, flag) is not None:
+    for flag in ("n_sizes", "aspect", "head_dim", "seq_len", "batch_size", "eval_tokens", "precision", "lr",
+                 "schedule", "decay_frac"):
+        if getattr(args, flag, None) is not None:
             kw[flag] = getattr(args, flag)
     kw.update(micro_batch_size=args.micro_batch_size, ckpt_every=args.ckpt_every, device=args.device)
     return IsoFlopSettings(**kw)
 
 
-def run_isoflop_cli(args) -> int:
+def _dry_run(s, corpus, out, shard) -> int:
+    """Print the pilot and the plan (the planned runs at the pilot's choice when it has finished, else at the
+    first grid values) and the FLOPs they cost."""
     from pathlib import Path
 
+    from ..experiments.isoflop import iso_status, pilot_choice, pilot_runs, plan_runs, shard_runs
+
+    train_tokens = len(corpus.split_tokens("train"))
+    pilot = pilot_runs(s, corpus.vocab_size, train_tokens)
+    choice = pilot_choice(pilot, Path(out))[0] if pilot else None
+    choice = choice or {"batch_size": (s.pilot_batch_grid or [s.batch_size])[0],
+                        "lr": (s.pilot_lr_grid or [s.lr])[0]}
+    runs = pilot + shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice), shard)
+    for r in runs:
+        src = f" <- {r.trunk} @ {r.branch_step}" if r.trunk else ""
+        print(f"{r.name:44s} {r.stage:6s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
+              f"({r.tokens / r.params_non_embedding:6.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
+              f"warmup={r.train_cfg.warmup:>4d} FLOPs={r.trained_flops:.3e} [{iso_status(Path(out) / r.name)}]{src}")
+    print(f"{len(runs)} runs ({len(pilot)} pilot, {sum(r.stage == 'trunk' for r in runs)} trunks, "
+          f"{sum(r.stage == 'branch' for r in runs)} cooldown branches at batch {choice['batch_size']}), "
+          f"{sum(r.trained_flops for r in runs):.3e} training FLOPs in all")
+    return 0
+
+
+def run_isoflop_cli(args) -> int:
     from ..data import load_corpus
-    from ..experiments.isoflop import cell_cost, iso_status, parse_shard, plan_cells, run_isoflop, shard_cells
+    from ..experiments.isoflop import parse_shard, run_isoflop
 
     s = isoflop_settings_from_args(args)
     shard = parse_shard(args.shard)
     corpus = load_corpus(args.data, args.tokenizer, **data_options(args))
     if args.dry_run:
-        train_tokens = len(corpus.split_tokens("train"))
-        cells = shard_cells(plan_cells(s, corpus.vocab_size, train_tokens), shard, len(s.lr_grid))
-        total, n_runs = 0.0, 0
-        for c in cells:
-            for arm, runs in c["runs"].items():
-                r = runs["grid"][0]
-                done = sum(iso_status(Path(args.out) / g.name) == "done" for g in runs["grid"])
-                print(f"{c['cell']:24s} {arm:14s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
-                      f"({r.tokens_per_param:5.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
-                      f"warmup={r.train_cfg.warmup_steps:>4d} FLOPs={r.flops:.3e} seeds={c['seeds']} "
-                      f"lr grid={s.lr_grid} [grid runs done: {done}/{len(runs['grid'])}]")
-                n_runs += len(s.lr_grid) + len(c["seeds"]) - 1
-            total += cell_cost(c, len(s.lr_grid))
-        print(f"{n_runs} runs, {total:.3e} training FLOPs in all")
-        return 0
+        return _dry_run(s, corpus, args.out, shard)
     summary = run_isoflop(args.data, args.out, s, corpus=corpus, max_runs=args.max_runs, shard=shard,
                           n_boot=max(args.bootstrap, 0), extrapolate_E=args.asymptote if args.extrapolate else None)
     _print_frontier(summary)
@@ -247,50 +261,9 @@ def _print_frontier(s: dict) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..data import load_corpus
-    from ..experiments.sweep import plan_runs, run_sweep
-    from ..rundir import run_status
+    """Run ``myopia sweep`` (the IsoFLOP design) with the parsed arguments; returns the exit status."""
     from ..train import init_distributed
 
-    if design_of(args) == "isoflop":
-        init_distributed()
-        return run_isoflop_cli(args)
-    settings = settings_from_args(args)
-    corpus = load_corpus(args.data, args.tokenizer, **data_options(args))
-    if args.dry_run:
-        runs = plan_runs(settings, corpus.vocab_size)
-        for r in runs:
-            print(f"{r.name:40s} N={r.params_non_embedding:>10,d}  total={r.params_total:>10,d}  "
-                  f"tokens={r.tokens:>12,d}  steps={r.train_cfg.steps:>6d}  lr={r.train_cfg.lr:.2e}  "
-                  f"FLOPs={r.flops:.3e}  [{run_status(Path(args.out) / r.name)}]")
-        print(f"{len(runs)} runs, {sum(r.flops for r in runs):.3e} FLOPs in all")
-        return 0
+    design_of(args)
     init_distributed()
-    summary = run_sweep(args.data, args.out, settings, corpus=corpus, max_runs=args.max_runs,
-                        bootstrap=args.bootstrap)
-    if not summary:
-        return 0
-    _print_table(summary)
-    if args.report:
-        from .report import write_and_print
-
-        write_and_print(args.out)
-    return 0
-
-
-def _print_table(s: dict) -> None:
-    def f(x, fmt="{:.3f}"):
-        return "-" if x is None else fmt.format(float(x))
-
-    print(f"{'size':>12} {'N':>10} {'FLOPs':>10} {'vanilla':>8} {'myopic':>8} {'m-hidden':>8} "
-          f"{'gap':>7} {'gap-h':>7} {'k':>6} {'k-h':>6}")
-    for e in s["table"]:
-        print(f"{e['size']:>12} {e['params_non_embedding']:>10,d} {e['flops']:>10.2e} "
-              f"{f(e['loss'].get('vanilla')):>8} {f(e['loss'].get('myopic')):>8} "
-              f"{f(e['loss'].get('myopic-hidden')):>8} "
-              f"{f(e['gap']['myopic'], '{:+.3f}'):>7} {f(e['gap']['myopic-hidden'], '{:+.3f}'):>7} "
-              f"{f(e['k']['myopic'], '{:.2f}'):>6} {f(e['k']['myopic-hidden'], '{:.2f}'):>6}")
-    state = "complete" if s["complete"] else f"{len(s['pending'])} runs pending"
-    print(f"sweep {state}; {s['total_train_wall_s'] / 60:.1f} min of training")
+    return run_isoflop_cli(args)

@@ -27,7 +27,7 @@ from ..io import provenance, read_json, write_json
 from ..model import non_embedding_params
 from ..rundir import HORIZON_JSON as HORIZON_FILE
 from ..rundir import RESULT, run_status
-from .sweep import (
+from ..sweep_grid import (
     EVAL_FILE,
     MYOPIC_ARMS,
     ModelSize,

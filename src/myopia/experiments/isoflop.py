@@ -1,26 +1,32 @@
-"""``myopia sweep --design isoflop``: compute budgets x model sizes x arms x learning rates x seeds.
+"""``myopia sweep --design isoflop``: compute budgets x model sizes x arms x seeds, trained with one recipe.
 
 The design (decided before any run, the same for every arm):
 
-- **budgets** C_1 .. C_m in training FLOPs (:func:`myopia.model.flops_per_token` accounting, as the ladder);
-- per budget, ``n_sizes`` model shapes whose tokens per non-embedding parameter, tokens = C / FLOPs-per-token,
-  lie closest to log-spaced targets between ``ratio_range`` (5 to 100 by default), picked from a fixed
-  candidate family (width 16..512 in steps of 8, depth = max(1, round(width / aspect)));
-- per (budget, size, arm) the learning rate is chosen from ``lr_grid`` by the **validation** loss of full-length
-  seed-``seeds[0]`` runs (one run per grid value: no short-run proxy, so nothing to validate about a proxy); the
-  remaining seeds train at the chosen learning rate; the seed-0 run at the chosen learning rate is one of the seeds;
-- every run: warmup ``warmup_frac`` (>= 5%) of its steps, cosine decay to ``min_lr_ratio``, the same schedule shape
-  for every arm; within a (budget, size, seed) every arm shares initialisation and data order;
-- seeds: ``seeds`` everywhere plus ``frontier_seeds`` at the ``n_frontier`` middle sizes of each budget (the ones
-  the design expects nearest the optimum; the report says whether the measured optimum landed there);
+- **budgets** C_1 .. C_m in training FLOPs (:func:`myopia.model.flops_per_token` accounting, head included);
+- per budget, ``n_sizes`` model shapes whose tokens per non-embedding parameter lie closest to log-spaced targets
+  over ``ratio_range``, from a fixed candidate family (widths ``min_width``..``max_width`` in steps of 8, heads of
+  ``head_dim``, depth with width / depth within 1.5x of ``aspect``, and at least 2 layers above ``deep_above``
+  non-embedding parameters); a shape whose run would read more than ``max_epochs`` passes over the training
+  split is not used at that budget (the epoch cap; ``data_repeat`` in sweep.json says when data repeat);
+- **the recipe** (:mod:`myopia.train`): warmup-stable-decay (warmup ``max(warmup_frac * steps, warmup_min)``
+  steps of the shape's shortest run, ``decay_frac`` 1-sqrt cooldown), AdamW with ``adam_beta2``, and optionally
+  a width-scaled learning rate (hidden matrices at ``lr * mup_base_width / width``; off by default);
+- **the pilot** (seeds ``pilot_seeds``, never reported): at ``pilot_budget`` (default: the middle budget) and its
+  ``pilot_sizes`` middle shapes, vanilla, every (batch, lr) of ``pilot_batch_grid`` x ``pilot_lr_grid``. Rule,
+  fixed before the pilot: the pair with the lowest mean validation loss over the pilot runs (a diverged run
+  counts as +inf; ties: the smaller batch, then the smaller lr). Empty grids: ``batch_size`` and ``lr`` as given;
+- **one run per (shape, arm, seed)** trained to the shape's largest budget (the *trunk*); at each smaller budget
+  of the shape a **cooldown branch** resumes the trunk's stable-phase state at that budget's decay start and
+  decays to its own length (bitwise the fresh run of that length, :func:`myopia.train.train`);
+- every arm shares initialisation and data order within a (shape, seed); ``seeds`` (>= 3) at every cell, and
+  ``optimum_seeds`` more at the shapes of the measured optima by a rule fixed before the first pass
+  (:data:`OPTIMUM_RULE`);
 - the reported loss of a run is measured on the **test** split (``eval_windows_test.json``, per window and
-  document), so the learning-rate selection on validation does not bias the reported numbers.
+  document); the pilot chose its settings on validation.
 
-Data repetition: ``epochs`` = tokens / training-split tokens is recorded per run and flagged above 1.
-
-Divergence: a run stopped by a non-finite loss (the trainer's NaN/inf check) is recorded in its folder as
-``diverged.json`` and the sweep goes on; a diverged grid lr loses the lr choice (its validation loss counts as
-+inf), a diverged seed run is listed in sweep.json's ``diverged`` and gives no point. Delete the file to retry.
+Divergence: a run stopped by a non-finite loss is recorded as ``diverged.json`` in its folder and gives no point.
+A folder written by an earlier design (before version 0.2.0: fixed-token ladder, or the lr grid per cell) is
+refused with one line.
 """
 
 from __future__ import annotations
@@ -32,26 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import branch_state_dir
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig, flops_per_token, non_embedding_params
-from ..rundir import RESULT
+from ..rundir import RESULT, run_status
 from ..train import TrainConfig, dist_info
-from .sweep import (
-    SWEEP_FILE,
-    TIMING_FILE,
-    ModelSize,
-    doc_means,
-    ensure_run,
-    evaluate_windows,
-    heads_for,
-    keep_legacy_document_masks,
-    run_status,
-)
+from ..sweep_grid import SWEEP_FILE, TIMING_FILE, ModelSize, doc_means, ensure_run, evaluate_windows, heads_for
 
 TEST_EVAL_FILE = "eval_windows_test.json"
 DIVERGED_FILE = "diverged.json"  # a run stopped by a non-finite loss: an outcome of its lr, not a crash
 DESIGN = "isoflop"
+VERSION_NOTE = "0.2.0"
 
 
 def _fmt_flops(c: float) -> str:
@@ -62,28 +60,40 @@ def _fmt_flops(c: float) -> str:
 
 @dataclass
 class IsoFlopSettings:
-    """Everything that defines an IsoFLOP sweep besides the corpus; stored in sweep.json."""
+    """Everything that defines an IsoFLOP sweep besides the corpus; stored in sweep.json (``settings``)."""
 
     budgets: list[float]
     gradients: list[str] = field(default_factory=lambda: ["vanilla", "myopic-hidden"])
     strict_budgets: list[float] = field(default_factory=list)  # budgets that also train strict "myopic"
-    n_sizes: int = 4
-    ratio_range: tuple[float, float] = (5.0, 100.0)
+    n_sizes: int = 5
+    ratio_range: tuple[float, float] = (15.0, 1000.0)
     aspect: int = 32
-    head_dim: int = 32
+    head_dim: int = 16
     min_width: int = 16
     max_width: int = 512
-    lr_grid: list[float] = field(default_factory=lambda: [1.5e-3, 3e-3, 6e-3])
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    frontier_seeds: list[int] = field(default_factory=lambda: [2])
-    n_frontier: int = 2
+    deep_above: int = 20_000  # non-embedding parameters above which a shape has >= 2 layers
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    optimum_seeds: list[int] = field(default_factory=list)  # more seeds at the measured optima (OPTIMUM_RULE)
     seq_len: int = 128
-    batch_size: int = 16
-    micro_batch_size: int = 0
+    batch_size: int = 4  # sequences per step, used when the pilot's batch grid is empty
+    lr: float = 6e-3  # base lr (at mup_base_width), used when the pilot's lr grid is empty
+    pilot_batch_grid: list[int] = field(default_factory=list)
+    pilot_lr_grid: list[float] = field(default_factory=list)
+    pilot_budget: float | None = None
+    pilot_sizes: int = 2
+    pilot_seeds: list[int] = field(default_factory=lambda: [100])
+    mup_base_width: int = 0  # 0: off (see docs/scaling.md's transfer check)
+    schedule: str = "wsd"
+    decay_frac: float = 0.2
+    decay_shape: str = "sqrt"
     warmup_frac: float = 0.05
+    warmup_min: int = 20
+    adam_beta2: float = 0.99
     weight_decay: float = 0.1
-    min_lr_ratio: float = 0.1
-    eval_tokens: int = 196608
+    min_lr_ratio: float = 0.0
+    max_epochs: float = 4.0
+    eval_tokens: int = 131072
+    micro_batch_size: int = 0
     device: str = "auto"
     precision: str = "fp32"
     ckpt_every: int = 200
@@ -91,6 +101,9 @@ class IsoFlopSettings:
     design: str = DESIGN
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
         from ..model import GRADIENTS
 
         if not self.budgets or any(not (math.isfinite(c) and c > 0) for c in self.budgets):
@@ -102,17 +115,28 @@ class IsoFlopSettings:
                 raise MyopiaError(f"gradient {g!r} is not one of {', '.join(GRADIENTS)}")
         if "vanilla" not in self.gradients:
             raise MyopiaError("an IsoFLOP sweep needs the vanilla arm (the frontier every gap is measured against)")
-        if self.warmup_frac < 0.05 or self.warmup_frac >= 1:
-            raise MyopiaError(f"warmup must be at least 5% of the steps (got {self.warmup_frac:g})")
-        if len(self.seeds) < 2:
-            raise MyopiaError("an IsoFLOP sweep trains at least 2 seeds per cell (training noise must be measured)")
+        if self.schedule != "wsd":
+            raise MyopiaError("the IsoFLOP design trains with the wsd schedule (cooldowns branch from one run)")
+        if len(self.seeds) < 3:
+            raise MyopiaError("an IsoFLOP sweep trains at least 3 seeds per cell (training noise must be measured)")
+        if set(self.seeds) & set(self.pilot_seeds) or set(self.optimum_seeds) & set(self.pilot_seeds):
+            raise MyopiaError("pilot seeds must differ from the reported seeds (no setting chosen on a reported seed)")
+        if set(self.optimum_seeds) & set(self.seeds):
+            raise MyopiaError("optimum seeds must differ from the first pass's seeds")
+        if self.pilot_budget is not None and not any(math.isclose(self.pilot_budget, b, rel_tol=0.01)
+                                                     for b in self.budgets):
+            raise MyopiaError(f"the pilot budget {self.pilot_budget:g} is not one of the budgets")
         if self.n_sizes < 3:
             raise MyopiaError("an IsoFLOP profile needs at least 3 sizes per budget (a parabola has 3 parameters)")
         lo, hi = self.ratio_range
         if not (0 < lo < hi):
             raise MyopiaError(f"tokens-per-parameter range must be 0 < lo < hi, got {self.ratio_range}")
-        if not self.lr_grid or any(lr <= 0 for lr in self.lr_grid):
-            raise MyopiaError("the learning-rate grid must hold positive values")
+        if any(lr <= 0 for lr in self.pilot_lr_grid) or any(b < 1 for b in self.pilot_batch_grid) or self.lr <= 0:
+            raise MyopiaError("learning rates must be positive and batch sizes at least 1")
+        if self.max_epochs <= 0 or self.warmup_min < 1:
+            raise MyopiaError("max-epochs must be positive and the warmup floor at least 1 step")
+        TrainConfig(decay_frac=self.decay_frac, decay_shape=self.decay_shape, adam_beta2=self.adam_beta2,
+                    warmup_frac=self.warmup_frac, mup_base_width=self.mup_base_width)  # validates these
 
     def arms_for(self, budget: float) -> list[str]:
         arms = list(self.gradients)
@@ -132,16 +156,21 @@ class IsoFlopSettings:
 
 
 def candidate_sizes(s: IsoFlopSettings) -> list[ModelSize]:
-    """The fixed family sizes are picked from: widths min..max in steps of 8, depths with width / depth within
-    1.5x of ``aspect`` (at least 1 layer), heads = :func:`heads_for` (so tiny models need no big jumps in N)."""
+    """The fixed family: widths min..max in steps of 8 that ``head_dim`` divides (heads of exactly ``head_dim``),
+    depths of 2 or more with width / depth within 1.5x of ``aspect``, and 1 layer only for shapes of at most
+    ``deep_above`` non-embedding parameters."""
     out = []
     for w in range(s.min_width, s.max_width + 1, 8):
+        if w % s.head_dim:
+            continue
         try:
             heads = heads_for(w, s.head_dim)
         except MyopiaError:
             continue
-        depths = [d for d in range(1, 49) if s.aspect / 1.5 <= w / d <= s.aspect * 1.5] or [1]
-        out += [ModelSize(d, w, heads) for d in depths]
+        shallow = non_embedding_params(GPTConfig(vocab_size=256, n_layer=1, n_head=heads, d_model=w,
+                                                 seq_len=s.seq_len)) <= s.deep_above
+        depths = [d for d in range(2, 49) if s.aspect / 1.5 <= w / d <= s.aspect * 1.5]
+        out += [ModelSize(d, w, heads) for d in ([1] if shallow else []) + depths]
     return out
 
 
@@ -150,16 +179,21 @@ def _cfg(s: IsoFlopSettings, size: ModelSize, vocab_size: int, gradient: str = "
                      seq_len=s.seq_len, gradient=gradient)
 
 
-def sizes_for_budget(s: IsoFlopSettings, budget: float, vocab_size: int) -> list[tuple[ModelSize, float]]:
-    """``n_sizes`` distinct shapes whose tokens/parameter is nearest log-spaced targets in ``ratio_range``:
-    [(size, tokens_per_param)], small first."""
+def sizes_for_budget(s: IsoFlopSettings, budget: float, vocab_size: int,
+                     train_tokens: int | None = None) -> list[tuple[ModelSize, float]]:
+    """``n_sizes`` distinct shapes whose tokens/parameter is nearest log-spaced targets in ``ratio_range`` (shapes
+    over the epoch cap excluded when ``train_tokens`` is given): [(size, tokens_per_param)], small first."""
     lo, hi = s.ratio_range
     targets = np.geomspace(hi, lo, s.n_sizes)  # high ratio = small model first
     cands = []
     for size in candidate_sizes(s):
         cfg = _cfg(s, size, vocab_size)
-        ratio = budget / flops_per_token(cfg) / non_embedding_params(cfg)
-        cands.append((size, ratio))
+        tokens = budget / flops_per_token(cfg)
+        if train_tokens and tokens / train_tokens > s.max_epochs:
+            continue
+        ratio = tokens / non_embedding_params(cfg)
+        if lo / 2 <= ratio <= hi * 2:  # "roughly" the range: the family of tiny shapes is discrete
+            cands.append((size, ratio))
     chosen, used = [], set()
     for t in targets:
         best = min((c for c in cands if c[0].name not in used),
@@ -170,31 +204,26 @@ def sizes_for_budget(s: IsoFlopSettings, budget: float, vocab_size: int) -> list
         used.add(best[0].name)
         chosen.append(best)
     if len(chosen) < s.n_sizes:
-        raise MyopiaError(f"budget {budget:.3g} FLOPs: not enough distinct sizes in the candidate family")
+        raise MyopiaError(f"budget {budget:.3g} FLOPs: fewer than {s.n_sizes} shapes of the candidate family have "
+                          f"{lo / 2:g}-{hi * 2:g} tokens/parameter (under the epoch cap of {s.max_epochs:g}); widen "
+                          "--ratio-range or change the budget")
     chosen.sort(key=lambda c: -c[1])
-    for size, ratio in chosen:
-        if not (lo / 2 <= ratio <= hi * 2):  # "roughly": the family of tiny shapes is discrete
-            raise MyopiaError(
-                f"budget {budget:.3g} FLOPs: the nearest candidate ({size.name}) has {ratio:.1f} tokens/parameter, "
-                f"far outside {lo:g}-{hi:g}; widen --max-width/--min-width or change the budget")
     return chosen
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The plan
+# The plan: pilot, trunks and their cooldown branches
 # --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class IsoRun:
-    """One training run: a (budget, size, arm, lr, seed)."""
+    """One training run: a (budget, size, arm, seed) — a trunk, a cooldown branch of one, or a pilot run."""
 
     name: str
-    cell: str  # budget-size: the unit of sharding (an arm's lr choice stays inside one process)
     budget: float
     size: ModelSize
     gradient: str
-    lr: float
     seed: int
     model_cfg: GPTConfig
     train_cfg: TrainConfig
@@ -202,92 +231,180 @@ class IsoRun:
     params_total: int
     tokens: int
     flops: float
-    tokens_per_param: float
     epochs: float
-    stage: str  # "lr-grid" (seed 0, each lr) or "seeds" (other seeds at the chosen lr)
+    stage: str  # "pilot", "trunk" or "branch"
+    trunk: str | None = None  # a branch: the trunk it resumes
+    branch_step: int | None = None  # a branch: the trunk step it resumes at
+    branch_at: tuple[int, ...] = ()  # a trunk: the steps it saves for its branches
+
+    @property
+    def trained_flops(self) -> float:
+        """FLOPs this run itself spends (a branch: only its cooldown, the trunk paid for the rest)."""
+        done = self.branch_step or 0
+        return self.flops * (self.train_cfg.steps - done) / self.train_cfg.steps
 
     def row(self) -> dict:
-        return {"name": self.name, "cell": self.cell, "budget": self.budget, "size": self.size.name,
-                "n_layer": self.size.n_layer, "d_model": self.size.d_model, "n_head": self.size.n_head,
-                "gradient": self.gradient, "lr": self.lr, "seed": self.seed, "stage": self.stage,
-                "params_non_embedding": self.params_non_embedding, "params_total": self.params_total,
-                "tokens": self.tokens, "steps": self.train_cfg.steps, "warmup_steps": self.train_cfg.warmup_steps,
-                "flops": self.flops, "tokens_per_param": self.tokens_per_param, "epochs": self.epochs}
+        return {"name": self.name, "budget": self.budget, "size": self.size.name, "n_layer": self.size.n_layer,
+                "d_model": self.size.d_model, "n_head": self.size.n_head, "gradient": self.gradient,
+                "lr": self.train_cfg.lr, "batch_size": self.train_cfg.batch_size, "seed": self.seed,
+                "stage": self.stage, "params_non_embedding": self.params_non_embedding,
+                "params_total": self.params_total, "tokens": self.tokens, "steps": self.train_cfg.steps,
+                "warmup_steps": self.train_cfg.warmup, "decay_steps": self.train_cfg.decay_steps,
+                "flops": self.flops, "trained_flops": self.trained_flops,
+                "tokens_per_param": self.tokens / self.params_non_embedding, "epochs": self.epochs,
+                "branched_from": None if self.trunk is None else {"run": self.trunk, "step": self.branch_step}}
 
 
-def run_name(budget: float, size: ModelSize, gradient: str, lr: float, seed: int) -> str:
-    return f"C{_fmt_flops(budget)}-{size.name}-{gradient}-lr{lr:g}-s{seed}"
+def run_name(budget: float, size: ModelSize, gradient: str, seed: int) -> str:
+    return f"C{_fmt_flops(budget)}-{size.name}-{gradient}-s{seed}"
 
 
-def _train_cfg(s: IsoFlopSettings, steps: int, lr: float, seed: int) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=s.batch_size, micro_batch_size=s.micro_batch_size, lr=lr,
-                       min_lr_ratio=s.min_lr_ratio, warmup_steps=max(1, math.ceil(s.warmup_frac * steps)),
-                       weight_decay=s.weight_decay, eval_every=0, ckpt_every=s.ckpt_every, log_every=10, seed=seed,
-                       device=s.device, precision=s.precision, progress=False)
+def _train_cfg(s: IsoFlopSettings, steps: int, warmup: int, lr: float, batch: int, seed: int) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=batch, micro_batch_size=s.micro_batch_size, lr=lr,
+                       min_lr_ratio=s.min_lr_ratio, warmup_steps=warmup, schedule="wsd", decay_frac=s.decay_frac,
+                       decay_shape=s.decay_shape, adam_beta2=s.adam_beta2, mup_base_width=s.mup_base_width,
+                       weight_decay=s.weight_decay, eval_every=0, ckpt_every=s.ckpt_every, log_every=10,
+                       seed=seed, device=s.device, precision=s.precision, progress=False)
 
 
-def seeds_for(s: IsoFlopSettings, size_index: int) -> list[int]:
-    """``seeds`` everywhere, plus ``frontier_seeds`` at the ``n_frontier`` middle sizes."""
-    n = s.n_sizes
-    first = (n - s.n_frontier) // 2
-    middle = first <= size_index < first + s.n_frontier
-    return list(s.seeds) + (list(s.frontier_seeds) if middle else [])
+def _steps(s: IsoFlopSettings, budget: float, fpt: float, batch: int) -> int:
+    return max(1, round(budget / fpt / (batch * s.seq_len)))
 
 
-def plan_cells(s: IsoFlopSettings, vocab_size: int, train_tokens: int) -> list[dict]:
-    """One dict per (budget, size): {cell, budget, size, ratio, seeds, arms, runs: {arm: {"grid": [IsoRun],
-    "seeds": {lr: [IsoRun]}}}}; seeds beyond the first exist for every lr (only the chosen one is trained)."""
-    tokens_per_step = s.batch_size * s.seq_len
-    cells = []
+def _warmup(s: IsoFlopSettings, shortest: int) -> int:
+    """Warmup of every run of a shape: max(warmup_frac x its shortest run, warmup_min) steps."""
+    return max(s.warmup_min, math.ceil(s.warmup_frac * shortest - 1e-9))
+
+
+def _mk(s, budget, size, arm, seed, vocab_size, train_tokens, batch, lr, warmup, stage, name=None) -> IsoRun:
+    cfg = _cfg(s, size, vocab_size, arm)
+    fpt, n_ne = flops_per_token(cfg), non_embedding_params(cfg)
+    steps = _steps(s, budget, fpt, batch)
+    if warmup > steps - TrainConfig(steps=steps, decay_frac=s.decay_frac).decay_steps:
+        raise MyopiaError(f"{size.name} at {budget:.3g} FLOPs: {steps} steps leave no stable phase after a "
+                          f"{warmup}-step warmup; raise the budget or lower --batch-size")
+    tokens = steps * batch * s.seq_len
+    return IsoRun(name or run_name(budget, size, arm, seed), budget, size, arm, seed, cfg,
+                  _train_cfg(s, steps, warmup, lr, batch, seed), n_ne, n_ne + vocab_size * size.d_model, tokens,
+                  float(fpt) * tokens, tokens / max(1, train_tokens), stage)
+
+
+def pilot_runs(s: IsoFlopSettings, vocab_size: int, train_tokens: int) -> list[IsoRun]:
+    """The pilot grid (vanilla, pilot seeds, the middle shapes of the pilot budget); [] without a grid."""
+    if not s.pilot_batch_grid and not s.pilot_lr_grid:
+        return []
+    budget = s.pilot_budget or sorted(s.budgets)[len(s.budgets) // 2]
+    sizes = [size for size, _ in sizes_for_budget(s, budget, vocab_size, train_tokens)]
+    first = (len(sizes) - s.pilot_sizes) // 2
+    runs = []
+    for size in sizes[first:first + s.pilot_sizes]:
+        for batch in s.pilot_batch_grid or [s.batch_size]:
+            fpt = flops_per_token(_cfg(s, size, vocab_size))
+            warmup = _warmup(s, _steps(s, budget, fpt, batch))
+            for lr in s.pilot_lr_grid or [s.lr]:
+                for seed in s.pilot_seeds:
+                    name = f"pilot-C{_fmt_flops(budget)}-{size.name}-b{batch}-lr{lr:g}-s{seed}"
+                    runs.append(_mk(s, budget, size, "vanilla", seed, vocab_size, train_tokens, batch, lr, warmup,
+                                    "pilot", name))
+    return runs
+
+
+def pilot_choice(runs: list[IsoRun], out: Path) -> tuple[dict | None, dict]:
+    """(``{"batch_size", "lr"}`` by the pilot rule, or None while a pilot run is unfinished; the mean validation
+    loss per (batch, lr))."""
+    losses: dict[tuple[int, float], list[float]] = {}
+    for r in runs:
+        d = out / r.name
+        key = (r.train_cfg.batch_size, r.train_cfg.lr)
+        if (d / DIVERGED_FILE).exists():
+            losses.setdefault(key, []).append(math.inf)
+        elif (d / RESULT).exists():
+            losses.setdefault(key, []).append(float(read_json(d / RESULT)["eval_loss"]))
+    table = {f"b{b}-lr{lr:g}": (float(np.mean(v)) if all(map(math.isfinite, v)) else None)
+             for (b, lr), v in sorted(losses.items())}  # None: a run of this setting diverged
+    if sum(map(len, losses.values())) < len(runs):
+        return None, table
+    finite = {k: float(np.mean(v)) for k, v in losses.items() if all(map(math.isfinite, v))}
+    if not finite:
+        raise MyopiaError("every pilot setting diverged: lower the pilot's learning rates")
+    batch, lr = min(finite, key=lambda k: (finite[k], k[0], k[1]))
+    return {"batch_size": batch, "lr": lr}, table
+
+
+def _trunks(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float, seeds,
+            shapes=None) -> list[IsoRun]:
+    """Per (shape, arm, seed) the trunk (its largest budget; ``branch_at`` the decay starts of the smaller budgets)
+    followed by its cooldown branches, shapes in order of their smallest budget (only ``shapes`` when given)."""
+    budgets_of: dict[ModelSize, list[float]] = {}
     for budget in sorted(s.budgets):
-        for i, (size, _) in enumerate(sizes_for_budget(s, budget, vocab_size)):
-            base = _cfg(s, size, vocab_size)
-            fpt = flops_per_token(base)
-            n_ne = non_embedding_params(base)
-            steps = max(1, round(budget / fpt / tokens_per_step))
-            tokens = steps * tokens_per_step
-            cell = f"C{_fmt_flops(budget)}-{size.name}"
-            seeds = seeds_for(s, i)
-            runs = {}
-            for arm in s.arms_for(budget):
-                cfg = replace(base, gradient=arm)
-
-                def mk(lr, seed, stage):
-                    return IsoRun(run_name(budget, size, arm, lr, seed), cell, budget, size, arm, lr, seed, cfg,
-                                  _train_cfg(s, steps, lr, seed), n_ne, n_ne + vocab_size * size.d_model, tokens,
-                                  float(fpt) * tokens, tokens / n_ne, tokens / max(1, train_tokens), stage)
-
-                runs[arm] = {"grid": [mk(lr, seeds[0], "lr-grid") for lr in s.lr_grid],
-                             "seeds": {lr: [mk(lr, sd, "seeds") for sd in seeds[1:]] for lr in s.lr_grid}}
-            cells.append({"cell": cell, "budget": budget, "size": size, "ratio": tokens / n_ne, "seeds": seeds,
-                          "arms": s.arms_for(budget), "runs": runs, "flops": float(fpt) * tokens, "steps": steps})
-    return cells
-
-
-def cell_cost(cell: dict, n_lr: int) -> float:
-    """Expected FLOPs of a cell: every arm trains the lr grid plus the extra seeds once."""
-    per_arm = len(cell["runs"]) * (n_lr + len(cell["seeds"]) - 1)
-    return per_arm * cell["flops"]
+        for size, _ in sizes_for_budget(s, budget, vocab_size, train_tokens):
+            budgets_of.setdefault(size, []).append(budget)
+    runs = []
+    for size, budgets in budgets_of.items():
+        if shapes is not None and size.name not in shapes:
+            continue
+        fpt = flops_per_token(_cfg(s, size, vocab_size))
+        warmup = _warmup(s, _steps(s, budgets[0], fpt, batch_size))
+        arms = list(dict.fromkeys(a for b in budgets for a in s.arms_for(b)))
+        for arm in arms:
+            mine = [b for b in budgets if arm in s.arms_for(b)]
+            for seed in seeds:
+                made = [_mk(s, b, size, arm, seed, vocab_size, train_tokens, batch_size, lr, warmup, "branch")
+                        for b in mine]
+                trunk = made[-1]
+                trunk.stage = "trunk"
+                for r in made[:-1]:
+                    r.trunk, r.branch_step = trunk.name, r.train_cfg.stable_end
+                trunk.branch_at = tuple(r.branch_step for r in made[:-1])
+                runs += [trunk] + made[:-1]
+    return runs
 
 
-def shard_cells(cells: list[dict], shard: tuple[int, int] | None, n_lr: int) -> list[dict]:
-    """The cells of shard K of N, deterministic: whole budgets when there are at least N of them (so a shard that
-    finishes leaves complete IsoFLOP profiles: the analysis needs every size of a budget), greedily by cost
-    (largest first onto the lightest shard); otherwise single cells the same way."""
+OPTIMUM_RULE = ("after every first-pass run has finished: per (budget, arm), the shape with the lowest mean "
+                "validation loss over its seeds; every such shape trains optimum_seeds at every arm (whole trunks "
+                "with their branches)")
+
+
+def optimum_shapes(runs: list[IsoRun], out: Path) -> list[str] | None:
+    """The shapes that get ``optimum_seeds`` by :data:`OPTIMUM_RULE`, or None while a first-pass run is pending."""
+    if any(iso_status(out / r.name) not in ("done", "diverged") for r in runs):
+        return None
+    losses: dict[tuple[float, str], dict[str, list[float]]] = {}
+    for r in runs:
+        if iso_status(out / r.name) == "done":
+            v = float(read_json(out / r.name / RESULT)["eval_loss"])
+            losses.setdefault((r.budget, r.gradient), {}).setdefault(r.size.name, []).append(v)
+    best = {min(by.items(), key=lambda kv: (float(np.mean(kv[1])), kv[0]))[0] for by in losses.values()}
+    return sorted(best)
+
+
+def plan_runs(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float,
+              out: Path | None = None) -> list[IsoRun]:
+    """Every reported run: the first pass (``seeds`` at every shape), then, given the sweep folder ``out`` and
+    once the first pass has finished, ``optimum_seeds`` at the shapes of the measured optima (:func:`optimum_shapes`)."""
+    first = _trunks(s, vocab_size, train_tokens, batch_size, lr, s.seeds)
+    shapes = optimum_shapes(first, Path(out)) if s.optimum_seeds and out is not None else None
+    if not shapes:
+        return first
+    return first + _trunks(s, vocab_size, train_tokens, batch_size, lr, s.optimum_seeds, shapes)
+
+
+def shard_runs(runs: list[IsoRun], shard: tuple[int, int] | None) -> list[IsoRun]:
+    """The runs of shard K of N: whole trunks with their branches, greedily by FLOPs onto the lightest shard."""
     if shard is None:
-        return cells
+        return runs
     k, n = shard
-    budgets = sorted({c["budget"] for c in cells})
-    units = ([[c for c in cells if c["budget"] == b] for b in budgets] if len(budgets) >= n
-             else [[c] for c in cells])
-    loads = [0.0] * n
-    owner = {}
-    for unit in sorted(units, key=lambda u: (-sum(cell_cost(c, n_lr) for c in u), u[0]["cell"])):
+    groups: dict[str, list[IsoRun]] = {}
+    for r in runs:
+        groups.setdefault(r.trunk or r.name, []).append(r)
+    loads, mine = [0.0] * n, []
+    for name, group in sorted(groups.items(), key=lambda kv: (-sum(r.trained_flops for r in kv[1]), kv[0])):
         j = min(range(n), key=lambda i: (loads[i], i))
-        loads[j] += sum(cell_cost(c, n_lr) for c in unit)
-        for c in unit:
-            owner[c["cell"]] = j
-    return [c for c in cells if owner[c["cell"]] == k]
+        loads[j] += sum(r.trained_flops for r in group)
+        if j == k:
+            mine += group
+    names = {r.name for r in mine}
+    return [r for r in runs if r.name in names]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -307,24 +424,6 @@ def iso_status(run_dir: Path) -> str:
     return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)
 
 
-def chosen_lr(grid_runs: list[IsoRun], out: Path) -> tuple[float | None, dict]:
-    """The grid lr with the lowest validation loss among finished grid runs (None until all have finished; a
-    diverged run counts as finished with loss +inf)."""
-    val = {}
-    for r in grid_runs:
-        p = out / r.name / RESULT
-        if (out / r.name / DIVERGED_FILE).exists():
-            val[r.lr] = math.inf
-        elif p.exists():
-            val[r.lr] = float(read_json(p)["eval_loss"])
-    if len(val) < len(grid_runs):
-        return None, val
-    finite = {lr: v for lr, v in val.items() if math.isfinite(v)}
-    if not finite:
-        return None, val
-    return min(finite, key=lambda lr: (finite[lr], lr)), val
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------------------
@@ -334,69 +433,70 @@ def _ensure(corpus, data, run: IsoRun, out: Path, s: IsoFlopSettings, log) -> No
     run_dir = out / run.name
     if iso_status(run_dir) == "diverged":
         return
+    trunk_dir = None if run.trunk is None else out / run.trunk
+    if trunk_dir is not None and iso_status(trunk_dir) == "diverged":
+        if dist_info()[0] == 0:
+            write_json(run_dir / DIVERGED_FILE, {"run": run.name, "error": f"its trunk {run.trunk} diverged"})
+        return
+    branch_from = None if trunk_dir is None else branch_state_dir(trunk_dir, run.branch_step)
     try:
         ensure_run(data, run_dir, run.model_cfg, run.train_cfg, corpus=corpus, eval_tokens=s.eval_tokens, log=log,
-                   window_eval=False)  # validation: the trainer's eval loss (lr selection); test: per window below
+                   window_eval=False, branch_at=run.branch_at, branch_from=branch_from)
     except MyopiaError as exc:
         if not str(exc).startswith("non-finite"):
             raise
         if dist_info()[0] == 0:
-            write_json(run_dir / DIVERGED_FILE, {"run": run.name, "lr": run.lr, "seed": run.seed, "error": str(exc)})
+            write_json(run_dir / DIVERGED_FILE, {"run": run.name, "seed": run.seed, "error": str(exc)})
         log(f"  {run.name}: diverged ({exc}); recorded in {DIVERGED_FILE}, the sweep goes on")
         return
-    if dist_info()[0] == 0 and not (run_dir / TEST_EVAL_FILE).exists():
+    if run.stage != "pilot" and dist_info()[0] == 0 and not (run_dir / TEST_EVAL_FILE).exists():
         evaluate_windows(run_dir, corpus, s.eval_tokens, run.train_cfg.seed, split="test", file=TEST_EVAL_FILE)
 
 
-def _cell_runs(cells: list[dict]) -> list[IsoRun]:
-    return [r for c in cells for runs in c["runs"].values()
-            for r in runs["grid"] + [x for seeds in runs["seeds"].values() for x in seeds]]
-
-
-def _keep_legacy_masks(out: Path, cells: list[dict], log) -> None:
-    """As the ladder (:func:`keep_legacy_document_masks`): a folder whose runs predate ``document_mask`` trains
-    every run of the plan without document masks, so that reused and new runs are the same design (in place)."""
-    runs = _cell_runs(cells)
-    kept = {r.name: r.train_cfg for r in keep_legacy_document_masks(out, runs, log)}
-    for r in runs:
-        r.train_cfg = kept[r.name]
+def refuse_old_folder(out: Path) -> None:
+    """One clear line for a sweep folder written by a design retired in 0.2.0 (nothing is touched)."""
+    path = out / SWEEP_FILE
+    if not path.is_file():
+        return
+    settings = (read_json(path) or {}).get("settings") or {}
+    if settings.get("schedule") != "wsd":
+        raise MyopiaError(f"{out} holds a sweep of a design retired in myopia {VERSION_NOTE} (fixed-token ladder or "
+                          "an lr grid per cell, cosine schedule); it cannot be continued: choose a new --out")
 
 
 def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | None = None,
                 shard: tuple[int, int] | None = None, n_boot: int = 1000, extrapolate_E: float | None = None,
                 log=None) -> dict:
-    """Train the pending runs of this shard (cell by cell: lr grid, then the other seeds at the chosen lr), then
+    """Train the pending runs (the pilot first, then this shard's trunks, each followed by its branches), then
     write and return sweep.json (the analysis covers whatever has finished, in every shard)."""
     from ..data import load_corpus
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
+    refuse_old_folder(out)
     corpus = corpus if corpus is not None else load_corpus(data)
-    cells = plan_cells(s, corpus.vocab_size, len(corpus.split_tokens("train")))
-    _keep_legacy_masks(out, cells, log)
+    train_tokens = len(corpus.split_tokens("train"))
+    pilot = pilot_runs(s, corpus.vocab_size, train_tokens)
     trained = 0
 
-    def budget_left() -> bool:
-        return max_runs is None or trained < max_runs
+    def take(run) -> bool:
+        nonlocal trained
+        if iso_status(out / run.name) in ("done", "diverged"):
+            return True
+        if max_runs is not None and trained >= max_runs:
+            return False
+        trained += 1
+        return True
 
-    for cell in shard_cells(cells, shard, len(s.lr_grid)):
-        for arm, runs in cell["runs"].items():
-            for r in runs["grid"]:
-                if iso_status(out / r.name) not in ("done", "diverged"):
-                    if not budget_left():
-                        continue
-                    trained += 1
+    for r in pilot:
+        if take(r):
+            _ensure(corpus, data, r, out, s, log)
+    choice, _ = pilot_choice(pilot, out) if pilot else ({"batch_size": s.batch_size, "lr": s.lr}, {})
+    for _ in range(2 if choice is not None else 0):  # the first pass, then the seeds at the measured optima
+        for r in shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice, out=out), shard):
+            if (r.trunk is None or iso_status(out / r.trunk) in ("done", "diverged")) and take(r):
                 _ensure(corpus, data, r, out, s, log)
-            lr, _ = chosen_lr(runs["grid"], out)
-            if lr is None:
-                continue
-            for r in runs["seeds"][lr]:
-                if iso_status(out / r.name) not in ("done", "diverged"):
-                    if not budget_left():
-                        continue
-                    trained += 1
-                _ensure(corpus, data, r, out, s, log)
-    summary = summarise_isoflop(out, cells, s, data=data, corpus=corpus, n_boot=n_boot, extrapolate_E=extrapolate_E)
+    summary = summarise_isoflop(out, s, data=data, corpus=corpus, n_boot=n_boot, extrapolate_E=extrapolate_E)
     if dist_info()[0] == 0:
         write_json(out / SWEEP_FILE, summary)
     return summary
@@ -420,85 +520,67 @@ def _run_record(run: IsoRun, out: Path) -> dict:
     return row
 
 
-def _document_mask(run_dir: Path) -> bool:
-    """Whether the finished run trained with document masks (runs that predate the option did not)."""
-    return bool(read_json(run_dir / RESULT)["config"]["train"].get("document_mask", False))
+def _point(row: dict, out: Path) -> dict:
+    """A frontier point of a finished run: its test loss with per-document losses (see myopia.scaling)."""
+    _, mean, tokens = doc_means(read_json(out / row["name"] / TEST_EVAL_FILE))
+    # flops: the budget (whole steps put the actual FLOPs within a step of it: flops_actual), so that the runs of
+    # one budget group together even when rounding to whole steps differs by > 1%
+    return {"arm": row["gradient"], "flops": row["budget"], "flops_actual": row["flops"],
+            "n_params": row["params_non_embedding"], "tokens": row["tokens"], "loss": row["test_loss"],
+            "seed": row["seed"], "lr": row["lr"], "size": row["size"], "epochs": row["epochs"],
+            "branched_from": row["branched_from"], "doc_loss": mean.tolist(), "doc_tokens": tokens.tolist()}
 
 
-def _doc_losses(ev: dict) -> tuple[list[float], list[float]]:
-    """Per-document mean loss and token count of a per-window evaluation."""
-    _, mean, tokens = doc_means(ev)
-    return mean.tolist(), tokens.tolist()
-
-
-def summarise_isoflop(out, cells: list[dict], s: IsoFlopSettings, *, data=None, corpus=None, n_boot: int = 1000,
+def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot: int = 1000,
                       extrapolate_E: float | None = None) -> dict:
-    """sweep.json of an IsoFLOP sweep: runs, the lr selection per (budget, size, arm), the points (the chosen-lr
-    runs' test losses with per-document losses) and the frontier analysis of :func:`myopia.scaling.frontier_report`.
-    """
+    """sweep.json of an IsoFLOP sweep: the pilot and its choice, every run, the points (test losses with
+    per-document losses, ``size``, ``seed``, ``branched_from``), the frontier analysis of
+    :func:`myopia.scaling.frontier_report` (``frontier``; its joint fits also as ``frontier_fit``) and the FLOPs
+    and wall time spent (``total_train_flops``: trunks in full, branches their cooldown only, the pilot)."""
     from ..scaling import frontier_report
 
     out = Path(out)
-    rows, selection, points, pending = [], [], [], []
-    for cell in cells:
-        for arm, runs in cell["runs"].items():
-            grid_rows = [_run_record(r, out) for r in runs["grid"]]
-            rows += grid_rows
-            lr, val = chosen_lr(runs["grid"], out)
-            chosen_rows = []
-            if lr is None:
-                pending += [r["name"] for r in grid_rows if r["status"] not in ("done", "diverged")]
-                pending += [f"{cell['cell']}-{arm}-s{sd} (after the lr grid)" for sd in cell["seeds"][1:]]
-            else:
-                seed_rows = [_run_record(r, out) for r in runs["seeds"][lr]]
-                rows += seed_rows
-                pending += [r["name"] for r in seed_rows if r["status"] not in ("done", "diverged")]
-                chosen_rows = [r for r in grid_rows if r["lr"] == lr] + seed_rows
-            grid = sorted(val)
-            selection.append({"cell": cell["cell"], "budget": cell["budget"], "size": cell["size"].name, "arm": arm,
-                              "val_loss_by_lr": {f"{k:g}": v for k, v in sorted(val.items()) if math.isfinite(v)},
-                              "diverged_lrs": [k for k, v in sorted(val.items()) if not math.isfinite(v)], "lr": lr,
-                              "at_grid_edge": None if lr is None else lr in (min(s.lr_grid), max(s.lr_grid)),
-                              "grid_done": len(grid) == len(s.lr_grid)})
-            for r in chosen_rows:
-                if r["status"] != "done" or "test_loss" not in r:
-                    continue
-                ev = read_json(out / r["name"] / TEST_EVAL_FILE)
-                doc_loss, doc_tokens = _doc_losses(ev)
-                # flops: the budget (whole steps put the actual FLOPs within a step of it: flops_actual), so that
-                # the runs of one budget group together even when rounding to whole steps differs by > 1%
-                points.append({"arm": arm, "flops": cell["budget"], "flops_actual": r["flops"],
-                               "n_params": r["params_non_embedding"], "tokens": r["tokens"], "loss": r["test_loss"],
-                               "seed": r["seed"], "lr": r["lr"], "size": r["size"], "epochs": r["epochs"],
-                               "doc_loss": doc_loss, "doc_tokens": doc_tokens})
+    train_tokens = len(corpus.split_tokens("train")) if corpus is not None else 1
+    vocab = corpus.vocab_size if corpus is not None else 256
+    pilot = pilot_runs(s, vocab, train_tokens)
+    choice, table = pilot_choice(pilot, out) if pilot else ({"batch_size": s.batch_size, "lr": s.lr}, {})
+    planned = pilot + ([] if choice is None else plan_runs(s, vocab, train_tokens, **choice, out=out))
+    rows = [_run_record(r, out) for r in planned]
+    pending = [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
+    if choice is None:
+        pending.append("the reported runs (after the pilot)")
+    shapes = None if choice is None or not s.optimum_seeds else optimum_shapes(
+        _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds), out)
+    if s.optimum_seeds and shapes is None:
+        pending.append(f"seeds {s.optimum_seeds} at the measured optima (after the first pass)")
+    points = [_point(r, out) for r in rows if r["stage"] != "pilot" and r["status"] == "done" and "test_loss" in r]
     arms = list(dict.fromkeys(p["arm"] for p in points))
     analysis = frontier_report(points, baseline="vanilla", arms=[a for a in arms if a != "vanilla"], n_boot=n_boot,
                                extrapolate_E=extrapolate_E) if points else None
-    timings = [r.get("wall_s") or 0.0 for r in rows if r["status"] == "done"]
-    masks = sorted({_document_mask(out / r["name"]) for r in rows if r["status"] == "done"})
+    done = [r for r in rows if r["status"] == "done"]
     max_epochs = max((r["epochs"] for r in rows), default=0.0)
     return {
-        "kind": "myopia-sweep",
-        "design": DESIGN,
-        "complete": not pending,
-        "pending": pending,
-        "data": None if data is None else str(data),
-        "corpus": None if corpus is None else corpus.describe(),
+        "kind": "myopia-sweep", "design": DESIGN, "complete": not pending, "pending": pending,
+        "data": None if data is None else str(data), "corpus": None if corpus is None else corpus.describe(),
         "settings": s.to_dict(),
-        "units": {"loss": "nats/token on held-out test-split windows (lr chosen on the validation split)",
+        "units": {"loss": "nats/token on held-out test-split windows (settings chosen on the validation split)",
                   "flops": "training FLOPs (myopia.model.flops_per_token x tokens)",
                   "k": "compute multiplier C*/C between the frontiers, inside the measured compute range"},
-        "plan": [{"cell": c["cell"], "budget": c["budget"], "size": c["size"].name, "tokens_per_param": c["ratio"],
-                  "steps": c["steps"], "flops": c["flops"], "seeds": c["seeds"], "arms": c["arms"]} for c in cells],
-        "document_mask": masks[0] if len(masks) == 1 else None,  # None: mixed (or nothing trained yet)
-        "data_repeat": {"max_epochs": max_epochs, "repeats": max_epochs > 1.0,
+        "pilot": {"runs": [r["name"] for r in rows if r["stage"] == "pilot"], "seeds": list(s.pilot_seeds),
+                  "val_loss": table, "choice": choice,
+                  "rule": "lowest mean validation loss over the pilot runs; ties: smaller batch, then smaller lr"},
+        "optimum_seeds": {"seeds": list(s.optimum_seeds), "shapes": shapes, "rule": OPTIMUM_RULE},
+        "plan": [{"name": r["name"], "stage": r["stage"], "budget": r["budget"], "size": r["size"],
+                  "steps": r["steps"], "branched_from": r["branched_from"]} for r in rows],
+        "data_repeat": {"max_epochs": max_epochs, "repeats": max_epochs > 1.0, "cap": s.max_epochs,
                         "note": (f"data repeat: up to {max_epochs:.2f} epochs of the training split" if max_epochs > 1
                                  else f"no data repeat (at most {max_epochs:.2f} epochs)")},
         "runs": rows,
         "diverged": [r["name"] for r in rows if r["status"] == "diverged"],
-        "lr_selection": selection,
         "points": points,
         "frontier": analysis,
-        "total_train_wall_s": float(sum(timings)),
+        "frontier_fit": None if analysis is None else analysis["frontier_fit"],
+        "total_train_flops": float(sum(r["trained_flops"] for r in done)),
+        "total_train_wall_s": float(sum(r.get("wall_s") or 0.0 for r in done)),
         "provenance": provenance(),
     }

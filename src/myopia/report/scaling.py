@@ -1,8 +1,9 @@
-"""Report sections for a scaling sweep (``sweep.json``: results table, L(C) fits, k(C), L(N, D), three figures)
-and a horizon/beta sweep (``horizon.json``: loss against the gradient horizon and against beta, one figure).
+"""Report sections for an IsoFLOP sweep (``sweep.json``: the recipe, verdicts, frontier gaps and slopes, the joint
+fit, the pilot, three figures) and a horizon/beta sweep (``horizon.json``: loss against the gradient horizon and
+against beta, one figure).
 
-Numbers come from the result files written by :mod:`myopia.experiments.sweep` and
-:mod:`myopia.experiments.horizon_sweep`; figures from :mod:`myopia.plots.scaling`.
+Numbers come from the result files written by :mod:`myopia.experiments.isoflop` and
+:mod:`myopia.experiments.horizon_sweep`; figures from :mod:`myopia.plots.frontier` and :mod:`myopia.plots.scaling`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from pathlib import Path
 
 from ..arms import MYOPIC_ARMS
 from ..io import read_json
-from ..plots.scaling import plot_gap_vs_params, plot_horizon, plot_loss_vs_compute, plot_multiplier
+from ..plots.scaling import plot_horizon
 from ..rundir import HORIZON_JSON as HORIZON_FILE
 from ..rundir import SWEEP_JSON as SWEEP_FILE
 from . import register_section
 from .blocks import Figure, Heading, Paragraph, Table
 
-K_PICKS = (("smallest measured", 0, 1), ("largest measured", 1, 1))  # no extrapolation (see docs/scaling.md)
 
 
 def _incomplete(pending: list[str], shown: int, tail: str = "") -> Paragraph:
@@ -67,121 +67,13 @@ def provenance_line(prov: dict) -> Paragraph:
 @register_section("scaling", order=40, applies=lambda d: (d / SWEEP_FILE).is_file())
 def scaling_section(d: Path) -> list:
     s = read_json(d / SWEEP_FILE)
-    if s.get("design") == "isoflop":
+    st = s.get("settings") or {}
+    if s.get("design") == "isoflop" and st.get("schedule") == "wsd":
         return frontier_section(s)
-    st = s["settings"]
-    tok = (s.get("corpus") or {}).get("tokenizer", {}).get("kind", "?")
-    blocks = [Heading("Scaling: the cost of myopia"), Paragraph(
-        f"Data `{s.get('data')}` ({tok} tokens); context {st['seq_len']}, batch {st['batch_size']}, "
-        f"lr {st['lr']:g}{' (scaled by width)' if st.get('lr_ref_width') else ''}, seeds {st['seeds']}, "
-        f"budgets {', '.join(st['tokens'])}. Loss: nats/token on held-out validation windows. "
-        f"Total training wall time {s['total_train_wall_s'] / 60:.1f} min.")]
-    if not s["complete"]:
-        blocks.append(_incomplete(s["pending"], shown=5))
-    n_seeds = len(st.get("seeds") or [0])
-    blocks += [results_table(s), Paragraph(
-        "Gap intervals: hierarchical bootstrap over seeds and held-out documents (myopia.analysis.stats)"
-        + ("; training noise not measured (1 seed)" if n_seeds <= 1 else "") + ". k = C*/C, C* the compute at "
-        "which the vanilla curve of the same token budget reaches the myopic loss; k < 1: myopia wastes compute; "
-        "k intervals pair both arms' fit bootstraps; – where a fit has fewer than 2 residual degrees of freedom "
-        "(fewer than 5 sizes). **Caveat**: this is a fixed-token ladder, not the compute-optimal frontier, and a "
-        "*constant* gap already makes k fall with C; use `--design isoflop` to test whether the gap grows."),
-        fit_table(s)]
-    k_table = multiplier_table(s)
-    if k_table is not None:
-        blocks.append(k_table)
-    nd_table = chinchilla_table(s)
-    if nd_table is not None:
-        blocks.append(nd_table)
-    blocks += [
-        Figure("scaling_loss_vs_compute", plot_loss_vs_compute(s),
-               "Held-out loss vs training compute, every arm, with its fitted L(C) and 95% bootstrap band."),
-        Figure("scaling_gap_vs_params", plot_gap_vs_params(s),
-               "Myopia gap (loss - vanilla loss) vs non-embedding parameters, myopic and myopic-hidden, 95% CI."),
-        Figure("scaling_compute_multiplier", plot_multiplier(s),
-               "Compute multiplier k (the vanilla compute that reaches the myopic loss, over the compute spent): "
-               "measured points (95% CI) and the fitted k(C) with its band; grey: extrapolation beyond the "
-               "measured compute."),
-        provenance_line(s.get("provenance", {})),
-    ]
-    return blocks
-
-
-def results_table(s: dict) -> Table:
-    """One row per size x budget: parameters, tokens, FLOPs, the three losses, gap and k of both myopic arms."""
-    header = ["size", "N non-emb", "N total", "tokens", "FLOPs", "vanilla", "myopic", "myopic-hidden"]
-    header += [f"gap {a} [95% CI]" for a in MYOPIC_ARMS] + [f"k {a} [95% CI]" for a in MYOPIC_ARMS]
-    rows = []
-    for e in s["table"]:
-        loss = e["loss"]
-        row = [e["size"], si(e["params_non_embedding"]), si(e["params_total"]), si(e["tokens"]), si(e["flops"]),
-               fmt(loss.get("vanilla")), fmt(loss.get("myopic")), fmt(loss.get("myopic-hidden"))]
-        row += [fmt(e["gap"][a], "{:+.3f}") + fmt_ci(e["gap_ci"][a], "{:+.3f}") for a in MYOPIC_ARMS]
-        row += [fmt(e["k"][a], "{:.2f}") + (fmt_ci(e["k_ci"][a], "{:.2f}") or (" [–]" if e["k"][a] is not None
-                                                                                else "")) for a in MYOPIC_ARMS]
-        rows.append(row)
-    return Table(header, rows)
-
-
-def fit_table(s: dict) -> Table:
-    rows = []
-    for budget, by_arm in s["fits"].items():
-        for arm, fd in by_arm.items():
-            if fd is None:
-                rows.append([budget, arm, "no fit (fewer than 3 sizes)", "", "", ""])
-                continue
-            iv = fd.get("intervals", {})
-            dash = "" if iv else " [–]"
-            rows.append([budget, arm, fmt(fd["E"]) + (fmt_ci(iv.get("E")) or dash), f"{fd['A']:.3g}",
-                         fmt(fd["alpha"]) + (fmt_ci(iv.get("alpha")) or dash), str(fd["n_points"])
-                         + ("" if iv else f" ({fd['n_points'] - 3} residual dof: no interval)")])
-    return Table(["budget", "arm", "E [95% CI]", "A", "alpha [95% CI]", "points"], rows,
-                 caption="L(C) = E + A·C^(−α) per token budget (over the sizes trained on that many tokens):")
-
-
-def multiplier_table(s: dict) -> Table | None:
-    """k(C) of the fitted curves at the smallest and largest measured compute and 10x / 100x beyond it."""
-    rows = []
-    for budget, by_arm in (s.get("k_curve") or {}).items():
-        for arm in MYOPIC_ARMS:
-            curve = by_arm.get(arm)
-            if not curve:
-                continue
-            c = curve["compute"]
-            row = [budget, arm]
-            for _, end, factor in K_PICKS:
-                target = factor * curve["measured_range"][end]
-                i = min(range(len(c)), key=lambda j: abs(math.log(c[j]) - math.log(target)))
-                row.append(f"{fmt(curve['k'][i], '{:.2f}')} [{fmt(curve['lo'][i], '{:.2f}')}, "
-                           f"{fmt(curve['hi'][i], '{:.2f}')}] at {si(c[i])} FLOPs")
-            rows.append(row)
-    if not rows:
-        return None
-    return Table(["budget", "arm"] + [f"k(C) {label}" for label, _, _ in K_PICKS], rows,
-                 caption="Fitted k(C) = C*_vanilla(L_arm(C)) / C from the two fitted curves of a budget "
-                         "(paired bootstrap band):")
-
-
-def chinchilla_table(s: dict) -> Table | None:
-    fits = {a: v for a, v in (s.get("chinchilla") or {}).items() if v}
-    if not fits:
-        return None
-    rows = []
-    for arm, fd in fits.items():
-        if "error" in fd:
-            rows.append([arm, fd["error"], "", "", "", ""])
-            continue
-        iv = fd.get("intervals", {})
-        rows.append([arm, fmt(fd["E"]) + fmt_ci(iv.get("E")), f"{fd['A']:.3g}", fmt(fd["a"]) + fmt_ci(iv.get("a")),
-                     f"{fd['B']:.3g}", fmt(fd["b"]) + fmt_ci(iv.get("b"))])
-    return Table(["arm", "E", "A", "a", "B", "b"], rows,
-                 caption="Cross-check only: L(N, D) = E + A/N^a + B/D^b fits (N non-embedding parameters, D "
-                         "tokens; E is not identified by a few budgets):")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Horizon and beta sweep
-# ------------------------------------------------------------------------------------------------------------
+    return [Heading("Scaling sweep"), Paragraph(
+        f"`{d}` holds a sweep of a design retired in myopia 0.2.0 (the fixed-token ladder, or the IsoFLOP design "
+        "with an lr grid per cell and a cosine schedule); this version does not report it. Rerun the sweep with "
+        "`myopia sweep` (docs/scaling.md) or use myopia < 0.2.0 to read it.")]
 
 
 @register_section("horizon", order=50, applies=lambda d: (d / HORIZON_FILE).is_file())
@@ -260,11 +152,8 @@ def frontier_section(s: dict) -> list:
         f"{', '.join(st['gradients'])}"
         + (f" (+ strict myopic at {', '.join(f'{b:.2g}' for b in st['strict_budgets'])})" if st['strict_budgets']
            else "")
-        + f". Learning rate per (budget, size, arm) from the grid {st['lr_grid']} by the validation loss of full "
-        f"seed-{st['seeds'][0]} runs; other seeds at the chosen lr; seeds {st['seeds']} everywhere plus "
-        f"{st['frontier_seeds']} at the {st['n_frontier']} middle sizes. Warmup {st['warmup_frac']:.0%} of steps, "
-        f"cosine to {st['min_lr_ratio']:g}×, the same schedule for every arm. Reported loss: nats/token on the "
-        f"test split (not used for any choice). {s['data_repeat']['note'].capitalize()}. Total training wall "
+        + f". {_recipe_sentence(s)} Reported loss: nats/token on the test split (not used for any choice). "
+        f"{s['data_repeat']['note'].capitalize()}. Training: {s.get('total_train_flops', 0):.3g} FLOPs, wall "
         f"time {s['total_train_wall_s'] / 60:.1f} min.")]
     if not s["complete"]:
         blocks.append(_incomplete(s["pending"], shown=4, tail="; the analysis covers the finished runs"))
@@ -282,7 +171,10 @@ def frontier_section(s: dict) -> list:
         "noise. No interval (–) where a fit has fewer than 2 residual degrees of freedom or, for a parabola, "
         "fewer than 4 sizes. k = C*/C with C* on the measured vanilla frontier (piecewise log-linear): no "
         "extrapolation; – where C* would lie outside the measured compute. Null: the k a constant gap equal to "
-        "the smallest budget's gap would give."), Paragraph(CONSTANT_GAP_CAVEAT), lr_table(s)]
+        "the smallest budget's gap would give."), Paragraph(CONSTANT_GAP_CAVEAT), pilot_table(s)]
+    jf = joint_fit_table(fr)
+    if jf is not None:
+        blocks += jf
     cc = frontier_chinchilla_table(fr)
     if cc is not None:
         blocks.append(cc)
@@ -356,26 +248,14 @@ def _edges_sentence(s: dict) -> str:
     fr = s.get("frontier") or {}
     fronts = [(arm, f) for arm, fs in (fr.get("frontiers") or {}).items() for f in fs if f.get("n_opt") is not None]
     edge = [(arm, f["flops"]) for arm, f in fronts if not f.get("interior")]
-    sel = [x for x in s.get("lr_selection", []) if x.get("lr") is not None]
-    at_edge = [x for x in sel if x.get("at_grid_edge")]
-    best = {}  # (budget, arm) -> (mean loss, size) over the chosen-lr points
-    by = {}
-    for p in s.get("points", []):
-        by.setdefault((p["flops"], p["arm"], p["size"]), []).append(p["loss"])
-    for (c, arm, size), v in by.items():
-        m = sum(v) / len(v)
-        if (c, arm) not in best or m < best[(c, arm)][0]:
-            best[(c, arm)] = (m, size)
-    best_sel = [x for x in sel if best.get((x["budget"], x["arm"]), (None, None))[1] == x["size"]]
-    best_edge = [x for x in best_sel if x.get("at_grid_edge")]
-    lrs = s["settings"]["lr_grid"]
     text = (f"Edges of the design: the optimum N* lies at the edge of the measured sizes in {len(edge)} of "
             f"{len(fronts)} (arm, budget) profiles"
             + (f" ({', '.join(f'{a} {c:.2g}' for a, c in edge)}: there L* is a bound)" if edge else
-               " (every optimum bracketed)")
-            + f"; the chosen learning rate lies at the edge of the grid ({min(lrs):g} or {max(lrs):g}) in "
-            f"{len(at_edge)} of {len(sel)} (budget, size, arm) cells, {len(best_edge)} of {len(best_sel)} at the "
-            "best measured size of an arm and budget (the cells L* rests on).")
+               " (every optimum bracketed)") + ".")
+    choice = (s.get("pilot") or {}).get("choice")
+    grid = s["settings"].get("pilot_lr_grid") or []
+    if choice and grid and choice["lr"] in (min(grid), max(grid)):
+        text += f" The pilot's lr {choice['lr']:g} lies at the edge of its grid."
     if s.get("diverged"):
         text += (f" {len(s['diverged'])} run(s) diverged (non-finite loss; a diverged grid lr loses the choice): "
                  + ", ".join(s["diverged"][:6]) + ("…" if len(s["diverged"]) > 6 else "") + ".")
@@ -385,15 +265,53 @@ def _edges_sentence(s: dict) -> str:
     return text
 
 
-def lr_table(s: dict) -> Table:
+def _recipe_sentence(s: dict) -> str:
+    st = s["settings"]
+    pilot = s.get("pilot") or {}
+    choice = pilot.get("choice")
+    chosen = (f"batch {choice['batch_size']} sequences and base lr {choice['lr']:g}" if choice
+              else "batch and base lr not yet chosen")
+    return (f"Recipe: warmup-stable-decay ({st['decay_frac']:.0%} {st['decay_shape']} cooldown to "
+            f"{st['min_lr_ratio']:g}×, warmup max({st['warmup_frac']:.0%} of a shape's shortest run, "
+            f"{st['warmup_min']} steps)), AdamW β2 {st['adam_beta2']:g}, "
+            + (f"hidden-matrix lr × {st['mup_base_width']}/width; " if st.get("mup_base_width") else "one lr for every "
+               "parameter; ")
+            + f"one run per (shape, arm, seed) to its largest budget, cooldowns branched at the smaller ones; "
+            f"{chosen} from the pilot on seeds {pilot.get('seeds')} (never reported; rule: {pilot.get('rule')}); "
+            f"seeds {st['seeds']} at every cell.")
+
+
+def pilot_table(s: dict) -> Table:
+    pilot = s.get("pilot") or {}
+    rows = [[k, "diverged" if v is None else f"{v:.4f}"]
+            for k, v in (pilot.get("val_loss") or {}).items()]
+    return Table(["batch, lr", "mean validation loss"], rows,
+                 caption="Pilot (unreported seeds, validation split):")
+
+
+def joint_fit_table(fr: dict) -> list | None:
+    """The joint fit per arm and its frontier gap next to the parabolas' (``frontier_fit``, ``frontier_fit_gap``)."""
+    fits = fr.get("frontier_fit") or {}
+    if not fits:
+        return None
     rows = []
-    for x in s.get("lr_selection", []):
-        vals = ", ".join([f"{lr}: {v:.4f}" for lr, v in x["val_loss_by_lr"].items()]
-                         + [f"{lr:g}: diverged" for lr in x.get("diverged_lrs", [])])
-        rows.append([x["cell"], x["arm"], vals, "–" if x["lr"] is None else f"{x['lr']:g}"
-                     + (" (grid edge)" if x.get("at_grid_edge") else "")])
-    return Table(["cell", "arm", "validation loss by lr", "chosen lr"], rows,
-                 caption="Learning-rate selection (full seed-0 runs, validation split):")
+    for arm, f in fits.items():
+        if "error" in f:
+            rows.append([arm, f["error"], "", "", "", ""])
+            continue
+        ci = f.get("ci95") or {}
+        rows.append([arm] + [f"{f[k]:.3g} {fmt_ci(ci.get(k), '{:.3g}')}" for k in ("E", "A", "alpha", "B", "beta")])
+    out = [Table(["arm", "E", "A", "alpha", "B", "beta"], rows,
+                 caption="Joint fit L(N, D) = E + A/N^alpha + B/D^beta per arm (Huber in log space, seed bootstrap "
+                         "95% intervals): a second estimator of L*(C):")]
+    gap_rows = [[arm, f"{r['flops']:.2g}", f"{r['gap']:+.4f} {fmt_ci(r['gap_ci95'], '{:+.4f}')}",
+                 "–" if r.get("parabola_gap") is None else f"{r['parabola_gap']:+.4f}",
+                 "yes" if r.get("disagree") else "no"]
+                for arm, rs in (fr.get("frontier_fit_gap") or {}).items() for r in rs]
+    if gap_rows:
+        out.append(Table(["arm", "C (FLOPs)", "gap (joint fit)", "gap (parabolas)", "intervals disjoint"], gap_rows,
+                         caption="Frontier gap by the two estimators (disjoint intervals: they disagree):"))
+    return out
 
 
 def frontier_chinchilla_table(fr: dict) -> Table | None:
