@@ -80,9 +80,9 @@ def read_null(gap: dict, comp: dict | None, power: dict | None = None, digits: i
     if ci[1] < 0:
         return "detected: the arm is better than vanilla"
     comp = comp or {}
-    if comp.get("competent") is not True:
-        why = comp.get("reason") or "competence not established"
-        return f"{NOT_TESTABLE} ({'not competent' if comp.get('competent') is False else 'not established'}: {why})"
+    if comp.get("competent") is not True:  # the reason is stated once, in ``competence.reason``
+        state = "the models are not competent" if comp.get("competent") is False else "competence not established"
+        return f"{NOT_TESTABLE} ({state}; see competence)"
     text = "no gap detected"
     if power and power.get("min_detectable_gap") is not None:
         text += f"; the smallest gap detectable at 80% power is {power['min_detectable_gap']:.{digits}f} nats/token"

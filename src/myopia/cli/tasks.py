@@ -41,9 +41,13 @@ def fmt_gap(g: dict | None) -> str:
 
 
 def print_table(result: dict) -> None:
-    """Print one line per task and arm of a tasks.json: n, gap [95% CI], share of the value of context, p (Holm)."""
-    def frac(x):
-        return "-" if x is None else f"{100 * x:+.0f}%"
+    """Print one line per task and arm of a tasks.json: n, gap [95% CI], share of the value of context (only where
+    that value's interval is above 0), p (Holm)."""
+    def frac(x, value):  # a share of a value of context that may be 0 is no number at all
+        ci = (value or {}).get("ci95") or [None, None]
+        if x is None or ci[0] is None or ci[0] <= 0:
+            return "-"
+        return f"{100 * x:+.0f}%"
 
     def p(x):
         return "-" if x is None else f"{x:.3g}"
@@ -54,7 +58,8 @@ def print_table(result: dict) -> None:
     for name, rec in rows:
         for arm, g in rec["gap"].items():
             print(f"{name:<30} {rec['n']:>7}  {arm:<16} {fmt_gap(g):<36} "
-                  f"{frac(g.get('fraction_of_context_value')):>10} {p(g.get('p_holm')):>8}")
+                  f"{frac(g.get('fraction_of_context_value'), rec.get('value_of_context')):>10} "
+                  f"{p(g.get('p_holm')):>8}")
 
 
 def run(args) -> int:
