@@ -16,8 +16,9 @@ def test_every_field_has_help_and_the_parsed_defaults_are_the_dataclass_defaults
     for cls in (GPTConfig, TrainConfig):
         for f in fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
-    args = _parse()
-    assert train_config(args) == TrainConfig()
+    args = _parse()  # the command line leaves eval_every to the run's length: about ten evaluations
+    assert train_config(args) == TrainConfig(eval_every=None) and train_config(args).eval_every == 100
+    assert TrainConfig(steps=30, eval_every=None).eval_every == 3 and TrainConfig(steps=10**5, eval_every=None).eval_every == 250
     assert model_config(args, vocab_size=256) == GPTConfig()
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]

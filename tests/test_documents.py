@@ -81,10 +81,13 @@ def test_every_command_that_reads_text_takes_documents_and_tokenizer(command):
 def test_train_says_what_it_read_and_warns_on_short_documents(corpus_file, tmp_path, capsys):
     args = ["train", "--data", str(corpus_file), "--out", str(tmp_path / "r"), "--steps", "2", "--batch-size", "2",
             "--seq-len", "512", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--eval-every", "2",
-            "--eval-tokens", "256", "--no-progress"]
+            "--eval-tokens", "256"]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "documents (blank-lines), median" in err and "shorter than the context window (512)" in err
+    assert main([*args[:4], str(tmp_path / "q"), *args[5:], "--no-progress"]) == 0  # quiet: the warning stays
+    err = capsys.readouterr().err
+    assert "documents (blank-lines)" not in err and "shorter than the context window (512)" in err
     assert main([*args[:4], str(tmp_path / "s"), *args[5:], "--documents", "stream"]) == 0
     err = capsys.readouterr().err
     assert "documents (stream)" in err

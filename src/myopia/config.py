@@ -13,13 +13,16 @@ from dataclasses import field
 __all__ = ["option"]
 
 
-def option(default, help: str, *, choices=None, both_switches: bool = False):
+def option(default, help: str, *, choices=None, both_switches: bool = False, unset: str | None = None):
     """A dataclass field with a default, its command-line ``help`` and optional argparse ``choices``.
 
     A boolean field is one switch (``--name``, or ``--no-name`` when it defaults to True); ``both_switches`` gives
-    it ``--name`` and ``--no-name`` (argparse's ``BooleanOptionalAction``).
+    it ``--name`` and ``--no-name`` (argparse's ``BooleanOptionalAction``). ``unset`` says what a command that
+    leaves the option out (default None there) does instead.
     """
     metadata = {"help": help}
+    if unset is not None:
+        metadata["unset"] = unset
     if choices is not None:
         metadata["choices"] = tuple(choices)
     if both_switches:

@@ -164,7 +164,7 @@ class SweepSettings:
     preset: str | None = None
 
     def __post_init__(self) -> None:
-        from ..model import GRADIENTS
+        from .model import GRADIENTS
 
         for g in self.gradients:
             if g not in GRADIENTS:

@@ -78,6 +78,12 @@ __all__ = ["TrainConfig", "train", "lr_at", "make_optimizer", "resolve_device", 
            "shutdown_distributed", "launched_world_size", "TIMING_KEYS"]
 
 
+def auto_eval_every(steps: int) -> int:
+    """The evaluation interval when none is given: about ten evaluations per run (at least every step, at most
+    every 250), so that a short run's held-out curve has points; the trainer always evaluates at the end too."""
+    return max(1, min(250, int(steps) // 10)) if isinstance(steps, (int, np.integer)) and steps > 0 else 250
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, evaluation, checkpointing and device settings of one run.
@@ -106,7 +112,8 @@ class TrainConfig:
     adam_beta1: float = option(0.9, "AdamW beta1")
     adam_beta2: float = option(0.95, "AdamW beta2")
     grad_clip: float = option(1.0, "gradient-norm clipping (0: none)")
-    eval_every: int = option(250, "held-out evaluation every N steps (0: only at the end)")
+    eval_every: int = option(250, "held-out evaluation every N steps (0: only at the end)",
+                             unset="a tenth of --steps, at most 250: about ten evaluations, the last at the end")
     ckpt_every: int = option(500, "checkpoint every N steps (0: only at the end)")
     log_every: int = option(10, "training loss to metrics.jsonl every N steps")
     seed: int = option(0, "initialisation and data-order seed")
@@ -128,6 +135,8 @@ class TrainConfig:
                                        "documents, as in one token stream)", both_switches=True)
 
     def __post_init__(self) -> None:
+        if self.eval_every is None:  # the command line's default: about ten evaluations, the last at the end
+            self.eval_every = auto_eval_every(self.steps)
         self.validate()
 
     def validate(self) -> None:

@@ -72,7 +72,8 @@ def add_gradient_args(p: argparse.ArgumentParser, *, default="vanilla", single=T
 def add_train_args(p: argparse.ArgumentParser, **defaults) -> None:
     """The training options (:data:`TRAIN_OPTIONS` of :class:`TrainConfig`) and the scale-out options
     (:data:`SCALE_OUT_OPTIONS`); ``defaults`` override the config's (e.g. ``steps=1500, batch_size=128, lr=3e-3``)."""
-    add_config_options(p.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS, **defaults)
+    add_config_options(p.add_argument_group("training"), TrainConfig, TRAIN_OPTIONS,
+                       **{"eval_every": None, **defaults})  # None: about ten evaluations (TrainConfig resolves it)
     add_config_options(p.add_argument_group("scale-out (under torchrun; see docs/multi-gpu.md)"), TrainConfig,
                        SCALE_OUT_OPTIONS, **defaults)
 
@@ -122,12 +123,12 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True, tokenize
 
 def data_options(args) -> dict:
     """Keyword arguments of myopia.data.load_corpus from add_data_args' flags (tokenizer and cache excluded): how
-    to read and split, and a line on stderr saying what was read (warning when documents are shorter than the
-    command's --seq-len)."""
+    to read and split, and a line on stderr saying what was read (not with --no-progress) and a warning when
+    documents are shorter than the command's --seq-len (always)."""
     return {"text_field": args.text_field, "label_field": args.label_field, "hf_config": args.hf_config,
             "hf_split": args.hf_split, "val_frac": args.val_frac, "test_frac": args.test_frac,
-            "split_seed": args.split_seed, "documents": args.documents, "announce": True,
-            "context_len": getattr(args, "seq_len", None)}
+            "split_seed": args.split_seed, "documents": args.documents,
+            "announce": not getattr(args, "no_progress", False), "context_len": getattr(args, "seq_len", None)}
 
 
 def given_options(argv: list[str]) -> set[str]:

@@ -42,14 +42,13 @@ def load_corpus(
     or reused from it when it matches the source, tokenizer and split settings. A cache folder given as ``path``
     is opened as it is (``tokenizer``, if given, must match the one it was built with). ``documents`` says how a
     plain-text file becomes documents (:mod:`myopia.data.text`). With ``announce`` one line on stderr says how many
-    documents were read and how long they are (:func:`~myopia.data.corpus.describe_documents`), with a warning
-    when the median document is shorter than ``context_len`` tokens.
+    documents were read and how long they are (:func:`~myopia.data.corpus.describe_documents`); a warning when
+    the median document is shorter than ``context_len`` tokens comes whenever ``context_len`` is given.
     """
     corpus, mode = _load(path, tokenizer, val_frac=val_frac, test_frac=test_frac, split_seed=split_seed,
                          text_field=text_field, label_field=label_field, hf_config=hf_config, hf_split=hf_split,
                          cache=cache, progress=progress, documents=documents)
-    if announce:
-        announce_corpus(corpus, context_len, mode)
+    announce_corpus(corpus, context_len, mode, quiet=not announce)
     return corpus
 
 
@@ -72,9 +71,12 @@ def _load(path, tokenizer, *, val_frac, test_frac, split_seed, cache, progress, 
                                  test_frac=test_frac, split_seed=split_seed, source=str(path)), mode
 
 
-def announce_corpus(corpus: TokenCorpus, context_len: int | None = None, mode: str = DEFAULT_DOCUMENTS) -> None:
-    """Print :func:`describe_documents` to stderr, and a warning when documents are shorter than the context."""
+def announce_corpus(corpus: TokenCorpus, context_len: int | None = None, mode: str = DEFAULT_DOCUMENTS, *,
+                    quiet: bool = False) -> None:
+    """Print :func:`describe_documents` to stderr (unless ``quiet``), and a warning when documents are shorter
+    than the context (always: it changes what the numbers mean)."""
     line, warning = describe_documents(corpus, context_len, mode)
-    print(line, file=sys.stderr, flush=True)
+    if not quiet:
+        print(line, file=sys.stderr, flush=True)
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -14,18 +14,23 @@ from ..rundir import METRICS
 from .style import arm_color, pyplot, save
 
 
-def ema(y: np.ndarray, alpha: float = 0.1) -> np.ndarray:
-    """Exponential moving average of a 1-D series (``alpha``: the weight of each new value)."""
-    out = np.empty(len(y))
-    acc = y[0] if len(y) else 0.0
-    for i, v in enumerate(y):
-        acc = alpha * v + (1 - alpha) * acc
-        out[i] = acc
-    return out
+def smooth(y: np.ndarray, frac: float = 0.05) -> np.ndarray:
+    """Centred moving average over a window of ``frac`` of the series (at least 1 point; shorter at the ends):
+    no lag, so the curve ends where the run ends (an exponential average started at the first, highest loss
+    would end well above the last losses of a short run)."""
+    y = np.asarray(y, dtype=float)
+    half = max(0, int(frac * len(y)) // 2)
+    if half == 0:
+        return y
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(len(y))
+    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(y))
+    return (c[hi] - c[lo]) / (hi - lo)
 
 
 def pair_training_curves(curves: dict[str, list[dict]]) -> bytes:
-    """Training loss (EMA) and held-out loss against step, one colour per arm, one line per seed; PNG bytes.
+    """Training loss (faint: as logged; solid: centred moving average over 5% of the run) and held-out loss against
+    step, one colour per arm, one line per seed (every seed drawn; the first solid, the others fainter); PNG bytes.
 
     ``curves``: {arm: [{"seed", "step": [...], "train_loss": [...], "eval_step": [...], "eval_loss": [...]}]}.
     """
@@ -37,11 +42,11 @@ def pair_training_curves(curves: dict[str, list[dict]]) -> bytes:
             label = arm if j == 0 else None
             alpha = 1.0 if j == 0 else 0.45
             if len(r["step"]):
-                ax1.plot(r["step"], ema(np.asarray(r["train_loss"], dtype=float)), color=c, alpha=alpha,
-                         lw=1.2, label=label)
+                ax1.plot(r["step"], r["train_loss"], color=c, alpha=0.15 * alpha, lw=0.6)
+                ax1.plot(r["step"], smooth(r["train_loss"]), color=c, alpha=alpha, lw=1.2, label=label)
             if len(r["eval_step"]):
                 ax2.plot(r["eval_step"], r["eval_loss"], "o-", color=c, alpha=alpha, ms=3, lw=1, label=label)
-    ax1.set(xlabel="step", ylabel="train loss (nats/token, EMA 0.1)", title="training loss")
+    ax1.set(xlabel="step", ylabel="train loss (nats/token; solid: 5% moving average)", title="training loss")
     ax2.set(xlabel="step", ylabel="validation loss (nats/token)", title="held-out loss during training")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
