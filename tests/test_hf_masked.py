@@ -304,9 +304,11 @@ def test_a_causal_mask_passed_with_is_causal_false_trains_and_a_bidirectional_on
     """Some transformers releases pass GPT-2's causal boolean mask with is_causal=False: the mask decides."""
     from myopia.hf.attention import MyopiaSettings, myopia_attention_forward
 
+    from myopia.arms import GradientSetting
+
     q, k, v = (torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     module = torch.nn.Module()
-    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(gradient="myopic"), None
+    module.layer_idx, module._myopia, module._myopia_phase = 0, MyopiaSettings(GradientSetting("myopic")), None
     causal = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]
     want, _ = myopia_attention_forward(module, q, k, v, None)
     got, _ = myopia_attention_forward(module, q, k, v, causal, is_causal=False)

@@ -182,6 +182,26 @@ def harness_arms(pair_dir=None, runs=None, baseline=None) -> tuple[list[str], di
     return [baseline] + [a for a in paths if a != baseline], paths, baseline
 
 
+def _evaluate_arms(lm_eval, tm, arms, paths, tasks, out: Path, *, limit, device, batch_size, progress):
+    """Every arm and seed through ``lm_eval.simple_evaluate``: (values: arm -> seed -> task -> metric -> {doc: v},
+    direction: task -> metric -> higher is better (lm-eval's own flags), aggregate: lm-eval's task scores)."""
+    values, direction, aggregate = {}, {}, {}
+    for a in arms:
+        for s, p in enumerate(paths[a]):
+            hf_dir = hf_directory(p, out / "harness" / "models" / a / f"seed{s}")
+            if progress:
+                print(f"[harness] {a} seed {s + 1}/{len(paths[a])}: {hf_dir}", file=sys.stderr, flush=True)
+            r = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float32",
+                                        tasks=tasks, task_manager=tm, log_samples=True, limit=limit,
+                                        device=device, batch_size=batch_size, bootstrap_iters=0)
+            values.setdefault(a, []).append({t: sample_values(r["samples"][t]) for t in r["samples"]})
+            for t, per_metric in (r.get("higher_is_better") or {}).items():
+                direction.setdefault(t, {}).update({m: bool(v) for m, v in per_metric.items()})
+            aggregate.setdefault(a, []).append({t: {k: _number(v) for k, v in res.items() if _number(v) is not None}
+                                                for t, res in r["results"].items()})
+    return values, direction, aggregate
+
+
 def run_harness(pair_dir=None, *, tasks, runs=None, baseline=None, out=None, include_path=None,
                 limit: int | None = None, batch_size: int = 8, device: str = "cpu", n_boot: int = 2000,
                 progress: bool = True) -> dict:
@@ -199,22 +219,8 @@ def run_harness(pair_dir=None, *, tasks, runs=None, baseline=None, out=None, inc
     tm = TaskManager(include_path=str(include_path) if include_path else None)
     check_harness_tasks(tm, tasks)
     S = len(paths[base])
-    values: dict = {}  # arm -> seed -> task -> metric -> {doc: v}
-    direction: dict = {}  # task -> metric -> higher is better (lm-eval's own flags)
-    aggregate: dict = {}
-    for a in arms:
-        for s, p in enumerate(paths[a]):
-            hf_dir = hf_directory(p, out / "harness" / "models" / a / f"seed{s}")
-            if progress:
-                print(f"[harness] {a} seed {s + 1}/{S}: {hf_dir}", file=sys.stderr, flush=True)
-            r = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float32",
-                                        tasks=tasks, task_manager=tm, log_samples=True, limit=limit,
-                                        device=device, batch_size=batch_size, bootstrap_iters=0)
-            values.setdefault(a, []).append({t: sample_values(r["samples"][t]) for t in r["samples"]})
-            for t, per_metric in (r.get("higher_is_better") or {}).items():
-                direction.setdefault(t, {}).update({m: bool(v) for m, v in per_metric.items()})
-            aggregate.setdefault(a, []).append({t: {k: _number(v) for k, v in res.items() if _number(v) is not None}
-                                                for t, res in r["results"].items()})
+    values, direction, aggregate = _evaluate_arms(lm_eval, tm, arms, paths, tasks, out, limit=limit, device=device,
+                                                  batch_size=batch_size, progress=progress)
     results = {}
     for t in values[base][0]:
         metrics = {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from .style import arm_color, pyplot, save
 
@@ -35,7 +34,7 @@ def plot_probe(summary: dict, path: str | Path) -> bytes:
         axes[1][j].set_title(f"token at t+{k}: cross-entropy (nats)")
         axes[1][j].set_xlabel("layer (0 = embeddings)")
         for ax in (axes[0][j], axes[1][j]):  # layers are whole numbers
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"future-token probes: trained on {summary['train_split']}, scored on {summary['eval_split']} "
                  f"({Path(summary['data']).name})", fontsize=9)
