@@ -429,6 +429,14 @@ def causal_attention_lse(
 # On the CPU kernel, the near and complement paths make each of their causal kernel calls by column strips of
 # STRIP_KEYS keys (:func:`_strip_backward`): the same pairs and sums, without the kernel's whole 512-key blocks
 # at the diagonal (the measured effect is in benchmarks/README.md, horizon rows).
+#
+# Memory: vanilla's fwd+bwd peak is out, dq, dk, dv and the kernel's own buffer (one query-sized tensor on CPU).
+# The near and complement paths hold partial gradients, flipped blocks and strip results beside the outputs, so
+# they run on chunks of (batch, key/value head) pairs (:func:`_head_chunks`, about 1/16 of the pairs each) and
+# copy each chunk's gradients into the outputs: what lives beside out, dq, dk, dv is a fraction of one tensor.
+# The band path needs no chunks; the gradients' layouts are fixed one tensor at a time (:func:`_fixed_layouts`).
+# Measured and tested in a fresh process per path: benchmarks/bench_attention_memory.py,
+# tests/test_attention_memory.py.
 
 PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
@@ -508,17 +516,21 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
 
 
 CHUNK_PARTS = 16  # the near/complement paths run on at most 1/CHUNK_PARTS of the (batch, kv-head) pairs at once
-CHUNK_MIN_ELEMENTS = 2**18  # ... but on at least this many query elements per chunk (fewer, longer kernel calls)
+CHUNK_MIN_ELEMENTS = 2**19  # ... but on at least this many query elements per chunk (fewer, longer kernel calls;
+# B 1 x H 8 x T 1024 x D 64, the horizon rows of bench_attention.py, stays one chunk)
+CHUNK_MIN_ELEMENTS_CUDA = 2**22  # the same on a GPU, where every chunk's dozen kernel launches cost more (not yet
+# measured on a GPU: benchmarks/gpu_check.py reports each path's peak memory beside its time)
 
 
 def _head_chunks(q, k) -> list[tuple[int, int, int, int]]:
     """(b0, b1, h0, h1) ranges of batch rows and key/value heads (query heads h0 G..h1 G) that tile (B, H_kv):
     each about 1/CHUNK_PARTS of the pairs (whole batch rows where a chunk spans several), none smaller than
-    CHUNK_MIN_ELEMENTS query elements unless the whole problem is."""
+    CHUNK_MIN_ELEMENTS (on CUDA CHUNK_MIN_ELEMENTS_CUDA) query elements unless the whole problem is."""
     B, H, T, D = q.shape
     h_kv = k.shape[1]
     pairs, per_pair = B * h_kv, max((H // h_kv) * T * D, 1)
-    m = min(pairs, max(1, -(-pairs // CHUNK_PARTS), -(-CHUNK_MIN_ELEMENTS // per_pair)))
+    least = CHUNK_MIN_ELEMENTS_CUDA if q.device.type == "cuda" else CHUNK_MIN_ELEMENTS
+    m = min(pairs, max(1, -(-pairs // CHUNK_PARTS), -(-least // per_pair)))
     if m >= h_kv:
         rows = m // h_kv
         return [(b, min(b + rows, B), 0, h_kv) for b in range(0, B, rows)]
