@@ -10,7 +10,9 @@ machine, versions and git revision.
         --horizons 0,8,64,256,1024 --betas 0,0.5 --json results/attention-memory.json
 
 Rows: ``vanilla`` is PyTorch's ``F.scaled_dot_product_attention(is_causal=True)``; ``h:beta[:path]`` is
-``myopia.attention.myopic_attention`` with that horizon and beta (the path the rule picks, or the one pinned).
+``myopia.attention.myopic_attention`` with that horizon and beta (the path the rule picks, or the one pinned);
+``hidden:h:beta[:path]`` is myopic-hidden (``myopic_attention_split``: the full-gradient copies k, v and the
+myopic copies of equal value, which exist before the call, so it returns two more gradient tensors than vanilla).
 """
 
 from __future__ import annotations
@@ -42,14 +44,21 @@ def child(spec: str, B: int, H: int, T: int, D: int, device: str, threads: int) 
     for t in (q, k, v):
         t.requires_grad_()
     path = None
+    hidden = spec.startswith("hidden:")
+    kx = vx = None
     if spec == "vanilla":
         def fn(q, k, v):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
-        h, beta, *rest = spec.split(":")
+        h, beta, *rest = spec.removeprefix("hidden:").split(":")
         path = rest[0] if rest else None
+        if hidden:  # myopic-hidden: the second copies of k, v (their own gradients) exist before the call
+            kx, vx = (t.detach().clone().requires_grad_() for t in (k, v))
 
         def fn(q, k, v):
+            if hidden:
+                kx_, vx_ = (kx, vx) if k.shape == kx.shape else (t.detach().clone().requires_grad_() for t in (k, v))
+                return A.myopic_attention_split(q, k, v, kx_, vx_, horizon=int(h), beta=float(beta))
             return A.myopic_attention(q, k, v, horizon=int(h), beta=float(beta))
         A.FORCE_PATH = path
         path = path or A.choose_path(T, int(h), q.dtype)
@@ -90,6 +99,7 @@ def main() -> int:
     p.add_argument("--horizons", default="0,8,64,256,1024")
     p.add_argument("--betas", default="0,0.5")
     p.add_argument("--paths", default="", help="extra pinned rows, e.g. 64:0:complement,256:0:near")
+    p.add_argument("--hidden", default="", help="myopic-hidden rows h:beta, e.g. 0:0,64:0,1024:0")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads in each child (0: torch's default)")
     p.add_argument("--json", default=None)
@@ -98,8 +108,8 @@ def main() -> int:
     if a.child:
         print(json.dumps(child(a.child, a.batch, a.heads, a.seq, a.head_dim, a.device, a.threads)))
         return 0
-    specs = ["vanilla"] + [f"{h}:{b}" for b in a.betas.split(",") for h in a.horizons.split(",")]
-    specs += [s for s in a.paths.split(",") if s]
+    specs = ["vanilla"] + [f"{h}:{b}" for b in a.betas.split(",") for h in a.horizons.split(",") if h]
+    specs += [s for s in a.paths.split(",") if s] + [f"hidden:{s}" for s in a.hidden.split(",") if s]
     rows, van = [], None
     for spec in specs:
         res = measure(spec, a.batch, a.heads, a.seq, a.head_dim, a.device, a.threads)
