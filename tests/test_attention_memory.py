@@ -66,6 +66,35 @@ def test_chunked_paths_match_brute_force(monkeypatch, path, horizon, beta, split
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
 
 
+@pytest.mark.parametrize("kind,dtype", [("cuda_flash", torch.bfloat16), ("cuda_efficient", torch.float32)])
+@pytest.mark.parametrize("path", ["near", "complement"])
+def test_chunked_cuda_branches_on_fake_tensors(monkeypatch, kind, dtype, path):
+    """The chunked paths on fake CUDA tensors (one chunk per (batch, key/value head) pair): PyTorch's meta
+    kernels check every call's shapes and dtypes; the gradients come back shaped and typed like q, k, v."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    mode = FakeTensorMode()
+
+    def fake_cuda(*shape):
+        return FakeTensor(mode, torch.empty(shape, dtype=dtype, device="meta"), torch.device("cuda"))
+
+    monkeypatch.setattr(attention, "kernel_for", lambda q, k, v: kind)
+    monkeypatch.setattr(attention, "CHUNK_PARTS", 10**6)
+    monkeypatch.setattr(attention, "CHUNK_MIN_ELEMENTS_CUDA", 1)
+    # a CPU-only build cannot copy_ fake CUDA tensors (add_ it can); the real copy is checked in float64 above
+    monkeypatch.setattr(attention, "_copy_into", lambda dst, src: dst.zero_().add_(src))
+    B, H, H_kv, T, D = 2, 4, 2, 37, 64
+    with mode:
+        q, g = fake_cuda(B, H, T, D), fake_cuda(B, H, T, D)
+        k, v = fake_cuda(B, H_kv, T, D), fake_cuda(B, H_kv, T, D)
+        assert len(attention._head_chunks(q, k)) == B * H_kv
+        out, lse = attention._kernel_forward(kind, q, k, v, 0.125)
+        grads = attention.myopic_backward(g, q, k, v, out, lse, 5, 0.25, 0.125, True, path=path)
+    for got, like in zip(grads, (q, k, v, k, v)):
+        assert (got.shape, got.dtype, got.device.type, got.stride()) == (like.shape, like.dtype, "cuda",
+                                                                          like.stride())
+
+
 # Peak memory. Vanilla SDPA's forward+backward holds out, dq, dk, dv and the CPU kernel's own buffer of about one
 # query-sized tensor: about five (B, H, T, D) tensors. The myopic paths must stay within MARGIN of that (before
 # the chunked backward the near path took 2.7x at T = 8192, and the band path with beta > 0 1.4x). Each tensor is

@@ -500,19 +500,23 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
     res = [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
     res += [torch.empty_like(k), torch.empty_like(v)] if split else [None, None]
     for b0, b1, h0, h1 in chunks:
-        def at_q(t):
-            return t[b0:b1, h0 * G:h1 * G]
+        def at_q(t):  # narrow (views on every device, fake tensors included)
+            return t.narrow(0, b0, b1 - b0).narrow(1, h0 * G, (h1 - h0) * G)
 
         def at_kv(t):
-            return t[b0:b1, h0:h1]
+            return t.narrow(0, b0, b1 - b0).narrow(1, h0, h1 - h0)
 
         part = _tiled_backward(kind, at_q(g), at_q(q), at_kv(k), at_kv(v), at_q(out), at_q(lse), horizon, beta,
                                scale, split, path)
         for i, (dst, src) in enumerate(zip(res, part)):
             if dst is not None:
-                (at_q if i == 0 else at_kv)(dst).copy_(src)
+                _copy_into((at_q if i == 0 else at_kv)(dst), src)
         del part
     return tuple(res)
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor) -> None:
+    dst.copy_(src)  # one name for the chunks' copies (a CPU-only build cannot copy_ fake CUDA tensors; tests swap it)
 
 
 CHUNK_PARTS = 16  # the near/complement paths run on at most 1/CHUNK_PARTS of the (batch, kv-head) pairs at once
