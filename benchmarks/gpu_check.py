@@ -19,8 +19,11 @@ has explicit pass/fail thresholds (``"pass"``: true/false; null where the issue 
                      Pass: fp32 relative gradient error <= 1e-4; bf16 <= 2x vanilla bf16's error.
 4. attention_speed   attention forward+backward at T in {1024, 2048}, bf16, B 8 x H 12 x D 64, h in
                      {0, 8, 64, 512} against vanilla on the SAME kernel family (our causal op: the same fused
-                     kernel, forward and backward), plus PyTorch's own SDPA for reference; CUDA-event timing.
-                     Pass: h = 0 <= 1.10x (goal 1.03), other h <= 1.30x.
+                     kernel, forward and backward), plus PyTorch's own SDPA for reference; CUDA-event timing,
+                     and beside each time the peak CUDA memory of one fwd+bwd (max_memory_allocated over what
+                     was allocated before it) and its ratio to vanilla's and SDPA's.
+                     Pass: h = 0 <= 1.10x (goal 1.03), other h <= 1.30x. Memory <= 1.05x is reported as
+                     "memory_pass" (not yet part of "pass": no GPU has measured it).
 5. gpt_step          our GPT-2-small (124M) training step at T = 1024, bf16 autocast, AdamW: vanilla, myopic,
                      myopic-hidden: step time, tokens/s, MFU, peak memory; one compiled pair (torch.compile)
                      with graph counts. Pass: myopic <= 1.10x, myopic-hidden <= 1.25x, myopic memory <= 1.05x.
@@ -371,20 +374,49 @@ def attention_speed(ctx: Ctx) -> dict:
             for name, fn in variants.items():
                 times[name].append(time_ms(fn))
         med = {name: statistics.median(ts) for name, ts in times.items()}
-        row = {"T": T, "vanilla_ms": med["vanilla"], "sdpa_ms": med["sdpa"], "kernel": attention.kernel_for(q, k, v)}
+        peak = {name: peak_memory(ctx, fn) for name, fn in variants.items()}
+        row = {"T": T, "vanilla_ms": med["vanilla"], "sdpa_ms": med["sdpa"], "kernel": attention.kernel_for(q, k, v),
+               "vanilla_peak_mib": _mib(peak["vanilla"]), "sdpa_peak_mib": _mib(peak["sdpa"])}
         for h in hs:
             ratio = med[f"h{h}"] / med["vanilla"]
             limit = 1.10 if h == 0 else 1.30
             passed = ratio <= limit
             ok &= passed or ctx.dry
+            mem = peak[f"h{h}"] / peak["vanilla"] if peak["vanilla"] else None
             row[f"h{h}"] = {"ms": med[f"h{h}"], "ratio": ratio, "ratio_vs_sdpa": med[f"h{h}"] / med["sdpa"],
                             "path": attention.choose_path(T, h, dtype) if h < T - 1 else "vanilla", "limit": limit,
-                            "pass": passed}
+                            "pass": passed, "peak_mib": _mib(peak[f"h{h}"]), "memory_ratio": mem,
+                            "memory_ratio_vs_sdpa": peak[f"h{h}"] / peak["sdpa"] if peak["sdpa"] else None,
+                            "memory_pass": None if mem is None else mem <= MEMORY_LIMIT}
         out["rows"].append(row)
-        print(f"  T={T} vanilla {med['vanilla']:.2f} ms  " + "  ".join(
-            f"h{h} x{row[f'h{h}']['ratio']:.3f}" for h in hs), flush=True)
+        print(f"  T={T} vanilla {med['vanilla']:.2f} ms {row['vanilla_peak_mib']} MiB  " + "  ".join(
+            f"h{h} x{row[f'h{h}']['ratio']:.3f} mem x{row[f'h{h}']['memory_ratio'] or float('nan'):.3f}"
+            for h in hs), flush=True)
+    out["memory_limit"] = MEMORY_LIMIT
+    out["memory_pass"] = None if ctx.device.type != "cuda" else all(
+        row[f"h{h}"]["memory_pass"] for row in out["rows"] for h in hs)
     out["pass"] = None if ctx.dry else ok
     return out
+
+
+MEMORY_LIMIT = 1.05  # peak memory of a myopic fwd+bwd over vanilla's (reported as memory_pass; not part of "pass")
+
+
+def _mib(b):
+    return None if b is None else b / 2**20
+
+
+def peak_memory(ctx: Ctx, fn):
+    """Peak CUDA memory (bytes) one call of fn allocates beyond what was allocated before it; None off CUDA
+    (the CPU's resident-set measurement is benchmarks/bench_attention_memory.py, one process per variant)."""
+    if ctx.device.type != "cuda":
+        return None
+    torch.cuda.synchronize(ctx.device)
+    torch.cuda.reset_peak_memory_stats(ctx.device)
+    base = torch.cuda.memory_allocated(ctx.device)
+    fn()
+    torch.cuda.synchronize(ctx.device)
+    return torch.cuda.max_memory_allocated(ctx.device) - base
 
 
 # ------------------------------------------------------------------------------------------------------------

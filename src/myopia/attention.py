@@ -253,21 +253,25 @@ def _strip_backward(kind: str, g, q, k, v, out, lse, scale: float):
     if kind != "cpu_flash" or not w or n < 2 * w:
         return _kernel_backward(kind, g, q, k, v, out, lse, scale)
     work = torch.promote_types(q.dtype, torch.float32)
-    dq, dks, dvs = None, [], []
+    dq = dk = dv = None
     for start in range(0, n, w):
         def late(t):  # the strip's queries: start..n-1
             return t.narrow(-2, start, n - start)
 
-        dq_s, dk_s, dv_s = _kernel_backward(kind, late(g), late(q), k.narrow(-2, start, min(w, n - start)),
-                                            v.narrow(-2, start, min(w, n - start)), late(out),
+        width = min(w, n - start)
+        dq_s, dk_s, dv_s = _kernel_backward(kind, late(g), late(q), k.narrow(-2, start, width),
+                                            v.narrow(-2, start, width), late(out),
                                             _contiguous(lse.narrow(-1, start, n - start)), scale)
-        if dq is None:
+        if dq is None:  # the first strip's dq covers every query; dk, dv are written strip by strip (no cat)
             dq = dq_s.to(work)
+            dk, dv = k.new_empty(k.shape), v.new_empty(v.shape)
         else:
             late(dq).add_(dq_s)
-        dks.append(dk_s)
-        dvs.append(dv_s)
-    return dq, torch.cat(dks, -2), torch.cat(dvs, -2)
+        del dq_s
+        dk.narrow(-2, start, width).copy_(dk_s)
+        dv.narrow(-2, start, width).copy_(dv_s)
+        del dk_s, dv_s
+    return dq, dk, dv
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -302,8 +306,16 @@ def _(q, k, v, scale):
                          schema="(Tensor g, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, float scale)"
                                 " -> (Tensor, Tensor, Tensor)")
 def _causal_backward_op(g, q, k, v, out, lse, scale):
-    dq, dk, dv = _kernel_backward(kernel_for(q, k, v), g, q, k, v, out, lse, scale)
-    return _fixed_layout(dq, q), _fixed_layout(dk, k), _fixed_layout(dv, v)
+    grads = list(_kernel_backward(kernel_for(q, k, v), g, q, k, v, out, lse, scale))
+    return _fixed_layouts(grads, (q, k, v))
+
+
+def _fixed_layouts(grads: list, likes) -> tuple:
+    """:func:`_fixed_layout` of each gradient in turn, dropping the old one before the next copy: at most one
+    gradient exists twice at any moment (a tuple of copies would hold every original until the last copy)."""
+    for i, like in enumerate(likes):
+        grads[i] = _fixed_layout(grads[i], like)
+    return tuple(grads)
 
 
 @_causal_backward_op.register_fake
@@ -351,11 +363,11 @@ def _(q, k, v, k_full, v_full, horizon, beta, scale):
     schema="(Tensor g, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, int horizon, float beta, float scale,"
            " bool split) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 def _myopic_backward_op(g, q, k, v, out, lse, horizon, beta, scale, split):
-    dq, dk, dv, dk_full, dv_full = myopic_backward(g, q, k, v, out, lse, horizon, beta, scale, split)
-    dq, dk, dv = _fixed_layout(dq, q), _fixed_layout(dk, k), _fixed_layout(dv, v)
+    grads = list(myopic_backward(g, q, k, v, out, lse, horizon, beta, scale, split))
     if not split:
-        return dq, dk, dv, q.new_empty(0), q.new_empty(0)
-    return dq, dk, dv, _fixed_layout(dk_full, k), _fixed_layout(dv_full, v)
+        del grads[3:]
+        return *_fixed_layouts(grads, (q, k, v)), q.new_empty(0), q.new_empty(0)
+    return _fixed_layouts(grads, (q, k, v, k, v))
 
 
 @_myopic_backward_op.register_fake
@@ -424,6 +436,14 @@ def causal_attention_lse(
 # On the CPU kernel, the near and complement paths make each of their causal kernel calls by column strips of
 # STRIP_KEYS keys (:func:`_strip_backward`): the same pairs and sums, without the kernel's whole 512-key blocks
 # at the diagonal (the measured effect is in benchmarks/README.md, horizon rows).
+#
+# Memory: vanilla's fwd+bwd peak is out, dq, dk, dv and the kernel's own buffer (one query-sized tensor on CPU).
+# The near and complement paths hold partial gradients, flipped blocks and strip results beside the outputs, so
+# they run on chunks of (batch, key/value head) pairs (:func:`_head_chunks`, about 1/16 of the pairs each) and
+# copy each chunk's gradients into the outputs: what lives beside out, dq, dk, dv is a fraction of one tensor.
+# The band path needs no chunks; the gradients' layouts are fixed one tensor at a time (:func:`_fixed_layouts`).
+# Measured and tested in a fresh process per path: benchmarks/bench_attention_memory.py,
+# tests/test_attention_memory.py.
 
 PATHS = ("band", "near", "complement")
 FORCE_PATH: str | None = None  # tests and benchmarks pin a path; None = the rule in choose_path
@@ -476,14 +496,68 @@ def myopic_backward(g, q, k, v, out, lse, horizon: int, beta: float, scale: floa
             dk, dv = torch.empty_like(k), torch.empty_like(v)
         dk, dv = _finish_band(dk, dv, q, k, v, out, lse, g, horizon, beta, scale)
         return dq, dk, dv, dk_full, dv_full
+    if path not in ("near", "complement"):
+        raise MyopiaError(f"unknown myopic backward path {path!r}")
+    chunks = _head_chunks(q, k)
+    if len(chunks) == 1:
+        return _tiled_backward(kind, g, q, k, v, out, lse, horizon, beta, scale, split, path)
+    # Bounded memory: the paths' kernel calls, flips and partial sums run on a few (batch, key/value head) pairs
+    # at a time and land in the outputs, so what lives beside the outputs is a fraction of one (B, H, T, D) tensor.
+    G = q.shape[1] // k.shape[1]
+    res = [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
+    res += [torch.empty_like(k), torch.empty_like(v)] if split else [None, None]
+    for b0, b1, h0, h1 in chunks:
+        def at_q(t):  # narrow (views on every device, fake tensors included)
+            return t.narrow(0, b0, b1 - b0).narrow(1, h0 * G, (h1 - h0) * G)
+
+        def at_kv(t):
+            return t.narrow(0, b0, b1 - b0).narrow(1, h0, h1 - h0)
+
+        part = _tiled_backward(kind, at_q(g), at_q(q), at_kv(k), at_kv(v), at_q(out), at_q(lse), horizon, beta,
+                               scale, split, path)
+        for i, (dst, src) in enumerate(zip(res, part)):
+            if dst is not None:
+                _copy_into((at_q if i == 0 else at_kv)(dst), src)
+        del part
+    return tuple(res)
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor) -> None:
+    dst.copy_(src)  # one name for the chunks' copies (a CPU-only build cannot copy_ fake CUDA tensors; tests swap it)
+
+
+CHUNK_PARTS = 16  # the near/complement paths run on at most 1/CHUNK_PARTS of the (batch, kv-head) pairs at once
+CHUNK_MIN_ELEMENTS = 2**19  # ... but on at least this many query elements per chunk (fewer, longer kernel calls;
+# B 1 x H 8 x T 1024 x D 64, the horizon rows of bench_attention.py, stays one chunk)
+CHUNK_MIN_ELEMENTS_CUDA = 2**22  # the same on a GPU, where every chunk's dozen kernel launches cost more (not yet
+# measured on a GPU: benchmarks/gpu_check.py reports each path's peak memory beside its time)
+
+
+def _head_chunks(q, k) -> list[tuple[int, int, int, int]]:
+    """(b0, b1, h0, h1) ranges of batch rows and key/value heads (query heads h0 G..h1 G) that tile (B, H_kv):
+    each about 1/CHUNK_PARTS of the pairs (whole batch rows where a chunk spans several), none smaller than
+    CHUNK_MIN_ELEMENTS (on CUDA CHUNK_MIN_ELEMENTS_CUDA) query elements unless the whole problem is."""
+    B, H, T, D = q.shape
+    h_kv = k.shape[1]
+    pairs, per_pair = B * h_kv, max((H // h_kv) * T * D, 1)
+    least = CHUNK_MIN_ELEMENTS_CUDA if q.device.type == "cuda" else CHUNK_MIN_ELEMENTS
+    m = min(pairs, max(1, -(-pairs // CHUNK_PARTS), -(-least // per_pair)))
+    if m >= h_kv:
+        rows = m // h_kv
+        return [(b, min(b + rows, B), 0, h_kv) for b in range(0, B, rows)]
+    return [(b, b + 1, h, min(h + m, h_kv)) for b in range(B) for h in range(0, h_kv, m)]
+
+
+def _tiled_backward(kind, g, q, k, v, out, lse, horizon: int, beta: float, scale: float, split: bool, path: str):
+    """The near and complement paths (see the section comment) on all of q, k, v at once."""
+    T = q.shape[-2]
     work = torch.promote_types(q.dtype, torch.float32)
     s = horizon + 1  # the far triangle: queries s.., keys ..T-s-1
     if path == "near":
         dq, dk_band, dv_band = _near_grads(kind, q, k, v, out, lse, g, horizon, scale)
-    elif path == "complement":
-        dq, dk_van, dv_van = (t.to(work) for t in _strip_backward(kind, g, q, k, v, out, lse, scale))
     else:
-        raise MyopiaError(f"unknown myopic backward path {path!r}")
+        dq, dk_van, dv_van = (t.to(work) for t in _strip_backward(kind, g, q, k, v, out, lse, scale))
+
     def late(t):  # queries s..T-1 (narrow, not indexing: the fake-tensor test runs this on fake CUDA tensors)
         return t.narrow(-2, s, T - s)
 
