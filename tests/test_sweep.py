@@ -382,3 +382,16 @@ def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_
     assert p["gap"] == pytest.approx(0.10) and p["gap_ci"][0] < 0.06 and p["gap_ci"][1] > 0.14
     assert p["gap_ci_eval"][1] - p["gap_ci_eval"][0] < 0.01 and p["training_noise"].startswith("included (3")
     assert s["n_seeds"] == 3 and s["null_gap"]["n_pairs"] == 3 and s["null_gap"]["sd"] > 0.02
+
+
+def test_horizon_points_are_adjusted_together_and_read_by_sign():
+    from myopia.experiments.horizon_sweep import holm_over_points
+
+    h = {"myopic-hidden": [{"horizon": 0, "gap": 0.03, "p": 0.001}, {"horizon": 8, "gap": -0.02, "p": 0.004}],
+         "myopic": [{"horizon": 0, "gap": 0.01, "p": 0.2}]}
+    b = {"myopic-hidden": [{"beta": 0.0, "horizon": 0, "gap": 0.03, "p": 0.001}, {"beta": 0.5, "gap": 0.0, "p": 0.9}],
+         "myopic": [{"beta": 0.0, "horizon": 0, "gap": 0.01, "p": 0.2}]}
+    assert holm_over_points(h, b) == 4  # h = 0 counted once per variant
+    assert h["myopic-hidden"][0]["p_holm"] == pytest.approx(0.004) and h["myopic-hidden"][0]["reading"] == "worse than vanilla"
+    assert h["myopic-hidden"][1]["p_holm"] == pytest.approx(0.012) and h["myopic-hidden"][1]["reading"] == "better than vanilla"
+    assert h["myopic"][0]["reading"] == "no detectable difference" and b["myopic-hidden"][0]["p_holm"] == h["myopic-hidden"][0]["p_holm"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.stats import HierarchicalBootstrap, null_gap, training_noise_note
+from ..analysis.stats import HierarchicalBootstrap, holm, null_gap, training_noise_note
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import non_embedding_params
@@ -151,14 +151,10 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
             s = HierarchicalBootstrap(int(unit.max()) + 1, len(pairs), bootstrap, seed=1).means(arm_w - van_w,
                                                                                                  unit).summary()
             out.update({"gap": s["mean"], "gap_ci": s["ci95"], "gap_ci_eval": s["ci95_eval"],
-                        "per_seed": s["per_seed"]})
+                        "per_seed": s["per_seed"], "p": s.get("p")})
         return out
 
-    null = None
-    van_runs = [evals.get(f"vanilla-s{s}") for s in settings.seeds]
-    if bootstrap > 0 and len(van_runs) >= 2 and all(van_runs):
-        docs, van_w, _ = _window_losses(van_runs, van_runs)
-        null = null_gap(van_w, docs, n_boot=bootstrap, seed=1)
+    null = _vanilla_null([evals.get(f"vanilla-s{s}") for s in settings.seeds], bootstrap)
 
     van = [r["eval_loss"] for r in rows if r["arm"] == "vanilla" and r["status"] == "done"]
     horizon_curves, beta_curves = {}, {}
@@ -168,6 +164,7 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
         horizon_curves[v] = [{"horizon": h, **(point(f"{v}-h{h}") or {"loss": None})} for h in h_arms]
         beta_curves[v] = ([{"beta": 0.0, **(point(f"{v}-h0") or {"loss": None})}]
                           + [{"beta": b, **(point(f"{v}-beta{b:g}") or {"loss": None})} for b in b_arms])
+    family = holm_over_points(horizon_curves, beta_curves)
     pending = [r["name"] for r in rows if r["status"] != "done"]
     base = model_config_for(settings, size, 257)
     return {
@@ -186,11 +183,43 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
         "n_seeds": len(van),
         "training_noise": training_noise_note(len(van)),
         "null_gap": null,
+        "holm_family_size": family,
         "horizon": horizon_curves,
         "beta": beta_curves,
         "runs": rows,
         "provenance": provenance(),
     }
+
+
+def _vanilla_null(van_runs: list, bootstrap: int) -> dict | None:
+    """The vanilla-vs-vanilla null over the sweep's seeds (None with fewer than 2 evaluated vanilla runs)."""
+    if bootstrap <= 0 or len(van_runs) < 2 or not all(van_runs):
+        return None
+    docs, van_w, _ = _window_losses(van_runs, van_runs)
+    return null_gap(van_w, docs, n_boot=bootstrap, seed=1)
+
+
+def holm_over_points(horizon_curves: dict, beta_curves: dict) -> int:
+    """Holm across every distinct gap of the sweep (h = 0 appears in both curves, once in the family): each point
+    gains ``p_holm`` and ``reading``: "worse than vanilla" / "better than vanilla" when its Holm-adjusted p is
+    below 0.05, else "no detectable difference". A negative gap that survives says the stop-gradient changes
+    optimisation itself (the myopic model is better), by at least as much as such a gap. Returns the family size."""
+    points = {}
+    for curves in (horizon_curves, beta_curves):
+        for variant, rows in curves.items():
+            for r in rows:
+                if r.get("p") is not None:
+                    points[(variant, r.get("horizon", 0), r.get("beta", 0.0))] = r
+    adjusted = dict(zip(points, holm([r["p"] for r in points.values()])))
+    for curves in (horizon_curves, beta_curves):
+        for variant, rows in curves.items():
+            for r in rows:
+                key = (variant, r.get("horizon", 0), r.get("beta", 0.0))
+                if key in adjusted:
+                    r["p_holm"] = adjusted[key]
+                    r["reading"] = ("no detectable difference" if adjusted[key] >= 0.05 else
+                                    "worse than vanilla" if r["gap"] > 0 else "better than vanilla")
+    return len(points)
 
 
 def _window_losses(arm_evals: list[dict], van_evals: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
