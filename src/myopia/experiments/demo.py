@@ -282,24 +282,6 @@ def format_table(result: dict) -> str:
     return "\n".join(out)
 
 
-def probe_summary(result: dict, task: str = "precache", layer: int = 1) -> str:
-    """One line: R² of sin(ω·x_n) from block ``layer`` at the positions with a future in the window, and at the
-    last position (nothing to pre-cache for), per arm (seed 0)."""
-    probes = result.get(task, {}).get("probes")
-    if not probes:
-        return ""
-    parts = []
-    for g in GRADIENT_ORDER:
-        if g in probes and layer < len(probes[g]["layers"]):
-            bp = probes[g].get("by_position")
-            if bp and bp["sin_last"][layer] is not None:
-                parts.append(f"{g} {bp['sin_with_future'][layer]:.3f} (last position {bp['sin_last'][layer]:.3f})")
-            else:
-                parts.append(f"{g} {probes[g]['sin'][layer][0]:.3f}")
-    return (f"Probe R² for sin(ω·x_n) from block-{layer} output at positions n with a future in the window "
-            f"({task}, held-out, seed {result[task]['seeds'][0]}): " + ", ".join(parts))
-
-
 def probe_table(result: dict) -> str:
     """Plain-text table: per task and arm, the probe R² for sin(ω·x_n) at its own position (best block) per seed."""
     r2 = result.get("probe_r2", {})
