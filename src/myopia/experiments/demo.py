@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from ..io import provenance, write_json
 from ..progress import duration, set_display
 from ..recipe_files import read_recipe_file
 from ..rundir import RESULT
-from ..synthetic.compare import UNIT, compare_regression
+from ..synthetic.compare import UNIT, assemble, train_seed
 from ..synthetic.regression import RegressionSpec, regressor_config
 from ..synthetic.sampling import BASELINE_FIT, EVAL, PROBE_FIT, PROBE_TEST, TRAIN
 from ..train import TrainConfig, resolve_device
@@ -315,44 +315,49 @@ def reproducibility() -> dict:
             "mkldnn": torch.backends.mkldnn.is_available(), "dtype": "float32 (fp32 on CPU)"}
 
 
-class Announcer:
-    """Before each model: 'model k of n' with the elapsed time and an ETA (from the models done so far), and the
-    progress label for that model's step display."""
-
-    def __init__(self, task: str, log, position: int | None = None):
-        self.task, self.log, self.position, self.t0 = task, log, position, None
-
-    def __call__(self, k: int, n: int, gradient: str, seed: int) -> None:
-        now = time.perf_counter()
-        self.t0 = self.t0 or now
-        elapsed = now - self.t0
-        eta = f", ETA {duration(elapsed / (k - 1) * (n - k + 1))}" if k > 1 else ""
-        self.log(f"[{self.task}] model {k} of {n}: {gradient}, seed {seed} (elapsed {duration(elapsed)}{eta})")
-        set_display(f"{self.task} {k}/{n} {gradient} s{seed}", self.position, plain_evaluations=False,
-                    shared_clock=True)
+def _announce(task: str, n: int, log, position: int | None):
+    """Before each model of one (task, seed) unit: a 'model i of n' line and the label of its step display."""
+    def announce(i: int, gradient: str, seed: int) -> None:
+        log(f"[{task}] seed {seed}: model {i + 1} of {n} ({gradient})")
+        set_display(f"{task} s{seed} {i + 1}/{n} {gradient}", position, plain_evaluations=False, shared_clock=True)
+    return announce
 
 
-def run_task(cfg: DemoConfig, task: str, runs_dir: Path, progress: bool, log, probe: bool = True,
-             position: int | None = None) -> dict:
-    """One task of the demo (precache or control): every gradient setting and seed trained in ``runs_dir``,
-    evaluated (and, with ``probe``, every model probed); returns the task's summary."""
-    summary, _ = compare_regression(
-        cfg.spec(task), list(cfg.gradients), cfg.model(), cfg.train(progress), runs_dir,
-        seeds=list(cfg.seeds), eval_sequences=cfg.eval_sequences, probe=probe, probe_max_lag=cfg.probe_max_lag,
-        probe_sequences=(cfg.probe_fit_sequences, cfg.probe_test_sequences), probe_every_seed=True, log=log,
-        announce=Announcer(task, log, position),
-    )
-    summary["reproducibility"] = reproducibility()
+def train_unit(cfg: DemoConfig, task: str, seed: int, runs_dir: Path, progress: bool, log, probe: bool = True,
+               position: int | None = None) -> dict:
+    """One (task, seed) unit of the demo: every gradient setting trained in ``runs_dir``, scored and (with
+    ``probe``) probed; :func:`myopia.synthetic.compare.train_seed`'s result plus ``reproducibility``."""
+    out = train_seed(cfg.spec(task), list(cfg.gradients), cfg.model(), cfg.train(progress), runs_dir, seed,
+                     suffix=len(cfg.seeds) > 1, eval_sequences=cfg.eval_sequences, probe=probe,
+                     probe_max_lag=cfg.probe_max_lag, probe_sequences=(cfg.probe_fit_sequences,
+                                                                      cfg.probe_test_sequences),
+                     log=log, announce=_announce(task, len(cfg.gradients), log, position))
+    out.pop("models")
+    out["reproducibility"] = reproducibility()
+    return out
+
+
+def run_task(cfg: DemoConfig, task: str, runs_dir: Path, progress: bool, log, probe: bool = True) -> dict:
+    """One task of the demo (precache or control), every seed in this process; returns the task's summary."""
+    units = [train_unit(cfg, task, seed, runs_dir, progress, log, probe) for seed in cfg.seeds]
+    return task_summary(cfg, task, units, probe)
+
+
+def task_summary(cfg: DemoConfig, task: str, units: list[dict], probe: bool = True) -> dict:
+    """A task's summary from its (task, seed) units, in seed order (:func:`myopia.synthetic.compare.assemble`)."""
+    summary = assemble(cfg.spec(task), units, probe=probe, probe_every_seed=probe)
+    summary["reproducibility"] = units[0]["reproducibility"]
     return summary
 
 
-def _task_worker(cfg: DemoConfig, task: str, runs_dir: str, threads: int, progress: bool, position: int) -> dict:
-    """Entry point of a worker process: one task, ``threads`` intra-op threads, log lines to stderr."""
+def _unit_worker(cfg: DemoConfig, task: str, seed: int, runs_dir: str, threads: int, progress: bool,
+                 position: int) -> dict:
+    """Entry point of a worker process: one (task, seed) unit, ``threads`` intra-op threads, log lines to stderr."""
     import torch
 
     torch.set_num_threads(threads)
-    return run_task(cfg, task, Path(runs_dir), progress, lambda msg: print(msg, file=sys.stderr, flush=True),
-                    position=position)
+    return train_unit(cfg, task, seed, Path(runs_dir), progress, lambda msg: print(msg, file=sys.stderr, flush=True),
+                      position=position)
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -360,28 +365,46 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def task_workers(cfg: DemoConfig, requested: int | None = None) -> int:
-    """How many processes train the tasks: one per task on a multi-core CPU (tiny models use two cores
-    poorly, two processes use them well), one on a GPU or a single core; ``requested`` overrides."""
+    """How many processes train the (task, seed) units: one per core on a CPU (tiny models use several cores
+    poorly, several processes use them well), one on a GPU; ``requested`` overrides."""
+    units = len(cfg.tasks) * len(cfg.seeds)
     if requested is not None:
         if requested < 1:
             raise MyopiaError(f"--workers must be >= 1, got {requested}")
-        return min(requested, len(cfg.tasks))
+        return min(requested, units)
     if resolve_device(cfg.device).type != "cpu":
         return 1
-    return max(1, min(len(cfg.tasks), os.cpu_count() or 1))
+    return max(1, min(units, os.cpu_count() or 1))
 
 
 def train_tasks(cfg: DemoConfig, runs_root: Path, progress: bool, log, workers: int) -> dict:
-    """{task: summary} for every task of ``cfg``, in ``workers`` processes (one per task) or in this one."""
+    """{task: summary} for every task of ``cfg``: the (task, seed) units in ``workers`` processes or in this one,
+    with an overall 'unit k of n, ETA' line as each finishes. The numbers do not depend on ``workers``."""
+    units = [(task, seed) for seed in cfg.seeds for task in cfg.tasks]
+    done: dict = {}
+    t0 = time.perf_counter()
+
+    def finished(key, value) -> None:
+        done[key] = value
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / len(done) * (len(units) - len(done))
+        log(f"[demo] {key[0]} seed {key[1]} done: {len(done)} of {len(units)} (task, seed) units, "
+            f"{len(done) * len(cfg.gradients)} of {len(units) * len(cfg.gradients)} models; "
+            f"elapsed {duration(elapsed)}, ETA {duration(eta)}")
+
     if workers <= 1:
-        return {task: run_task(cfg, task, runs_root / task, progress, log) for task in cfg.tasks}
-    threads = _threads_per_worker(workers)
-    log(f"[demo] training the tasks in {workers} parallel processes ({threads} thread(s) each)")
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {t: pool.submit(_task_worker, cfg, t, str(runs_root / t), threads, progress, i)
-                   for i, t in enumerate(cfg.tasks)}
-        return {task: fut.result() for task, fut in futures.items()}
+        for task, seed in units:
+            finished((task, seed), train_unit(cfg, task, seed, runs_root / task, progress, log))
+    else:
+        threads = _threads_per_worker(workers)
+        log(f"[demo] training {len(units)} (task, seed) units in {workers} parallel processes ({threads} thread(s) each)")
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_unit_worker, cfg, t, s, str(runs_root / t), threads, progress, i % workers): (t, s)
+                       for i, (t, s) in enumerate(units)}
+            for fut in as_completed(futures):
+                finished(futures[fut], fut.result())
+    return {t: task_summary(cfg, t, [done[(t, s)] for s in cfg.seeds]) for t in cfg.tasks}
 
 
 def judge(result: dict, cfg: DemoConfig) -> None:

@@ -23,7 +23,8 @@ from ..train import TrainConfig, resolve_device, train
 from .probes import lookback_probes, position_probes
 from .regression import Regressor, RegressionSpec, SequenceRegressionTask
 
-__all__ = ["UNIT", "EVAL_SEED", "build_regressor", "train_regression", "compare_regression", "summarise"]
+__all__ = ["UNIT", "EVAL_SEED", "build_regressor", "train_regression", "train_seed", "compare_regression", "assemble",
+           "summarise"]
 
 UNIT = "Huber loss (delta 1) per position, divided by p, on fresh held-out sequences"
 EVAL_SEED = 0  # the held-out sequences (and probe/baseline data) of every comparison, whatever the training seed
@@ -65,6 +66,54 @@ def probe_model(model, task: SequenceRegressionTask, device, max_lag: int, seque
     return probes
 
 
+def train_seed(
+    spec: RegressionSpec,
+    gradients: list[str],
+    model_cfg: GPTConfig,
+    train_cfg: TrainConfig,
+    out_root: str | Path,
+    seed: int,
+    *,
+    suffix: bool = True,
+    eval_sequences: int = 2048,
+    probe: bool = False,
+    probe_max_lag: int = 20,
+    probe_sequences: tuple[int, int] = (2048, 1024),
+    keep_models: bool = False,
+    log=None,
+    announce=None,
+) -> dict:
+    """Train every gradient setting for one seed (runs ``out_root/TASK-GRADIENT[-seedS]``), score and (with
+    ``probe``) probe each model right after training. ``announce(i, gradient, seed)`` is called before the i-th
+    model (from 0).
+
+    Returns {"seed", "losses": {gradient: (U,) per-sequence Huber/p}, "trivial": (U,), "runs": {gradient: path},
+    "train_time_s": {gradient: s}, "probes": {gradient: lookback probes with ``by_position``} (with ``probe``),
+    "models": {gradient: model} (with ``keep_models``)}."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    device = resolve_device(train_cfg.device)
+    out: dict = {"seed": seed, "losses": {}, "runs": {}, "train_time_s": {}, "probes": {}, "models": {}}
+    for i, gradient in enumerate(gradients):
+        run_dir = Path(out_root) / (f"{spec.task}-{gradient}" + (f"-seed{seed}" if suffix else ""))
+        if announce is not None:
+            announce(i, gradient, seed)
+        log(f"[{spec.task}] training {gradient} (seed {seed}, {train_cfg.steps} steps) -> {run_dir}")
+        model, task, result = train_regression(spec, replace(model_cfg, gradient=gradient),
+                                               replace(train_cfg, seed=seed), run_dir, eval_sequences=eval_sequences)
+        model.eval()
+        out["losses"][gradient] = task.sequence_losses(model, device) / spec.p
+        out["runs"][gradient], out["train_time_s"][gradient] = str(run_dir), result["train_time_s"]
+        if "trivial" not in out:  # the same held-out sequences for every seed: one trivial loss per sequence
+            out["trivial"] = task.sequence_losses(None, device) / spec.p
+        log(f"[{spec.task}] {gradient}: {out['losses'][gradient].mean():.4f} Huber/p ({result['train_time_s']:.0f} s)")
+        if probe:
+            log(f"[{spec.task}] probing {gradient} (seed {seed})")
+            out["probes"][gradient] = probe_model(model, task, device, probe_max_lag, probe_sequences)
+        if keep_models:
+            out["models"][gradient] = model
+    return out
+
+
 def compare_regression(
     spec: RegressionSpec,
     gradients: list[str],
@@ -83,48 +132,36 @@ def compare_regression(
 ) -> tuple[dict, dict]:
     """Train every gradient setting for every seed on ``spec``; return (summary, {gradient: first seed's model}).
 
-    The summary is :func:`summarise`'s. With ``probe``, the first seed's models are probed (``probes``); with
-    ``probe_every_seed`` too, every model is probed right after training (``probes_by_seed[gradient]``, a list
-    over seeds; ``probes`` repeats the first seed's). ``announce(k, n, gradient, seed)`` is called before model
-    k of n (k from 1) trains, e.g. to show progress.
+    The summary is :func:`assemble`'s. With ``probe``, the first seed's models are probed; with
+    ``probe_every_seed`` too, every model (see :func:`assemble`). ``announce(k, n, gradient, seed)`` is called
+    before model k of n (k from 1) trains, e.g. to show progress.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    out_root, seeds = Path(out_root), list(seeds)
-    device = resolve_device(train_cfg.device)
-    seq_losses: dict[str, list[np.ndarray]] = {g: [] for g in gradients}
-    runs: dict[str, list[str]] = {g: [] for g in gradients}
-    train_time: dict[str, list[float]] = {g: [] for g in gradients}
-    probes: dict[str, list[dict]] = {g: [] for g in gradients}
-    models: dict[str, Regressor] = {}
-    trivial = None
-    for i, (seed, gradient) in enumerate((s, g) for s in seeds for g in gradients):
-        run_dir = out_root / (f"{spec.task}-{gradient}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
-        if announce is not None:
-            announce(i + 1, len(seeds) * len(gradients), gradient, seed)
-        log(f"[{spec.task}] training {gradient} (seed {seed}, {train_cfg.steps} steps) -> {run_dir}")
-        model, task, result = train_regression(spec, replace(model_cfg, gradient=gradient),
-                                               replace(train_cfg, seed=seed), run_dir, eval_sequences=eval_sequences)
-        model.eval()
-        seq_losses[gradient].append(task.sequence_losses(model, device) / spec.p)
-        runs[gradient].append(str(run_dir))
-        train_time[gradient].append(result["train_time_s"])
-        if trivial is None:  # the same held-out sequences for every seed: one trivial loss per sequence
-            trivial = task.sequence_losses(None, device) / spec.p
-        log(f"[{spec.task}] {gradient}: {seq_losses[gradient][-1].mean():.4f} Huber/p "
-            f"({result['train_time_s']:.0f} s)")
-        if probe and (probe_every_seed or seed == seeds[0]):
-            log(f"[{spec.task}] probing {gradient} (seed {seed})")
-            probes[gradient].append(probe_model(model, task, device, probe_max_lag, probe_sequences))
-        if seed == seeds[0]:
-            models[gradient] = model
-    summary = summarise(spec, seeds, {g: np.stack(v) for g, v in seq_losses.items()}, trivial)
-    summary["runs"] = runs
-    summary["train_time_s"] = {g: float(np.mean(v)) for g, v in train_time.items()}
+    seeds, n = list(seeds), len(seeds) * len(gradients)
+    per_seed = []
+    for j, seed in enumerate(seeds):
+        tell = None if announce is None else (lambda i, g, s, j=j: announce(j * len(gradients) + i + 1, n, g, s))
+        per_seed.append(train_seed(spec, gradients, model_cfg, train_cfg, out_root, seed, suffix=len(seeds) > 1,
+                                   eval_sequences=eval_sequences, probe=probe and (probe_every_seed or j == 0),
+                                   probe_max_lag=probe_max_lag, probe_sequences=probe_sequences,
+                                   keep_models=j == 0, log=log, announce=tell))
+    return assemble(spec, per_seed, probe=probe, probe_every_seed=probe_every_seed), per_seed[0]["models"]
+
+
+def assemble(spec: RegressionSpec, per_seed: list[dict], *, probe: bool = False, probe_every_seed: bool = False) -> dict:
+    """The summary of a comparison from :func:`train_seed`'s results (in seed order): :func:`summarise`'s, with
+    ``runs`` and ``train_time_s`` (mean over seeds) per gradient and, with ``probe``, ``probes`` (the first
+    seed's) and, with ``probe_every_seed``, ``probes_by_seed`` (per gradient a list over seeds)."""
+    gradients = list(per_seed[0]["losses"])
+    seeds = [r["seed"] for r in per_seed]
+    losses = {g: np.stack([r["losses"][g] for r in per_seed]) for g in gradients}
+    summary = summarise(spec, seeds, losses, per_seed[0]["trivial"])
+    summary["runs"] = {g: [r["runs"][g] for r in per_seed] for g in gradients}
+    summary["train_time_s"] = {g: float(np.mean([r["train_time_s"][g] for r in per_seed])) for g in gradients}
     if probe:
-        summary["probes"] = {g: p[0] for g, p in probes.items()}
+        summary["probes"] = {g: per_seed[0]["probes"][g] for g in gradients}
         if probe_every_seed:
-            summary["probes_by_seed"] = probes
-    return summary, models
+            summary["probes_by_seed"] = {g: [r["probes"][g] for r in per_seed] for g in gradients}
+    return summary
 
 
 def summarise(spec: RegressionSpec, seeds: list[int], losses: dict[str, np.ndarray], trivial: np.ndarray) -> dict:
