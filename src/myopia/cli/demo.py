@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--p", type=float, default=None, help="Bernoulli p of the z_n = 1 branch (default 1)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, ...")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes training the tasks side by side (default: one per task on a multi-core CPU)")
+                   help="processes training the (task, seed) units side by side (default: one per CPU core; "
+                        "the numbers do not depend on it)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--no-progress", action="store_true",
                    help="no per-model step progress (a bar on a terminal, else a line every 30 s)")
