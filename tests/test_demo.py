@@ -163,6 +163,8 @@ def test_criterion_and_verdict_follow_the_declared_rule():
     v = verdict(ok)
     assert v.startswith("Shown on 3 fresh seeds (10, 11, 12)") and len(v.splitlines()) == 3
     assert "myopic-hidden +0.300 [+0.100, +0.500]" in v and "R² 0.70–0.95" in v and "does not" in v
+    assert "use it on every seed" in v
+    assert "use it on 2 of 3 seeds" in verdict(planted(0.1, [0.9, 0.49, 0.9], [0.01] * 3))
     for bad, failed in ((planted(-0.01, [0.9] * 3, [0.01] * 3), "interaction myopic above 0"),
                         (planted(0.1, [0.9, 0.49, 0.9], [0.01] * 3), "vanilla probe R²"),
                         (planted(0.1, [0.9] * 3, [0.01, 0.2, 0.01]), "myopic-hidden probe R²")):
