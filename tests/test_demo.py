@@ -1,15 +1,29 @@
 """A tiny end-to-end run of ``myopia demo`` and the synthetic/arithmetic commands, plus the verdict logic."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from myopia.cli import main
 from myopia.errors import MyopiaError
-from myopia.experiments.demo import DEMO, FULL, demo_config, meets_target, run_demo, target_checks, verdict
+from myopia.experiments.demo import (DEMO, FULL, SCREENED_SEEDS, criterion_checks, demo_config, interaction,
+                                     meets_target, run_demo, target_checks, verdict)
 
 TINY = dict(seq_len=8, d_model=16, n_head=2, n_layer=1, steps=3, batch_size=8, eval_sequences=32, eval_every=2,
-            probe_max_lag=4, probe_fit_sequences=64, probe_test_sequences=32, device="cpu", seeds=(0, 1))
+            probe_max_lag=4, probe_fit_sequences=64, probe_test_sequences=32, device="cpu", seeds=(3, 4))
+
+
+def load_demo_search():
+    """The configuration search is a development script outside the package (dev/demo_search.py)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    dev = str(Path(__file__).resolve().parents[1] / "dev")
+    if dev not in sys.path:  # on the path, so that its spawned worker processes can import it too
+        sys.path.insert(0, dev)
+    return importlib.import_module("demo_search")
 
 
 @pytest.mark.slow
@@ -25,7 +39,21 @@ def test_demo_smoke_writes_result_and_plots(tmp_path):
         assert set(saved[task]["gap"]) == {"myopic", "myopic-hidden", "bigram"}
         probes = saved[task]["probes"]["vanilla"]
         assert probes["lags"] == [0, 1, 2, 3, 4] and len(probes["sin"]) == 2  # embedding + 1 block
-    assert saved["config"]["steps"] == 3 and saved["seeds"]["init_and_data"] == [0, 1]
+    assert saved["config"]["steps"] == 3 and saved["seeds"] == [3, 4]
+    assert saved["screened_seeds"] == list(SCREENED_SEEDS) and not set(saved["seeds"]) & set(SCREENED_SEEDS)
+    assert "interaction" in saved["criterion"] and saved["criterion"] == result["criterion"]
+    for arm in ("myopic", "myopic-hidden"):  # the issue-30 contract
+        inter = saved["interaction"][arm]
+        assert inter["per_seed"] == pytest.approx([a - b for a, b in zip(saved["precache"]["gap"][arm]["per_seed"],
+                                                                        saved["control"]["gap"][arm]["per_seed"])])
+        assert inter["mean"] == pytest.approx(sum(inter["per_seed"]) / 2) and len(inter["ci95"]) == 2
+    for task in ("precache", "control"):
+        for arm in ("vanilla", "myopic-hidden", "myopic"):
+            r2 = saved["probe_r2"][task][arm]
+            assert len(r2) == 2 and all(v <= 1.0 for v in r2)
+            assert len(saved["probe_r2_by_position"][task][arm]) == 2  # every seed probed
+            assert len(saved[task]["probes_by_seed"][arm]) == 2
+    assert saved["criterion_checks"]["met"] == all(v for k, v in saved["criterion_checks"].items() if k != "met")
     for task in ("precache", "control"):  # the issue-15 contract
         r = saved[task]
         assert r["n_seeds"] == 2 and len(r["per_seed"]["vanilla"]) == 2
@@ -41,13 +69,14 @@ def test_demo_smoke_writes_result_and_plots(tmp_path):
         assert bp["last_positions"] == [7] and bp["future_positions"] == list(range(7))
         assert len(bp["sin"]) == 2 and len(bp["sin"][0]) == 8
         assert r["reproducibility"]["torch_threads"] >= 1
-    assert set(saved["target"]["checks"]) == {"precache", "control"} and "Target" in saved["verdict"]
+    assert set(saved["target"]["checks"]) == {"precache", "control"} and "2 fresh seeds (3, 4)" in saved["verdict"]
+    assert saved["target_line"].startswith("Secondary") and len(saved["verdict"].splitlines()) <= 4
     assert saved["git"]["commit"] and saved["versions"]["torch"]
     assert saved["verdict"] == result["verdict"] and "myopic-hidden" in saved["table"]
-    for name in ("training_curves.png", "probes_precache.png", "probes_control.png"):
+    for name in ("training_curves.png", "probes_precache.png", "probes_control.png", "probes_by_position.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000
     for task, runs in saved["precache"]["runs"].items():
-        for seed in (0, 1):
+        for seed in (3, 4):
             assert (tmp_path / "demo" / "runs" / "precache" / f"precache-{task}-seed{seed}" / "metrics.jsonl").exists()
     with pytest.raises(MyopiaError):  # never overwrite a finished demo
         run_demo(cfg, tmp_path / "demo", progress=False, log=lambda m: None)
@@ -106,20 +135,55 @@ def test_paper_scale_config_is_the_papers():
     assert DEMO.seq_len * DEMO.d_model < FULL.seq_len * FULL.d_model
 
 
-def fractions(pv, ph, ps, cv, ch, cs):
-    g = ("vanilla", "myopic-hidden", "myopic")
-    return {"precache": {"fraction_of_trivial": dict(zip(g, (pv, ph, ps)))},
-            "control": {"fraction_of_trivial": dict(zip(g, (cv, ch, cs)))}}
+def test_interaction_interval_on_planted_per_seed_gaps():
+    # d = precache gap − control gap = 0.8, 0.4, 0.8, 0.2: mean 0.55, sd 0.3, se 0.15; t(0.975, 3 df) = 3.18245
+    # (tables), half-width 0.47737: [0.07263, 1.02737]
+    r = interaction([0.9, 0.6, 0.8, 0.5], [0.1, 0.2, 0.0, 0.3])
+    assert r["per_seed"] == pytest.approx([0.8, 0.4, 0.8, 0.2]) and r["mean"] == pytest.approx(0.55)
+    assert r["ci95"] == pytest.approx([0.07263, 1.02737], abs=1e-5) and r["n_seeds"] == 4
+    # pairing matters: the same numbers with control's seeds reordered give another interval
+    assert interaction([0.9, 0.6, 0.8, 0.5], [0.3, 0.0, 0.2, 0.1])["ci95"] != pytest.approx(r["ci95"])
+    assert interaction([0.5], [0.1])["ci95"] is None  # no interval from one seed
+    with pytest.raises(MyopiaError):
+        interaction([0.5, 0.6], [0.1])
 
 
-def test_verdict_reports_what_the_numbers_show():
-    v = verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.52))
-    assert v.startswith("Vanilla solves precache") and "strict myopia lags (0.520)" in v
-    assert "strict myopic 1.00 (at the trivial predictor), myopic-hidden 1.00" in v
-    assert "and so does strict myopia (0.010)" in verdict(fractions(0.002, 1.0, 1.0, 0.003, 0.005, 0.01))
-    assert "myopic-hidden 0.83 (near it)" in verdict(fractions(0.03, 0.83, 1.0, 0.02, 0.03, 0.15))
-    assert verdict(fractions(0.6, 1.0, 1.0, 0.003, 0.005, 0.5)).startswith("No clear pre-caching separation")
-    assert "not solved by every variant" in verdict(fractions(0.01, 1.0, 1.0, 0.003, 0.6, 0.7))
+def planted(inter_lo, vanilla_r2, hidden_r2, seeds=(10, 11, 12)):
+    inter = {arm: {"mean": inter_lo + 0.2, "ci95": [inter_lo, inter_lo + 0.4], "n_seeds": len(seeds),
+                   "per_seed": [inter_lo + 0.2] * len(seeds)} for arm in ("myopic", "myopic-hidden")}
+    r2 = {"precache": {"vanilla": vanilla_r2, "myopic-hidden": hidden_r2, "myopic": [0.05] * len(seeds)}}
+    result = {"seeds": list(seeds), "interaction": inter, "probe_r2": r2,
+              "criterion_checks": criterion_checks(inter, r2)}
+    return result
+
+
+def test_criterion_and_verdict_follow_the_declared_rule():
+    ok = planted(0.1, [0.9, 0.95, 0.7], [0.01, 0.05, 0.1])
+    assert ok["criterion_checks"]["met"]
+    v = verdict(ok)
+    assert v.startswith("Shown on 3 fresh seeds (10, 11, 12)") and len(v.splitlines()) == 3
+    assert "myopic-hidden +0.300 [+0.100, +0.500]" in v and "R² 0.70–0.95" in v and "does not" in v
+    assert "use it on every seed" in v
+    assert "use it on 2 of 3 seeds" in verdict(planted(0.1, [0.9, 0.49, 0.9], [0.01] * 3))
+    for bad, failed in ((planted(-0.01, [0.9] * 3, [0.01] * 3), "interaction myopic above 0"),
+                        (planted(0.1, [0.9, 0.49, 0.9], [0.01] * 3), "vanilla probe R²"),
+                        (planted(0.1, [0.9] * 3, [0.01, 0.2, 0.01]), "myopic-hidden probe R²")):
+        assert not bad["criterion_checks"]["met"]
+        assert verdict(bad).startswith("Not shown on 3 fresh seeds") and failed in verdict(bad).splitlines()[0]
+    assert verdict({"seeds": [10]}).startswith("No verdict")
+
+
+def test_demo_refuses_screened_seeds_in_one_line(tmp_path, capsys):
+    out = tmp_path / "d"
+    for argv in (["--seeds", "10,2"], ["--seed", "1", "--n-seeds", "3"], ["--seeds", "11,11"], ["--seeds", "a"]):
+        assert main(["demo", *argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and not out.exists()
+    assert "[0, 1, 2]" in str(pytest.raises(MyopiaError, demo_config, seeds=(0, 5)).value)
+    assert demo_config(seeds=[20, 21]).seeds == (20, 21)
+    assert not set(DEMO.seeds) & set(SCREENED_SEEDS) and len(DEMO.seeds) >= 5
+    with pytest.raises(MyopiaError, match="fresh seeds"):  # the library refuses too, not only the CLI
+        run_demo(replace(demo_config(**TINY), seeds=(0, 5)), None, progress=False, log=lambda m: None)
 
 
 @pytest.mark.slow
@@ -153,8 +217,7 @@ def test_cli_synthetic_and_arithmetic_tiny(tmp_path, capsys):
 
 
 def test_demo_search_refuses_unknown_points_and_keeps_its_ladder_and_windows_apart(tmp_path, capsys):
-    from myopia.experiments import demo_search
-
+    demo_search = load_demo_search()
     out = tmp_path / "search"
     assert demo_search.main([str(out), "no-such-point"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown grid point") and not out.exists()
@@ -169,8 +232,7 @@ def test_demo_search_probe_reads_every_arm_of_a_point_and_finds_no_feature_in_th
                                                                                                      monkeypatch):
     from dataclasses import replace as dc_replace
 
-    from myopia.experiments import demo_search
-
+    demo_search = load_demo_search()
     out = tmp_path / "search"
     assert demo_search.main([str(out), "--probe", "base"]) == 2  # nothing trained yet: one clear error
     assert capsys.readouterr().err.startswith("error: ")
@@ -192,14 +254,14 @@ def test_cpu_long_preset_is_the_search_point_that_met_the_target_and_excludes_fu
     from dataclasses import asdict, replace as dc_replace
 
     from myopia.cli import main
-    from myopia.experiments import demo_search
     from myopia.experiments.demo import CPU_LONG, PRESETS, demo_config
 
+    demo_search = load_demo_search()
     point = dc_replace(demo_search.BASE, **demo_search.GRID["p1-mlp1-window4-2000steps"])
     # the same training problem and model as the searched point; only logging cadence and notes differ
     differ = {k for k, v in asdict(CPU_LONG).items() if asdict(point)[k] != v}
     assert differ <= {"eval_every", "notes"}
-    assert PRESETS["cpu-long"] is CPU_LONG and demo_config(preset="cpu-long").steps == 2000
+    assert PRESETS["cpu-long"] == CPU_LONG and demo_config(preset="cpu-long").steps == 2000
     assert demo_config(preset="cpu-long", steps=10).steps == 10
     assert main(["demo", "--full", "--cpu-long"]) == 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -18,6 +18,20 @@ from .rundir import METRICS
 
 PROGRESS_INTERVAL_S = 30.0  # plain progress lines (stderr not a terminal) at most this often
 
+# Process-wide display settings (see :func:`set_display`); the defaults leave a single run's display as it was.
+_DISPLAY = {"label": "", "position": None, "plain_evaluations": True, "shared_clock": False}
+_LAST_PLAIN = [0.0]  # time of the last plain line, when the clock is shared across runs
+
+
+def set_display(label: str = "", position: int | None = None, *, plain_evaluations: bool = True,
+                shared_clock: bool = False) -> None:
+    """Process-wide progress display for the runs that follow (e.g. many small models in one process).
+
+    ``label`` prefixes the bar and every plain line; ``position`` is the tqdm row (several processes sharing one
+    terminal); ``plain_evaluations=False`` drops the per-evaluation lines when stderr is not a terminal;
+    ``shared_clock`` spaces plain lines PROGRESS_INTERVAL_S apart across runs rather than within each run."""
+    _DISPLAY.update(label=label, position=position, plain_evaluations=plain_evaluations, shared_clock=shared_clock)
+
 
 def duration(seconds: float) -> str:
     s = int(round(seconds))
@@ -31,10 +45,15 @@ class Progress:
         self.total, self.start, self.enabled = total, start, enabled
         self.bar = None
         self.t0 = self.last = time.perf_counter()
+        self.label = _DISPLAY["label"]
+        if _DISPLAY["shared_clock"]:
+            self.last = _LAST_PLAIN[0] or self.t0
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=True)
+            pos = _DISPLAY["position"]
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, leave=pos is None,
+                            desc=self.label or None, position=pos)
 
     def step(self, done: int, train_loss: float | None, tokens_per_s: float | None) -> None:
         if not self.enabled:
@@ -46,18 +65,19 @@ class Progress:
             return
         now = time.perf_counter()
         if now - self.last >= PROGRESS_INTERVAL_S and train_loss is not None:
-            self.last = now
+            self.last = _LAST_PLAIN[0] = now
             elapsed = now - self.t0
             eta = elapsed / max(done - self.start, 1) * (self.total - done)
             self.line(f"step {done}/{self.total}  train {train_loss:.4f}  {tokens_per_s:,.0f} tok/s  "
                       f"elapsed {duration(elapsed)}  eta {duration(eta)}")
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, evaluation: bool = False) -> None:
         if not self.enabled:
             return
+        text = f"{self.label}  {text}" if self.label else text
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
-        else:
+        elif not evaluation or _DISPLAY["plain_evaluations"]:
             print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -124,7 +144,8 @@ class Recorder:
         if not self.active:
             return
         self._record({"step": done, **{f"eval_{k}": v for k, v in metrics.items()}}, "eval")
-        self.progress.line(f"step {done}/{self.steps}  train {train_loss:.4f}  eval {metrics['loss']:.4f}")
+        self.progress.line(f"step {done}/{self.steps}  train {train_loss:.4f}  eval {metrics['loss']:.4f}",
+                           evaluation=True)
 
     def note(self, text: str) -> None:
         self.progress.line(text)

@@ -70,3 +70,32 @@ def probe_heatmap(probes: dict, path: str | Path, title: str = "") -> bytes:
     if title:
         fig.suptitle(title, fontsize=10)
     return save(fig, path)
+
+
+def position_r2_by_seed(by_position: dict, path: str | Path, seeds: list | None = None,
+                        future: dict | None = None) -> bytes:
+    """One panel per task: R² of a probe for sin(ω x_n) at each position n (best block, embedding excluded),
+    one thin line per seed, one colour per arm.
+
+    ``by_position``: {task: {arm: [R² indexed [layer][position], one per seed]}} (layer 0 the embedding);
+    ``future``: {task: positions whose feature serves a later target}, shaded. Writes ``path``; returns PNG bytes.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(by_position), figsize=(5 * len(by_position), 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, (task, arms) in zip(axes[0], by_position.items()):
+        for arm, per_seed in arms.items():
+            for i, r2 in enumerate(per_seed):
+                best = np.nanmax(np.array(r2, dtype=float)[1:], axis=0)
+                ax.plot(range(len(best)), np.clip(best, 0, 1), "o-", ms=2, lw=0.9, alpha=0.7,
+                        color=arm_color(arm), label=arm if i == 0 else None)
+        if future and future.get(task):
+            ax.axvspan(min(future[task]) - 0.5, max(future[task]) + 0.5, color="0.92", zorder=0,
+                       label="feature serves a later target")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("position n")
+        ax.set_ylabel("held-out R² for sin(ω x_n) (best block)")
+        which = f"seeds {', '.join(map(str, seeds))}" if seeds else "every seed"
+        ax.set_title(f"{task}: one line per seed ({which})", fontsize=9)
+        ax.legend(fontsize=7)
+    return save(fig, path)

@@ -54,32 +54,41 @@ def pair_training_curves(curves: dict[str, list[dict]]) -> bytes:
     return save(fig)
 
 
-def synthetic_training_curves(tasks: dict, path: str | Path) -> bytes:
+def synthetic_training_curves(tasks: dict, path: str | Path, seeds: list | None = None) -> bytes:
     """One panel per task: loss as a fraction of the trivial predictor's against step, one colour per gradient.
 
-    Thin lines: training loss (logged every few steps, divided by the held-out trivial loss); markers:
-    held-out evaluations. ``tasks``: {task name: {gradient: run directory holding metrics.jsonl}}. Writes ``path``
-    and returns the PNG bytes.
+    ``tasks``: {task name: {gradient: run directory holding metrics.jsonl, or a list of them, one per seed}};
+    every run is drawn (thin lines: training loss divided by the held-out trivial loss; markers: held-out
+    evaluations); ``seeds`` names the runs of each list in the title. Writes ``path`` and returns the PNG bytes.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False, layout="constrained")
     for ax, (name, runs) in zip(axes[0], tasks.items()):
-        for gradient, run_dir in runs.items():
-            records = read_jsonl(Path(run_dir) / METRICS)
-            evals = [r for r in records if "eval_fraction_of_trivial" in r]
-            colour = arm_color(gradient)
-            if not evals:
-                continue
-            trivial = evals[-1]["eval_loss"] / evals[-1]["eval_fraction_of_trivial"]
-            train = [(r["step"], r["train_loss"] / trivial) for r in records if "train_loss" in r]
-            if train:
-                ax.plot(*zip(*train), color=colour, alpha=0.35, lw=0.8)
-            ax.plot([r["step"] for r in evals], [r["eval_fraction_of_trivial"] for r in evals], "o-", ms=3,
-                    color=colour, label=gradient)
+        n_runs = 1
+        for gradient, run_dirs in runs.items():
+            run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+            n_runs = len(run_dirs)
+            for i, run_dir in enumerate(run_dirs):
+                _draw_run(ax, Path(run_dir), arm_color(gradient), gradient if i == 0 else None)
         ax.axhline(1.0, color="k", ls=":", lw=1, label="trivial predictor")
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("loss / trivial predictor's (held-out: markers)")
-        ax.set_title(name)
+        which = f"seeds {', '.join(map(str, seeds))}" if seeds else f"{n_runs} run(s) per arm"
+        ax.set_title(f"{name}: every run, {which}", fontsize=9)
         ax.legend(fontsize=8)
     return save(fig, path)
+
+
+def _draw_run(ax, run_dir: Path, colour: str, label: str | None) -> None:
+    """One run's training loss (thin) and held-out evaluations (markers), as fractions of the trivial loss."""
+    records = read_jsonl(run_dir / METRICS)
+    evals = [r for r in records if "eval_fraction_of_trivial" in r]
+    if not evals:
+        return
+    trivial = evals[-1]["eval_loss"] / evals[-1]["eval_fraction_of_trivial"]
+    train = [(r["step"], r["train_loss"] / trivial) for r in records if "train_loss" in r]
+    if train:
+        ax.plot(*zip(*train), color=colour, alpha=0.25, lw=0.7)
+    ax.plot([r["step"] for r in evals], [r["eval_fraction_of_trivial"] for r in evals], "o-", ms=2.5, lw=1,
+            color=colour, alpha=0.8, label=label)

@@ -1,4 +1,7 @@
-"""The documented search for the demo's configuration (issue 15): a small grid, every point run on every arm.
+"""Development script (not part of the package): the search that chose the demo's configuration, a small grid,
+every point run on every arm. Its log is dev/LOG.md; its rows are results/demo/search.jsonl. Run from a checkout
+with ``PYTHONPATH=src``. Every seed it trains (0, and 0-2 in confirmations) is in
+:data:`myopia.experiments.demo.SCREENED_SEEDS`, which the demo refuses; ``--confirm`` now uses the demo's fresh seeds.
 
 The target was fixed before the search (:data:`TARGET`): on ``precache`` both myopic variants reach ≥ 0.9 of the
 trivial loss and vanilla ≤ 0.15; on ``control`` myopic-hidden ≤ 0.15 and vanilla ≤ 0.15. Each grid point trains
@@ -6,10 +9,10 @@ vanilla, myopic-hidden and myopic (strict) on both tasks with seed 0 (the two ta
 processes, as the demo does) and appends one JSON line per point to ``OUT/search.jsonl``. A point is accepted
 only if the target holds on *all* arms; nothing is chosen by one arm's outcome.
 
-    python -m myopia.experiments.demo_search OUT [POINT ...]     # POINT: names from GRID (default: all)
-    python -m myopia.experiments.demo_search OUT --ladder        # the budget ladder, stopping at its first success
-    python -m myopia.experiments.demo_search OUT --probe POINT ... # probe the seed-0 models a search left in OUT
-    python -m myopia.experiments.demo_search OUT --confirm POINT   # the 3-seed demo of one point: OUT/confirm-POINT
+    python dev/demo_search.py OUT [POINT ...]     # POINT: names from GRID (default: all)
+    python dev/demo_search.py OUT --ladder        # the budget ladder, stopping at its first success
+    python dev/demo_search.py OUT --probe POINT ... # probe the seed-0 models a search left in OUT
+    python dev/demo_search.py OUT --confirm POINT   # the 3-seed demo of one point: OUT/confirm-POINT
 
 ``--probe`` reads the trained models of finished points (``OUT/runs/POINT/TASK/TASK-ARM/model.safetensors``) and
 appends to ``OUT/probes.jsonl`` where each arm holds sin(ω x_{n−i}): the ridge-probe R² per layer at lag 0 (the
@@ -28,7 +31,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .demo import DEMO, DemoConfig, meets_target
+from myopia.experiments.demo import DemoConfig, load_preset, meets_target
+
+DEMO = load_preset("cpu")
 
 # Every point changes one or two knobs of the base (the pre-search default, with p = 0.5); within the demo's
 # 5-minute budget: 3 seeds x 3 arms per process must train in about 4 minutes (≈ 25 s per model).
@@ -157,7 +162,7 @@ WINDOWS = ("p1-window4", "p1-window2")
 def _point_task(cfg: DemoConfig, task: str, runs_dir: str) -> dict:
     import torch
 
-    from .demo import run_task
+    from myopia.experiments.demo import run_task
 
     torch.set_num_threads(1)
     cfg = replace(cfg, seeds=(0,), eval_every=0)
@@ -182,10 +187,10 @@ def probe_point(name: str, out: Path) -> dict:
     """Probe R² (see the module docstring) for every task and arm of a finished point; one row for probes.jsonl."""
     import torch
 
-    from ..checkpoint import load_state_into, load_weights
-    from ..synthetic.probes import lookback_probes, position_probes
-    from ..synthetic.regression import SequenceRegressionTask
-    from .regression import EVAL_SEED, build_regressor
+    from myopia.checkpoint import load_state_into, load_weights
+    from myopia.synthetic.compare import EVAL_SEED, build_regressor
+    from myopia.synthetic.probes import lookback_probes, position_probes
+    from myopia.synthetic.regression import SequenceRegressionTask
 
     cfg = replace(BASE, **GRID[name])
     row: dict = {"point": name, "changes": GRID[name], "probes": {}}
@@ -212,11 +217,12 @@ def probe_point(name: str, out: Path) -> dict:
 
 
 def confirm_point(name: str, out: Path) -> dict:
-    """The 3-seed confirmation of one point: ``run_demo`` with the point's configuration in ``out/confirm-NAME``."""
-    from .demo import run_demo
+    """The confirmation of one point: ``run_demo`` with the point's configuration in ``out/confirm-NAME`` (the
+    demo's fresh seeds; the confirmations of the search itself used seeds 0-2, now screened)."""
+    from myopia.experiments.demo import run_demo
 
     cfg = replace(BASE, **GRID[name])
-    cfg = replace(cfg, eval_every=max(1, cfg.steps // 4), notes=f"3-seed confirmation of search point {name}")
+    cfg = replace(cfg, seeds=DEMO.seeds, eval_every=max(1, cfg.steps // 4), notes=f"confirmation of search point {name}")
     return run_demo(cfg, out / f"confirm-{name}", progress=False)
 
 
