@@ -81,14 +81,6 @@ def test_the_library_never_imports_experiments_or_the_command_line():
             assert not {d for d in deps if d.startswith("myopia.cli")}, name
 
 
-# Studies whose sideways imports are being moved into the library elsewhere (configuration out of the package, the
-# sweep rewrite); every other study is held to the rule, and a new sideways import anywhere fails.
-SIDEWAYS_PENDING = {
-    "myopia.experiments.demo": {"myopia.experiments.regression"},
-    "myopia.experiments.demo_search": {"myopia.experiments.demo", "myopia.experiments.regression"},
-}
-
-
 def _sideways(graph: dict[str, set[str]], pkg: str = "myopia") -> dict[str, set[str]]:
     """Study -> the other studies it imports (top level or inside functions, relative or absolute)."""
     studies = f"{pkg}.experiments."
@@ -98,7 +90,7 @@ def _sideways(graph: dict[str, set[str]], pkg: str = "myopia") -> dict[str, set[
 def test_no_study_imports_another():
     """Studies are thin wiring of library pieces: what several of them share belongs in the library."""
     for name, sideways in _sideways(_imports()).items():
-        assert sideways <= SIDEWAYS_PENDING.get(name, set()), f"{name} imports {sorted(sideways)}"
+        assert not sideways, f"{name} imports {sorted(sideways)}"
 
 
 def test_the_sideways_rule_sees_every_form_of_import(tmp_path):
