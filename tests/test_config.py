@@ -53,7 +53,7 @@ def test_every_recipe_is_a_sequence_of_valid_myopia_command_lines(capsys):
     from myopia.experiments.recipes import load_recipes
 
     RECIPES = load_recipes()
-    assert {"train-check", "brown-gap", "hf-chain", "sweep-cpu", "horizon-cpu"} <= set(RECIPES)
+    assert {"train-check", "brown-gap", "hf-chain", "isoflop-cpu", "horizon-cpu"} <= set(RECIPES)
     parser = build_parser()
     for recipe in RECIPES.values():
         for argv in recipe.commands("corpus/", "runs/x", "other.txt"):
