@@ -113,13 +113,24 @@ def memory_env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
 
 
-@pytest.fixture(scope="module")
-def vanilla_rise(memory_env):
+REPEATS = 3  # each path is measured this many times, each in a fresh process, and its median taken: the malloc
+# heap of a fresh process moves the peak by up to ~0.13 of one tensor from run to run (measured 4.50-4.63 tensors
+# for vanilla here), the same statistic for vanilla and for every myopic path
+
+
+def median_measure(spec: str, env: dict) -> dict:
+    """:func:`bench_attention_memory.measure` of ``spec`` REPEATS times; the run with the median rise."""
     from bench_attention_memory import measure
 
-    res = measure("vanilla", **SIZE, env=memory_env)
-    # the measurement sees the fwd+bwd at all: out, dq, dk, dv and the kernel's buffer
-    assert 4.5 * res["tensor_bytes"] < res["rise_bytes"] < 5.5 * res["tensor_bytes"], res
+    runs = sorted((measure(spec, **SIZE, env=env) for _ in range(REPEATS)), key=lambda r: r["rise_bytes"])
+    return runs[len(runs) // 2]
+
+
+@pytest.fixture(scope="module")
+def vanilla_rise(memory_env):
+    res = median_measure("vanilla", memory_env)
+    # the measurement sees the fwd+bwd at all: out, dq, dk, dv and (mostly) the kernel's buffer
+    assert 4.0 * res["tensor_bytes"] < res["rise_bytes"] < 5.5 * res["tensor_bytes"], res
     return res["rise_bytes"]
 
 
@@ -129,9 +140,7 @@ def vanilla_rise(memory_env):
 def test_peak_memory_of_fwd_bwd_is_vanillas(memory_env, vanilla_rise, spec, path):
     """Rise of the peak resident set over one fwd+bwd, each in a fresh process (inputs made first): strict
     myopia h = 0 (band), the band with beta, a near horizon and a complement horizon, against vanilla SDPA."""
-    from bench_attention_memory import measure
-
-    got = measure(spec, **SIZE, env=memory_env)
+    got = median_measure(spec, memory_env)
     assert got["path"] == path, got
     ratio = got["rise_bytes"] / vanilla_rise
     assert ratio <= MARGIN, f"{spec} ({path}): {ratio:.3f}x vanilla's peak memory growth"
