@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import myopia.attention as attention
-from myopia.attention import myopic_attention, myopic_attention_split
-from myopia.testing import attention_brute_force as brute_force
+from test_attention import _path_grads  # gradients with a pinned path beside the float64 brute force's
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -38,31 +37,14 @@ def test_head_chunks_tile_batch_and_kv_heads(monkeypatch, B, H, H_kv, parts):
 @pytest.mark.parametrize("kv_heads", [None, 2])
 def test_chunked_paths_match_brute_force(monkeypatch, path, horizon, beta, split, kv_heads):
     """Every (batch, key/value head) pair in its own chunk (and narrow column strips): the gradients, also the
-    vanilla ones of the split, are the float64 brute force's."""
-    monkeypatch.setattr(attention, "FORCE_PATH", path)
+    vanilla ones of the split, are the float64 brute force's (inputs, pinned path and reference: _path_grads)."""
     monkeypatch.setattr(attention, "CHUNK_PARTS", 10**6)
     monkeypatch.setattr(attention, "CHUNK_MIN_ELEMENTS", 1)
     monkeypatch.setattr(attention, "STRIP_KEYS", 4)
     B, H, T, D = 2, 4, 29, 3
-    gen = torch.Generator().manual_seed(horizon)
-    q = torch.randn(B, H, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
-    k, v = (torch.randn(B, kv_heads or H, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
-            for _ in range(2))
-    g = torch.randn(B, H, T, D, generator=gen, dtype=torch.float64)
+    got, want = _path_grads(monkeypatch, path, (B, H, T, D), horizon, beta, split, kv_heads=kv_heads, seed=horizon)
+    q, k = torch.zeros(B, H, T, D), torch.zeros(B, kv_heads or H, T, D)
     assert len(attention._head_chunks(q, k)) == B * k.shape[1]
-    scale = D**-0.5
-    if split:
-        k_w, v_w = (t.detach().clone().requires_grad_() for t in (k, v))
-        out = myopic_attention_split(q, k_w, v_w, k, v, horizon=horizon, beta=beta, impl="fused")
-        got = torch.autograd.grad((out * g).sum(), (q, k, v, k_w, v_w))
-        kf, vf = (t.detach().clone().requires_grad_() for t in (k, v))
-        full = torch.autograd.grad(brute_force(q, kf, vf, g, T, 1.0, scale), (kf, vf))
-    else:
-        out = myopic_attention(q, k, v, horizon=horizon, beta=beta, impl="fused")
-        got = torch.autograd.grad((out * g).sum(), (q, k, v))
-        full = ()
-    monkeypatch.setattr(attention, "FORCE_PATH", None)
-    want = torch.autograd.grad(brute_force(q, k, v, g, horizon, beta, scale), (q, k, v)) + full
     for name, a, b in zip(["q", "k", "v", "k_w", "v_w"], got, want):
         assert a.shape == b.shape and a.stride() == b.stride()
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"{path}: d{name} differs")
