@@ -247,6 +247,41 @@ def test_isoflop_sweep_trains_the_recipe_and_reports(corpus_file, tmp_path):
     assert "Recipe: warmup-stable-decay" in md and "Pilot (unreported seeds" in md
 
 
+def test_isoflop_shards_started_together_share_the_pilot_and_finish_the_sweep(corpus_file, tmp_path, monkeypatch):
+    """Two shards started at once: each trains half of the pilot, waits for the other half before the pilot's
+    choice, waits for the whole first pass before the seeds at the measured optima, and together they finish."""
+    import threading
+
+    from myopia.experiments import isoflop
+
+    monkeypatch.setattr(isoflop, "WAIT_POLL_S", 0.2)
+    corpus = load_corpus(corpus_file)
+    out = tmp_path / "iso"
+    s = tiny_iso(budgets=[1e8, 2e8], optimum_seeds=[7])
+    trained: dict[int, list[str]] = {0: [], 1: []}
+    errors = []
+
+    def shard(k):
+        try:
+            isoflop.run_isoflop(corpus_file, out, s, corpus=corpus, shard=(k, 2), n_boot=20,
+                                log=lambda m, k=k: trained[k].append(m))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shard, args=(k,)) for k in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=600)
+    assert not errors and not any(th.is_alive() for th in threads)
+    summary = json.loads((out / "sweep.json").read_text())
+    done = {r["name"] for r in summary["runs"] if r["status"] == "done"}
+    pilot = [r["name"] for r in summary["runs"] if r["stage"] == "pilot"]
+    assert len(pilot) == 4 and set(pilot) <= done
+    assert {p["seed"] for p in summary["points"]} == {0, 1, 2, 7}  # the optimum seeds ran after the first pass
+    assert all(r["status"] == "done" for r in summary["runs"])
+
+
 def test_isoflop_adds_seeds_at_the_measured_optima_after_the_first_pass(tmp_path):
     """The rule fixed before the first pass: once every first-pass run has finished, per (budget, arm) the shape of
     lowest mean validation loss gets optimum_seeds, at every arm, as whole trunks with branches."""

@@ -129,7 +129,9 @@ def register(sub) -> None:
                    "its cooldowns branch from one run per shape)")
     g.add_argument("--decay-frac", type=float, help="isoflop: fraction of each run's steps spent in the cooldown")
     g.add_argument("--shard", help="isoflop: train only shard K/N of the trunks (each with its cooldown branches), "
-                   "e.g. 0/2 and 1/2 in two processes; each writes sweep.json of what has finished")
+                   "e.g. 0/2 and 1/2 in two processes started together: they split the pilot and wait for each other "
+                   "where the design needs the whole pilot or the whole first pass; each writes sweep.json of what "
+                   "has finished")
     g.add_argument("--extrapolate", action="store_true",
                    help="isoflop: also extrapolate the frontiers beyond the measured compute; requires --asymptote")
     g.add_argument("--asymptote", type=float, help="the irreducible loss E (nats/token) constrained independently "

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -464,11 +465,31 @@ def refuse_old_folder(out: Path) -> None:
                           "an lr grid per cell, cosine schedule); it cannot be continued: choose a new --out")
 
 
+WAIT_POLL_S = 20.0  # how often a shard looks at the other shards' runs while it waits (seconds)
+
+
+def wait_for_runs(runs: list[IsoRun], out: Path, log, what: str) -> None:
+    """Block until every run in ``runs`` is done or diverged (other shards train them): a shard needs the whole
+    pilot before the pilot's choice, and the whole first pass before :data:`OPTIMUM_RULE`. Logs every 10 minutes."""
+    waited, poll_s = 0.0, WAIT_POLL_S
+    while True:
+        pending = [r.name for r in runs if iso_status(out / r.name) not in ("done", "diverged")]
+        if not pending:
+            return
+        if waited % 600 < poll_s:
+            log(f"  waiting for {len(pending)} {what} run(s) of other shards (e.g. {pending[0]})")
+        time.sleep(poll_s)
+        waited += poll_s
+
+
 def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | None = None,
                 shard: tuple[int, int] | None = None, n_boot: int = 1000, extrapolate_E: float | None = None,
                 log=None) -> dict:
     """Train the pending runs (the pilot first, then this shard's trunks, each followed by its branches), then
-    write and return sweep.json (the analysis covers whatever has finished, in every shard)."""
+    write and return sweep.json (the analysis covers whatever has finished, in every shard). With ``shard`` (K, N)
+    the shard trains every N-th pilot run and waits for the others' (and, with ``optimum_seeds``, for the whole
+    first pass) before it goes on, so that N processes started together finish the sweep; with ``max_runs`` it
+    does not wait."""
     from ..data import load_corpus
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -488,14 +509,19 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
         trained += 1
         return True
 
-    for r in pilot:
+    for r in pilot if shard is None else pilot[shard[0]::shard[1]]:
         if take(r):
             _ensure(corpus, data, r, out, s, log)
+    if shard is not None and max_runs is None:
+        wait_for_runs(pilot, out, log, "pilot")
     choice, _ = pilot_choice(pilot, out) if pilot else ({"batch_size": s.batch_size, "lr": s.lr}, {})
-    for _ in range(2 if choice is not None else 0):  # the first pass, then the seeds at the measured optima
-        for r in shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice, out=out), shard):
+    for npass in range(2 if choice is not None else 0):  # the first pass, then the seeds at the measured optima
+        plan = plan_runs(s, corpus.vocab_size, train_tokens, **choice, out=out)
+        for r in shard_runs(plan, shard):
             if (r.trunk is None or iso_status(out / r.trunk) in ("done", "diverged")) and take(r):
                 _ensure(corpus, data, r, out, s, log)
+        if npass == 0 and shard is not None and max_runs is None and s.optimum_seeds:
+            wait_for_runs(plan, out, log, "first-pass")
     summary = summarise_isoflop(out, s, data=data, corpus=corpus, n_boot=n_boot, extrapolate_E=extrapolate_E)
     if dist_info()[0] == 0:
         write_json(out / SWEEP_FILE, summary)
