@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from myopia.data import LMTask, load_corpus
-from myopia.experiments.train_lm import build_model
+from myopia.lm import build_model
 from myopia.model import GPTConfig
 from myopia.train import TrainConfig, train
 
