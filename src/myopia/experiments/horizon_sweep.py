@@ -215,72 +215,27 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
     Holm across the sweep, the null, and the lr of every arm (``lr``: grid, seeds, rule, choice, validation
     losses, diverged tuning runs)."""
     out = Path(out)
-    grid, lr_seeds = check_lr_plan(settings.seeds, lr_grid, lr_seeds)
-    if grid:
-        choice, val_table, tune_diverged = lr_choice(out, arms, grid, lr_seeds)
-        tuning = [tuning_name(a.name, lr, s) for s in lr_seeds for a in arms for lr in grid]
-    else:
-        choice, val_table, tune_diverged, tuning = {a.name: settings.lr_for(size) for a in arms}, {}, [], []
-    rows, evals = [], {}
-    for seed in settings.seeds:
-        for arm in arms:
-            run_dir = out / f"{arm.name}-s{seed}"
-            row = {"name": run_dir.name, "arm": arm.name, "gradient": arm.gradient, "horizon": arm.horizon,
-                   "beta": arm.beta, "seed": seed, "lr": None if choice is None else choice[arm.name],
-                   "status": sweep_run_status(run_dir)}
-            if row["status"] == "done":
-                row["val_loss"] = float(read_json(run_dir / RESULT)["eval_loss"])
-                if (run_dir / TEST_EVAL_FILE).exists():
-                    evals[run_dir.name] = read_json(run_dir / TEST_EVAL_FILE)
-                    row["test_loss"] = float(evals[run_dir.name]["mean"])
-                    row["eval_loss"] = row["test_loss"]  # the reported loss (test split)
-                else:
-                    row["status"] = "partial"  # trained, test split not yet evaluated
-            rows.append(row)
+    lr = _lr_record(out, arms, settings, size, lr_grid, lr_seeds)
+    rows, evals = _reported_rows(out, arms, settings.seeds, lr["choice"])
 
-    def point(arm_name: str) -> dict | None:
-        """Mean test loss over seeds, gap to vanilla with its seed-inclusive interval (statistics module: seeds and
-        test documents resampled; t over seeds with >= 3), per-seed gaps and the training-noise note."""
-        pairs = []
-        for seed in settings.seeds:
-            a, v = f"{arm_name}-s{seed}", f"vanilla-s{seed}"
-            ra = next((r for r in rows if r["name"] == a and r["status"] == "done"), None)
-            rv = next((r for r in rows if r["name"] == v and r["status"] == "done"), None)
-            if ra and rv:
-                pairs.append((ra, rv))
-        if not pairs:
-            return None
-        loss = float(np.mean([ra["test_loss"] for ra, _ in pairs]))
-        gap = float(np.mean([ra["test_loss"] - rv["test_loss"] for ra, rv in pairs]))
-        out = {"loss": loss, "gap": gap, "gap_ci": None, "seeds": len(pairs),
-               "per_seed": [ra["test_loss"] - rv["test_loss"] for ra, rv in pairs],
-               "lr": pairs[0][0]["lr"], "training_noise": training_noise_note(len(pairs))}
-        if bootstrap > 0:
-            docs, arm_w, van_w = _window_losses([evals[ra["name"]] for ra, _ in pairs],
-                                                [evals[rv["name"]] for _, rv in pairs])
-            _, unit = np.unique(docs, return_inverse=True)
-            s = HierarchicalBootstrap(int(unit.max()) + 1, len(pairs), bootstrap, seed=1).means(arm_w - van_w,
-                                                                                                 unit).summary()
-            out.update({"gap": s["mean"], "gap_ci": s["ci95"], "gap_ci_eval": s["ci95_eval"],
-                        "per_seed": s["per_seed"], "p": s.get("p")})
-        return out
+    def point(arm_name: str) -> dict:
+        return _gap_point(arm_name, rows, evals, settings.seeds, bootstrap) or {"loss": None}
 
-    null = _vanilla_null([evals.get(f"vanilla-s{s}") for s in settings.seeds], bootstrap)
-
-    van = [r["test_loss"] for r in rows if r["arm"] == "vanilla" and r["status"] == "done"]
     horizon_curves, beta_curves = {}, {}
     for v in MYOPIC_ARMS:
         h_arms = sorted({a.horizon for a in arms if a.gradient == v and a.beta == 0.0})
         b_arms = sorted({a.beta for a in arms if a.gradient == v and a.beta > 0})
-        horizon_curves[v] = [{"horizon": h, **(point(f"{v}-h{h}") or {"loss": None})} for h in h_arms]
-        beta_curves[v] = ([{"beta": 0.0, **(point(f"{v}-h0") or {"loss": None})}]
-                          + [{"beta": b, **(point(f"{v}-beta{b:g}") or {"loss": None})} for b in b_arms])
+        horizon_curves[v] = [{"horizon": h, **point(f"{v}-h{h}")} for h in h_arms]
+        beta_curves[v] = ([{"beta": 0.0, **point(f"{v}-h0")}]
+                          + [{"beta": b, **point(f"{v}-beta{b:g}")} for b in b_arms])
     family = holm_over_points(horizon_curves, beta_curves)
-    pending = [n for n in tuning if sweep_run_status(out / n) not in ("done", "diverged")]
+    null = _vanilla_null([evals.get(f"vanilla-s{s}") for s in settings.seeds], bootstrap)
+    van = [r["test_loss"] for r in rows if r["arm"] == "vanilla" and r["status"] == "done"]
+    pending = [n for n in lr["tuning_runs"] if sweep_run_status(out / n) not in ("done", "diverged")]
     pending += [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
     base = model_config_for(settings, size, 257)
-    choice_note = (f"the lr of each arm: {LR_RULE}, on the validation split of lr seeds {lr_seeds}" if grid
-                   else NO_GRID_RULE)
+    choice_note = (f"the lr of each arm: {LR_RULE}, on the validation split of lr seeds {lr['seeds']}"
+                   if lr["grid"] else NO_GRID_RULE)
     return {
         "kind": "myopia-horizon-sweep",
         "complete": not pending,
@@ -295,8 +250,7 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
         "split": "test",
         "units": {"loss": f"nats/token on held-out windows of the test split ({choice_note})",
                   "gap": "loss - vanilla loss (test split)"},
-        "lr": {"grid": grid, "seeds": lr_seeds, "rule": LR_RULE if grid else NO_GRID_RULE, "choice": choice,
-               "val_loss": val_table, "diverged": tune_diverged, "tuning_runs": tuning},
+        "lr": lr,
         "vanilla": {"loss": float(np.mean(van)) if van else None, "seeds": len(van)},
         "n_seeds": len(van),
         "training_noise": training_noise_note(len(van)),
@@ -308,6 +262,67 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
         "diverged": [r["name"] for r in rows if r["status"] == "diverged"],
         "provenance": provenance(),
     }
+
+
+def _lr_record(out: Path, arms, settings: SweepSettings, size: ModelSize, lr_grid, lr_seeds) -> dict:
+    """horizon.json's ``lr``: grid (None without one), seeds, rule, choice ``{arm: lr}`` (None while tuning is
+    unfinished), ``val_loss`` ``{arm: {lr: mean}}``, the diverged tuning runs and every tuning run's name."""
+    grid, lr_seeds = check_lr_plan(settings.seeds, lr_grid, lr_seeds)
+    if not grid:
+        return {"grid": None, "seeds": [], "rule": NO_GRID_RULE,
+                "choice": {a.name: settings.lr_for(size) for a in arms}, "val_loss": {}, "diverged": [],
+                "tuning_runs": []}
+    choice, table, diverged = lr_choice(out, arms, grid, lr_seeds)
+    return {"grid": grid, "seeds": lr_seeds, "rule": LR_RULE, "choice": choice, "val_loss": table,
+            "diverged": diverged, "tuning_runs": [tuning_name(a.name, lr, s) for s in lr_seeds for a in arms
+                                                  for lr in grid]}
+
+
+def _reported_rows(out: Path, arms, seeds, choice: dict | None) -> tuple[list[dict], dict]:
+    """(one row per reported run: its arm, lr, status, validation loss and test loss (``eval_loss``: the reported,
+    test-split loss); ``{run name: its test-split window evaluation}``). A trained run whose test split is not
+    evaluated yet counts as ``partial``."""
+    rows, evals = [], {}
+    for seed in seeds:
+        for arm in arms:
+            run_dir = out / f"{arm.name}-s{seed}"
+            row = {"name": run_dir.name, "arm": arm.name, "gradient": arm.gradient, "horizon": arm.horizon,
+                   "beta": arm.beta, "seed": seed, "lr": None if choice is None else choice[arm.name],
+                   "status": sweep_run_status(run_dir)}
+            if row["status"] == "done":
+                row["val_loss"] = float(read_json(run_dir / RESULT)["eval_loss"])
+                if (run_dir / TEST_EVAL_FILE).exists():
+                    evals[run_dir.name] = read_json(run_dir / TEST_EVAL_FILE)
+                    row["test_loss"] = float(evals[run_dir.name]["mean"])
+                    row["eval_loss"] = row["test_loss"]
+                else:
+                    row["status"] = "partial"
+            rows.append(row)
+    return rows, evals
+
+
+def _gap_point(arm_name: str, rows: list[dict], evals: dict, seeds, bootstrap: int) -> dict | None:
+    """Mean test loss over seeds, gap to vanilla with its seed-inclusive interval (statistics module: seeds and
+    test documents resampled; t over seeds with >= 3), per-seed gaps, the arm's lr and the training-noise note;
+    None when no seed has both the arm and vanilla."""
+    done = {r["name"]: r for r in rows if r["status"] == "done"}
+    pairs = [(done[f"{arm_name}-s{s}"], done[f"vanilla-s{s}"]) for s in seeds
+             if f"{arm_name}-s{s}" in done and f"vanilla-s{s}" in done]
+    if not pairs:
+        return None
+    out = {"loss": float(np.mean([ra["test_loss"] for ra, _ in pairs])),
+           "gap": float(np.mean([ra["test_loss"] - rv["test_loss"] for ra, rv in pairs])), "gap_ci": None,
+           "seeds": len(pairs), "per_seed": [ra["test_loss"] - rv["test_loss"] for ra, rv in pairs],
+           "lr": pairs[0][0]["lr"], "training_noise": training_noise_note(len(pairs))}
+    if bootstrap > 0:
+        docs, arm_w, van_w = _window_losses([evals[ra["name"]] for ra, _ in pairs],
+                                            [evals[rv["name"]] for _, rv in pairs])
+        _, unit = np.unique(docs, return_inverse=True)
+        s = HierarchicalBootstrap(int(unit.max()) + 1, len(pairs), bootstrap, seed=1).means(arm_w - van_w,
+                                                                                             unit).summary()
+        out.update({"gap": s["mean"], "gap_ci": s["ci95"], "gap_ci_eval": s["ci95_eval"],
+                    "per_seed": s["per_seed"], "p": s.get("p")})
+    return out
 
 
 def _vanilla_null(van_runs: list, bootstrap: int) -> dict | None:
