@@ -328,7 +328,7 @@ def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_
         calls.append(run_dir.name)
         raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
 
-    monkeypatch.setattr(isoflop, "ensure_run", ensure)
+    monkeypatch.setattr(sweep_mod, "ensure_run", ensure)  # the library wrapper records the divergence
     first = isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
     runs = {r["name"]: r for r in first["runs"]}
     assert first["complete"] and first["points"] == [] and set(first["diverged"]) == set(runs)
@@ -336,7 +336,7 @@ def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_
     calls.clear()
     isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
     assert calls == []
-    monkeypatch.setattr(isoflop, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
+    monkeypatch.setattr(sweep_mod, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
     with pytest.raises(MyopiaError, match="disk full"):
         isoflop.run_isoflop(corpus_file, tmp_path / "other", s, corpus=corpus, n_boot=20, log=lambda m: None)
 
@@ -493,6 +493,32 @@ def test_horizon_sweep_refuses_lr_seeds_among_the_reported_seeds(corpus_file, tm
     assert code == 2 and err.count("\n") == 1 and "no lr chosen on a reported seed" in err
     with pytest.raises(MyopiaError, match="without an lr grid"):
         run_horizon_sweep(corpus_file, tmp_path / "h", settings, lr_seeds=[100], corpus=load_corpus(corpus_file))
+
+
+def test_horizon_sweep_records_diverged_runs_and_goes_on(corpus_file, tmp_path, monkeypatch):
+    """A non-finite loss (the trainer's NaN error) in a tuning run drops that lr; in a reported run it is recorded
+    in diverged.json, gives no point and the sweep finishes; other errors still stop the sweep."""
+    from myopia.sweep_grid import DIVERGED_FILE
+
+    real = sweep_mod.ensure_run
+
+    def ensure(data, run_dir, *a, **kw):
+        if "-lr0.03-" in run_dir.name or run_dir.name == "myopic-h0-s0":
+            raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
+        return real(data, run_dir, *a, **kw)
+
+    monkeypatch.setattr(sweep_mod, "ensure_run", ensure)
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0])
+    s = run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0], betas=[], lr_grid=[1e-3, 3e-2],
+                          lr_seeds=[100], corpus=load_corpus(corpus_file), bootstrap=20, log=lambda m: None)
+    assert s["complete"] and set(s["lr"]["choice"].values()) == {1e-3}
+    assert all(v["0.03"] is None for v in s["lr"]["val_loss"].values()) and len(s["lr"]["diverged"]) == 3
+    assert s["diverged"] == ["myopic-h0-s0"] and (tmp_path / "h" / "myopic-h0-s0" / DIVERGED_FILE).exists()
+    assert s["horizon"]["myopic"][0]["loss"] is None and s["horizon"]["myopic-hidden"][0]["loss"] is not None
+    monkeypatch.setattr(sweep_mod, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
+    with pytest.raises(MyopiaError, match="disk full"):
+        run_horizon_sweep(corpus_file, tmp_path / "other", settings, horizons=[0], betas=[],
+                          corpus=load_corpus(corpus_file), log=lambda m: None)
 
 
 def test_horizon_lr_choice_skips_diverged_lrs_and_refuses_an_arm_whose_every_lr_diverged(tmp_path):
