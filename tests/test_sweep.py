@@ -563,3 +563,9 @@ def test_horizon_points_are_adjusted_together_and_read_by_sign():
     assert h["myopic-hidden"][0]["p_holm"] == pytest.approx(0.004) and h["myopic-hidden"][0]["reading"] == "worse than vanilla"
     assert h["myopic-hidden"][1]["p_holm"] == pytest.approx(0.012) and h["myopic-hidden"][1]["reading"] == "better than vanilla"
     assert h["myopic"][0]["reading"] == "no detectable difference" and b["myopic-hidden"][0]["p_holm"] == h["myopic-hidden"][0]["p_holm"]
+    from myopia.report.scaling import _horizon_holm
+
+    text = _horizon_holm({"holm_family_size": 4, "horizon": h, "beta": b})
+    assert "worse than vanilla: myopic-hidden h = 0 (p_Holm 0.004)" in text
+    assert "better than vanilla: myopic-hidden h = 8 (p_Holm 0.012)" in text and "changes optimisation" in text
+    assert "beta = 0 " not in text and "beta = 0.5" not in text  # h = 0 once; beta 0.5 not detectable
