@@ -519,6 +519,9 @@ def test_horizon_sweep_records_diverged_runs_and_goes_on(corpus_file, tmp_path, 
     with pytest.raises(MyopiaError, match="disk full"):
         run_horizon_sweep(corpus_file, tmp_path / "other", settings, horizons=[0], betas=[],
                           corpus=load_corpus(corpus_file), log=lambda m: None)
+    with pytest.raises(MyopiaError, match="trained with lr 0.001, but its arm's lr is now 0.003"):
+        run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0], betas=[],
+                          corpus=load_corpus(corpus_file), log=lambda m: None)  # no grid: lr 3e-3 for every arm
 
 
 def test_horizon_lr_choice_skips_diverged_lrs_and_refuses_an_arm_whose_every_lr_diverged(tmp_path):

@@ -32,7 +32,7 @@ from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import non_embedding_params
 from ..rundir import HORIZON_JSON as HORIZON_FILE
-from ..rundir import RESULT
+from ..rundir import CONFIG, RESULT
 from ..sweep_grid import (
     MYOPIC_ARMS,
     TEST_EVAL_FILE,
@@ -196,6 +196,7 @@ def run_horizon_sweep(data, out, settings: SweepSettings, *, horizons=None, beta
     for seed in settings.seeds if choice is not None else []:
         for arm in arms:
             run_dir = out / f"{arm.name}-s{seed}"
+            _check_lr(run_dir, choice[arm.name])
             if not take(run_dir):
                 continue
             tcfg = replace(train_config_for(settings, size, steps, seed), lr=choice[arm.name])
@@ -207,6 +208,15 @@ def run_horizon_sweep(data, out, settings: SweepSettings, *, horizons=None, beta
                                 lr_grid=grid, lr_seeds=lr_seeds)
     write_json(out / HORIZON_FILE, summary)
     return summary
+
+
+def _check_lr(run_dir: Path, lr: float) -> None:
+    """MyopiaError when a reported run already in the folder was trained with another lr than its arm's."""
+    if (run_dir / CONFIG).is_file():
+        had = read_json(run_dir / CONFIG).get("train", {}).get("lr")
+        if had is not None and not np.isclose(had, lr, rtol=1e-9, atol=0.0):
+            raise MyopiaError(f"{run_dir} was trained with lr {had:g}, but its arm's lr is now {lr:g}; use a new "
+                              "--out (a folder holds one lr per arm)")
 
 
 def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budget: TokenBudget, steps: int, *,
