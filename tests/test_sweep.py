@@ -131,6 +131,14 @@ def test_horizon_sweep(corpus_file, tmp_path, monkeypatch):
     s = run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0, 4], betas=[0.5], corpus=corpus,
                           bootstrap=20, log=lambda m: None)
     assert s["complete"] and len(s["runs"]) == 1 + 2 * 3
+    assert s["split"] == "test" and "test split" in s["units"]["loss"]  # no grid: one lr for every arm, said so
+    assert s["lr"]["grid"] is None and s["lr"]["seeds"] == [] and set(s["lr"]["choice"].values()) == {3e-3}
+    assert s["lr"]["val_loss"] == {} and s["lr"]["diverged"] == [] and not (tmp_path / "h" / "tune-vanilla-lr0.003-s100").exists()
+    for key in ("kind", "complete", "pending", "data", "size", "params_non_embedding", "budget", "steps", "tokens",
+                "settings", "units", "vanilla", "n_seeds", "training_noise", "null_gap", "holm_family_size",
+                "horizon", "beta", "runs", "provenance"):
+        assert key in s, key
+    assert set(s["provenance"]["git"]) == {"commit", "dirty"}
     for v in ("myopic", "myopic-hidden"):
         assert [p["horizon"] for p in s["horizon"][v]] == [0, 4]
         assert [p["beta"] for p in s["beta"][v]] == [0.0, 0.5]
@@ -320,7 +328,7 @@ def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_
         calls.append(run_dir.name)
         raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
 
-    monkeypatch.setattr(isoflop, "ensure_run", ensure)
+    monkeypatch.setattr(sweep_mod, "ensure_run", ensure)  # the library wrapper records the divergence
     first = isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
     runs = {r["name"]: r for r in first["runs"]}
     assert first["complete"] and first["points"] == [] and set(first["diverged"]) == set(runs)
@@ -328,7 +336,7 @@ def test_isoflop_diverged_trunk_takes_its_branches_and_the_sweep_goes_on(corpus_
     calls.clear()
     isoflop.run_isoflop(corpus_file, tmp_path / "iso", s, corpus=corpus, n_boot=20, log=lambda m: None)
     assert calls == []
-    monkeypatch.setattr(isoflop, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
+    monkeypatch.setattr(sweep_mod, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
     with pytest.raises(MyopiaError, match="disk full"):
         isoflop.run_isoflop(corpus_file, tmp_path / "other", s, corpus=corpus, n_boot=20, log=lambda m: None)
 
@@ -395,7 +403,7 @@ def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_
     """Fake finished horizon runs (no training): 3 seeds whose vanilla losses differ by a seed shift; the h = 0 gap
     interval includes that training noise (wider than documents alone) and the null is measured."""
     from myopia.experiments.horizon_sweep import horizon_arms, summarise_horizon
-    from myopia.sweep_grid import EVAL_FILE, steps_for
+    from myopia.sweep_grid import TEST_EVAL_FILE, steps_for
     from myopia.io import write_json
 
     settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0, 1, 2])
@@ -408,8 +416,9 @@ def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_
         for arm in arms:
             loss = van + (gap_by_seed[seed] if arm.gradient != "vanilla" else 0.0)
             d = tmp_path / f"{arm.name}-s{seed}"
-            write_json(d / "result.json", {"eval_loss": float(loss.mean())})
-            write_json(d / EVAL_FILE, {"doc_of_window": docs.tolist(), "loss_per_window": loss.tolist()})
+            write_json(d / "result.json", {"eval_loss": 9.0})  # validation: not what the sweep reports
+            write_json(d / TEST_EVAL_FILE, {"doc_of_window": docs.tolist(), "loss_per_window": loss.tolist(),
+                                            "mean": float(loss.mean()), "split": "test"})
     size, budget = settings.sizes[0], settings.tokens[0]
     s = summarise_horizon(tmp_path, arms, settings, size, budget, steps_for(settings, budget, 1000), bootstrap=300)
     p = s["horizon"]["myopic-hidden"][0]
@@ -417,6 +426,133 @@ def test_horizon_summary_with_seeds_has_seed_inclusive_intervals_and_a_null(tmp_
     assert p["gap"] == pytest.approx(0.10) and p["gap_ci"][0] < 0.06 and p["gap_ci"][1] > 0.14
     assert p["gap_ci_eval"][1] - p["gap_ci_eval"][0] < 0.01 and p["training_noise"].startswith("included (3")
     assert s["n_seeds"] == 3 and s["null_gap"]["n_pairs"] == 3 and s["null_gap"]["sd"] > 0.02
+    assert s["vanilla"]["loss"] == pytest.approx(2.03, abs=0.01) and p["loss"] == pytest.approx(2.13, abs=0.01)
+
+
+def test_horizon_sweep_chooses_each_arms_lr_on_unreported_seeds_and_reports_the_test_split(corpus_file, tmp_path,
+                                                                                          capsys):
+    """A tiny sweep with an lr grid: every arm's lr is the argmin of its tuning runs' validation losses (seed 100,
+    never reported), each reported run trains with its arm's lr, and the reported losses are the test split's."""
+    from myopia.sweep_grid import EVAL_FILE, TEST_EVAL_FILE
+
+    corpus = load_corpus(corpus_file)
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0, 1])
+    out = tmp_path / "h"
+    grid = [1e-3, 3e-2]
+    s = run_horizon_sweep(corpus_file, out, settings, horizons=[0], betas=[], lr_grid=grid, lr_seeds=[100],
+                          corpus=corpus, bootstrap=20, log=lambda m: None)
+    assert s["complete"] and s["split"] == "test" and s["lr"]["grid"] == grid and s["lr"]["seeds"] == [100]
+    arms = ["vanilla", "myopic-h0", "myopic-hidden-h0"]
+    assert sorted(s["lr"]["choice"]) == sorted(arms) and s["lr"]["diverged"] == []
+    for arm in arms:
+        val = {lr: json.loads((out / f"tune-{arm}-lr{lr:g}-s100" / "result.json").read_text())["eval_loss"]
+               for lr in grid}
+        assert s["lr"]["val_loss"][arm] == {f"{lr:g}": pytest.approx(v) for lr, v in val.items()}
+        assert s["lr"]["choice"][arm] == min(grid, key=lambda lr: (val[lr], lr))
+        for seed in (0, 1):
+            train = json.loads((out / f"{arm}-s{seed}" / "config.json").read_text())["train"]
+            assert train["lr"] == s["lr"]["choice"][arm] and train["seed"] == seed
+    tuning = sorted(p.name for p in out.iterdir() if p.name.startswith("tune-"))
+    assert tuning == sorted(s["lr"]["tuning_runs"]) and len(tuning) == len(arms) * len(grid)
+    assert all(n.endswith("-s100") for n in tuning)  # reported seeds never tune
+    assert {r["seed"] for r in s["runs"]} == {0, 1} and not any(r["name"].startswith("tune-") for r in s["runs"])
+    # the reported losses are the test split's per-window losses, not result.json's validation loss
+    van_test, van_val = [], []
+    for r in s["runs"]:
+        ev = json.loads((out / r["name"] / TEST_EVAL_FILE).read_text())
+        assert ev["split"] == "test" and r["test_loss"] == pytest.approx(ev["mean"]) and r["eval_loss"] == r["test_loss"]
+        assert not (out / r["name"] / EVAL_FILE).exists()
+        if r["arm"] == "vanilla":
+            van_test.append(ev["mean"])
+            van_val.append(json.loads((out / r["name"] / "result.json").read_text())["eval_loss"])
+    assert s["vanilla"]["loss"] == pytest.approx(np.mean(van_test))
+    assert abs(np.mean(van_val) - np.mean(van_test)) > 1e-6
+    p = s["horizon"]["myopic-hidden"][0]
+    assert p["lr"] == s["lr"]["choice"]["myopic-hidden-h0"] and p["gap_ci"] is not None
+    assert "p_holm" in p and s["holm_family_size"] == 2
+    # the dry run lists the tuning runs and the reported runs; the report shows each point's lr
+    assert main(["horizon-sweep", "--data", str(corpus_file), "--out", str(out), "--sizes", "1x16", "--tokens", "256",
+                 "--seq-len", "16", "--horizons", "0", "--betas", "", "--seeds", "0,1", "--lr-grid", "1e-3,3e-2",
+                 "--lr-seeds", "100", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"  {n}\n" in printed for n in tuning) and "  myopic-hidden-h0-s1\n" in printed
+    assert main(["report", str(out)]) == 0
+    header, rows = markdown_table((out / "report.md").read_text(), "horizon h")
+    assert header[-1] == "myopic-hidden lr" and rows[0][-1] == f"{s['lr']['choice']['myopic-hidden-h0']:g}"
+
+
+def test_horizon_sweep_refuses_lr_seeds_among_the_reported_seeds(corpus_file, tmp_path, capsys):
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0, 1])
+    with pytest.raises(MyopiaError, match="no lr chosen on a reported seed"):
+        run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0], betas=[], lr_grid=[1e-3],
+                          lr_seeds=[1, 100], corpus=load_corpus(corpus_file), log=lambda m: None)
+    assert not (tmp_path / "h").exists()
+    code = main(["horizon-sweep", "--data", str(corpus_file), "--out", str(tmp_path / "h"), "--sizes", "1x16",
+                 "--tokens", "256", "--seq-len", "16", "--seeds", "0,1", "--lr-grid", "1e-3", "--lr-seeds", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no lr chosen on a reported seed" in err
+    with pytest.raises(MyopiaError, match="without an lr grid"):
+        run_horizon_sweep(corpus_file, tmp_path / "h", settings, lr_seeds=[100], corpus=load_corpus(corpus_file))
+
+
+def test_horizon_sweep_records_diverged_runs_and_goes_on(corpus_file, tmp_path, monkeypatch):
+    """A non-finite loss (the trainer's NaN error) in a tuning run drops that lr; in a reported run it is recorded
+    in diverged.json, gives no point and the sweep finishes; other errors still stop the sweep."""
+    from myopia.sweep_grid import DIVERGED_FILE
+
+    real = sweep_mod.ensure_run
+
+    def ensure(data, run_dir, *a, **kw):
+        if "-lr0.03-" in run_dir.name or run_dir.name == "myopic-h0-s0":
+            raise MyopiaError("non-finite loss at step 3 (NaN or inf): stopping. Try a lower --lr")
+        return real(data, run_dir, *a, **kw)
+
+    monkeypatch.setattr(sweep_mod, "ensure_run", ensure)
+    settings = tiny_settings(sizes=parse_sizes("1x16", 16), tokens=parse_tokens("256"), seeds=[0])
+    s = run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0], betas=[], lr_grid=[1e-3, 3e-2],
+                          lr_seeds=[100], corpus=load_corpus(corpus_file), bootstrap=20, log=lambda m: None)
+    assert s["complete"] and set(s["lr"]["choice"].values()) == {1e-3}
+    assert all(v["0.03"] is None for v in s["lr"]["val_loss"].values()) and len(s["lr"]["diverged"]) == 3
+    assert s["diverged"] == ["myopic-h0-s0"] and (tmp_path / "h" / "myopic-h0-s0" / DIVERGED_FILE).exists()
+    assert s["horizon"]["myopic"][0]["loss"] is None and s["horizon"]["myopic-hidden"][0]["loss"] is not None
+    monkeypatch.setattr(sweep_mod, "ensure_run", lambda *a, **k: (_ for _ in ()).throw(MyopiaError("disk full")))
+    with pytest.raises(MyopiaError, match="disk full"):
+        run_horizon_sweep(corpus_file, tmp_path / "other", settings, horizons=[0], betas=[],
+                          corpus=load_corpus(corpus_file), log=lambda m: None)
+    with pytest.raises(MyopiaError, match="trained with lr 0.001, but its arm's lr is now 0.003"):
+        run_horizon_sweep(corpus_file, tmp_path / "h", settings, horizons=[0], betas=[],
+                          corpus=load_corpus(corpus_file), log=lambda m: None)  # no grid: lr 3e-3 for every arm
+
+
+def test_horizon_lr_choice_skips_diverged_lrs_and_refuses_an_arm_whose_every_lr_diverged(tmp_path):
+    """Fake tuning folders: an lr with a diverged run is never chosen; ties go to the smaller lr; an arm whose
+    every lr diverged is a MyopiaError; an unfinished tuning run leaves no choice yet."""
+    from myopia.experiments.horizon_sweep import lr_choice, tuning_name
+    from myopia.io import write_json
+    from myopia.sweep_grid import DIVERGED_FILE
+
+    arms = horizon_arms(16, horizons=[0], betas=[])  # vanilla, myopic-h0, myopic-hidden-h0
+    grid, seeds = [1e-3, 2e-3, 4e-3], [100, 101]
+    val = {"vanilla": {1e-3: (3.0, 3.2), 2e-3: (2.9, 2.9), 4e-3: (1.0, None)},
+           "myopic-h0": {1e-3: (3.0, 3.0), 2e-3: (3.25, 2.75), 4e-3: (3.5, 3.5)},
+           "myopic-hidden-h0": {1e-3: (3.0, 3.0), 2e-3: (2.5, 2.6), 4e-3: (2.0, 2.0)}}
+    for arm, by_lr in val.items():
+        for lr, losses in by_lr.items():
+            for seed, v in zip(seeds, losses):
+                d = tmp_path / tuning_name(arm, lr, seed)
+                write_json(d / (DIVERGED_FILE if v is None else "result.json"), {"eval_loss": v})
+    choice, table, diverged = lr_choice(tmp_path, arms, grid, seeds)
+    assert choice == {"vanilla": 2e-3, "myopic-h0": 1e-3, "myopic-hidden-h0": 4e-3}  # myopic-h0: a tie, 3.0 = 3.0
+    assert table["vanilla"]["0.004"] is None and table["vanilla"]["0.002"] == pytest.approx(2.9)
+    assert diverged == ["tune-vanilla-lr0.004-s101"]
+    (tmp_path / tuning_name("myopic-h0", 1e-3, 101) / "result.json").unlink()
+    assert lr_choice(tmp_path, arms, grid, seeds)[0] is None  # pending
+    for lr in grid:
+        d = tmp_path / tuning_name("myopic-hidden-h0", lr, 100)
+        (d / "result.json").unlink()
+        write_json(d / DIVERGED_FILE, {"error": "non-finite loss"})
+    with pytest.raises(MyopiaError, match="myopic-hidden-h0: every lr of the grid 0.001, 0.002, 0.004 diverged"):
+        lr_choice(tmp_path, arms, grid, seeds)
 
 
 def test_horizon_points_are_adjusted_together_and_read_by_sign():
@@ -430,3 +566,9 @@ def test_horizon_points_are_adjusted_together_and_read_by_sign():
     assert h["myopic-hidden"][0]["p_holm"] == pytest.approx(0.004) and h["myopic-hidden"][0]["reading"] == "worse than vanilla"
     assert h["myopic-hidden"][1]["p_holm"] == pytest.approx(0.012) and h["myopic-hidden"][1]["reading"] == "better than vanilla"
     assert h["myopic"][0]["reading"] == "no detectable difference" and b["myopic-hidden"][0]["p_holm"] == h["myopic-hidden"][0]["p_holm"]
+    from myopia.report.scaling import _horizon_holm
+
+    text = _horizon_holm({"holm_family_size": 4, "horizon": h, "beta": b})
+    assert "worse than vanilla: myopic-hidden h = 0 (p_Holm 0.004)" in text
+    assert "better than vanilla: myopic-hidden h = 8 (p_Holm 0.012)" in text and "changes optimisation" in text
+    assert "beta = 0 " not in text and "beta = 0.5" not in text  # h = 0 once; beta 0.5 not detectable

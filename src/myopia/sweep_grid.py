@@ -1,6 +1,8 @@
 """What the sweeps share: model shapes and their parsing, token budgets, the settings of a size ladder (used by
 ``myopia horizon-sweep``), running one run of a sweep folder (:func:`ensure_run`: skip a finished run, resume a
-partial one) and its per-window held-out evaluation (:func:`evaluate_windows`).
+partial one; :func:`ensure_run_or_diverged` records a run stopped by a non-finite loss as :data:`DIVERGED_FILE`
+instead of stopping the sweep, :func:`sweep_run_status` reads it) and its per-window held-out evaluation
+(:func:`evaluate_windows`; the reported test-split one in :data:`TEST_EVAL_FILE`).
 
 The fixed-token ladder design of ``myopia sweep`` was retired in version 0.2.0: ``myopia sweep`` is the IsoFLOP
 design (:mod:`myopia.experiments.isoflop`).
@@ -28,7 +30,9 @@ from .train import TrainConfig, dist_info
 from .scaling_presets import PRESETS, SweepPreset
 from .lm import train_lm
 
-EVAL_FILE = "eval_windows.json"
+EVAL_FILE = "eval_windows.json"  # per-window losses on the validation split
+TEST_EVAL_FILE = "eval_windows_test.json"  # per-window losses on the test split (what a sweep reports)
+DIVERGED_FILE = "diverged.json"  # a run stopped by a non-finite loss: an outcome of its lr, not a crash
 TIMING_FILE = "timing.json"
 
 
@@ -253,6 +257,30 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
     if window_eval and dist_info()[0] == 0 and not (run_dir / EVAL_FILE).exists():
         evaluate_windows(run_dir, corpus, eval_tokens, train_cfg.seed)
     return status
+
+
+def sweep_run_status(run_dir: Path) -> str:
+    """:func:`run_status`, or ``diverged`` (stopped by a non-finite loss, see :data:`DIVERGED_FILE`)."""
+    return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)
+
+
+def ensure_run_or_diverged(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, *, corpus,
+                           eval_tokens: int, log=print, **kw) -> bool:
+    """:func:`ensure_run`, except that a run stopped by a non-finite loss is recorded as :data:`DIVERGED_FILE`
+    (its seed and the error) and the sweep goes on. Returns False when the run diverged (now or before)."""
+    if sweep_run_status(run_dir) == "diverged":
+        return False
+    try:
+        ensure_run(data, run_dir, model_cfg, train_cfg, corpus=corpus, eval_tokens=eval_tokens, log=log, **kw)
+    except MyopiaError as exc:
+        if not str(exc).startswith("non-finite"):
+            raise
+        if dist_info()[0] == 0:
+            write_json(Path(run_dir) / DIVERGED_FILE, {"run": Path(run_dir).name, "seed": train_cfg.seed,
+                                                       "error": str(exc)})
+        log(f"  {Path(run_dir).name}: diverged ({exc}); recorded in {DIVERGED_FILE}, the sweep goes on")
+        return False
+    return True
 
 
 @torch.no_grad()

@@ -43,12 +43,21 @@ from ..checkpoint import branch_state_dir
 from ..errors import MyopiaError
 from ..io import provenance, read_json, write_json
 from ..model import GPTConfig, flops_per_token, non_embedding_params
-from ..rundir import RESULT, run_status
+from ..rundir import RESULT
 from ..train import TrainConfig, dist_info
-from ..sweep_grid import SWEEP_FILE, TIMING_FILE, ModelSize, doc_means, ensure_run, evaluate_windows, heads_for
+from ..sweep_grid import (
+    DIVERGED_FILE,
+    SWEEP_FILE,
+    TEST_EVAL_FILE,
+    TIMING_FILE,
+    ModelSize,
+    doc_means,
+    ensure_run_or_diverged,
+    evaluate_windows,
+    heads_for,
+)
+from ..sweep_grid import sweep_run_status as iso_status
 
-TEST_EVAL_FILE = "eval_windows_test.json"
-DIVERGED_FILE = "diverged.json"  # a run stopped by a non-finite loss: an outcome of its lr, not a crash
 DESIGN = "isoflop"
 VERSION_NOTE = "0.2.0"
 
@@ -420,11 +429,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def iso_status(run_dir: Path) -> str:
-    """:func:`run_status`, or ``diverged`` (stopped by a non-finite loss, see :data:`DIVERGED_FILE`)."""
-    return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------------------
@@ -440,15 +444,9 @@ def _ensure(corpus, data, run: IsoRun, out: Path, s: IsoFlopSettings, log) -> No
             write_json(run_dir / DIVERGED_FILE, {"run": run.name, "error": f"its trunk {run.trunk} diverged"})
         return
     branch_from = None if trunk_dir is None else branch_state_dir(trunk_dir, run.branch_step)
-    try:
-        ensure_run(data, run_dir, run.model_cfg, run.train_cfg, corpus=corpus, eval_tokens=s.eval_tokens, log=log,
-                   window_eval=False, branch_at=run.branch_at, branch_from=branch_from)
-    except MyopiaError as exc:
-        if not str(exc).startswith("non-finite"):
-            raise
-        if dist_info()[0] == 0:
-            write_json(run_dir / DIVERGED_FILE, {"run": run.name, "seed": run.seed, "error": str(exc)})
-        log(f"  {run.name}: diverged ({exc}); recorded in {DIVERGED_FILE}, the sweep goes on")
+    if not ensure_run_or_diverged(data, run_dir, run.model_cfg, run.train_cfg, corpus=corpus,
+                                  eval_tokens=s.eval_tokens, log=log, window_eval=False, branch_at=run.branch_at,
+                                  branch_from=branch_from):
         return
     if run.stage != "pilot" and dist_info()[0] == 0 and not (run_dir / TEST_EVAL_FILE).exists():
         evaluate_windows(run_dir, corpus, s.eval_tokens, run.train_cfg.seed, split="test", file=TEST_EVAL_FILE)

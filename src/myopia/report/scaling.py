@@ -82,12 +82,15 @@ def horizon_section(d: Path) -> list:
     blocks = [Heading("How far ahead are activations shaped for? (horizon and beta sweep)"), Paragraph(
         f"Size {s['size']} ({si(s['params_non_embedding'])} non-embedding parameters), {si(s['tokens'])} tokens "
         f"({s['steps']} steps), context {s['settings']['seq_len']}, data `{s.get('data')}`. Vanilla loss "
-        f"{fmt(s['vanilla']['loss'])} nats/token. Gap = loss − vanilla loss [95% interval; "
-        f"{_horizon_noise(s)}].")]
+        f"{fmt(s['vanilla']['loss'])} nats/token ({_horizon_split(s)}). {_horizon_lr(s)}Gap = loss − vanilla "
+        f"loss [95% interval; {_horizon_noise(s)}].")]
     if not s["complete"]:
         blocks.append(Paragraph(f"**Incomplete**: {len(s['pending'])} runs pending."))
-    blocks.append(_by_setting_table(s["horizon"], "horizon", "horizon h", str))
-    blocks.append(_by_setting_table(s["beta"], "beta", "beta", lambda b: f"{b:g}"))
+    lr_cols = bool((s.get("lr") or {}).get("grid"))
+    blocks.append(_by_setting_table(s["horizon"], "horizon", "horizon h", str, lr_cols))
+    blocks.append(_by_setting_table(s["beta"], "beta", "beta", lambda b: f"{b:g}", lr_cols))
+    if s.get("holm_family_size"):
+        blocks.append(Paragraph(_horizon_holm(s)))
     blocks.append(Figure("horizon_sweep", plot_horizon(s),
                          "Held-out loss vs the gradient horizon h (left) and vs beta (right), both myopic "
                          "variants; dashed: vanilla."))
@@ -96,30 +99,76 @@ def horizon_section(d: Path) -> list:
     return blocks
 
 
+def _horizon_split(s: dict) -> str:
+    """The split the horizon sweep's losses are measured on (validation in sweeps written before the test split)."""
+    return "test split" if s.get("split") == "test" else "validation split"
+
+
+def _horizon_lr(s: dict) -> str:
+    """One sentence on how each arm's learning rate was set (nothing for sweeps written before it was recorded)."""
+    lr = s.get("lr")
+    if not lr:
+        return ""
+    if not lr.get("grid"):
+        lrs = sorted(set((lr.get("choice") or {}).values()))
+        return f"One lr for every arm ({', '.join(f'{x:g}' for x in lrs)}), not tuned per arm. "
+    van = (lr.get("choice") or {}).get("vanilla")
+    text = (f"Lr per arm from the grid {', '.join(f'{x:g}' for x in lr['grid'])} on the validation split of seeds "
+            f"{', '.join(map(str, lr['seeds']))} (never reported); vanilla {fmt(van, '{:g}')}.")
+    if lr.get("diverged"):
+        text += f" {len(lr['diverged'])} tuning run(s) diverged."
+    return text + " "
+
+
+def _horizon_holm(s: dict) -> str:
+    """The points whose gap survives Holm across the sweep, by sign, and what a negative one means."""
+    seen, by_reading = set(), {}
+    for curve, key in ((s["horizon"], "horizon"), (s["beta"], "beta")):
+        for arm in MYOPIC_ARMS:
+            for p in curve.get(arm, []):
+                label = f"{arm} {'h' if key == 'horizon' else 'beta'} = {p[key]:g}"
+                ident = (arm, p.get("horizon", 0), p.get("beta", 0.0))
+                if p.get("reading") and ident not in seen:
+                    seen.add(ident)
+                    by_reading.setdefault(p["reading"], []).append(f"{label} (p_Holm {p['p_holm']:.3g})")
+    text = f"Holm across the sweep's {s['holm_family_size']} gaps: "
+    parts = [f"{r}: {', '.join(by_reading[r])}" for r in ("worse than vanilla", "better than vanilla")
+             if r in by_reading]
+    text += "; ".join(parts) if parts else "no gap is distinguishable from 0"
+    if "better than vanilla" in by_reading:
+        text += (". A negative gap that survives says the stop-gradient changes optimisation itself (the myopic "
+                 "model trains better at this lr and scale), by at least as much as the gap: a hidden-state gap of "
+                 "that size cannot be told apart from it")
+    return text + "."
+
+
 def _horizon_noise(s: dict) -> str:
     """What the horizon sweep's intervals include (one seed: training noise not measured), and the null."""
     n = s.get("n_seeds", s.get("vanilla", {}).get("seeds", 1))
+    docs = f"{_horizon_split(s).split()[0]} documents"
     if n <= 1:
-        return "1 seed, training noise not measured: validation documents resampled only"
+        return f"1 seed, training noise not measured: {docs} resampled only"
     null = s.get("null_gap")
-    text = f"seed-inclusive over {n} seeds and validation documents"
+    text = f"seed-inclusive over {n} seeds and {docs}"
     if null:
         text += f"; null (vanilla vs vanilla across seeds): sd {null['sd']:.4f} nats/token"
     return text
 
 
-def _by_setting_table(points: dict, key: str, label: str, show) -> Table:
-    """One row per horizon (or beta), loss and gap of myopic and myopic-hidden side by side."""
+def _by_setting_table(points: dict, key: str, label: str, show, lr_cols: bool = False) -> Table:
+    """One row per horizon (or beta), loss and gap of myopic and myopic-hidden side by side (and each point's
+    chosen lr when ``lr_cols``)."""
     by_value = {a: {p[key]: p for p in points.get(a, [])} for a in MYOPIC_ARMS}
     header = [label]
     for a in MYOPIC_ARMS:
-        header += [f"{a} loss", f"{a} gap"]
+        header += [f"{a} loss", f"{a} gap"] + ([f"{a} lr"] if lr_cols else [])
     rows = []
     for value in sorted(set().union(*[set(v) for v in by_value.values()])):
         row = [show(value)]
         for a in MYOPIC_ARMS:
             p = by_value[a].get(value, {})
             row += [fmt(p.get("loss")), fmt(p.get("gap"), "{:+.3f}") + fmt_ci(p.get("gap_ci"), "{:+.3f}")]
+            row += [fmt(p.get("lr"), "{:g}")] if lr_cols else []
         rows.append(row)
     return Table(header, rows)
 
