@@ -23,7 +23,7 @@ step; a sum over the keys' embeddings keeps which keys occurred but not which pa
 answer), so a model with few heads must either pre-compute each pair's bit where the pair ends or fail. Vanilla
 training rewards the pre-computation through the gradient from the answer back to the pair's position; myopic
 training removes exactly that gradient. The answer token is where the planted gap lives; :func:`task_items`
-writes the answers as a user task of the suite (``myopia tasks --task FILE``).
+writes the answers as a user task of the suite (``myopia tasks DIR --user FILE``).
 
 Characters: digits as keys and answers, ``<``/``>`` as brackets. Texts that already contain a bracket are
 refused, so every bracket marks a record (and digits inside brackets are always keys).
