@@ -60,6 +60,9 @@ def test_more_seeds_detect_smaller_gaps_and_seeds_for_a_target():
     assert gaps[0] > gaps[1] > gaps[2]
     n = seeds_needed(0.02, sd, doc)
     assert min_detectable_gap(sd, doc, n) <= 0.02 < min_detectable_gap(sd, doc, n - 1)
+    # never 2 seeds, whose bootstrap-only interval under-covers and so looks more powerful than 3 seeds
+    assert min_detectable_gap(0.0133, 0.0007, 2) < min_detectable_gap(0.0133, 0.0007, 3)
+    assert seeds_needed(1.1 * min_detectable_gap(0.0133, 0.0007, 2), 0.0133, 0.0007) >= 3
     # documents alone set a floor that seeds cannot lower
     assert seeds_needed(0.5 * min_detectable_gap(0.0, 0.01, 2), 0.001, 0.01) is None
     with pytest.raises(MyopiaError):

@@ -498,6 +498,7 @@ def masked_means(boot: HierarchicalBootstrap, values, mask, unit) -> Resampled:
 # integrated over the χ² quantiles. The minimum detectable gap solves power(δ) = 0.8 at α = 0.05.
 
 POWER = 0.8
+MIN_SEEDS_FOR_POWER = 3  # the fewest seeds whose interval has a t-part (see seeds_needed)
 N_QUANTILES = 2000
 
 
@@ -548,13 +549,16 @@ def _brentq(fn, lo, hi) -> float:
 
 def seeds_needed(target_gap: float, seed_sd: float, doc_se: float, power: float = POWER, level: float = LEVEL,
                  max_seeds: int = 1000) -> int | None:
-    """Fewest seeds (≥ 2) whose minimum detectable gap is ≤ ``target_gap``; None when even ``max_seeds`` do not
-    suffice (the documents' own noise, which more seeds do not shrink, can make a gap undetectable)."""
+    """Fewest seeds (≥ 3) whose minimum detectable gap is ≤ ``target_gap``; None when even ``max_seeds`` do not
+    suffice (the documents' own noise, which more seeds do not shrink, can make a gap undetectable).
+
+    Never 2: with 2 seeds the interval has no t-part (one degree of freedom) and the bootstrap alone under-states
+    the seed variance, so its modelled power is higher than at 3 seeds and not a power a referee would accept."""
     if target_gap <= 0:
         return None
     if detection_power(target_gap, seed_sd, doc_se, max_seeds, level) < power:
         return None
-    lo, hi = 2, max_seeds
+    lo, hi = MIN_SEEDS_FOR_POWER, max_seeds
     if detection_power(target_gap, seed_sd, doc_se, lo, level) >= power:
         return lo
     while hi - lo > 1:  # power grows with the seed count
