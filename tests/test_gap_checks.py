@@ -103,3 +103,18 @@ def test_a_second_gap_on_the_same_pair_is_refused_while_one_writes(two_pairs, ca
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error:") and "being written by another process" in err
     assert (pair / "gap.json").stat().st_mtime_ns == stamp
+
+
+def test_pair_rerun_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path):
+    """What a kill before the first checkpoint leaves (config, metrics, the lock) does not block the pair: a rerun
+    of the same command trains that run from step 0 and finishes it (before: 'already holds a run ... use
+    --resume', a flag `pair` does not have)."""
+    data = _corpus(tmp_path / "c", 3)
+    _pair(data, tmp_path / "p", seeds="0")
+    rd = tmp_path / "p" / "runs" / "myopic-hidden" / "seed0"
+    for q in list(rd.iterdir()):
+        if q.name not in ("config.json", "metrics.jsonl", ".lock"):
+            q.unlink() if q.is_file() else shutil.rmtree(q)
+    assert not (rd / "result.json").exists()
+    _pair(data, tmp_path / "p", seeds="0")
+    assert (rd / "result.json").is_file() and read_json(rd / "result.json")["steps"] == 4

@@ -214,7 +214,8 @@ def _train_run(arm: Arm, seed: int, rd: Path, cache_dir: Path, corpus, cfg: GPTC
             print(f"[pair] {arm.name} seed {seed}: already trained (eval loss {result['eval_loss']:.4f})",
                   file=sys.stderr)
         return result
-    resume = has_checkpoint(rd)
+    # a run stopped before its first checkpoint leaves config/metrics only: resume=True restarts it at step 0
+    resume = has_checkpoint(rd) or (rd.is_dir() and any(rd.iterdir()))
     if progress:
         print(f"[pair] {'resuming' if resume else 'training'} {arm.name} seed {seed} -> {rd}",
               file=sys.stderr, flush=True)
