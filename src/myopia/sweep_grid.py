@@ -259,6 +259,12 @@ def ensure_run(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig
     return status
 
 
+def ensure_test_eval(run_dir: Path, corpus, eval_tokens: int, seed: int) -> None:
+    """The reported test-split window evaluation of a finished run (:data:`TEST_EVAL_FILE`), once, on rank 0."""
+    if dist_info()[0] == 0 and not (Path(run_dir) / TEST_EVAL_FILE).exists():
+        evaluate_windows(run_dir, corpus, eval_tokens, seed, split="test", file=TEST_EVAL_FILE)
+
+
 def sweep_run_status(run_dir: Path) -> str:
     """:func:`run_status`, or ``diverged`` (stopped by a non-finite loss, see :data:`DIVERGED_FILE`)."""
     return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)

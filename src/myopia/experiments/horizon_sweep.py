@@ -40,7 +40,7 @@ from ..sweep_grid import (
     SweepSettings,
     TokenBudget,
     ensure_run_or_diverged,
-    evaluate_windows,
+    ensure_test_eval,
     model_config_for,
     steps_for,
     sweep_run_status,
@@ -200,10 +200,9 @@ def run_horizon_sweep(data, out, settings: SweepSettings, *, horizons=None, beta
             if not take(run_dir):
                 continue
             tcfg = replace(train_config_for(settings, size, steps, seed), lr=choice[arm.name])
-            if (ensure_run_or_diverged(data, run_dir, cfg_of(arm), tcfg, corpus=corpus,
-                                       eval_tokens=settings.eval_tokens, log=log, window_eval=False)
-                    and not (run_dir / TEST_EVAL_FILE).exists()):
-                evaluate_windows(run_dir, corpus, settings.eval_tokens, seed, split="test", file=TEST_EVAL_FILE)
+            if ensure_run_or_diverged(data, run_dir, cfg_of(arm), tcfg, corpus=corpus,
+                                      eval_tokens=settings.eval_tokens, log=log, window_eval=False):
+                ensure_test_eval(run_dir, corpus, settings.eval_tokens, seed)
     summary = summarise_horizon(out, arms, settings, size, budget, steps, bootstrap=bootstrap, data=data,
                                 lr_grid=grid, lr_seeds=lr_seeds)
     write_json(out / HORIZON_FILE, summary)

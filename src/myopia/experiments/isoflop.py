@@ -53,7 +53,7 @@ from ..sweep_grid import (
     ModelSize,
     doc_means,
     ensure_run_or_diverged,
-    evaluate_windows,
+    ensure_test_eval,
     heads_for,
 )
 from ..sweep_grid import sweep_run_status as iso_status
@@ -448,8 +448,8 @@ def _ensure(corpus, data, run: IsoRun, out: Path, s: IsoFlopSettings, log) -> No
                                   eval_tokens=s.eval_tokens, log=log, window_eval=False, branch_at=run.branch_at,
                                   branch_from=branch_from):
         return
-    if run.stage != "pilot" and dist_info()[0] == 0 and not (run_dir / TEST_EVAL_FILE).exists():
-        evaluate_windows(run_dir, corpus, s.eval_tokens, run.train_cfg.seed, split="test", file=TEST_EVAL_FILE)
+    if run.stage != "pilot":
+        ensure_test_eval(run_dir, corpus, s.eval_tokens, run.train_cfg.seed)
 
 
 def refuse_old_folder(out: Path) -> None:
