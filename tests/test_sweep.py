@@ -265,7 +265,7 @@ def test_isoflop_shards_started_together_share_the_pilot_and_finish_the_sweep(co
     monkeypatch.setattr(isoflop, "WAIT_POLL_S", 0.2)
     corpus = load_corpus(corpus_file)
     out = tmp_path / "iso"
-    s = tiny_iso(budgets=[1e8, 2e8], optimum_seeds=[7])
+    s = tiny_iso(budgets=[1e8, 2e8], optimum_seeds=[7], edge_shapes=True)
     trained: dict[int, list[str]] = {0: [], 1: []}
     errors = []
 
@@ -287,7 +287,13 @@ def test_isoflop_shards_started_together_share_the_pilot_and_finish_the_sweep(co
     pilot = [r["name"] for r in summary["runs"] if r["stage"] == "pilot"]
     assert len(pilot) == 4 and set(pilot) <= done
     assert {p["seed"] for p in summary["points"]} == {0, 1, 2, 7}  # the optimum seeds ran after the first pass
-    assert all(r["status"] == "done" for r in summary["runs"])
+    assert all(r["status"] == "done" for r in summary["runs"]) and summary["complete"]
+    edges = summary["edge_shapes"]  # decided after the first pass; every shape it added was trained
+    assert edges["enabled"] and isinstance(edges["added"], list)
+    for a in edges["added"]:
+        if a["size"] is not None:
+            assert {p["arm"] for p in summary["points"] if p["size"] == a["size"] and p["flops"] == a["budget"]} \
+                == {"vanilla", "myopic-hidden"}
 
 
 def test_isoflop_adds_seeds_at_the_measured_optima_after_the_first_pass(tmp_path):
@@ -572,3 +578,60 @@ def test_horizon_points_are_adjusted_together_and_read_by_sign():
     assert "worse than vanilla: myopic-hidden h = 0 (p_Holm 0.004)" in text
     assert "better than vanilla: myopic-hidden h = 8 (p_Holm 0.012)" in text and "changes optimisation" in text
     assert "beta = 0 " not in text and "beta = 0.5" not in text  # h = 0 once; beta 0.5 not detectable
+
+
+def test_parabola_edge_says_where_the_profile_minimum_lies():
+    """Interior minimum -> None; a profile falling to the largest (smallest) size -> "high" ("low"); a concave
+    profile's minimum is at whichever edge is lower; fewer than 3 sizes is an error."""
+    from myopia.scaling import parabola_edge
+
+    n = [1e3, 1e4, 1e5, 1e6]
+    assert parabola_edge(n, [2.0, 1.8, 1.8, 2.0]) is None
+    assert parabola_edge(n, [2.3, 2.1, 2.0, 1.95]) == "high"
+    assert parabola_edge(n, [1.9, 2.0, 2.2, 2.5]) == "low"
+    assert parabola_edge(n, [2.0, 2.3, 2.3, 1.9]) == "high"  # concave: the lower end wins
+    with pytest.raises(MyopiaError, match="3 or more"):
+        parabola_edge([1e3, 1e4], [2.0, 1.9])
+    with pytest.raises(MyopiaError, match="3 or more"):
+        parabola_edge(n, [2.0, 1.8, 1.8, 2.0], [1, 1, 1])
+
+
+def test_isoflop_adds_a_shape_beyond_an_edge_optimum_after_the_first_pass(tmp_path):
+    """EDGE_RULE: once the first pass has finished, at a budget where an arm's validation profile has its minimum at
+    the largest (smallest) measured shape, the nearest candidate beyond it trains at that budget for every arm with
+    the first-pass seeds; interior budgets get nothing; a shape with first-pass runs keeps their warmup."""
+    from myopia.experiments.isoflop import _first_pass_budgets, _trunks, edge_additions, plan_runs, sizes_for_budget
+    from myopia.io import write_json
+    from myopia.model import non_embedding_params
+
+    s = tiny_iso(edge_shapes=True, strict_budgets=[2e8])
+    first = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3, out=tmp_path)
+    assert edge_additions(first, tmp_path, s, 257, 100_000) is None  # nothing trained yet: nothing added
+    assert first == plan_runs(replace_settings(s, edge_shapes=False), 257, 100_000, batch_size=4, lr=3e-3)
+    shapes = {b: [m for m, _ in sizes_for_budget(s, b, 257, 100_000)] for b in s.budgets}
+    for r in first:  # 1e8: interior optimum for both arms; 2e8: myopic-hidden falls to its largest shape
+        i = shapes[r.budget].index(r.size)
+        falling = r.budget == 2e8 and r.gradient == "myopic-hidden"
+        loss = 2.0 - 0.1 * i if falling else 2.0 + 0.1 * (i - 1) ** 2
+        write_json(tmp_path / r.name / "result.json", {"eval_loss": loss + 0.001 * r.seed})
+    added = edge_additions(first, tmp_path, s, 257, 100_000)
+    assert [(a["budget"], a["side"], a["triggered_by"]) for a in added] == [(2e8, "high", ["myopic-hidden"])]
+    new = added[0]["size"]
+    n_hi = max(non_embedding_params(r.model_cfg) for r in first if r.budget == 2e8)
+    assert new is not None and new not in shapes[2e8]
+    extra = plan_runs(s, 257, 100_000, batch_size=4, lr=3e-3, out=tmp_path)[len(first):]
+    assert {(r.budget, r.size, r.gradient, r.seed) for r in extra} == {
+        (2e8, new, arm, seed) for arm in ("vanilla", "myopic-hidden", "myopic") for seed in (0, 1, 2)}
+    assert all(r.params_non_embedding > n_hi and r.stage == "trunk" and r.trunk is None for r in extra)
+    # a shape added at a budget below its first-pass runs keeps their warmup: the run equals a branch of its trunk
+    big = next(m for m, b in _first_pass_budgets(s, 257, 100_000).items() if b == [4e8])
+    added_low = _trunks(s, 257, 100_000, 4, 3e-3, s.seeds, budgets_of={big: [1e8]})
+    trunk = next(r for r in first if r.size == big and r.budget == 4e8)
+    assert {r.train_cfg.warmup for r in added_low} == {trunk.train_cfg.warmup}
+    assert all(r.train_cfg.steps < trunk.train_cfg.steps and r.trunk is None for r in added_low)
+
+
+def replace_settings(s, **kw):
+    from dataclasses import replace
+
+    return replace(s, **kw)

@@ -592,6 +592,21 @@ def _parabola_optimum(coef: np.ndarray, lo: float, hi: float) -> tuple[float, fl
     return float(cands[j]), float(vals[j]), False
 
 
+def parabola_edge(n_params, loss, weights=None) -> str | None:
+    """Where the IsoFLOP profile's parabola has its minimum: None (inside the measured sizes), "low" or "high"
+    (at the smallest or largest one: N* is then a bound). ``n_params`` (S,) distinct sizes, ``loss`` (S,) their
+    mean losses, ``weights`` (S,) runs per size (default 1); the same fit as :func:`isoflop_frontier`'s."""
+    x = np.log10(_as_positive_array("n_params", n_params))
+    y = np.asarray(loss, dtype=np.float64)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not (x.shape == y.shape == w.shape) or len(x) < 3 or len(set(x.tolist())) != len(x):
+        raise MyopiaError("a parabola edge needs 3 or more distinct sizes, each with one mean loss and weight")
+    x0 = float(x.mean())
+    lo, hi = float(x.min()) - x0, float(x.max()) - x0
+    xs, _, interior = _parabola_optimum(_fit_parabola(x - x0, y, w), lo, hi)
+    return None if interior else ("low" if xs <= lo else "high")
+
+
 def _unit_count(points: list[dict]) -> int:
     """Number of evaluation documents shared by every point (0 when any point lacks per-document losses)."""
     ns = {len(p["doc_loss"]) if p.get("doc_loss") is not None else 0 for p in points}

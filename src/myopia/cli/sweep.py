@@ -121,6 +121,9 @@ def register(sub) -> None:
     g.add_argument("--n-sizes", type=int, help="isoflop: model sizes per budget")
     g.add_argument("--ratio-range", help="isoflop: LO,HI tokens per non-embedding parameter the sizes of each "
                    "budget are log-spaced over (default: the preset's)")
+    g.add_argument("--edge-shapes", action=argparse.BooleanOptionalAction, default=None,
+                   help="isoflop: after the first pass, one more shape beyond the measured sizes at every budget where "
+                   "an arm's profile has its optimum at an edge (the rule in docs/scaling.md; default: the preset's)")
     g.add_argument("--lr-grid", help="isoflop: the pilot's base learning rates, comma separated (the pilot's "
                    "lowest mean validation loss wins; 'none': no pilot, --lr as given)")
     g.add_argument("--batch-grid", help="isoflop: the pilot's batch sizes in sequences, comma separated ('none': "
@@ -199,7 +202,7 @@ def isoflop_settings_from_args(args):
     if args.gradients:
         kw["gradients"] = parse_list(args.gradients, str, "--gradients")
     for flag in ("n_sizes", "aspect", "head_dim", "seq_len", "batch_size", "eval_tokens", "precision", "lr",
-                 "schedule", "decay_frac"):
+                 "schedule", "decay_frac", "edge_shapes"):
         if getattr(args, flag, None) is not None:
             kw[flag] = getattr(args, flag)
     kw.update(micro_batch_size=args.micro_batch_size, ckpt_every=args.ckpt_every, device=args.device)
@@ -218,7 +221,7 @@ def _dry_run(s, corpus, out, shard) -> int:
     choice = pilot_choice(pilot, Path(out))[0] if pilot else None
     choice = choice or {"batch_size": (s.pilot_batch_grid or [s.batch_size])[0],
                         "lr": (s.pilot_lr_grid or [s.lr])[0]}
-    runs = pilot + shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice), shard)
+    runs = pilot + shard_runs(plan_runs(s, corpus.vocab_size, train_tokens, **choice, out=Path(out)), shard)
     for r in runs:
         src = f" <- {r.trunk} @ {r.branch_step}" if r.trunk else ""
         print(f"{r.name:44s} {r.stage:6s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "

@@ -20,7 +20,8 @@ The design (decided before any run, the same for every arm):
   decays to its own length (bitwise the fresh run of that length, :func:`myopia.train.train`);
 - every arm shares initialisation and data order within a (shape, seed); ``seeds`` (>= 3) at every cell, and
   ``optimum_seeds`` more at the shapes of the measured optima by a rule fixed before the first pass
-  (:data:`OPTIMUM_RULE`);
+  (:data:`OPTIMUM_RULE`); with ``edge_shapes``, one more shape beyond the measured sizes at every budget where an
+  arm's first-pass profile has its optimum at an edge (:data:`EDGE_RULE`, also after the first pass);
 - the reported loss of a run is measured on the **test** split (``eval_windows_test.json``, per window and
   document); the pilot chose its settings on validation.
 
@@ -84,6 +85,7 @@ class IsoFlopSettings:
     deep_above: int = 20_000  # non-embedding parameters above which a shape has >= 2 layers
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     optimum_seeds: list[int] = field(default_factory=list)  # more seeds at the measured optima (OPTIMUM_RULE)
+    edge_shapes: bool = False  # a shape beyond an edge optimum, after the first pass (EDGE_RULE)
     seq_len: int = 128
     batch_size: int = 4  # sequences per step, used when the pilot's batch grid is empty
     lr: float = 6e-3  # base lr (at mup_base_width), used when the pilot's lr grid is empty
@@ -189,26 +191,37 @@ def _cfg(s: IsoFlopSettings, size: ModelSize, vocab_size: int, gradient: str = "
                      seq_len=s.seq_len, gradient=gradient)
 
 
+def _ratios(s: IsoFlopSettings, budget: float, vocab_size: int,
+            train_tokens: int | None) -> list[tuple[ModelSize, float]]:
+    """[(shape, tokens per non-embedding parameter at ``budget``)] over the candidate family, under the epoch cap."""
+    out = []
+    for size in candidate_sizes(s):
+        cfg = _cfg(s, size, vocab_size)
+        tokens = budget / flops_per_token(cfg)
+        if train_tokens and tokens / train_tokens > s.max_epochs:
+            continue
+        out.append((size, tokens / non_embedding_params(cfg)))
+    return out
+
+
+def _nearest_target(s: IsoFlopSettings, target: float):
+    """Sort key of a (shape, ratio) candidate for a tokens-per-parameter target: distance in log ratio (to 0.01),
+    then the aspect nearest ``aspect``."""
+    return lambda c: (round(abs(math.log(c[1] / target)), 2),
+                      abs(math.log(c[0].d_model / c[0].n_layer / s.aspect)))
+
+
 def sizes_for_budget(s: IsoFlopSettings, budget: float, vocab_size: int,
                      train_tokens: int | None = None) -> list[tuple[ModelSize, float]]:
     """``n_sizes`` distinct shapes whose tokens/parameter is nearest log-spaced targets in ``ratio_range`` (shapes
     over the epoch cap excluded when ``train_tokens`` is given): [(size, tokens_per_param)], small first."""
     lo, hi = s.ratio_range
     targets = np.geomspace(hi, lo, s.n_sizes)  # high ratio = small model first
-    cands = []
-    for size in candidate_sizes(s):
-        cfg = _cfg(s, size, vocab_size)
-        tokens = budget / flops_per_token(cfg)
-        if train_tokens and tokens / train_tokens > s.max_epochs:
-            continue
-        ratio = tokens / non_embedding_params(cfg)
-        if lo / 2 <= ratio <= hi * 2:  # "roughly" the range: the family of tiny shapes is discrete
-            cands.append((size, ratio))
+    # "roughly" the range: the family of tiny shapes is discrete
+    cands = [c for c in _ratios(s, budget, vocab_size, train_tokens) if lo / 2 <= c[1] <= hi * 2]
     chosen, used = [], set()
     for t in targets:
-        best = min((c for c in cands if c[0].name not in used),
-                   key=lambda c: (round(abs(math.log(c[1] / t)), 2), abs(math.log(c[0].d_model / c[0].n_layer
-                                                                                   / s.aspect))), default=None)
+        best = min((c for c in cands if c[0].name not in used), key=_nearest_target(s, t), default=None)
         if best is None:
             break
         used.add(best[0].name)
@@ -341,20 +354,28 @@ def pilot_choice(runs: list[IsoRun], out: Path) -> tuple[dict | None, dict]:
     return {"batch_size": batch, "lr": lr}, table
 
 
-def _trunks(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float, seeds,
-            shapes=None) -> list[IsoRun]:
-    """Per (shape, arm, seed) the trunk (its largest budget; ``branch_at`` the decay starts of the smaller budgets)
-    followed by its cooldown branches, shapes in order of their smallest budget (only ``shapes`` when given)."""
+def _first_pass_budgets(s: IsoFlopSettings, vocab_size: int, train_tokens: int) -> dict[ModelSize, list[float]]:
+    """{shape: its budgets in ascending order} of the first pass, shapes in order of their smallest budget."""
     budgets_of: dict[ModelSize, list[float]] = {}
     for budget in sorted(s.budgets):
         for size, _ in sizes_for_budget(s, budget, vocab_size, train_tokens):
             budgets_of.setdefault(size, []).append(budget)
+    return budgets_of
+
+
+def _trunks(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float, seeds,
+            shapes=None, budgets_of=None) -> list[IsoRun]:
+    """Per (shape, arm, seed) the trunk (its largest budget; ``branch_at`` the decay starts of the smaller budgets)
+    followed by its cooldown branches, shapes in order of their smallest budget (only ``shapes`` when given;
+    ``budgets_of`` {shape: ascending budgets} instead of the first pass's). A shape's warmup is the one of its
+    first-pass runs wherever it has any, so that a run added at another budget equals a branch of its trunk."""
+    first = _first_pass_budgets(s, vocab_size, train_tokens)
     runs = []
-    for size, budgets in budgets_of.items():
+    for size, budgets in (first if budgets_of is None else budgets_of).items():
         if shapes is not None and size.name not in shapes:
             continue
         fpt = flops_per_token(_cfg(s, size, vocab_size))
-        warmup = _warmup(s, _steps(s, budgets[0], fpt, batch_size))
+        warmup = _warmup(s, _steps(s, (first.get(size) or budgets)[0], fpt, batch_size))
         arms = list(dict.fromkeys(a for b in budgets for a in s.arms_for(b)))
         for arm in arms:
             mine = [b for b in budgets if arm in s.arms_for(b)]
@@ -388,15 +409,83 @@ def optimum_shapes(runs: list[IsoRun], out: Path) -> list[str] | None:
     return sorted(best)
 
 
+EDGE_RULE = ("after every first-pass run has finished: per budget, where the parabola in log N fitted to an arm's "
+             "mean validation losses over its first-pass shapes has its minimum at the smallest (largest) measured "
+             "size, the candidate shape nearest the tokens-per-parameter target one step of the design's log "
+             "spacing beyond the range (within one step of it, strictly smaller (larger) than every measured shape, "
+             "under the epoch cap; none if the family has no such shape) trains at that budget for every arm of the "
+             "budget with the first pass's seeds; once per budget and side (no second round)")
+
+
+def beyond_edge(s: IsoFlopSettings, budget: float, vocab_size: int, train_tokens: int | None,
+                measured: list[ModelSize], side: str) -> ModelSize | None:
+    """The shape :data:`EDGE_RULE` adds at ``budget`` past ``side`` ("low" or "high") of the ``measured`` shapes,
+    or None when the candidate family has none."""
+    lo, hi = s.ratio_range
+    step = (hi / lo) ** (1.0 / (s.n_sizes - 1))
+    target = hi * step if side == "low" else lo / step  # low: more tokens per parameter (a smaller model)
+    n_of = {m.name: non_embedding_params(_cfg(s, m, vocab_size)) for m in measured}
+    n_lo, n_hi = min(n_of.values()), max(n_of.values())
+    cands = [c for c in _ratios(s, budget, vocab_size, train_tokens)
+             if abs(math.log(c[1] / target)) <= math.log(step) + 1e-9
+             and (non_embedding_params(_cfg(s, c[0], vocab_size)) < n_lo if side == "low"
+                  else non_embedding_params(_cfg(s, c[0], vocab_size)) > n_hi)]
+    return min(cands, key=_nearest_target(s, target))[0] if cands else None
+
+
+def edge_additions(first: list[IsoRun], out: Path, s: IsoFlopSettings, vocab_size: int,
+                   train_tokens: int | None) -> list[dict] | None:
+    """:data:`EDGE_RULE` on the finished first pass ``first``: [{"budget", "side", "size" (a ModelSize or None),
+    "triggered_by" (arms)}] in budget order, or None while a first-pass run is pending."""
+    from ..scaling import parabola_edge
+
+    if any(iso_status(out / r.name) not in ("done", "diverged") for r in first):
+        return None
+    cells: dict[float, dict[str, dict[ModelSize, list[float]]]] = {}
+    n_of: dict[ModelSize, int] = {}
+    for r in first:
+        n_of[r.size] = r.params_non_embedding
+        if iso_status(out / r.name) == "done":
+            v = float(read_json(out / r.name / RESULT)["eval_loss"])
+            cells.setdefault(r.budget, {}).setdefault(r.gradient, {}).setdefault(r.size, []).append(v)
+    added = []
+    for budget in sorted(cells):
+        sides: dict[str, list[str]] = {}
+        for arm, by_size in cells[budget].items():
+            if len(by_size) < 3:
+                continue
+            sizes = list(by_size)
+            side = parabola_edge([n_of[m] for m in sizes], [float(np.mean(by_size[m])) for m in sizes],
+                                 [len(by_size[m]) for m in sizes])
+            if side is not None:
+                sides.setdefault(side, []).append(arm)
+        measured = list({r.size for r in first if r.budget == budget})
+        for side in sorted(sides):
+            added.append({"budget": budget, "side": side, "triggered_by": sides[side],
+                          "size": beyond_edge(s, budget, vocab_size, train_tokens, measured, side)})
+    return added
+
+
 def plan_runs(s: IsoFlopSettings, vocab_size: int, train_tokens: int, batch_size: int, lr: float,
               out: Path | None = None) -> list[IsoRun]:
     """Every reported run: the first pass (``seeds`` at every shape), then, given the sweep folder ``out`` and
-    once the first pass has finished, ``optimum_seeds`` at the shapes of the measured optima (:func:`optimum_shapes`)."""
+    once the first pass has finished, ``optimum_seeds`` at the shapes of the measured optima (:func:`optimum_shapes`)
+    and, with ``edge_shapes``, the shapes :func:`edge_additions` adds beyond edge optima (first-pass seeds)."""
     first = _trunks(s, vocab_size, train_tokens, batch_size, lr, s.seeds)
+    runs = list(first)
     shapes = optimum_shapes(first, Path(out)) if s.optimum_seeds and out is not None else None
-    if not shapes:
-        return first
-    return first + _trunks(s, vocab_size, train_tokens, batch_size, lr, s.optimum_seeds, shapes)
+    if shapes:
+        runs += _trunks(s, vocab_size, train_tokens, batch_size, lr, s.optimum_seeds, shapes)
+    added = edge_additions(first, Path(out), s, vocab_size, train_tokens) if s.edge_shapes and out is not None \
+        else None
+    budgets_of: dict[ModelSize, list[float]] = {}
+    for a in added or []:
+        if a["size"] is not None:
+            budgets_of.setdefault(a["size"], []).append(a["budget"])
+    if budgets_of:
+        runs += _trunks(s, vocab_size, train_tokens, batch_size, lr, s.seeds,
+                        budgets_of={k: sorted(v) for k, v in budgets_of.items()})
+    return runs
 
 
 def shard_runs(runs: list[IsoRun], shard: tuple[int, int] | None) -> list[IsoRun]:
@@ -485,9 +574,9 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
                 log=None) -> dict:
     """Train the pending runs (the pilot first, then this shard's trunks, each followed by its branches), then
     write and return sweep.json (the analysis covers whatever has finished, in every shard). With ``shard`` (K, N)
-    the shard trains every N-th pilot run and waits for the others' (and, with ``optimum_seeds``, for the whole
-    first pass) before it goes on, so that N processes started together finish the sweep; with ``max_runs`` it
-    does not wait."""
+    the shard trains every N-th pilot run and waits for the others' (and, with ``optimum_seeds`` or
+    ``edge_shapes``, for the whole first pass) before it goes on, so that N processes started together finish the
+    sweep; with ``max_runs`` it does not wait."""
     from ..data import load_corpus
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -518,7 +607,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
         for r in shard_runs(plan, shard):
             if (r.trunk is None or iso_status(out / r.trunk) in ("done", "diverged")) and take(r):
                 _ensure(corpus, data, r, out, s, log)
-        if npass == 0 and shard is not None and max_runs is None and s.optimum_seeds:
+        if npass == 0 and shard is not None and max_runs is None and (s.optimum_seeds or s.edge_shapes):
             wait_for_runs(plan, out, log, "first-pass")
     summary = summarise_isoflop(out, s, data=data, corpus=corpus, n_boot=n_boot, extrapolate_E=extrapolate_E)
     if dist_info()[0] == 0:
@@ -577,6 +666,10 @@ def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot
         _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds), out)
     if s.optimum_seeds and shapes is None:
         pending.append(f"seeds {s.optimum_seeds} at the measured optima (after the first pass)")
+    edges = None if choice is None or not s.edge_shapes else edge_additions(
+        _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds), out, s, vocab, train_tokens)
+    if s.edge_shapes and edges is None:
+        pending.append("the shapes beyond edge optima (after the first pass)")
     points = [_point(r, out) for r in rows if r["stage"] != "pilot" and r["status"] == "done" and "test_loss" in r]
     arms = list(dict.fromkeys(p["arm"] for p in points))
     analysis = frontier_report(points, baseline="vanilla", arms=[a for a in arms if a != "vanilla"], n_boot=n_boot,
@@ -594,6 +687,9 @@ def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot
                   "val_loss": table, "choice": choice,
                   "rule": "lowest mean validation loss over the pilot runs; ties: smaller batch, then smaller lr"},
         "optimum_seeds": {"seeds": list(s.optimum_seeds), "shapes": shapes, "rule": OPTIMUM_RULE},
+        "edge_shapes": {"enabled": s.edge_shapes, "rule": EDGE_RULE,
+                        "added": None if edges is None else [dict(a, size=None if a["size"] is None
+                                                                  else a["size"].name) for a in edges]},
         "plan": [{"name": r["name"], "stage": r["stage"], "budget": r["budget"], "size": r["size"],
                   "steps": r["steps"], "branched_from": r["branched_from"]} for r in rows],
         "data_repeat": {"max_epochs": max_epochs, "repeats": max_epochs > 1.0, "cap": s.max_epochs,

@@ -327,7 +327,22 @@ def _recipe_sentence(s: dict) -> str:
                "parameter; ")
             + f"one run per (shape, arm, seed) to its largest budget, cooldowns branched at the smaller ones; "
             f"{chosen} from the pilot on seeds {pilot.get('seeds')} (never reported; rule: {pilot.get('rule')}); "
-            f"seeds {st['seeds']} at every cell.")
+            f"seeds {st['seeds']} at every cell." + _edge_sentence(s))
+
+
+def _edge_sentence(s: dict) -> str:
+    """What the edge rule added after the first pass (sweep.json ``edge_shapes``), or ""."""
+    e = s.get("edge_shapes") or {}
+    if not e.get("enabled"):
+        return ""
+    if e.get("added") is None:
+        return " Shapes beyond edge optima: pending (decided after the first pass)."
+    got = [f"{a['size']} at {a['budget']:.2g} ({a['side']} edge of {', '.join(a['triggered_by'])})"
+           for a in e["added"] if a["size"]]
+    none = [f"{a['budget']:.2g} ({a['side']})" for a in e["added"] if not a["size"]]
+    return (" After the first pass, by the edge rule (validation losses; every arm of the budget): "
+            + ("added " + "; ".join(got) if got else "no shape added")
+            + (f"; no candidate shape beyond the edge at {', '.join(none)}" if none else "") + ".")
 
 
 def pilot_table(s: dict) -> Table:
