@@ -27,7 +27,7 @@ import numpy as np
 from myopia.data.corpus import assign_splits
 from myopia.data.sources import read_text_documents
 from myopia.io import provenance, write_json
-from myopia.synthetic.planted_text import KEYS, plant_folder
+from myopia.synthetic.planted_text import KEYS, RULES, plant_folder
 
 
 def marginal_loss(n_slots: int, answers) -> float:
@@ -41,7 +41,8 @@ def cmd_plant(a) -> None:
     test = np.flatnonzero(assign_splits(n_docs, a.val_frac, a.test_frac, a.split_seed) == 2)
     out = Path(a.out)
     summary = plant_folder(a.source, out / "corpus", out / "answers.jsonl", strength=a.strength,
-                           task_docs=test.tolist(), n_slots=a.n_slots, rate=a.rate, seed=a.seed, keys=a.keys)
+                           task_docs=test.tolist(), n_slots=a.n_slots, rate=a.rate, seed=a.seed, keys=a.keys,
+                           rule=a.rule)
     items = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     summary.update({"test_documents": len(test), "answers_scored": len(items),
                     "marginal_loss": marginal_loss(a.n_slots, [int(it["continuation"]) for it in items]),
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     q.add_argument("--strength", type=float, required=True)
     q.add_argument("--n-slots", type=int, default=4)
     q.add_argument("--keys", default=KEYS)
+    q.add_argument("--rule", default="latin", choices=RULES)
     q.add_argument("--rate", type=float, default=1.0)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--val-frac", type=float, default=0.05)

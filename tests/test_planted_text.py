@@ -27,6 +27,20 @@ def test_the_rule_is_balanced_so_neither_key_of_a_pair_alone_predicts_its_bit():
     assert not np.array_equal(h, rule_table(table_seed=30))
 
 
+def test_the_order_rule_is_half_ones_and_gives_the_answer_the_same_binomial_marginal():
+    """rule="order": h(s, t) = [s > t], ties [s >= K/2]: K²/2 ones, so with uniform keys a record's answer is
+    Binomial(w, 1/2) as for the Latin rule (the placebo's marginal); each key alone now correlates with its bit."""
+    h = rule_table(4, rule="order")
+    assert h.tolist() == [[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    assert h.sum() == 8 and not np.all(h.sum(1) == 2)
+    texts, records = plant(_corpus(), strength=1.0, n_slots=4, rate=40, keys="0123", rule="order")
+    answers = np.array([r.answer for r in records])
+    assert all(r.answer == rule_answer(r.keys, h) for r in records)
+    assert abs(answers.mean() - 2.0) < 0.15 and abs(answers.var() - 1.0) < 0.2  # Binomial(4, 1/2): mean 2, var 1
+    with pytest.raises(MyopiaError, match="rule must be"):
+        rule_table(4, rule="sum")
+
+
 def test_the_answer_needs_the_pairing_not_just_which_keys_occurred():
     h, rng = rule_table(), np.random.default_rng(0)
     changed = 0

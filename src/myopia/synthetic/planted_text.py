@@ -10,7 +10,8 @@ The construction, fixed before any model is trained on it:
 - A fixed **rule** (the same for every document, every split and every seed; set by ``table_seed``) maps a
   pair of keys to a bit: h(s, t) = [ρ((σ(s) + τ(t)) mod K) < K/2] for random permutations σ, τ, ρ of 0..K-1 (a
   Latin square cut in half). Every row and every column of h holds K/2 ones: either key of a pair alone says
-  nothing about its bit.
+  nothing about its bit. (``rule="order"``, added after vanilla failed to learn the Latin rule at every level tried:
+  h(s, t) = [s > t], ties [s >= K/2], also half ones, learnable from each key's own correlation with the bit.)
 - The answer is the number of pairs whose bit is 1: a = Σ_m h(s_m, t_m), written as the digit ``str(a)``. With
   probability ``1 - strength`` the answer is instead drawn from Binomial(w, 1/2), independently of the keys; that
   is the rule's own distribution of a (the keys are uniform and h is balanced), so the answer's marginal is the
@@ -56,10 +57,21 @@ class Record:
     follows_rule: bool
 
 
-def rule_table(n_keys: int = len(KEYS), table_seed: int = 29) -> np.ndarray:
-    """h (K, K) of 0/1, every row and column with K/2 ones (a random Latin square cut in half)."""
+RULES = ("latin", "order")
+
+
+def rule_table(n_keys: int = len(KEYS), table_seed: int = 29, rule: str = "latin") -> np.ndarray:
+    """h (K, K) of 0/1 with K²/2 ones. ``latin``: every row and column with K/2 ones (a random Latin square cut in
+    half; parity-like, either key alone says nothing). ``order``: h(s, t) = [s > t], ties [s >= K/2] (each key alone
+    is informative, the pair's bit still needs both; the gradient finds it much more easily)."""
     if n_keys < 2 or n_keys % 2:
         raise MyopiaError(f"the rule needs an even number of keys >= 2, got {n_keys}")
+    if rule not in RULES:
+        raise MyopiaError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if rule == "order":
+        i = np.arange(n_keys)
+        return ((i[:, None] > i[None, :]) | ((i[:, None] == i[None, :]) & (i[:, None] >= n_keys // 2))).astype(
+            np.int64)
     rng = np.random.default_rng([table_seed, n_keys])
     sigma, tau, rho = (rng.permutation(n_keys) for _ in range(3))
     latin = (sigma[:, None] + tau[None, :]) % n_keys
@@ -80,11 +92,12 @@ def _places(text: str, n: int, rng: np.random.Generator) -> list[int]:
 
 
 def plant(texts: list[str], *, strength: float, n_slots: int = 4, rate: float = 1.0, seed: int = 0,
-          keys: str = KEYS, table_seed: int = 29) -> tuple[list[str], list[Record]]:
+          keys: str = KEYS, table_seed: int = 29, rule: str = "latin") -> tuple[list[str], list[Record]]:
     """(planted texts, records): records inserted into each text as the module describes.
 
     strength in [0, 1]: probability that a record's answer follows the rule; rate: records per 1000 characters of
-    the original text (at least 1 per text); seed: placement, keys and placebo answers; table_seed: the rule."""
+    the original text (at least 1 per text); seed: placement, keys and placebo answers; table_seed and rule: the
+    rule (:func:`rule_table`)."""
     if not 0.0 <= float(strength) <= 1.0:
         raise MyopiaError(f"strength must lie in [0, 1], got {strength!r}")
     if n_slots < 1 or n_slots > 9:
@@ -93,7 +106,7 @@ def plant(texts: list[str], *, strength: float, n_slots: int = 4, rate: float = 
         raise MyopiaError(f"rate must be positive, got {rate}")
     if len(set(keys)) != len(keys) or OPEN in keys or CLOSE in keys:
         raise MyopiaError("keys must be distinct characters other than the brackets")
-    table = rule_table(len(keys), table_seed)
+    table = rule_table(len(keys), table_seed, rule)
     rng = np.random.default_rng([seed, 2929])
     out, records = [], []
     for d, text in enumerate(texts):
