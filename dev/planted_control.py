@@ -27,7 +27,7 @@ import numpy as np
 from myopia.data.corpus import assign_splits
 from myopia.data.sources import read_text_documents
 from myopia.io import provenance, write_json
-from myopia.synthetic.planted_text import KEYS, RULES, plant_folder
+from myopia.synthetic.planted_text import KEYS, RULES, plant_folder, write_task_file
 
 
 def marginal_loss(n_slots: int, answers) -> float:
@@ -44,7 +44,11 @@ def cmd_plant(a) -> None:
                            task_docs=test.tolist(), n_slots=a.n_slots, rate=a.rate, seed=a.seed, keys=a.keys,
                            rule=a.rule)
     items = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    if a.max_items and len(items) > a.max_items:  # every k-th answer, in document order: fixed before scoring
+        items = items[:: math.ceil(len(items) / a.max_items)]
+        write_task_file(out / "answers.jsonl", items)
     summary.update({"test_documents": len(test), "answers_scored": len(items),
+                    "max_items": a.max_items,
                     "marginal_loss": marginal_loss(a.n_slots, [int(it["continuation"]) for it in items]),
                     "split": {"val_frac": a.val_frac, "test_frac": a.test_frac, "split_seed": a.split_seed},
                     "provenance": provenance()})
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     q.add_argument("--val-frac", type=float, default=0.05)
     q.add_argument("--test-frac", type=float, default=0.2)
     q.add_argument("--split-seed", type=int, default=0)
+    q.add_argument("--max-items", type=int, default=0, help="keep every k-th test answer so that at most this many "
+                   "are scored (0: all)")
     r = sub.add_parser("read")
     r.add_argument("--plant", required=True)
     r.add_argument("--tasks", required=True)
