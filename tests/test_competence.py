@@ -56,3 +56,18 @@ def test_a_null_reads_not_testable_unless_competent():
 def test_mismatched_inputs_are_refused():
     with pytest.raises(MyopiaError):
         vanilla_vs_4gram(np.zeros((2, 5)), np.zeros(4), np.zeros(4))
+
+
+def test_tasks_competence_reads_the_pairs_gap_json_of_the_same_seeds_and_split(tmp_path):
+    """tasks.json's competence takes vanilla-vs-4-gram from the pair directory's gap.json (wherever tasks.json is
+    written), only when it scored the same seeds and split; otherwise that half is "not measured"."""
+    from myopia.experiments.tasks import tasks_competence
+    from myopia.io import write_json
+
+    vs = {"mean": -0.3, "ci95": [-0.35, -0.25]}
+    write_json(tmp_path / "gap.json", {"seeds": [10, 11], "split": "test", "competence": {"vanilla_minus_4gram": vs}})
+    results = {"induction": {"value_of_context": COPIES}}
+    assert tasks_competence(tmp_path, results, [10, 11], "test")["competent"] is True
+    for seeds, split, where in (([10, 12], "test", tmp_path), ([10, 11], "val", tmp_path), ([10, 11], "test", None)):
+        c = tasks_competence(where, results, seeds, split)
+        assert c["beats_4gram"] is None and c["competent"] is None, (seeds, split, where)

@@ -469,14 +469,15 @@ def suite_records(names: list[str], arms: ArmSet, sets: TokenSets, rows: dict, c
     return results
 
 
-def tasks_competence(out: Path, results: dict, seeds) -> dict:
+def tasks_competence(gap_dir: Path | None, results: dict, seeds, split: str) -> dict:
     """tasks.json's ``competence``: vanilla's value of context on induction (scored here) with vanilla against the
-    count 4-gram from the pair's gap.json when it was scored on the same seeds (else not measured)."""
+    count 4-gram from the pair's gap.json (``gap_dir``: the pair directory, whatever ``--out`` is) when it was
+    scored on the same seeds and split (else not measured)."""
     vs_4gram = None
-    gap_path = out / GAP_JSON
-    if gap_path.is_file():
+    gap_path = None if gap_dir is None else Path(gap_dir) / GAP_JSON
+    if gap_path is not None and gap_path.is_file():
         g = read_json(gap_path)
-        if seeds is None or g.get("seeds") == list(seeds):
+        if (seeds is None or g.get("seeds") == list(seeds)) and g.get("split", split) == split:
             vs_4gram = (g.get("competence") or {}).get("vanilla_minus_4gram")
     return competence(vs_4gram, (results.get("induction") or {}).get("value_of_context"))
 
@@ -495,11 +496,13 @@ def run_tasks(pair_dir=None, *, runs=None, baseline=None, out=None, data=None, s
     arms = (pair_arms(pair_dir, data, split, drop_overlap) if pair_dir is not None
             else runs_arms(runs, baseline, data, split, drop_overlap))
     out = Path(out if out is not None else pair_dir)
+    gap_dir = Path(pair_dir) if pair_dir is not None and data is None else None  # another corpus: not its tokens
     with exclusive_writer(out, "tasks results"):
-        return _score_suite_and_write(arms, out, names, user_items, user, n_boot, device, progress)
+        return _score_suite_and_write(arms, out, names, user_items, user, n_boot, device, progress, gap_dir)
 
 
-def _score_suite_and_write(arms: ArmSet, out: Path, names, user_items, user, n_boot, device, progress) -> dict:
+def _score_suite_and_write(arms: ArmSet, out: Path, names, user_items, user, n_boot, device, progress,
+                           gap_dir: Path | None = None) -> dict:
     """Score the suite on every arm and seed, and write OUT/tasks.json (under the folder's writer lock)."""
     suite = T.SUITE
     if arms.corpus.tokenizer is None:
@@ -517,7 +520,7 @@ def _score_suite_and_write(arms: ArmSet, out: Path, names, user_items, user, n_b
         "kind": "myopia-tasks",
         "suite": {**suite, "induction": {**suite["induction"], "span_len_used": sets.span_len}},
         "tasks": results,
-        "competence": tasks_competence(out, results, arms.source.get("seeds")),
+        "competence": tasks_competence(gap_dir, results, arms.source.get("seeds"), arms.split),
         "arms": arms.arms,
         "baseline": arms.baseline,
         "n_seeds": arms.n_seeds,
