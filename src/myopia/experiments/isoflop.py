@@ -396,16 +396,27 @@ OPTIMUM_RULE = ("after every first-pass run has finished: per (budget, arm), the
                 "with their branches)")
 
 
-def optimum_shapes(runs: list[IsoRun], out: Path) -> list[str] | None:
-    """The shapes that get ``optimum_seeds`` by :data:`OPTIMUM_RULE`, or None while a first-pass run is pending."""
+def first_pass_val_losses(runs: list[IsoRun],
+                          out: Path) -> dict[tuple[float, str], dict[ModelSize, list[float]]] | None:
+    """{(budget, arm): {shape: validation losses of its finished seeds}} of the first pass ``runs`` (a diverged run
+    gives none), or None while one of them is pending: what the rules decided after the first pass read."""
     if any(iso_status(out / r.name) not in ("done", "diverged") for r in runs):
         return None
-    losses: dict[tuple[float, str], dict[str, list[float]]] = {}
+    losses: dict[tuple[float, str], dict[ModelSize, list[float]]] = {}
     for r in runs:
         if iso_status(out / r.name) == "done":
             v = float(read_json(out / r.name / RESULT)["eval_loss"])
-            losses.setdefault((r.budget, r.gradient), {}).setdefault(r.size.name, []).append(v)
-    best = {min(by.items(), key=lambda kv: (float(np.mean(kv[1])), kv[0]))[0] for by in losses.values()}
+            losses.setdefault((r.budget, r.gradient), {}).setdefault(r.size, []).append(v)
+    return losses
+
+
+def optimum_shapes(runs: list[IsoRun], out: Path) -> list[str] | None:
+    """The shapes that get ``optimum_seeds`` by :data:`OPTIMUM_RULE`, or None while a first-pass run is pending."""
+    losses = first_pass_val_losses(runs, out)
+    if losses is None:
+        return None
+    best = {min(((m.name, v) for m, v in by.items()), key=lambda kv: (float(np.mean(kv[1])), kv[0]))[0]
+            for by in losses.values()}
     return sorted(best)
 
 
@@ -424,12 +435,13 @@ def beyond_edge(s: IsoFlopSettings, budget: float, vocab_size: int, train_tokens
     lo, hi = s.ratio_range
     step = (hi / lo) ** (1.0 / (s.n_sizes - 1))
     target = hi * step if side == "low" else lo / step  # low: more tokens per parameter (a smaller model)
-    n_of = {m.name: non_embedding_params(_cfg(s, m, vocab_size)) for m in measured}
-    n_lo, n_hi = min(n_of.values()), max(n_of.values())
+    def n_of(m: ModelSize) -> int:
+        return non_embedding_params(_cfg(s, m, vocab_size))
+
+    n_lo, n_hi = min(map(n_of, measured)), max(map(n_of, measured))
+    beyond = (lambda n: n < n_lo) if side == "low" else (lambda n: n > n_hi)
     cands = [c for c in _ratios(s, budget, vocab_size, train_tokens)
-             if abs(math.log(c[1] / target)) <= math.log(step) + 1e-9
-             and (non_embedding_params(_cfg(s, c[0], vocab_size)) < n_lo if side == "low"
-                  else non_embedding_params(_cfg(s, c[0], vocab_size)) > n_hi)]
+             if abs(math.log(c[1] / target)) <= math.log(step) + 1e-9 and beyond(n_of(c[0]))]
     return min(cands, key=_nearest_target(s, target))[0] if cands else None
 
 
@@ -439,19 +451,14 @@ def edge_additions(first: list[IsoRun], out: Path, s: IsoFlopSettings, vocab_siz
     "triggered_by" (arms)}] in budget order, or None while a first-pass run is pending."""
     from ..scaling import parabola_edge
 
-    if any(iso_status(out / r.name) not in ("done", "diverged") for r in first):
+    losses = first_pass_val_losses(first, out)
+    if losses is None:
         return None
-    cells: dict[float, dict[str, dict[ModelSize, list[float]]]] = {}
-    n_of: dict[ModelSize, int] = {}
-    for r in first:
-        n_of[r.size] = r.params_non_embedding
-        if iso_status(out / r.name) == "done":
-            v = float(read_json(out / r.name / RESULT)["eval_loss"])
-            cells.setdefault(r.budget, {}).setdefault(r.gradient, {}).setdefault(r.size, []).append(v)
+    n_of = {r.size: r.params_non_embedding for r in first}
     added = []
-    for budget in sorted(cells):
+    for budget in sorted({b for b, _ in losses}):
         sides: dict[str, list[str]] = {}
-        for arm, by_size in cells[budget].items():
+        for arm, by_size in ((a, by) for (b, a), by in losses.items() if b == budget):
             if len(by_size) < 3:
                 continue
             sizes = list(by_size)
@@ -662,12 +669,11 @@ def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot
     pending = [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
     if choice is None:
         pending.append("the reported runs (after the pilot)")
-    shapes = None if choice is None or not s.optimum_seeds else optimum_shapes(
-        _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds), out)
+    first = None if choice is None else _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds)
+    shapes = None if first is None or not s.optimum_seeds else optimum_shapes(first, out)
     if s.optimum_seeds and shapes is None:
         pending.append(f"seeds {s.optimum_seeds} at the measured optima (after the first pass)")
-    edges = None if choice is None or not s.edge_shapes else edge_additions(
-        _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds), out, s, vocab, train_tokens)
+    edges = None if first is None or not s.edge_shapes else edge_additions(first, out, s, vocab, train_tokens)
     if s.edge_shapes and edges is None:
         pending.append("the shapes beyond edge optima (after the first pass)")
     points = [_point(r, out) for r in rows if r["stage"] != "pilot" and r["status"] == "done" and "test_loss" in r]
