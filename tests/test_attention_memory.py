@@ -81,23 +81,23 @@ def test_chunked_cuda_branches_on_fake_tensors(monkeypatch, kind, dtype, path):
 
 # Peak memory. Vanilla SDPA's forward+backward holds out, dq, dk, dv and the CPU kernel's own buffer of about one
 # query-sized tensor: about five (B, H, T, D) tensors. The myopic paths must stay within MARGIN of that (before
-# the chunked backward the near path took 2.7x at T = 8192, and the band path with beta > 0 1.4x). Each tensor is
-# 64 MiB: glibc's malloc maps every block over 32 MiB on its own and returns it when freed, so the peak resident
-# set follows the live tensors; smaller blocks come from a heap whose reuse varies from run to run (at 16 MiB a
-# tensor the same code measured 5.06 or 6.02 tensors in repeated runs). T = 1024 with a large batch keeps each
-# measurement to a few seconds.
+# the chunked backward the near path took 2.7x at T = 8192, and the band path with beta > 0 1.4x). Each child runs
+# with glibc's MALLOC_MMAP_THRESHOLD_ at 1 MiB: every block of 1 MiB or more is mapped on its own and returned when
+# freed, so the peak resident set follows the live tensors. With glibc's default (blocks under 32 MiB from a heap
+# whose reuse varies) the same code measured vanilla at 4.50-4.63 tensors and the beta band at 4.52-4.63 from
+# run to run, and a median of three once read 1.0503x; with the threshold, four runs each: vanilla 4.474-4.482,
+# beta band 4.529-4.530. T = 1024 with a large batch keeps each measurement to a few seconds.
 MARGIN = 1.05
 SIZE = dict(B=32, H=8, T=1024, D=64)
 
 
 @pytest.fixture(scope="module")
 def memory_env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"), MALLOC_MMAP_THRESHOLD_="1048576")
 
 
-REPEATS = 3  # each path is measured this many times, each in a fresh process, and its median taken: the malloc
-# heap of a fresh process moves the peak by up to ~0.13 of one tensor from run to run (measured 4.50-4.63 tensors
-# for vanilla here), the same statistic for vanilla and for every myopic path
+REPEATS = 3  # each path is measured this many times, each in a fresh process, and its median taken (the same
+# statistic for vanilla and for every myopic path; with the mmap threshold the runs differ by ~0.01 tensor)
 
 
 def median_measure(spec: str, env: dict) -> dict:
