@@ -271,6 +271,27 @@ def test_tasks_json_contract(pair_dir, tmp_path, small_suite):
     assert md.index("myopic-hidden gap") < md.index("| myopic gap") and (pair_dir / "report_files" / "tasks_forest.png").is_file()
 
 
+def test_tasks_without_short_context_skip_its_windows_and_agree(pair_dir, tmp_path, small_suite, monkeypatch):
+    """Induction and user tasks alone do not score the short-context windows (most of the suite's time), and
+    their records are those of the whole suite's run; every other suite task needs those windows."""
+    from myopia.experiments import tasks as X
+
+    assert set(X.SHORT_CONTEXT_TASKS) == set(T.TASKS) - {"induction"}
+    user = tmp_path / "u.jsonl"
+    user.write_text("\n".join(json.dumps({"context": "the cat sat on", "continuation": c})
+                              for c in (" a mat", " the dog", " far")) + "\n")
+    whole = run_tasks(pair_dir, user=[user], out=tmp_path / "whole", n_boot=100, progress=False)
+    built = []
+    real = X.token_sets
+    monkeypatch.setattr(X, "token_sets", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    part = run_tasks(pair_dir, user=[user], tasks="induction", out=tmp_path / "part", n_boot=100, progress=False)
+    assert built[0].short is None and set(part["tasks"]) == {"induction", "user:u"}
+    for name in ("induction", "user:u"):
+        assert part["tasks"][name]["loss"] == whole["tasks"][name]["loss"], name
+        assert part["tasks"][name]["value_of_context"] == whole["tasks"][name]["value_of_context"], name
+        assert part["tasks"][name]["gap"]["myopic-hidden"]["mean"] == whole["tasks"][name]["gap"]["myopic-hidden"]["mean"]
+
+
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(pair_dir, tmp_path, capsys):
     out = tmp_path / "o"
     bad = tmp_path / "bad.jsonl"

@@ -317,13 +317,19 @@ class TokenSets:
     spans: np.ndarray
     rand: np.ndarray
     induction: dict  # "text"/"random" -> (HeldOut of the doubled spans, first scored position)
-    short: HeldOut
-    short_idx: np.ndarray
+    short: HeldOut | None  # None: no requested task reads the value of context on the held-out text
+    short_idx: np.ndarray | None
     user: dict  # name -> (HeldOut with context, HeldOut without)
 
 
-def token_sets(arms: ArmSet, suite: dict, user_items: dict) -> TokenSets:
-    """Build every token set the suite scores (no model is run)."""
+# the text tasks whose value of context compares the baseline with its context cut to the suite's short_context
+# (one short window per held-out token: most of the suite's scoring time); induction and user tasks have their own
+SHORT_CONTEXT_TASKS = ("repeat-mention", "long-range", "closing", "word-continuation")
+
+
+def token_sets(arms: ArmSet, suite: dict, user_items: dict, short: bool = True) -> TokenSets:
+    """Build every token set the suite scores (no model is run); ``short=False`` leaves out the short-context
+    windows (when no task of :data:`SHORT_CONTEXT_TASKS` is requested)."""
     tok, V = arms.corpus.tokenizer, int(arms.corpus.vocab_size)
     eos = int(tok.eos_id)
     held = capped_held_out(arms, int(suite["max_docs"]), int(suite["max_tokens"]))
@@ -335,7 +341,7 @@ def token_sets(arms: ArmSet, suite: dict, user_items: dict) -> TokenSets:
     for key, sp, unit in (("text", spans, span_doc), ("random", rand, np.arange(len(rand)))):
         inputs, second, first = T.doubled(sp, eos, int(ind["score_from"]))
         ind_held[key] = (T.sequences(inputs, np.maximum(second, first), unit), span_len + int(ind["score_from"]))
-    short_held, short_idx = T.short_context_windows(held, int(suite["short_context"]))
+    short_held, short_idx = T.short_context_windows(held, int(suite["short_context"])) if short else (None, None)
     user_held = {}
     for name, items in user_items.items():
         ic, tc, inn, tn = T.user_windows(items, tok, arms.seq_len)
@@ -345,7 +351,8 @@ def token_sets(arms: ArmSet, suite: dict, user_items: dict) -> TokenSets:
 
 def score_seeds(arms: ArmSet, sets: TokenSets, device: str, progress: bool) -> tuple[dict, dict]:
     """(rows, ctx_free): per token set a list over seeds of :func:`score`'s output ("short": the baseline's
-    per-token loss with the context cut), and per user task the baseline's loss without the context."""
+    per-token loss with the context cut; empty when ``sets.short`` is None), and per user task the baseline's loss
+    without the context."""
     V, S = int(arms.corpus.vocab_size), arms.n_seeds
     rows = {k: [] for k in ["full", "short", "ind-text", "ind-random"] + list(sets.user)}
     ctx_free = {k: [] for k in sets.user}
@@ -356,10 +363,11 @@ def score_seeds(arms: ArmSet, sets: TokenSets, device: str, progress: bool) -> t
                 raise MyopiaError(f"a model has vocabulary {m.cfg.vocab_size}, the data {V}")
         base = {arms.baseline: models[arms.baseline]}
         rows["full"].append(score(models, sets.held, V, device))
-        short = rows["full"][-1][arms.baseline]["loss"].copy()
-        if sets.short.n_tokens:
-            short[sets.short_idx] = score(base, sets.short, V, device, batch_size=512)[arms.baseline]["loss"]
-        rows["short"].append(short)
+        if sets.short is not None:
+            short = rows["full"][-1][arms.baseline]["loss"].copy()
+            if sets.short.n_tokens:
+                short[sets.short_idx] = score(base, sets.short, V, device, batch_size=512)[arms.baseline]["loss"]
+            rows["short"].append(short)
         rows["ind-text"].append(score(models, sets.induction["text"][0], V, device))
         rows["ind-random"].append(score(models, sets.induction["random"][0], V, device))
         for name, (hc, hn) in sets.user.items():
@@ -429,11 +437,13 @@ def suite_records(names: list[str], arms: ArmSet, sets: TokenSets, rows: dict, c
     _, doc_unit = np.unique(held.doc, return_inverse=True)
     boot = HierarchicalBootstrap(len(np.unique(held.doc)), S, n_boot, seed)
     loss, correct = _stack(rows["full"], "loss", A), _stack(rows["full"], "correct", A)
-    value = np.stack(rows["short"]) - loss[B]
+    value = np.stack(rows["short"]) - loss[B] if rows["short"] else None
     masks = T.window_masks(held, T.vocab_texts(tok, V), int(suite["repeat-mention"]["min_chars"]),
                            int(suite["closing"]["min_distance"]))
 
     def text_task(mask):
+        if value is None:
+            raise AssertionError("a text task was scored without the short-context rows (SHORT_CONTEXT_TASKS)")
         return task_record(boot, Scores(loss, correct, value, mask, doc_unit), A, B)
 
     results: dict[str, dict] = {}
@@ -507,7 +517,7 @@ def _score_suite_and_write(arms: ArmSet, out: Path, names, user_items, user, n_b
     suite = T.SUITE
     if arms.corpus.tokenizer is None:
         raise MyopiaError("the suite needs decodable text: the corpus has no tokenizer (raw token ids)")
-    sets = token_sets(arms, suite, user_items)
+    sets = token_sets(arms, suite, user_items, short=any(n in SHORT_CONTEXT_TASKS for n in names))
     held = sets.held
     if progress:
         print(f"[tasks] {len(arms.arms)} arms x {arms.n_seeds} seeds; {held.n_tokens:,} held-out tokens "
