@@ -635,3 +635,15 @@ def replace_settings(s, **kw):
     from dataclasses import replace
 
     return replace(s, **kw)
+
+
+def test_run_budget_counts_only_runs_that_still_need_training(tmp_path):
+    """--max-runs: a diverged run is free, fresh runs are counted up to the limit, None has no limit."""
+    diverged, a, b = tmp_path / "d", tmp_path / "a", tmp_path / "b"
+    diverged.mkdir()
+    (diverged / sweep_mod.DIVERGED_FILE).write_text("{}")
+    budget = sweep_mod.RunBudget(1)
+    assert budget.take(diverged) and budget.take(a) and not budget.take(b) and budget.trained == 1
+    assert budget.take(diverged)  # still free after the limit
+    unlimited = sweep_mod.RunBudget(None)
+    assert all(unlimited.take(tmp_path / f"r{i}") for i in range(5)) and unlimited.trained == 5

@@ -270,6 +270,27 @@ def sweep_run_status(run_dir: Path) -> str:
     return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether a sweep run needs no more training (done, or stopped by a non-finite loss)."""
+    return sweep_run_status(run_dir) in ("done", "diverged")
+
+
+class RunBudget:
+    """``--max-runs``: at most ``max_runs`` runs trained by this process (None: no limit); finished runs are
+    free. ``take(run_dir)`` says whether to go on with that run and counts it when it still needs training."""
+
+    def __init__(self, max_runs: int | None):
+        self.max_runs, self.trained = max_runs, 0
+
+    def take(self, run_dir: Path) -> bool:
+        if finished(run_dir):
+            return True
+        if self.max_runs is not None and self.trained >= self.max_runs:
+            return False
+        self.trained += 1
+        return True
+
+
 def ensure_run_or_diverged(data, run_dir: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, *, corpus,
                            eval_tokens: int, log=print, **kw) -> bool:
     """:func:`ensure_run`, except that a run stopped by a non-finite loss is recorded as :data:`DIVERGED_FILE`

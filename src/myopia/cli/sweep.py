@@ -214,7 +214,8 @@ def _dry_run(s, corpus, out, shard) -> int:
     first grid values) and the FLOPs they cost."""
     from pathlib import Path
 
-    from ..experiments.isoflop import iso_status, pilot_choice, pilot_runs, plan_runs, shard_runs
+    from ..experiments.isoflop import pilot_choice, pilot_runs, plan_runs, shard_runs
+    from ..sweep_grid import sweep_run_status
 
     train_tokens = len(corpus.split_tokens("train"))
     pilot = pilot_runs(s, corpus.vocab_size, train_tokens)
@@ -226,7 +227,7 @@ def _dry_run(s, corpus, out, shard) -> int:
         src = f" <- {r.trunk} @ {r.branch_step}" if r.trunk else ""
         print(f"{r.name:44s} {r.stage:6s} N={r.params_non_embedding:>9,d} tokens={r.tokens:>11,d} "
               f"({r.tokens / r.params_non_embedding:6.1f}/param, {r.epochs:.2f} epochs) steps={r.train_cfg.steps:>6d} "
-              f"warmup={r.train_cfg.warmup:>4d} FLOPs={r.trained_flops:.3e} [{iso_status(Path(out) / r.name)}]{src}")
+              f"warmup={r.train_cfg.warmup:>4d} FLOPs={r.trained_flops:.3e} [{sweep_run_status(Path(out) / r.name)}]{src}")
     print(f"{len(runs)} runs ({len(pilot)} pilot, {sum(r.stage == 'trunk' for r in runs)} trunks, "
           f"{sum(r.stage == 'branch' for r in runs)} cooldown branches at batch {choice['batch_size']}), "
           f"{sum(r.trained_flops for r in runs):.3e} training FLOPs in all")

@@ -36,11 +36,13 @@ from ..rundir import CONFIG, RESULT
 from ..sweep_grid import (
     MYOPIC_ARMS,
     TEST_EVAL_FILE,
+    RunBudget,
     ModelSize,
     SweepSettings,
     TokenBudget,
     ensure_run_or_diverged,
     ensure_test_eval,
+    finished,
     model_config_for,
     steps_for,
     sweep_run_status,
@@ -167,16 +169,7 @@ def run_horizon_sweep(data, out, settings: SweepSettings, *, horizons=None, beta
     base = model_config_for(settings, size, corpus.vocab_size)
     steps = steps_for(settings, budget, non_embedding_params(base))
     arms = horizon_arms(settings.seq_len, horizons, betas)
-    trained = 0
-
-    def take(run_dir: Path) -> bool:
-        nonlocal trained
-        if sweep_run_status(run_dir) in ("done", "diverged"):
-            return True
-        if max_runs is not None and trained >= max_runs:
-            return False
-        trained += 1
-        return True
+    take = RunBudget(max_runs).take
 
     def cfg_of(arm):
         return replace(base, gradient=arm.gradient, horizon=arm.horizon, beta=arm.beta)
@@ -240,7 +233,7 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
     family = holm_over_points(horizon_curves, beta_curves)
     null = _vanilla_null([evals.get(f"vanilla-s{s}") for s in settings.seeds], bootstrap)
     van = [r["test_loss"] for r in rows if r["arm"] == "vanilla" and r["status"] == "done"]
-    pending = [n for n in lr["tuning_runs"] if sweep_run_status(out / n) not in ("done", "diverged")]
+    pending = [n for n in lr["tuning_runs"] if not finished(out / n)]
     pending += [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
     base = model_config_for(settings, size, 257)
     choice_note = (f"the lr of each arm: {LR_RULE}, on the validation split of lr seeds {lr['seeds']}"

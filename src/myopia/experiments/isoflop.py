@@ -52,12 +52,14 @@ from ..sweep_grid import (
     TEST_EVAL_FILE,
     TIMING_FILE,
     ModelSize,
+    RunBudget,
     doc_means,
     ensure_run_or_diverged,
     ensure_test_eval,
+    finished,
     heads_for,
+    sweep_run_status,
 )
-from ..sweep_grid import sweep_run_status as iso_status
 
 DESIGN = "isoflop"
 VERSION_NOTE = "0.2.0"
@@ -400,11 +402,11 @@ def first_pass_val_losses(runs: list[IsoRun],
                           out: Path) -> dict[tuple[float, str], dict[ModelSize, list[float]]] | None:
     """{(budget, arm): {shape: validation losses of its finished seeds}} of the first pass ``runs`` (a diverged run
     gives none), or None while one of them is pending: what the rules decided after the first pass read."""
-    if any(iso_status(out / r.name) not in ("done", "diverged") for r in runs):
+    if any(not finished(out / r.name) for r in runs):
         return None
     losses: dict[tuple[float, str], dict[ModelSize, list[float]]] = {}
     for r in runs:
-        if iso_status(out / r.name) == "done":
+        if sweep_run_status(out / r.name) == "done":
             v = float(read_json(out / r.name / RESULT)["eval_loss"])
             losses.setdefault((r.budget, r.gradient), {}).setdefault(r.size, []).append(v)
     return losses
@@ -532,10 +534,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def _ensure(corpus, data, run: IsoRun, out: Path, s: IsoFlopSettings, log) -> None:
     run_dir = out / run.name
-    if iso_status(run_dir) == "diverged":
+    if sweep_run_status(run_dir) == "diverged":
         return
     trunk_dir = None if run.trunk is None else out / run.trunk
-    if trunk_dir is not None and iso_status(trunk_dir) == "diverged":
+    if trunk_dir is not None and sweep_run_status(trunk_dir) == "diverged":
         if dist_info()[0] == 0:
             write_json(run_dir / DIVERGED_FILE, {"run": run.name, "error": f"its trunk {run.trunk} diverged"})
         return
@@ -567,7 +569,7 @@ def wait_for_runs(runs: list[IsoRun], out: Path, log, what: str) -> None:
     pilot before the pilot's choice, and the whole first pass before :data:`OPTIMUM_RULE`. Logs every 10 minutes."""
     waited, poll_s = 0.0, WAIT_POLL_S
     while True:
-        pending = [r.name for r in runs if iso_status(out / r.name) not in ("done", "diverged")]
+        pending = [r.name for r in runs if not finished(out / r.name)]
         if not pending:
             return
         if waited % 600 < poll_s:
@@ -592,16 +594,10 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
     corpus = corpus if corpus is not None else load_corpus(data)
     train_tokens = len(corpus.split_tokens("train"))
     pilot = pilot_runs(s, corpus.vocab_size, train_tokens)
-    trained = 0
+    budget = RunBudget(max_runs)
 
     def take(run) -> bool:
-        nonlocal trained
-        if iso_status(out / run.name) in ("done", "diverged"):
-            return True
-        if max_runs is not None and trained >= max_runs:
-            return False
-        trained += 1
-        return True
+        return budget.take(out / run.name)
 
     for r in pilot if shard is None else pilot[shard[0]::shard[1]]:
         if take(r):
@@ -612,7 +608,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
     for npass in range(2 if choice is not None else 0):  # the first pass, then the seeds at the measured optima
         plan = plan_runs(s, corpus.vocab_size, train_tokens, **choice, out=out)
         for r in shard_runs(plan, shard):
-            if (r.trunk is None or iso_status(out / r.trunk) in ("done", "diverged")) and take(r):
+            if (r.trunk is None or finished(out / r.trunk)) and take(r):
                 _ensure(corpus, data, r, out, s, log)
         if npass == 0 and shard is not None and max_runs is None and (s.optimum_seeds or s.edge_shapes):
             wait_for_runs(plan, out, log, "first-pass")
@@ -630,7 +626,7 @@ def run_isoflop(data, out, s: IsoFlopSettings, *, corpus=None, max_runs: int | N
 def _run_record(run: IsoRun, out: Path) -> dict:
     row = run.row()
     d = out / run.name
-    row["status"] = iso_status(d)
+    row["status"] = sweep_run_status(d)
     if row["status"] == "done":
         row["val_loss"] = float(read_json(d / RESULT)["eval_loss"])
         t = d / TIMING_FILE
