@@ -56,12 +56,26 @@ def cmd_plant(a) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}, indent=1))
 
 
+LEARNT_NATS = 0.1  # the protocol's rule: vanilla learnt the rule when its answer loss is this far below the marginal
+
+
 def cmd_read(a) -> None:
     plant = json.loads((Path(a.plant) / "plant.json").read_text())
     tasks = json.loads(Path(a.tasks).read_text())
+    marginal = plant["marginal_loss"]
+    rec = next(v for k, v in tasks["tasks"].items() if k.startswith("user:"))
     print(f"strength {plant['strength']:g}: {plant['answers_scored']} answers scored; a model that knows only the "
-          f"answer's marginal: {plant['marginal_loss']:.3f} nats")
-    print(json.dumps({k: v for k, v in tasks.items() if k.startswith("user") or k == "tasks"}, indent=1)[:4000])
+          f"answer's marginal: {marginal:.3f} nats")
+    for arm, r in rec["loss"].items():
+        seeds = ", ".join(f"{x:.3f}" for x in r["per_seed"])
+        print(f"  answer loss {arm:<14} {r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  per seed {seeds}")
+    learnt = [x <= marginal - LEARNT_NATS for x in rec["loss"][tasks["baseline"]]["per_seed"]]
+    print(f"  {tasks['baseline']} learnt the rule (>= {LEARNT_NATS} nats below the marginal) on {sum(learnt)} of "
+          f"{len(learnt)} seeds")
+    for arm, g in rec["gap"].items():
+        found = "detected" if g["ci95"][0] > 0 and g.get("p_holm", 1) < 0.05 else "not detected"
+        print(f"  answers' gap {arm:<14} {g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}] "
+              f"p_holm {g.get('p_holm', float('nan')):.3g}: {found}")
 
 
 def main(argv=None) -> int:
