@@ -270,9 +270,12 @@ def sweep_run_status(run_dir: Path) -> str:
     return "diverged" if (Path(run_dir) / DIVERGED_FILE).exists() else run_status(run_dir)
 
 
+FINISHED = ("done", "diverged")  # the statuses of a sweep run that needs no more training
+
+
 def finished(run_dir: Path) -> bool:
     """Whether a sweep run needs no more training (done, or stopped by a non-finite loss)."""
-    return sweep_run_status(run_dir) in ("done", "diverged")
+    return sweep_run_status(run_dir) in FINISHED
 
 
 class RunBudget:

@@ -35,9 +35,10 @@ from ..rundir import HORIZON_JSON as HORIZON_FILE
 from ..rundir import CONFIG, RESULT
 from ..sweep_grid import (
     MYOPIC_ARMS,
+    FINISHED,
     TEST_EVAL_FILE,
-    RunBudget,
     ModelSize,
+    RunBudget,
     SweepSettings,
     TokenBudget,
     ensure_run_or_diverged,
@@ -234,7 +235,7 @@ def summarise_horizon(out, arms, settings: SweepSettings, size: ModelSize, budge
     null = _vanilla_null([evals.get(f"vanilla-s{s}") for s in settings.seeds], bootstrap)
     van = [r["test_loss"] for r in rows if r["arm"] == "vanilla" and r["status"] == "done"]
     pending = [n for n in lr["tuning_runs"] if not finished(out / n)]
-    pending += [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
+    pending += [r["name"] for r in rows if r["status"] not in FINISHED]
     base = model_config_for(settings, size, 257)
     choice_note = (f"the lr of each arm: {LR_RULE}, on the validation split of lr seeds {lr['seeds']}"
                    if lr["grid"] else NO_GRID_RULE)

@@ -48,6 +48,7 @@ from ..rundir import RESULT
 from ..train import TrainConfig, dist_info
 from ..sweep_grid import (
     DIVERGED_FILE,
+    FINISHED,
     SWEEP_FILE,
     TEST_EVAL_FILE,
     TIMING_FILE,
@@ -662,7 +663,7 @@ def summarise_isoflop(out, s: IsoFlopSettings, *, data=None, corpus=None, n_boot
     choice, table = pilot_choice(pilot, out) if pilot else ({"batch_size": s.batch_size, "lr": s.lr}, {})
     planned = pilot + ([] if choice is None else plan_runs(s, vocab, train_tokens, **choice, out=out))
     rows = [_run_record(r, out) for r in planned]
-    pending = [r["name"] for r in rows if r["status"] not in ("done", "diverged")]
+    pending = [r["name"] for r in rows if r["status"] not in FINISHED]
     if choice is None:
         pending.append("the reported runs (after the pilot)")
     first = None if choice is None else _trunks(s, vocab, train_tokens, choice["batch_size"], choice["lr"], s.seeds)
