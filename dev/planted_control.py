@@ -26,7 +26,7 @@ import numpy as np
 
 from myopia.data.corpus import assign_splits
 from myopia.data.sources import read_text_documents
-from myopia.analysis.stats import noise_of_summary, power_entry, seeds_needed
+from myopia.analysis.stats import power_entry, seeds_needed
 from myopia.io import provenance, write_json
 from myopia.synthetic.planted_text import KEYS, RULES, plant_folder, write_task_file
 
@@ -74,6 +74,8 @@ def cmd_read(a) -> None:
     print(f"  {tasks['baseline']} learnt the rule (>= {LEARNT_NATS} nats below the marginal) on {sum(learnt)} of "
           f"{len(learnt)} seeds")
     context = rec["value_of_context"]["mean"]
+    info = marginal - rec["loss"][tasks["baseline"]]["mean"]  # what vanilla learnt of the rule (nats per answer)
+    half = []
     for arm, g in rec["gap"].items():
         found = "detected" if g["ci95"][0] > 0 and g.get("p_holm", 1) < 0.05 else "not detected"
         pw = power_entry(g, context)
@@ -82,13 +84,11 @@ def cmd_read(a) -> None:
               f"p_holm {g.get('p_holm', float('nan')):.3g}: {found}; seed sd {pw['seed_sd'] or 0:.3f}, smallest "
               f"detectable gap (80%, {pw['n_seeds']} seeds) {mdg} nats, seeds for 5% of the value of context "
               f"({0.05 * context:.3f} nats): {pw['seeds_for_5pct']}")
-    info = marginal - rec["loss"][tasks["baseline"]]["mean"]  # what vanilla learnt of the rule (nats per answer)
-    if info > 0:
-        for arm, g in rec["gap"].items():
-            seed_sd, doc_se = noise_of_summary(g)
-            if seed_sd is not None and doc_se is not None:
-                print(f"  seeds for {arm} to detect half of what vanilla learnt ({info / 2:.3f} nats): "
-                      f"{seeds_needed(info / 2, seed_sd, doc_se)}")
+        if info > 0 and pw["seed_sd"] is not None and pw["doc_se"] is not None:
+            half.append(f"  seeds for {arm} to detect half of what vanilla learnt ({info / 2:.3f} nats): "
+                        f"{seeds_needed(info / 2, pw['seed_sd'], pw['doc_se'])}")
+    for line in half:
+        print(line)
 
 
 def main(argv=None) -> int:
